@@ -1,0 +1,39 @@
+# make run: set up .venv and start the service on the embedded defaults (SQLite, local folder,
+#           a Celery worker on a server-less broker).
+# make test: set up .venv and run the tests (lint contracts included).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint bench example clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/harden serve --embedded
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check core app worker cli
+
+test: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python bench/distill_overhead.py
+
+example: $(STAMP)
+	$(BIN)/python examples/train_mnist_teacher.py --out examples/mnist_teacher.pt
+	$(BIN)/harden run examples/mnist_teacher.pt --dataset builtin:mnist --out runs/mnist
+
+clean:
+	rm -rf $(VENV) runs var

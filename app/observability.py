@@ -1,0 +1,347 @@
+"""Metrics and logs: Prometheus metrics behind ``GET /metrics`` and JSON-lines logging.
+
+Where each number comes from, and why it is correct with many processes:
+
+- HTTP latency and upload sizes are observed in the API process by an ASGI middleware.
+- Jobs by state, queue depth and stage durations are *read from the job store at scrape time* by a
+  custom collector. Workers run on other machines (and Celery runs each task in a child process),
+  so an in-process histogram in a worker would be invisible to the API and lost with each child;
+  prometheus-client's multiprocess mode only shares a directory on one host. The job store is
+  already the source of truth for job state and per-stage timings (the worker writes them there),
+  so any API replica exports the same, cluster-wide numbers, with no extra moving part.
+- Queue depth is the number of jobs the store holds as queued: correct for every broker (the
+  embedded one has no Redis list to measure).
+
+This module imports neither FastAPI nor Celery at import time, so the worker can use the logging
+half (``configure_json_logging``, ``job_context``) without loading the web stack.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+from pythonjsonlogger.json import JsonFormatter
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# Logging
+# --------------------------------------------------------------------------------------------
+
+#: The job the current task works on; the worker task sets it (``job_context``) so that every
+#: log line written while the job runs, by any module, carries the job id.
+current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "harden_job_id", default=None
+)
+
+
+class JobIdFilter(logging.Filter):
+    """Adds ``job_id`` (or None) from :data:`current_job_id` to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Never overwrite an id given explicitly through ``extra={"job_id": ...}``.
+        if getattr(record, "job_id", None) is None:
+            record.job_id = current_job_id.get()
+        return True
+
+
+@contextmanager
+def job_context(job_id: str) -> Iterator[None]:
+    """Tag every log line written inside the block with ``job_id``."""
+    token = current_job_id.set(job_id)
+    try:
+        yield
+    finally:
+        current_job_id.reset(token)
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line: time, level, logger, message, job_id, plus any ``extra``."""
+    return JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s %(job_id)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+    )
+
+
+def configure_json_logging(level: int | str = logging.INFO) -> logging.Handler:
+    """Send all logging (root logger) to stderr as JSON lines with the job id on each line.
+
+    Idempotent: calling it again replaces the handler it installed before. uvicorn's and
+    Celery's own loggers propagate to the root, so they come out as JSON too.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_harden_json", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(json_formatter())
+    # The filter sits on the handler, not a logger, so records from every logger get the id.
+    handler.addFilter(JobIdFilter())
+    handler._harden_json = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery"):
+        # Their default handlers would print the same line a second time, not as JSON.
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    return handler
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+#: Seconds; API calls are milliseconds, uploads and downloads of large models take seconds.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Bytes, 1 KiB .. 1 GiB by powers of 4: model files range from kilobytes to gigabytes.
+UPLOAD_BUCKETS = tuple(float(1024 * 4**i) for i in range(11))
+#: Seconds; a stage lasts from under a second (load) to hours (teacher training on CPU).
+STAGE_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
+
+UNMATCHED_ROUTE = "<unmatched>"
+
+JobsByState = Callable[[], Mapping[str, int]]
+StageTimings = Callable[[], Iterable[Mapping[str, float]]]
+
+
+class JobStoreCollector(Collector):
+    """Exports job-store numbers at scrape time: jobs by state, queue depth, stage durations.
+
+    ``jobs_by_state()`` returns ``{state: count}``; ``stage_timings()`` yields one
+    ``{stage: seconds}`` mapping per job that has timings. Stage durations become a histogram
+    rebuilt from the store on each scrape; jobs are expired by retention, not deleted, so the
+    series only grows, as a Prometheus histogram must.
+    """
+
+    def __init__(
+        self,
+        jobs_by_state: JobsByState | None = None,
+        stage_timings: StageTimings | None = None,
+        *,
+        queued_states: Iterable[str] = ("queued",),
+        known_states: Iterable[str] = (),
+        stage_buckets: Iterable[float] = STAGE_BUCKETS,
+    ) -> None:
+        self._jobs_by_state = jobs_by_state
+        self._stage_timings = stage_timings
+        self._queued_states = tuple(queued_states)
+        self._known_states = tuple(known_states)
+        self._stage_buckets = tuple(sorted(stage_buckets))
+        self._errors = 0
+
+    def describe(self) -> list[Metric]:
+        # Registering must not query the database; an empty describe() makes the registry
+        # skip collect() at registration time.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if self._jobs_by_state is not None:
+            try:
+                counts = dict(self._jobs_by_state())
+            except Exception:
+                # A database hiccup must not turn the whole /metrics page into a 500.
+                self._errors += 1
+                log.warning("metrics: could not count jobs by state", exc_info=True)
+            else:
+                yield from self._state_metrics(counts)
+        if self._stage_timings is not None:
+            try:
+                timings = list(self._stage_timings())
+            except Exception:
+                self._errors += 1
+                log.warning("metrics: could not read stage timings", exc_info=True)
+            else:
+                yield self._stage_histogram(timings)
+        # Lets an alert fire when the job-store numbers silently stop coming.
+        yield CounterMetricFamily(
+            "harden_metrics_store_errors",
+            "Scrapes whose job-store query failed.",
+            value=float(self._errors),
+        )
+
+    def _state_metrics(self, counts: dict[str, int]) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily(
+            "harden_jobs", "Jobs in the job store, by state.", labels=["state"]
+        )
+        # States with no job are exported as 0 so that dashboards see them appear and vanish.
+        for state in sorted(set(self._known_states) | set(counts)):
+            jobs.add_metric([state], float(counts.get(state, 0)))
+        yield jobs
+        yield GaugeMetricFamily(
+            "harden_queue_depth",
+            "Jobs waiting for a worker (queued in the job store).",
+            value=float(sum(counts.get(state, 0) for state in self._queued_states)),
+        )
+
+    def _stage_histogram(self, timings: list[Mapping[str, float]]) -> Metric:
+        per_stage: dict[str, list[float]] = {}
+        for job_timings in timings:
+            for stage, seconds in job_timings.items():
+                per_stage.setdefault(stage, []).append(float(seconds))
+        family = HistogramMetricFamily(
+            "harden_stage_duration_seconds",
+            "Time spent in each pipeline stage by finished and running jobs.",
+            labels=["stage"],
+        )
+        for stage in sorted(per_stage):
+            values = per_stage[stage]
+            buckets = [
+                (_bucket_label(bound), float(sum(1 for v in values if v <= bound)))
+                for bound in self._stage_buckets
+            ]
+            buckets.append(("+Inf", float(len(values))))
+            family.add_metric([stage], buckets, sum_value=sum(values))
+        return family
+
+
+def _bucket_label(bound: float) -> str:
+    # Same spelling as prometheus-client's own histograms ("1.0", "300.0").
+    return repr(float(bound))
+
+
+class Metrics:
+    """The API process's metrics, in their own registry (several apps per process in tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.http_latency = Histogram(
+            "harden_http_request_duration_seconds",
+            "HTTP request latency, by route template, method and status.",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        self.upload_size = Histogram(
+            "harden_upload_size_bytes",
+            "Size of request bodies uploaded to the API (multipart or raw), by route template.",
+            ["route"],
+            buckets=UPLOAD_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+_UPLOAD_TYPES = ("multipart/form-data", "application/octet-stream")
+
+
+def _route_template(scope: Mapping[str, Any]) -> str:
+    # The router stores the matched route in the scope; its template ("/jobs/{job_id}") keeps
+    # the label set small, where the raw path would make one series per job id.
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(template) if template else UNMATCHED_ROUTE
+
+
+def _header(scope: Mapping[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+class HttpMetricsMiddleware:
+    """Pure ASGI middleware: latency of every request and the size of every upload body.
+
+    Pure ASGI (not ``BaseHTTPMiddleware``) so streamed responses (SSE, downloads) are not
+    buffered and request bodies are counted as they arrive, whatever their length header says.
+    """
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+        received = 0
+        is_upload = _header(scope, b"content-type").lower().startswith(_UPLOAD_TYPES)
+
+        async def counting_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def status_send(message: Mapping[str, Any]) -> None:
+            nonlocal status
+            if message.get("type") == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive if is_upload else receive, status_send)
+        finally:
+            route = _route_template(scope)
+            self.metrics.http_latency.labels(scope.get("method", ""), route, str(status)).observe(
+                time.perf_counter() - started
+            )
+            if is_upload and received:
+                self.metrics.upload_size.labels(route).observe(received)
+
+
+def install_observability(
+    app: FastAPI,
+    *,
+    jobs_by_state: JobsByState | None = None,
+    stage_timings: StageTimings | None = None,
+    known_states: Iterable[str] = (),
+    queued_states: Iterable[str] = ("queued",),
+    path: str = "/metrics",
+) -> Metrics:
+    """Add the HTTP metrics middleware and ``GET /metrics`` to ``app``; returns its metrics.
+
+    ``jobs_by_state`` and ``stage_timings`` read the job store (see :class:`JobStoreCollector`);
+    the app factory passes functions bound to its store.
+    """
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    metrics = Metrics()
+    if jobs_by_state is not None or stage_timings is not None:
+        metrics.registry.register(
+            JobStoreCollector(
+                jobs_by_state,
+                stage_timings,
+                queued_states=queued_states,
+                known_states=known_states,
+            )
+        )
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        # The collector queries the database synchronously; run the render in a thread so a
+        # slow scrape does not stall the event loop.
+        from starlette.concurrency import run_in_threadpool
+
+        body = await run_in_threadpool(metrics.render)
+        # The classic text format (0.0.4): every Prometheus version and scraper reads it.
+        return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    app.add_route(path, metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.state.metrics = metrics
+    return metrics

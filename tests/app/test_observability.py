@@ -1,0 +1,194 @@
+"""Metrics endpoint, HTTP/upload instrumentation, job-store collector and JSON logging."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from fastapi import APIRouter, FastAPI, File, UploadFile
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.observability import (
+    UNMATCHED_ROUTE,
+    JobIdFilter,
+    configure_json_logging,
+    install_observability,
+    job_context,
+    json_formatter,
+)
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parse the exposition with prometheus-client's own parser (it fails on a malformed page)."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def _make_app(**kwargs: object) -> FastAPI:
+    app = FastAPI()
+    jobs = APIRouter(prefix="/jobs")
+
+    @jobs.get("/{job_id}")
+    def get_job(job_id: str) -> dict[str, str]:
+        return {"id": job_id}
+
+    @app.post("/harden")
+    async def harden(model: UploadFile = File(...)) -> dict[str, int]:
+        return {"size": len(await model.read())}
+
+    @app.post("/echo")
+    def echo(body: dict[str, int]) -> dict[str, int]:
+        return body
+
+    app.include_router(jobs)
+    install_observability(app, **kwargs)  # type: ignore[arg-type]
+    return app
+
+
+def test_latency_is_labelled_by_route_template_not_raw_path() -> None:
+    client = TestClient(_make_app())
+    for job_id in ("a1", "b2", "c3"):
+        assert client.get(f"/jobs/{job_id}").status_code == 200
+    assert client.get("/nope/123").status_code == 404
+
+    samples = _samples(client.get("/metrics").text)
+    key = (
+        "harden_http_request_duration_seconds_count",
+        (("method", "GET"), ("route", "/jobs/{job_id}"), ("status", "200")),
+    )
+    assert samples[key] == 3
+    unmatched = (
+        "harden_http_request_duration_seconds_count",
+        (("method", "GET"), ("route", UNMATCHED_ROUTE), ("status", "404")),
+    )
+    assert samples[unmatched] == 1
+    # No series carries a concrete job id.
+    assert not any("a1" in dict(labels).get("route", "") for _, labels in samples)
+
+
+def test_upload_sizes_are_measured_for_multipart_bodies_only() -> None:
+    client = TestClient(_make_app())
+    payload = b"x" * 300_000
+    response = client.post("/harden", files={"model": ("m.onnx", payload)})
+    assert response.json() == {"size": len(payload)}
+    assert client.post("/echo", json={"a": 1}).status_code == 200
+
+    samples = _samples(client.get("/metrics").text)
+    count = samples[("harden_upload_size_bytes_count", (("route", "/harden"),))]
+    total = samples[("harden_upload_size_bytes_sum", (("route", "/harden"),))]
+    assert count == 1
+    # The multipart body is the file plus a few hundred bytes of boundaries and headers.
+    assert len(payload) <= total < len(payload) + 1024
+    assert ("harden_upload_size_bytes_count", (("route", "/echo"),)) not in samples
+
+
+def test_job_store_numbers_are_read_at_scrape_time() -> None:
+    counts = {"queued": 2, "running": 1}
+    timings = [{"load": 0.5, "teacher": 10.0}, {"load": 2.0, "teacher": 100.0}]
+    client = TestClient(
+        _make_app(
+            jobs_by_state=lambda: counts,
+            stage_timings=lambda: timings,
+            known_states=("queued", "running", "succeeded"),
+        )
+    )
+    samples = _samples(client.get("/metrics").text)
+    assert samples[("harden_jobs", (("state", "queued"),))] == 2
+    assert samples[("harden_jobs", (("state", "succeeded"),))] == 0
+    assert samples[("harden_queue_depth", ())] == 2
+
+    assert samples[("harden_stage_duration_seconds_count", (("stage", "teacher"),))] == 2
+    assert samples[("harden_stage_duration_seconds_sum", (("stage", "teacher"),))] == 110.0
+    assert (
+        samples[("harden_stage_duration_seconds_bucket", (("le", "15.0"), ("stage", "teacher")))]
+        == 1
+    )
+    assert (
+        samples[("harden_stage_duration_seconds_bucket", (("le", "120.0"), ("stage", "teacher")))]
+        == 2
+    )
+    assert (
+        samples[("harden_stage_duration_seconds_bucket", (("le", "1.0"), ("stage", "load")))] == 1
+    )
+
+    # A later scrape sees the store as it is then.
+    counts["queued"] = 0
+    timings.append({"teacher": 5.0})
+    samples = _samples(client.get("/metrics").text)
+    assert samples[("harden_queue_depth", ())] == 0
+    assert samples[("harden_stage_duration_seconds_count", (("stage", "teacher"),))] == 3
+
+
+def test_a_failing_job_store_does_not_break_the_metrics_page() -> None:
+    def broken() -> dict[str, int]:
+        raise RuntimeError("database is down")
+
+    client = TestClient(_make_app(jobs_by_state=broken))
+    client.get("/jobs/1")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = _samples(response.text)
+    assert ("harden_queue_depth", ()) not in samples
+    assert samples[("harden_metrics_store_errors_total", ())] == 1
+    assert any(name.startswith("harden_http_request_duration_seconds") for name, _ in samples)
+
+
+def test_two_apps_in_one_process_keep_separate_registries() -> None:
+    first, second = TestClient(_make_app()), TestClient(_make_app())
+    first.get("/jobs/x")
+    samples = _samples(second.get("/metrics").text)
+    assert not any(dict(labels).get("route") == "/jobs/{job_id}" for _, labels in samples)
+
+
+@pytest.fixture
+def json_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    handler.addFilter(JobIdFilter())
+    logger = logging.getLogger("test.observability")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield stream
+    logger.removeHandler(handler)
+
+
+def test_log_lines_are_json_with_the_job_id_inside_a_job(json_stream: io.StringIO) -> None:
+    logger = logging.getLogger("test.observability")
+    logger.info("before")
+    with job_context("job-42"):
+        logger.info("working", extra={"stage": "teacher"})
+        logging.getLogger("test.observability").warning("still working")
+    logger.info("after")
+
+    lines = [json.loads(line) for line in json_stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["before", "working", "still working", "after"]
+    assert [line["job_id"] for line in lines] == [None, "job-42", "job-42", None]
+    assert lines[1]["stage"] == "teacher"
+    assert lines[2]["level"] == "WARNING"
+    assert lines[0]["logger"] == "test.observability"
+    assert "time" in lines[0]
+
+
+def test_configure_json_logging_installs_one_handler_however_often_called() -> None:
+    root = logging.getLogger()
+    before_handlers, before_level = list(root.handlers), root.level
+    try:
+        configure_json_logging("DEBUG")
+        handler = configure_json_logging("INFO")
+        ours = [h for h in root.handlers if getattr(h, "_harden_json", False)]
+        assert ours == [handler]
+        assert root.level == logging.INFO
+    finally:
+        for h in list(root.handlers):
+            if h not in before_handlers:
+                root.removeHandler(h)
+        root.setLevel(before_level)

@@ -1,0 +1,44 @@
+"""HTTP-level errors, in the same family as the core's (one handler renders them all)."""
+
+from __future__ import annotations
+
+from core.errors import HardenError
+
+
+class NotFoundError(HardenError):
+    code = "not_found"
+    status = 404
+
+
+class AuthError(HardenError):
+    code = "unauthorized"
+    status = 401
+
+
+class JobNotDoneError(HardenError):
+    code = "job_not_done"
+    status = 409
+
+
+class ConflictError(HardenError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLargeError(HardenError):
+    code = "payload_too_large"
+    status = 413
+
+
+class BadRequestError(HardenError):
+    code = "bad_request"
+    status = 400
+
+
+class ServiceUnavailableError(HardenError):
+    code = "unavailable"
+    status = 503
+
+
+class IdempotencyKeyReusedError(ConflictError):
+    code = "idempotency_conflict"

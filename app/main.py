@@ -1,0 +1,67 @@
+"""The FastAPI application factory: ``uvicorn --factory app.main:create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.artifacts import make_store
+from app.deps import Services
+from app.migrate import upgrade
+from app.problems import install_problem_handlers
+from app.queue import make_producer
+from app.routes_health import router as health_router
+from app.routes_jobs import router as jobs_router
+from app.settings import Settings, get_settings
+from app.store import JobStore
+
+DESCRIPTION = """Hardens image classifiers with defensive distillation (Papernot et al., 2016) and
+audits how robust the result really is (attacks that see through gradient masking included).
+
+Submit with `POST /harden`, follow `GET /jobs/{id}` or `/jobs/{id}/events`, download
+`/jobs/{id}/model.onnx`, `/report.json`, `/report.html`. Errors are `application/problem+json`
+with a `code` and a `hint` saying how to fix the request."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; ``settings`` default to the ``HARDEN_*`` environment."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            upgrade(settings.database_url)
+        yield
+        app.state.services.store.engine.dispose()
+
+    app = FastAPI(
+        title="harden",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = Services(
+        settings=settings,
+        store=JobStore.from_url(settings.database_url),
+        artifacts=make_store(settings),
+        producer=make_producer(settings),
+    )
+    install_problem_handlers(app)
+    app.include_router(health_router)
+    app.include_router(jobs_router)
+    install_observability(app, settings)
+    return app
+
+
+def install_observability(app: FastAPI, settings: Settings) -> None:
+    """Deployment hook: /metrics and the logging setup (app/observability.py, written by the
+    deployment work, provides ``install(app, settings)``). Without that module this does nothing."""
+    try:
+        from app import observability  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    install = getattr(observability, "install", None)
+    if install is not None:
+        install(app, settings)

@@ -1,0 +1,282 @@
+"""Job routes: submit, read, list, cancel, delete, artifacts, server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.db import Job, JobState
+from app.deps import Services, current_owner, get_services
+from app.errors import ConflictError, JobNotDoneError, NotFoundError
+from app.schemas import ARTIFACT_TYPES, JobList, JobOut, Problem, job_out
+from app.store import is_terminal
+from app.submit import submit
+from app.uploads import receive_form, remove
+
+# The events route is declared before /jobs/{id}/{artifact}, which would otherwise match it.
+router = APIRouter()
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": Problem, "content": {"application/problem+json": {}}} for s in statuses}
+
+
+_MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model"],
+                    "properties": {
+                        "model": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The trained classifier: TorchScript, torch.export "
+                            "(.pt2), ONNX or safetensors (+ config student_architecture). "
+                            "Pickles are refused.",
+                        },
+                        "dataset": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Optional: an .npz (x_train, y_train, x_test, y_test) "
+                            "or a zip/tar of image folders. Sets config.dataset to 'upload'.",
+                        },
+                        "config": {
+                            "type": "string",
+                            "description": "JSON of the job spec (GET /spec/schema).",
+                            "example": '{"dataset": "builtin:digits", "temperature": 100, '
+                            '"student_epochs": 10}',
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _job_or_404(services: Services, job_id: str, owner: str) -> Job:
+    job = services.store.get(job_id, owner)
+    if job is None:
+        raise NotFoundError(
+            f"no job {job_id!r}",
+            hint="check the id (GET /jobs lists yours); jobs of other API keys are not visible",
+        )
+    return job
+
+
+@router.post(
+    "/harden",
+    status_code=202,
+    response_model=JobOut,
+    summary="Submit a model to harden",
+    description="Uploads are streamed to disk and refused past the size limit. The model format "
+    "is checked before the job is queued. With an `Idempotency-Key`, a retried POST returns the "
+    "job of the first one (200) instead of creating another.",
+    openapi_extra=_MULTIPART_BODY,
+    responses={200: {"model": JobOut, "description": "Same Idempotency-Key: the existing job."}}
+    | _problems(400, 401, 409, 413, 422, 503),
+    tags=["jobs"],
+)
+async def post_harden(
+    request: Request,
+    owner: str = Depends(current_owner),
+    services: Services = Depends(get_services),
+    idempotency_key: Annotated[
+        str | None, Header(max_length=255, description="Retry-safe key chosen by the client.")
+    ] = None,
+) -> JSONResponse:
+    folder = Path(services.settings.upload_dir) / f"incoming-{time.time_ns()}-{id(request)}"
+    try:
+        form = await receive_form(request, folder, services.settings.max_upload_bytes)
+        job, created = await run_in_threadpool(submit, services, owner, form, idempotency_key)
+    finally:
+        await run_in_threadpool(remove, folder)
+    return JSONResponse(
+        job_out(job).model_dump(mode="json"),
+        status_code=202 if created else 200,
+        headers={"Location": f"/jobs/{job.id}"},
+    )
+
+
+@router.get(
+    "/jobs",
+    response_model=JobList,
+    summary="List your jobs, newest first",
+    responses=_problems(401, 422),
+    tags=["jobs"],
+)
+def list_jobs(
+    request: Request,
+    state: JobState | None = Query(None, description="Only jobs in this state."),
+    limit: int = Query(20, ge=1, le=200),
+    offset: int = Query(0, ge=0),
+    owner: str = Depends(current_owner),
+    services: Services = Depends(get_services),
+) -> JobList:
+    jobs, total = services.store.list(owner, state=state, limit=limit, offset=offset)
+    following = None
+    if offset + len(jobs) < total:
+        query = f"limit={limit}&offset={offset + limit}" + (f"&state={state}" if state else "")
+        following = f"/jobs?{query}"
+    return JobList(
+        items=[job_out(j) for j in jobs], total=total, limit=limit, offset=offset, next=following
+    )
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="A job's state, stage, progress, timings and error",
+    responses=_problems(401, 404),
+    tags=["jobs"],
+)
+def get_job(
+    job_id: str, owner: str = Depends(current_owner), services: Services = Depends(get_services)
+) -> JobOut:
+    return job_out(_job_or_404(services, job_id, owner))
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a job",
+    description="A queued job is cancelled at once; a running one stops within one training or "
+    "attack step (state turns 'cancelled'). 409 when the job already succeeded or failed.",
+    responses=_problems(401, 404, 409),
+    tags=["jobs"],
+)
+def cancel_job(
+    job_id: str, owner: str = Depends(current_owner), services: Services = Depends(get_services)
+) -> JobOut:
+    job = _job_or_404(services, job_id, owner)
+    if job.state in (JobState.succeeded, JobState.failed):
+        raise ConflictError(
+            f"job {job_id} already {job.state}", hint="only queued or running jobs can be cancelled"
+        )
+    updated = services.store.request_cancel(job_id) or job
+    return job_out(updated)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    summary="Delete a job and its artifacts",
+    description="A running job is cancelled first.",
+    responses=_problems(401, 404),
+    tags=["jobs"],
+)
+def delete_job(
+    job_id: str, owner: str = Depends(current_owner), services: Services = Depends(get_services)
+) -> Response:
+    job = _job_or_404(services, job_id, owner)
+    if not is_terminal(job.state):
+        services.store.request_cancel(job_id)
+    services.store.delete(job_id)
+    services.artifacts.delete_job(job_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="Server-sent events of the job's state and progress until it ends",
+    description="`event: job` with the job JSON whenever state, stage or progress changes; "
+    "`event: end` once it has ended; a comment every 15 s keeps proxies from closing the stream.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}} | _problems(401, 404),
+    tags=["jobs"],
+)
+async def job_events(
+    request: Request,
+    job_id: str,
+    owner: str = Depends(current_owner),
+    services: Services = Depends(get_services),
+) -> StreamingResponse:
+    await run_in_threadpool(_job_or_404, services, job_id, owner)
+    return StreamingResponse(
+        _event_stream(request, services, job_id, owner),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _event_stream(
+    request: Request, services: Services, job_id: str, owner: str
+) -> AsyncIterator[str]:
+    last: tuple[Any, ...] | None = None
+    last_sent = time.monotonic()
+    while True:
+        job = await run_in_threadpool(services.store.get, job_id, owner)
+        if job is None:
+            yield 'event: end\ndata: {"state": "deleted"}\n\n'
+            return
+        key = (job.state, job.stage, round(job.progress, 3), job.cancel_requested)
+        if key != last:
+            last, last_sent = key, time.monotonic()
+            yield f"event: job\ndata: {json.dumps(job_out(job).model_dump(mode='json'))}\n\n"
+        if is_terminal(job.state):
+            yield f"event: end\ndata: {json.dumps({'state': str(job.state)})}\n\n"
+            return
+        if time.monotonic() - last_sent > 15:
+            last_sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(services.settings.events_poll_s)
+
+
+@router.get(
+    "/jobs/{job_id}/{artifact}",
+    summary="Download an artifact (model.onnx, report.json, report.html)",
+    description="Streamed, with `ETag` = the file's sha256 (send `If-None-Match` to get 304). "
+    "409 until the job has succeeded.",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {t.split(";")[0]: {} for t in ARTIFACT_TYPES.values()},
+            "description": "The file.",
+        },
+        304: {"description": "Not modified (If-None-Match matched)."},
+    }
+    | _problems(401, 404, 409),
+    tags=["artifacts"],
+)
+def get_artifact(
+    job_id: str,
+    artifact: Literal["model.onnx", "report.json", "report.html"],
+    if_none_match: Annotated[str | None, Header()] = None,
+    owner: str = Depends(current_owner),
+    services: Services = Depends(get_services),
+) -> Response:
+    job = _job_or_404(services, job_id, owner)
+    sha256 = (job.artifacts or {}).get(artifact)
+    if job.state != JobState.succeeded or not sha256:
+        detail = f"job {job_id} is {job.state}; {artifact} exists once it has succeeded"
+        hint = "wait for state 'succeeded' (GET /jobs/{id} or /jobs/{id}/events)"
+        if job.state == JobState.failed:
+            hint = f"the job failed ({job.error_code}: {job.error_message}); fix and resubmit"
+        raise JobNotDoneError(detail, hint=hint, state=str(job.state))
+    etag = f'"{sha256}"'
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+    media_type = ARTIFACT_TYPES[artifact]
+    path = services.artifacts.local_path(job_id, artifact)
+    if path is not None:
+        return FileResponse(path, media_type=media_type, headers=headers, filename=artifact)
+    if not services.artifacts.exists(job_id, artifact):
+        raise NotFoundError(f"{artifact} of job {job_id} is missing from the artifact store")
+    headers["Content-Disposition"] = f'attachment; filename="{artifact}"'
+    return StreamingResponse(
+        services.artifacts.iter_bytes(job_id, artifact), media_type=media_type, headers=headers
+    )

@@ -1,0 +1,85 @@
+"""Service settings, read from ``HARDEN_*`` environment variables (pydantic-settings).
+
+Only app/ and worker/ read settings; the core gets plain arguments.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_BROKER_URL = "sqla+sqlite:///var/broker.db"
+
+
+class Settings(BaseSettings):
+    """Everything the API and the workers can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="HARDEN_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///var/harden.db",
+        description="SQLAlchemy URL of the job store, e.g. postgresql+psycopg://user@host/db.",
+    )
+    broker_url: str = Field(
+        EMBEDDED_BROKER_URL,
+        description="Celery broker: redis://host:6379/0 in production; the default needs no "
+        "server.",
+    )
+    queue: str = Field("harden", description="Celery queue the jobs go through.")
+    max_attempts: int = Field(
+        3, ge=1, description="A job whose worker died this many times fails ('worker_lost')."
+    )
+    visibility_timeout_s: int = Field(
+        3600,
+        ge=1,
+        description=(
+            "Redis broker: an unacknowledged job is redelivered after this long, so a killed "
+            "worker's job is not lost. Must exceed the longest job (hard time limit)."
+        ),
+    )
+    artifact_store: Literal["local", "s3"] = "local"
+    artifact_dir: Path = Field(Path("var/artifacts"), description="LocalStore root folder.")
+    s3_bucket: str = ""
+    s3_prefix: str = "harden/"
+    s3_endpoint_url: str | None = None
+    upload_dir: Path = Field(Path("var/uploads"), description="Scratch space for uploads.")
+    work_dir: Path = Field(Path("var/work"), description="Worker scratch space.")
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="Largest model or dataset upload accepted (413 past)."
+    )
+    auth: Literal["open", "keys"] = Field(
+        "keys", description="'keys': Bearer API keys required; 'open': no auth, owner 'anonymous'."
+    )
+    webhook_secret: str = Field("", description="HMAC-SHA256 secret of webhook signatures.")
+    webhook_max_retries: int = Field(6, ge=0, le=20)
+    job_soft_time_limit_s: int = Field(
+        6 * 3600, ge=1, description="Past this a job fails with code 'timeout'."
+    )
+    job_time_limit_s: int = Field(
+        6 * 3600 + 300, ge=1, description="Hard kill of the worker process running the job."
+    )
+    progress_interval_s: float = Field(
+        0.5, ge=0, description="Least time between two progress writes / cancel-flag reads."
+    )
+    device: str | None = Field(None, description="Force a device ('cpu', 'cuda:1'); default auto.")
+    migrate_on_start: bool = Field(True, description="Run 'alembic upgrade head' at start.")
+    events_poll_s: float = Field(0.5, gt=0, description="How often /events polls the job store.")
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Options of the broker transport, shared by the producer (API) and the workers."""
+    options: dict[str, Any] = {}
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Redis redelivers a job whose worker died only after the visibility timeout.
+        options["visibility_timeout"] = settings.visibility_timeout_s
+    return options
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (environment read once)."""
+    return Settings()

@@ -68,6 +68,20 @@ class Settings(BaseSettings):
     device: str | None = Field(None, description="Force a device ('cpu', 'cuda:1'); default auto.")
     migrate_on_start: bool = Field(True, description="Run 'alembic upgrade head' at start.")
     events_poll_s: float = Field(0.5, gt=0, description="How often /events polls the job store.")
+    # --- deployment (app/observability.py, worker/retention.py) ------------------------------
+    log_level: str = Field("INFO", description="Level of the service's logs (DEBUG, INFO, ...).")
+    log_json: bool = Field(
+        True, description="Logs as JSON lines with the job id (false: plain text, for a terminal)."
+    )
+    retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Finished jobs' files are deleted this long after the job ended and the job "
+        "marked 'expired'; 0 keeps them forever.",
+    )
+    retention_interval_s: float = Field(
+        3600.0, gt=0, description="How often the retention task runs (Celery beat)."
+    )
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:

@@ -55,9 +55,14 @@ class JobState(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    # Set by the retention task (worker/retention.py): the job ended long ago and its files
+    # were deleted; the row stays as history (and for the stage-duration metrics).
+    expired = "expired"
 
 
-TERMINAL_STATES = frozenset({JobState.succeeded, JobState.failed, JobState.cancelled})
+TERMINAL_STATES = frozenset(
+    {JobState.succeeded, JobState.failed, JobState.cancelled, JobState.expired}
+)
 
 
 class Base(DeclarativeBase):

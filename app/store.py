@@ -133,6 +133,11 @@ class JobStore:
             job_id, [JobState.running], stage=stage, progress=max(0.0, min(1.0, progress))
         )
 
+    def record_artifacts(self, job_id: str, artifacts: dict[str, str]) -> bool:
+        """Record the output sha256s of a running job before marking it succeeded, so a worker
+        dying in between leaves a job whose redelivery finds its artifacts complete."""
+        return self._update(job_id, [JobState.running], artifacts=artifacts)
+
     def mark_succeeded(self, job_id: str, artifacts: dict[str, str]) -> bool:
         return self._update(
             job_id,

@@ -1,0 +1,204 @@
+"""Python client of the harden service, for CI/MLOps pipelines (httpx only: no torch, no server
+code imported).
+
+    client = HardenClient("http://127.0.0.1:8000", api_key="hk_...")
+    job = client.submit("model.pt", config={"dataset": "builtin:mnist"})
+    job = client.wait(job["id"], on_progress=lambda j: print(j["stage"], j["progress"]))
+    files = client.download(job["id"], "out/")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ARTIFACT_NAMES = ("model.onnx", "report.json", "report.html")
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+class HardenAPIError(Exception):
+    """A problem+json answer from the service."""
+
+    def __init__(self, status: int, code: str, detail: str, hint: str = "", body: Any = None):
+        super().__init__(f"{status} {code}: {detail}" + (f" ({hint})" if hint else ""))
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.hint = hint
+        self.body = body
+
+
+class JobFailedError(Exception):
+    """wait(..., raise_on_failure=True) and the job failed or was cancelled."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        error = job.get("error") or {}
+        super().__init__(
+            f"job {job['id']} {job['state']}: {error.get('code')}: {error.get('message')}"
+            + (f" ({error['hint']})" if error.get("hint") else "")
+        )
+        self.job = job
+
+
+class HardenClient:
+    """Submit, follow and download hardening jobs."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HardenClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code < 400:
+            return response
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text}
+        raise HardenAPIError(
+            response.status_code,
+            str(body.get("code", "http_error")),
+            str(body.get("detail", response.reason_phrase)),
+            str(body.get("hint", "") or ""),
+            body,
+        )
+
+    def submit(
+        self,
+        model: str | Path,
+        *,
+        config: dict[str, Any] | None = None,
+        dataset: str | None = None,
+        dataset_file: str | Path | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``model`` (and a dataset file) with the job config; return the job.
+
+        An idempotency key is generated when none is given, so the automatic retry of a
+        failed connection never creates a second job."""
+        config = dict(config or {})
+        if dataset is not None:
+            config["dataset"] = dataset
+        key = idempotency_key or uuid.uuid4().hex
+        with ExitStack() as stack:
+            handles = [stack.enter_context(Path(model).open("rb"))]
+            files: dict[str, Any] = {"model": (Path(model).name, handles[0])}
+            if dataset_file:
+                handles.append(stack.enter_context(Path(dataset_file).open("rb")))
+                files["dataset"] = (Path(dataset_file).name, handles[1])
+            for attempt in range(3):
+                try:
+                    response = self._http.post(
+                        "/harden",
+                        files=files,
+                        data={"config": json.dumps(config)},
+                        headers={"Idempotency-Key": key},
+                    )
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
+                    for handle in handles:
+                        handle.seek(0)
+                    time.sleep(1 + attempt)
+        return dict(self._check(response).json())
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The job's current JSON."""
+        return dict(self._check(self._http.get(f"/jobs/{job_id}")).json())
+
+    def list_jobs(
+        self, *, state: str | None = None, limit: int = 20, offset: int = 0
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if state:
+            params["state"] = state
+        return dict(self._check(self._http.get("/jobs", params=params)).json())
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return dict(self._check(self._http.post(f"/jobs/{job_id}/cancel")).json())
+
+    def delete(self, job_id: str) -> None:
+        self._check(self._http.delete(f"/jobs/{job_id}"))
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout_s: float | None = None,
+        poll_s: float = 1.0,
+        raise_on_failure: bool = False,
+    ) -> dict[str, Any]:
+        """Poll until the job ends; ``on_progress(job)`` after every poll. TimeoutError past
+        ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+        while True:
+            job = self.status(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job["state"] in TERMINAL_STATES:
+                if raise_on_failure and job["state"] != "succeeded":
+                    raise JobFailedError(job)
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    def download(
+        self,
+        job_id: str,
+        out_dir: str | Path,
+        names: tuple[str, ...] = ARTIFACT_NAMES,
+    ) -> dict[str, Path]:
+        """Stream the artifacts into ``out_dir``, checking each against its recorded sha256."""
+        job = self.status(job_id)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name in names:
+            target = out / name
+            partial = out / f".{name}.partial"
+            digest = hashlib.sha256()
+            with self._http.stream("GET", f"/jobs/{job_id}/{name}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+                        digest.update(chunk)
+            expected = (job.get("artifacts", {}).get(name) or {}).get("sha256")
+            if expected and digest.hexdigest() != expected:
+                partial.unlink(missing_ok=True)
+                raise HardenAPIError(
+                    200, "checksum_mismatch", f"{name} does not match its sha256", "download again"
+                )
+            partial.replace(target)
+            paths[name] = target
+        return paths

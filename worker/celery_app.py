@@ -1,0 +1,41 @@
+"""The Celery application of the workers.
+
+Delivery is at-least-once on purpose: a job's message is acknowledged only when the task has
+returned (``acks_late``), so a worker killed mid-job (OOM, SIGKILL, lost machine) leaves it to be
+redelivered (``task_reject_on_worker_lost``; on Redis after the visibility timeout). The task is
+idempotent, so a second delivery is harmless.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.settings import Settings, broker_transport_options, get_settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A worker-side Celery app for ``settings``."""
+    celery = Celery("harden", broker=settings.broker_url, include=["worker.tasks"])
+    celery.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One job at a time per worker process: a GPU runs one job, and a prefetched second job
+        # would wait behind a long first one instead of going to an idle worker.
+        worker_prefetch_multiplier=1,
+        broker_transport_options=broker_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        # The job table is the source of truth; Celery's results are not kept.
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=settings.queue,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return celery
+
+
+celery_app = make_celery(get_settings())
+# `celery -A worker.celery_app` looks for `app` or `celery` in the module.
+app = celery_app

@@ -1,0 +1,184 @@
+"""Running one job: re-read it, run core.pipeline.run, store the artifacts, record the outcome.
+
+Kept apart from the Celery task so tests can call it in-process. Idempotent: a redelivered job
+that already ended returns; one whose artifacts are all stored and recorded is marked succeeded
+without redoing the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.artifacts import ArtifactStore
+from app.db import Job, JobState
+from app.schemas import ARTIFACT_NAMES
+from app.settings import Settings
+from app.store import JobError, JobStore, is_terminal
+from core.errors import HardenError, JobCancelledError
+from core.spec import HardenSpec
+from worker.progress import CancelCheck, ProgressReporter
+
+log = logging.getLogger(__name__)
+
+Pipeline = Callable[..., object]
+
+
+class SoftTimeLimit(Exception):
+    """Raised into the task by Celery's soft time limit (prefork pool)."""
+
+
+@dataclass
+class WorkerServices:
+    settings: Settings
+    store: JobStore
+    artifacts: ArtifactStore
+
+
+def _artifacts_complete(services: WorkerServices, job: Job) -> bool:
+    recorded = job.artifacts or {}
+    return all(
+        recorded.get(name) and services.artifacts.exists(job.id, name) for name in ARTIFACT_NAMES
+    )
+
+
+def timeout_error(seconds: int) -> JobError:
+    return JobError(
+        "timeout",
+        f"the job ran past the time limit of {seconds} s and was stopped",
+        "use fewer epochs, fewer attacks or samples, or ask the operator to raise "
+        "HARDEN_JOB_SOFT_TIME_LIMIT_S",
+    )
+
+
+def run_job(
+    services: WorkerServices,
+    job_id: str,
+    *,
+    pipeline: Pipeline | None = None,
+    soft_time_limit_errors: tuple[type[BaseException], ...] = (SoftTimeLimit,),
+) -> str:
+    """Work on ``job_id``; return the state it ended in (or 'gone' when deleted)."""
+    store, settings = services.store, services.settings
+    job = store.get(job_id)
+    if job is None:
+        log.info("job %s no longer exists; nothing to do", job_id)
+        return "gone"
+    if is_terminal(job.state):
+        log.info("job %s already %s; redelivery ignored", job_id, job.state)
+        return str(job.state)
+    if _artifacts_complete(services, job):
+        store.mark_succeeded(job_id, job.artifacts)
+        return JobState.succeeded
+    if job.cancel_requested:
+        store.mark_cancelled(job_id)
+        return JobState.cancelled
+    if job.attempts >= settings.max_attempts:
+        # Each earlier attempt died without recording an outcome (OOM, hard limit, lost node).
+        store.mark_failed(
+            job_id,
+            JobError(
+                "worker_lost",
+                f"the job's worker died {job.attempts} times before finishing",
+                "the job may need more memory than a worker has: try a smaller batch_size or "
+                "fewer evaluation samples",
+            ),
+        )
+        return JobState.failed
+    if not store.mark_running(job_id):
+        return str((store.get(job_id) or job).state)
+
+    work = Path(settings.work_dir) / job_id
+    shutil.rmtree(work, ignore_errors=True)  # leftovers of an attempt that died
+    try:
+        return _execute(services, job, work, pipeline, soft_time_limit_errors)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _execute(
+    services: WorkerServices,
+    job: Job,
+    work: Path,
+    pipeline: Pipeline | None,
+    soft_time_limit_errors: tuple[type[BaseException], ...],
+) -> str:
+    store, settings = services.store, services.settings
+    job_id = job.id
+    spec = HardenSpec.model_validate(job.spec)
+    reporter = ProgressReporter(
+        lambda stage, progress: store.set_progress(job_id, stage, progress),
+        interval_s=settings.progress_interval_s,
+        evaluation=spec.evaluation.enabled,
+    )
+    cancel = CancelCheck(
+        lambda: store.cancel_requested(job_id),
+        interval_s=settings.progress_interval_s,
+        deadline_s=settings.job_soft_time_limit_s,
+    )
+    try:
+        model_path = services.artifacts.fetch(job_id, "inputs/model", work / "inputs" / "model")
+        dataset_path = None
+        if job.dataset_name:
+            dataset_path = services.artifacts.fetch(
+                job_id, f"inputs/{job.dataset_name}", work / "inputs" / job.dataset_name
+            )
+        if pipeline is None:
+            from core.pipeline import run as pipeline  # torch loads here, in the worker only
+        result = pipeline(
+            spec,
+            model_path,
+            dataset_path,
+            work / "out",
+            on_progress=reporter,
+            should_cancel=cancel,
+            device=settings.device,
+        )
+        outputs: dict[str, Path] = dict(result.artifacts)  # type: ignore[attr-defined]
+        shas = {}
+        for name in ARTIFACT_NAMES:
+            if name not in outputs:
+                raise RuntimeError(f"the pipeline produced no {name}")
+            shas[name] = services.artifacts.put(job_id, name, Path(outputs[name]), move=True)
+        if not store.record_artifacts(job_id, shas) or not store.mark_succeeded(job_id, shas):
+            return _lost_race(services, job_id)
+        return JobState.succeeded
+    except JobCancelledError:
+        if cancel.timed_out:
+            store.mark_failed(job_id, timeout_error(settings.job_soft_time_limit_s))
+            return JobState.failed
+        if store.get(job_id) is None:
+            return _lost_race(services, job_id)
+        store.mark_cancelled(job_id)
+        return JobState.cancelled
+    except soft_time_limit_errors:
+        store.mark_failed(job_id, timeout_error(settings.job_soft_time_limit_s))
+        return JobState.failed
+    except HardenError as exc:
+        log.info("job %s failed: %s", job_id, exc)
+        store.mark_failed(job_id, JobError(exc.code, exc.message, exc.hint))
+        return JobState.failed
+    except Exception:
+        log.exception("job %s failed with an unexpected error", job_id)
+        store.mark_failed(
+            job_id,
+            JobError(
+                "internal",
+                "the worker failed unexpectedly while running the job",
+                "retry the job; if it fails again, report the job id to the operators (the "
+                "traceback is in the worker log)",
+            ),
+        )
+        return JobState.failed
+
+
+def _lost_race(services: WorkerServices, job_id: str) -> str:
+    """The job was deleted (or ended) while it ran: drop what was just stored for it."""
+    job = services.store.get(job_id)
+    if job is None:
+        services.artifacts.delete_job(job_id)
+        return "gone"
+    return str(job.state)

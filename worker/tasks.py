@@ -1,0 +1,68 @@
+"""Celery tasks: thin adapters around worker.runner (hardening) and worker.webhook."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+import httpx
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+
+from app.artifacts import make_store
+from app.queue import RUN_JOB_TASK, WEBHOOK_TASK
+from app.settings import get_settings
+from app.store import JobStore
+from worker.celery_app import celery_app
+from worker.runner import WorkerServices, run_job
+from worker.webhook import WebhookDeliveryError, deliver_webhook
+
+log = logging.getLogger(__name__)
+_settings = get_settings()
+
+
+@lru_cache(maxsize=1)
+def services() -> WorkerServices:
+    """This process's store connections, made on first use (after a prefork fork)."""
+    settings = get_settings()
+    return WorkerServices(settings, JobStore.from_url(settings.database_url), make_store(settings))
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # A forked child must not share the parent's database connections.
+    services.cache_clear()
+
+
+@celery_app.task(
+    name=RUN_JOB_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=_settings.job_soft_time_limit_s,
+    time_limit=_settings.job_time_limit_s,
+)
+def harden_job(job_id: str) -> str:
+    """Harden the model of job ``job_id`` (its state is re-read from the job store)."""
+    current = services()
+    state = run_job(current, job_id, soft_time_limit_errors=(SoftTimeLimitExceeded,))
+    job = current.store.get(job_id)
+    if job is not None and job.spec.get("webhook_url") and state != "gone":
+        celery_app.send_task(WEBHOOK_TASK, args=[job_id], queue=current.settings.queue)
+    return state
+
+
+@celery_app.task(
+    name=WEBHOOK_TASK,
+    acks_late=True,
+    autoretry_for=(httpx.HTTPError, WebhookDeliveryError),
+    retry_backoff=2,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=_settings.webhook_max_retries,
+    soft_time_limit=60,
+)
+def send_webhook(job_id: str) -> int | None:
+    """POST the final job JSON to the job's webhook_url, signed; retried with backoff."""
+    current = services()
+    return deliver_webhook(current.store, job_id, current.settings.webhook_secret)

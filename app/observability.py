@@ -345,3 +345,59 @@ def install_observability(
     app.add_route(path, metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.state.metrics = metrics
     return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Wiring into the service (called by app.main.create_app)
+# --------------------------------------------------------------------------------------------
+
+
+def jobs_by_state_from_store(store: Any) -> JobsByState:
+    """``jobs_by_state`` reading the service's job table (one GROUP BY per scrape)."""
+    from sqlalchemy import func, select
+
+    from app.db import Job
+
+    def count() -> dict[str, int]:
+        with store.session() as session:
+            rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+        return {str(state): int(n) for state, n in rows}
+
+    return count
+
+
+def stage_timings_from_store(store: Any) -> StageTimings | None:
+    """``stage_timings`` reading the per-stage seconds the worker stores on each job
+    (``jobs.timings_s``, the report's ``timings_s``); None while the job table has no such
+    column, so no empty histogram pretends that no stage ever ran."""
+    from sqlalchemy import select
+
+    from app.db import Job
+
+    column = getattr(Job, "timings_s", None)
+    if column is None:
+        return None
+
+    def read() -> list[Mapping[str, float]]:
+        with store.session() as session:
+            values = session.scalars(select(column).where(column.is_not(None))).all()
+        return [v for v in values if isinstance(v, Mapping)]
+
+    return read
+
+
+def install(app: FastAPI, settings: Any) -> Metrics:
+    """Everything deployment-side for the API: logging per the settings, ``GET /metrics``,
+    HTTP metrics and the job-store collector bound to ``app.state.services.store``."""
+    from app.db import JobState
+
+    if settings.log_json:
+        configure_json_logging(settings.log_level.upper())
+    store = app.state.services.store
+    return install_observability(
+        app,
+        jobs_by_state=jobs_by_state_from_store(store),
+        stage_timings=stage_timings_from_store(store),
+        known_states=[state.value for state in JobState],
+        queued_states=[JobState.queued.value],
+    )

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import APIRouter, FastAPI, File, UploadFile
@@ -192,3 +193,47 @@ def test_configure_json_logging_installs_one_handler_however_often_called() -> N
             if h not in before_handlers:
                 root.removeHandler(h)
         root.setLevel(before_level)
+
+
+def test_the_service_app_exports_its_job_table(tmp_path: Path) -> None:
+    """The real app factory wires /metrics to the real job store (SQLite, migrated)."""
+    from app.db import Job, JobState
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'jobs.db'}",
+        broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        artifact_dir=tmp_path / "artifacts",
+        upload_dir=tmp_path / "uploads",
+        auth="open",
+        log_json=False,
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:  # runs the lifespan: migrations
+        store = app.state.services.store
+        for i, state in enumerate([JobState.queued, JobState.queued, JobState.succeeded]):
+            store.create(
+                Job(
+                    id=f"{i:032x}",
+                    owner="anonymous",
+                    state=state,
+                    spec={},
+                    model_sha256="0" * 64,
+                    model_format="onnx",
+                )
+            )
+        client.get("/healthz")
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    samples = _samples(response.text)
+    assert samples[("harden_jobs", (("state", "queued"),))] == 2
+    assert samples[("harden_jobs", (("state", "succeeded"),))] == 1
+    assert samples[("harden_jobs", (("state", "failed"),))] == 0
+    assert samples[("harden_queue_depth", ())] == 2
+    assert samples[("harden_metrics_store_errors_total", ())] == 0
+    healthz = (
+        "harden_http_request_duration_seconds_count",
+        (("method", "GET"), ("route", "/healthz"), ("status", "200")),
+    )
+    assert samples[healthz] == 1

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.robustness_schema import Evaluation, Verdict
+
 REPORT_VERSION = "1.0"
 
 
@@ -64,13 +66,22 @@ class Report(_Section):
     distillation: DistillationSummary
     export: ExportSummary
     timings_s: dict[str, float] = Field(description="Seconds per pipeline stage.")
-    # Filled by core.evaluate (robustness issue); None when evaluation is disabled.
-    evaluation: dict[str, Any] | None = None
-    verdict: dict[str, Any] | None = None
+    # Filled by core.evaluate; None when evaluation is disabled.
+    evaluation: Evaluation | None = None
+    verdict: Verdict | None = None
 
 
 def report_json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``report.json`` (committed as ``schemas/report.schema.json``)."""
     return Report.model_json_schema()
+
+
+def render_html(report: Report) -> str:
+    """The report as one self-contained HTML page: verdict first, then the numbers and plots."""
+    # Imported here: the HTML side pulls in Jinja2 and matplotlib, which JSON readers don't need.
+    from core.report_html import render_report_html
+
+    return render_report_html(report)
 
 
 if __name__ == "__main__":

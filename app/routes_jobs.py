@@ -160,7 +160,7 @@ def cancel_job(
     job_id: str, owner: str = Depends(current_owner), services: Services = Depends(get_services)
 ) -> JobOut:
     job = _job_or_404(services, job_id, owner)
-    if job.state in (JobState.succeeded, JobState.failed):
+    if is_terminal(job.state) and job.state != JobState.cancelled:
         raise ConflictError(
             f"job {job_id} already {job.state}", hint="only queued or running jobs can be cancelled"
         )

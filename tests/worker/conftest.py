@@ -1,0 +1,53 @@
+"""Worker fixtures: a migrated SQLite job store, a local artifact folder, queued jobs."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.artifacts import LocalStore
+from app.db import Job
+from app.migrate import upgrade
+from app.settings import Settings
+from app.store import JobStore
+from worker.runner import WorkerServices
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> WorkerServices:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/harden.db",
+        broker_url="memory://",
+        artifact_dir=tmp_path / "artifacts",
+        work_dir=tmp_path / "work",
+        progress_interval_s=0.0,
+        max_attempts=3,
+    )
+    upgrade(settings.database_url)
+    return WorkerServices(
+        settings, JobStore.from_url(settings.database_url), LocalStore(settings.artifact_dir)
+    )
+
+
+def queue_job(services: WorkerServices, spec: dict | None = None) -> str:
+    job_id = uuid.uuid4().hex
+    source = Path(services.settings.work_dir).parent / f"model-{job_id}"
+    source.write_bytes(b"model bytes")
+    sha = services.artifacts.put(job_id, "inputs/model", source, move=True)
+    services.store.create(
+        Job(
+            id=job_id,
+            owner="alice",
+            state="queued",
+            progress=0.0,
+            spec={"dataset": "builtin:digits", "evaluation": {"enabled": False}} | (spec or {}),
+            model_sha256=sha,
+            model_format="torchscript",
+            artifacts={},
+            cancel_requested=False,
+            attempts=0,
+        )
+    )
+    return job_id

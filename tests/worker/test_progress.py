@@ -1,0 +1,70 @@
+"""Progress throttling and the cached cancel flag, on a fake clock."""
+
+from __future__ import annotations
+
+from worker.progress import CancelCheck, ProgressReporter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_is_throttled_but_stage_changes_are_written_at_once():
+    clock, writes = Clock(), []
+    report = ProgressReporter(lambda s, p: writes.append((s, p)), interval_s=0.5, clock=clock)
+    for step in range(100):  # 100 steps inside 0.1 s
+        report("teacher", step + 1, 100)
+        clock.now += 0.001
+    assert len(writes) == 1 and writes[0][0] == "teacher"
+    clock.now += 0.5
+    report("teacher", 100, 100)
+    report("soft_labels", 1, 10)
+    assert [w[0] for w in writes] == ["teacher", "teacher", "soft_labels"]
+
+
+def test_progress_is_monotonic_and_reaches_one():
+    clock, writes = Clock(), []
+    report = ProgressReporter(
+        lambda s, p: writes.append(p), interval_s=0, clock=clock, evaluation=False
+    )
+    for stage in ("load", "teacher", "soft_labels", "student", "export", "report"):
+        for step in range(1, 4):
+            report(stage, step, 3)
+    report("teacher", 0, 3)  # out of order: must not go back
+    assert writes == sorted(writes)
+    assert abs(writes[-1] - 1.0) < 1e-9 and 0 < writes[0] < 0.05
+
+
+def test_evaluation_share_counts_only_when_enabled():
+    with_eval = ProgressReporter(lambda s, p: None, evaluation=True)
+    without = ProgressReporter(lambda s, p: None, evaluation=False)
+    assert with_eval.overall("export", 1, 1) < without.overall("export", 1, 1)
+
+
+def test_cancel_flag_is_read_at_most_once_per_interval():
+    clock, reads = Clock(), []
+    flag = [False]
+
+    def read() -> bool:
+        reads.append(clock.now)
+        return flag[0]
+
+    check = CancelCheck(read, interval_s=0.5, clock=clock)
+    assert not any(check() for _ in range(1000))
+    assert len(reads) == 1
+    flag[0] = True
+    assert not check()  # cached until the interval passes
+    clock.now += 0.5
+    assert check() and check() and len(reads) == 2
+
+
+def test_deadline_turns_should_cancel_true():
+    clock = Clock()
+    check = CancelCheck(lambda: False, interval_s=0.5, deadline_s=10, clock=clock)
+    assert not check()
+    clock.now += 10
+    assert check() and check.timed_out

@@ -105,6 +105,25 @@ def configure_json_logging(level: int | str = logging.INFO) -> logging.Handler:
     return handler
 
 
+def connect_worker_logging(settings: Any) -> Callable[..., None] | None:
+    """Make Celery workers log JSON lines (per ``settings.log_json`` / ``log_level``).
+
+    Connects to Celery's ``setup_logging`` signal: with a receiver there, Celery leaves the
+    logging configuration to us. Returns the receiver (None with plain-text logs).
+    """
+    if not settings.log_json:
+        return None
+    from celery.signals import setup_logging
+
+    level = str(settings.log_level).upper()
+
+    def receiver(**_: Any) -> None:
+        configure_json_logging(level)
+
+    setup_logging.connect(receiver, weak=False)
+    return receiver
+
+
 # --------------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------------

@@ -69,6 +69,10 @@ def serve(
             host=host,
             port=port,
             workers=1 if embedded else workers,
+            # Deployment wiring: on SIGTERM stop accepting, let open requests finish for up to
+            # 30 s (then close what is left, e.g. /events streams; clients reconnect), within
+            # docker-compose.yml's 40 s stop_grace_period.
+            timeout_graceful_shutdown=30,
         )
     finally:
         if worker_process is not None:

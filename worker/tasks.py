@@ -11,6 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from app.artifacts import make_store
+from app.observability import job_context
 from app.queue import RUN_JOB_TASK, WEBHOOK_TASK
 from app.settings import get_settings
 from app.store import JobStore
@@ -45,7 +46,9 @@ def _fresh_connections(**_: Any) -> None:
 def harden_job(job_id: str) -> str:
     """Harden the model of job ``job_id`` (its state is re-read from the job store)."""
     current = services()
-    state = run_job(current, job_id, soft_time_limit_errors=(SoftTimeLimitExceeded,))
+    # Deployment wiring: every log line written while the job runs carries its id.
+    with job_context(job_id):
+        state = run_job(current, job_id, soft_time_limit_errors=(SoftTimeLimitExceeded,))
     job = current.store.get(job_id)
     if job is not None and job.spec.get("webhook_url") and state != "gone":
         celery_app.send_task(WEBHOOK_TASK, args=[job_id], queue=current.settings.queue)
@@ -65,4 +68,5 @@ def harden_job(job_id: str) -> str:
 def send_webhook(job_id: str) -> int | None:
     """POST the final job JSON to the job's webhook_url, signed; retried with backoff."""
     current = services()
-    return deliver_webhook(current.store, job_id, current.settings.webhook_secret)
+    with job_context(job_id):
+        return deliver_webhook(current.store, job_id, current.settings.webhook_secret)

@@ -256,3 +256,122 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
         for source in sources:
             assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
             assert (ROOT / source).exists(), f"{source} does not exist"
+
+
+# ---- graceful worker shutdown (real Celery worker, real Redis) ---------------------------------
+
+_SHUTDOWN_APP = """
+import os, pathlib, time
+
+from worker.celery_app import celery_app
+
+# The service's own Celery app and settings; only the job task module is left out (it imports
+# torch, which this test does not need) and the soft-shutdown wait is shortened.
+celery_app.conf.include = ()
+celery_app.conf.worker_soft_shutdown_timeout = 1.0
+app = celery_app
+
+
+@celery_app.task(name="test.deploy.slow_job", acks_late=True)
+def slow_job(marker: str, seconds: float) -> None:
+    pathlib.Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    pathlib.Path(marker + ".done").write_text("finished")
+"""
+
+
+@pytest.mark.integration
+def test_sigterm_hands_the_running_job_back_to_the_queue(tmp_path: Path) -> None:
+    """docker stop sends SIGTERM; with the compose file's REMAP_SIGTERM=SIGQUIT the worker stops
+    within its soft-shutdown wait and the unfinished job goes back to Redis for another worker."""
+    import signal
+    import time
+    import uuid
+
+    import redis
+    from celery import Celery
+
+    broker = os.environ.get("HARDEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    queue = f"test-shutdown-{uuid.uuid4().hex[:12]}"
+    (tmp_path / "shutdown_app.py").write_text(_SHUTDOWN_APP)
+    marker = tmp_path / "started"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}",
+        "HARDEN_BROKER_URL": broker,
+        "HARDEN_QUEUE": queue,
+        "HARDEN_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "HARDEN_LOG_JSON": "true",
+        "REMAP_SIGTERM": "SIGQUIT",
+    }
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "shutdown_app",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=1",
+            f"--queues={queue}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--hostname=shutdown-test@%h",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = redis.Redis.from_url(broker)
+    try:
+        producer = Celery("producer", broker=broker, set_as_current=False)
+        producer.send_task("test.deploy.slow_job", args=[str(marker), 120], queue=queue)
+        deadline = time.monotonic() + 45
+        while not marker.exists():
+            assert worker.poll() is None, worker.communicate()[0]
+            assert time.monotonic() < deadline, "the worker never started the job"
+            time.sleep(0.2)
+        assert client.llen(queue) == 0  # the job is taken, unacknowledged
+
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+        waiting = client.llen(queue)
+        client.delete(queue)
+    assert not (tmp_path / "started.done").exists(), "the job was not interrupted"
+    assert waiting == 1, output  # handed back: the next worker gets it at once
+    # The worker's own log lines are JSON (app.observability.connect_worker_logging).
+    json_lines = [line for line in output.splitlines() if line.startswith("{")]
+    assert json_lines, output
+    assert all("level" in json.loads(line) for line in json_lines)
+
+
+def test_container_commands_are_accepted_by_the_cli(compose_model: dict[str, Any]) -> None:
+    """The commands the image and the compose file run parse with the real `harden` CLI."""
+    import typer
+
+    from cli.main import app
+
+    group: Any = typer.main.get_command(app)
+    dockerfile_cmd = re.search(r"^CMD (\[.*\])$", DOCKERFILE.read_text(), flags=re.M)
+    assert dockerfile_cmd
+    commands = [
+        json.loads(dockerfile_cmd.group(1)),
+        compose_model["services"]["api"]["command"],
+        compose_model["services"]["worker"]["command"],
+    ]
+    for name in ("api", "worker"):
+        assert compose_model["services"][name].get("entrypoint") in (None, ["harden"])
+    for argv in commands:
+        command = group.get_command(group.make_context("harden", [argv[0]]), argv[0])
+        assert command is not None, argv
+        # Parsing fails on an unknown option or a bad value; nothing is run.
+        command.make_context(argv[0], list(argv[1:]))

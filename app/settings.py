@@ -90,6 +90,10 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith(("redis://", "rediss://")):
         # Redis redelivers a job whose worker died only after the visibility timeout.
         options["visibility_timeout"] = settings.visibility_timeout_s
+        # Sweep for expired unacked messages a few times per timeout (default: every 100 s), so
+        # a dead worker's job is back in the queue soon after the timeout, not minutes later.
+        options["unacked_restore_interval"] = max(1, min(60, settings.visibility_timeout_s // 5))
+        options["unacked_restore_throttle"] = 1
     return options
 
 

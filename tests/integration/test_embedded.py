@@ -1,0 +1,64 @@
+"""`harden serve --embedded`: SQLite job store, SQLite broker, a worker subprocess; nothing else."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.client import HardenClient
+from tests.integration.conftest import Cluster, base_env, tiny_torchscript
+from tests.integration.test_redis_postgres import FAST, assert_onnx_classifies_digits
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+def bad_labels_npz() -> bytes:
+    """Passes the API's cheap checks (4 arrays, matching lengths) but has a label out of range
+    for 10 classes... and images of NaN: only the worker's dataset loader can tell."""
+    rng = np.random.default_rng(0)
+    x_train = rng.random((40, 1, 8, 8), dtype=np.float32)
+    x_train[0, 0, 0, 0] = np.nan
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        x_train=x_train,
+        y_train=rng.integers(0, 10, 40),
+        x_test=rng.random((10, 1, 8, 8), dtype=np.float32),
+        y_test=rng.integers(0, 10, 10),
+    )
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def embedded(tmp_path: Path):
+    env = base_env(tmp_path)  # no database, broker or auth settings: the embedded defaults
+    for name in ("HARDEN_ARTIFACT_DIR", "HARDEN_UPLOAD_DIR", "HARDEN_WORK_DIR"):
+        env.pop(name)
+    cluster = Cluster(env, tmp_path)
+    cluster.start_api("--embedded")
+    yield cluster
+    cluster.stop()
+
+
+def test_embedded_mode_runs_a_job_with_nothing_installed(embedded: Cluster, tmp_path: Path):
+    model = tiny_torchscript(tmp_path / "model.pt")
+    with HardenClient(embedded.url) as client:  # open mode: no key
+        job = client.submit(model, config=FAST)
+        done = client.wait(job["id"], timeout_s=150, poll_s=0.3)
+        assert done["state"] == "succeeded", (done, embedded.log("api"))
+        files = client.download(job["id"], tmp_path / "out")
+        assert_onnx_classifies_digits(files["model.onnx"])
+
+        (tmp_path / "bad.npz").write_bytes(bad_labels_npz())
+        bad = client.submit(model, config=FAST, dataset_file=tmp_path / "bad.npz")
+        assert bad["state"] == "queued" and bad["spec"]["dataset"] == "upload"
+        failed = client.wait(bad["id"], timeout_s=60, poll_s=0.3)
+    assert failed["state"] == "failed"
+    assert failed["error"]["code"] == "invalid_dataset" and failed["error"]["message"]
+    # Everything lives under the working directory's var/: SQLite files and artifacts.
+    var = tmp_path / "var"
+    assert (var / "harden.db").exists() and (var / "broker.db").exists()
+    assert (var / "artifacts" / job["id"] / "model.onnx").exists()

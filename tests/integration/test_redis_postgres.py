@@ -1,0 +1,112 @@
+"""The production shape on this machine: uvicorn + celery workers, Redis broker, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+from sqlalchemy import func, select
+
+from app.client import HardenClient
+from app.db import Job
+from app.store import JobStore
+from tests.integration.conftest import Cluster, tiny_torchscript, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+FAST = {
+    "dataset": "builtin:digits",
+    "teacher_epochs": 1,
+    "student_epochs": 2,
+    "batch_size": 64,
+    "evaluation": {"enabled": False},
+}
+
+
+def create_key(cluster: Cluster, name: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "keys", "create", "--name", name],
+        cwd=cluster.workdir,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def assert_onnx_classifies_digits(path: Path) -> None:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    (logits,) = session.run(None, {session.get_inputs()[0].name: batch})
+    assert logits.shape == (3, 10) and np.isfinite(logits).all()
+
+
+def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path):
+    redis_cluster.start_api()
+    redis_cluster.start_worker("w1")
+    key = create_key(redis_cluster, "ci")
+    model = tiny_torchscript(tmp_path / "model.pt")
+    with HardenClient(redis_cluster.url, key) as client:
+        job = client.submit(model, config=FAST)
+        assert job["state"] == "queued"
+        seen: list[tuple[str, str | None, float]] = []
+        done = client.wait(
+            job["id"],
+            timeout_s=150,
+            poll_s=0.3,
+            on_progress=lambda j: seen.append((j["state"], j["stage"], j["progress"])),
+        )
+        assert done["state"] == "succeeded", (done, redis_cluster.log("w1"))
+        assert done["attempts"] == 1 and done["progress"] == 1.0
+        progress = [p for _, _, p in seen]
+        assert progress == sorted(progress)
+        files = client.download(job["id"], tmp_path / "out")
+    assert_onnx_classifies_digits(files["model.onnx"])
+    assert (tmp_path / "out" / "report.json").read_text().startswith("{")
+    store = JobStore.from_url(redis_cluster.env["HARDEN_DATABASE_URL"])
+    assert store.get(job["id"]).owner == "ci"
+
+
+def test_sigkilled_worker_job_is_redelivered_and_finishes_once(
+    redis_cluster: Cluster, tmp_path: Path
+):
+    redis_cluster.start_api()
+    first = redis_cluster.start_worker("w1")
+    key = create_key(redis_cluster, "ci")
+    model = tiny_torchscript(tmp_path / "model.pt")
+    slow = FAST | {"student_epochs": 60, "batch_size": 16}
+    with HardenClient(redis_cluster.url, key) as client:
+        job = client.submit(model, config=slow)
+        wait_for(
+            lambda: client.status(job["id"])["stage"] in ("teacher", "soft_labels", "student"),
+            90,
+            "job running",
+            lambda: redis_cluster.log("w1"),
+        )
+        running = client.status(job["id"])
+        assert running["state"] == "running" and running["attempts"] == 1
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        killed_at = time.monotonic()
+        redis_cluster.start_worker("w2")
+        done = client.wait(job["id"], timeout_s=150, poll_s=0.5)
+        assert done["state"] == "succeeded", (done, redis_cluster.log("w2"))
+        assert time.monotonic() - killed_at >= 4  # redelivered after the visibility timeout
+        assert done["attempts"] == 2
+        files = client.download(job["id"], tmp_path / "out")
+    assert_onnx_classifies_digits(files["model.onnx"])
+    store = JobStore.from_url(redis_cluster.env["HARDEN_DATABASE_URL"])
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 1
+    job_dir = Path(redis_cluster.env["HARDEN_ARTIFACT_DIR"]) / job["id"]
+    stored = sorted(str(p.relative_to(job_dir)) for p in job_dir.rglob("*") if p.is_file())
+    assert stored == ["inputs/model", "model.onnx", "report.html", "report.json"]
+    assert "harden.run_job" in redis_cluster.log("w2")

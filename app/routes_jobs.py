@@ -29,7 +29,13 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": Problem, "content": {"application/problem+json": {}}} for s in statuses}
 
 
-_MULTIPART_BODY = {
+def _responses(
+    documented: dict[int | str, dict[str, Any]], *statuses: int
+) -> dict[int | str, dict[str, Any]]:
+    return documented | _problems(*statuses)
+
+
+_MULTIPART_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -84,8 +90,15 @@ def _job_or_404(services: Services, job_id: str, owner: str) -> Job:
     "is checked before the job is queued. With an `Idempotency-Key`, a retried POST returns the "
     "job of the first one (200) instead of creating another.",
     openapi_extra=_MULTIPART_BODY,
-    responses={200: {"model": JobOut, "description": "Same Idempotency-Key: the existing job."}}
-    | _problems(400, 401, 409, 413, 422, 503),
+    responses=_responses(
+        {200: {"model": JobOut, "description": "Same Idempotency-Key: the existing job."}},
+        400,
+        401,
+        409,
+        413,
+        422,
+        503,
+    ),
     tags=["jobs"],
 )
 async def post_harden(
@@ -124,7 +137,7 @@ def list_jobs(
     owner: str = Depends(current_owner),
     services: Services = Depends(get_services),
 ) -> JobList:
-    jobs, total = services.store.list(owner, state=state, limit=limit, offset=offset)
+    jobs, total = services.store.list_jobs(owner, state=state, limit=limit, offset=offset)
     following = None
     if offset + len(jobs) < total:
         query = f"limit={limit}&offset={offset + limit}" + (f"&state={state}" if state else "")
@@ -193,7 +206,7 @@ def delete_job(
     description="`event: job` with the job JSON whenever state, stage or progress changes; "
     "`event: end` once it has ended; a comment every 15 s keeps proxies from closing the stream.",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}} | _problems(401, 404),
+    responses=_responses({200: {"content": {"text/event-stream": {}}}}, 401, 404),
     tags=["jobs"],
 )
 async def job_events(
@@ -241,14 +254,18 @@ async def _event_stream(
     description="Streamed, with `ETag` = the file's sha256 (send `If-None-Match` to get 304). "
     "409 until the job has succeeded.",
     response_class=Response,
-    responses={
-        200: {
-            "content": {t.split(";")[0]: {} for t in ARTIFACT_TYPES.values()},
-            "description": "The file.",
+    responses=_responses(
+        {
+            200: {
+                "content": {t.split(";")[0]: {} for t in ARTIFACT_TYPES.values()},
+                "description": "The file.",
+            },
+            304: {"description": "Not modified (If-None-Match matched)."},
         },
-        304: {"description": "Not modified (If-None-Match matched)."},
-    }
-    | _problems(401, 404, 409),
+        401,
+        404,
+        409,
+    ),
     tags=["artifacts"],
 )
 def get_artifact(

@@ -87,7 +87,7 @@ class JobStore:
                 select(Job).where(Job.owner == owner, Job.idempotency_key == key)
             ).first()
 
-    def list(
+    def list_jobs(
         self, owner: str, *, state: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[list[Job], int]:
         """The owner's jobs, newest first, and how many there are in all."""

@@ -13,7 +13,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import anyio
 import numpy as np
@@ -161,7 +161,7 @@ async def receive_form(request: Request, folder: Path, max_bytes: int) -> Parsed
         )
     folder.mkdir(parents=True, exist_ok=True)
     collector = _Collector(folder, max_bytes)
-    parser = MultipartParser(boundary, collector.callbacks())
+    parser = MultipartParser(boundary, cast(Any, collector.callbacks()))
     try:
         async for chunk in request.stream():
             # File writes happen in the callbacks: run them off the event loop.

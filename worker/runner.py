@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from app.artifacts import ArtifactStore
 from app.db import Job, JobState
@@ -126,9 +127,8 @@ def _execute(
             dataset_path = services.artifacts.fetch(
                 job_id, f"inputs/{job.dataset_name}", work / "inputs" / job.dataset_name
             )
-        if pipeline is None:
-            from core.pipeline import run as pipeline  # torch loads here, in the worker only
-        result = pipeline(
+        run = pipeline or _core_pipeline()
+        result: Any = run(
             spec,
             model_path,
             dataset_path,
@@ -137,7 +137,7 @@ def _execute(
             should_cancel=cancel,
             device=settings.device,
         )
-        outputs: dict[str, Path] = dict(result.artifacts)  # type: ignore[attr-defined]
+        outputs: dict[str, Path] = dict(result.artifacts)
         shas = {}
         for name in ARTIFACT_NAMES:
             if name not in outputs:
@@ -173,6 +173,12 @@ def _execute(
             ),
         )
         return JobState.failed
+
+
+def _core_pipeline() -> Pipeline:
+    from core.pipeline import run  # torch loads here, in the worker process only
+
+    return run
 
 
 def _lost_race(services: WorkerServices, job_id: str) -> str:

@@ -7,7 +7,7 @@ import logging.config
 from alembic import context
 
 from app.db import Base, make_engine
-from app.settings import Settings
+from app.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -24,7 +24,7 @@ def _url() -> str:
     import os
 
     if os.environ.get("HARDEN_DATABASE_URL"):
-        return Settings().database_url
+        return get_settings().database_url
     return str(config.get_main_option("sqlalchemy.url"))
 
 

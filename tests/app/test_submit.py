@@ -80,7 +80,7 @@ def test_idempotency_key_returns_the_same_job(api, auth, store):
     assert first.status_code == 202 and again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["location"] == first.headers["location"]
-    assert store.list("alice")[1] == 1
+    assert store.list_jobs("alice")[1] == 1
 
 
 def test_idempotency_key_reused_for_another_request_is_a_conflict(api, auth, store):
@@ -93,7 +93,7 @@ def test_idempotency_key_reused_for_another_request_is_a_conflict(api, auth, sto
         extra_headers={"Idempotency-Key": "k1"},
     )
     assert_problem(other, 409, "idempotency_conflict")
-    assert store.list("alice")[1] == 1
+    assert store.list_jobs("alice")[1] == 1
 
 
 def test_corrupt_model_is_refused(api, auth, store, settings):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
 from app.db import make_engine
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any constant works; it only has to be the same in every process that migrates.
 _PG_LOCK_ID = 7_215_004_311
 
@@ -15,7 +18,8 @@ _PG_LOCK_ID = 7_215_004_311
 def alembic_config(url: str) -> Config:
     """An Alembic config pointing at the packaged scripts and ``url``."""
     config = Config()
-    config.set_main_option("script_location", "app:migrations")
+    # A plain path, not "app:migrations": importlib.resources fails on editable installs.
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
     config.attributes["configure_logging"] = False
     return config

@@ -37,6 +37,7 @@ class ExportSummary(_Section):
     opset: int
     parity_samples: int
     max_abs_diff: float = Field(ge=0, description="Largest |onnxruntime - torch| on held-out samples.")
+    exporter: str = Field("", description="Which torch exporter wrote it: 'dynamo' or 'torchscript'.")
 
 
 class DistillationSummary(_Section):
@@ -66,6 +67,9 @@ class Report(_Section):
     distillation: DistillationSummary
     export: ExportSummary
     timings_s: dict[str, float] = Field(description="Seconds per pipeline stage.")
+    notes: list[str] = Field(
+        default_factory=list, description="Anything the run did differently from what was asked."
+    )
     # Filled by core.evaluate; None when evaluation is disabled.
     evaluation: Evaluation | None = None
     verdict: Verdict | None = None

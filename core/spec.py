@@ -168,6 +168,14 @@ class HardenSpec(_Strict):
         max_length=64,
         description="Optional zoo architecture for the student; default: the teacher's own.",
     )
+    architecture: str | None = Field(
+        None,
+        max_length=64,
+        description=(
+            "Zoo architecture of the UPLOADED model (e.g. papernot_mnist); needed only for a "
+            "safetensors upload, which holds weights but no code."
+        ),
+    )
     input_range: tuple[float, float] = Field(
         (0.0, 1.0), description="Valid input value range [low, high]; attacks clip to it."
     )

@@ -1,0 +1,326 @@
+"""The one entry point: a spec, a model file and a dataset in; model.onnx and the report out.
+
+Stages, in order (``on_progress(stage, done, total)``): load, teacher, soft_labels, student,
+export, evaluate, report. Artifacts are staged under temporary names in ``out_dir`` and renamed
+only when every stage succeeded, ``report.json`` last: a failed or cancelled run leaves none of
+them behind, and a finished ``report.json`` means the whole run is there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from core.data import Dataset, load_dataset
+from core.device import pick_device
+from core.distill import (
+    DistillResult,
+    distill,
+    logits_of,
+    normalized_inputs,
+    set_training_mode,
+    with_normalization,
+)
+from core.errors import InvalidSpecError, JobCancelledError
+from core.export import export_onnx
+from core.models import LoadedModel, check_model_io, load_model
+from core.report import DistillationSummary, ExportSummary, ModelSummary, Report
+from core.spec import HardenSpec
+
+ProgressFn = Callable[[str, int, int], None]
+CancelFn = Callable[[], bool]
+
+STAGES = ("load", "teacher", "soft_labels", "student", "export", "evaluate", "report")
+MODEL_FILE = "model.onnx"
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+PARITY_SAMPLES = 64
+
+
+@dataclass
+class RunResult:
+    """The validated report and the artifacts written (name -> path)."""
+
+    report: Report
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the software that produced an artifact, for the report and ONNX metadata."""
+    versions = {"python": platform.python_version()}
+    for name in ("harden", "torch", "onnx", "onnxruntime", "numpy"):
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def _resolve_dataset_ref(spec: HardenSpec, dataset: Path | None) -> str:
+    # A dataset file sent with the job is what the user means unless the spec names another one
+    # explicitly; the spec's default (builtin:mnist) must not silently win over an upload.
+    if dataset is not None:
+        if "dataset" in spec.model_fields_set and spec.dataset != "upload":
+            raise InvalidSpecError(
+                f"a dataset file was given and the spec also names dataset {spec.dataset!r}",
+                hint="set dataset to 'upload' (or leave it out) to use the file, or send no file",
+            )
+        return "upload"
+    if spec.dataset == "upload":
+        raise InvalidSpecError(
+            "the spec's dataset is 'upload' but no dataset file was given",
+            hint="send the dataset file with the job, or name a dataset such as builtin:mnist",
+        )
+    return spec.dataset
+
+
+def _summary(module: nn.Module, inputs: Tensor, labels: Tensor) -> ModelSummary:
+    logits = logits_of(module, inputs)
+    return ModelSummary(
+        clean_accuracy=float((logits.argmax(dim=1) == labels).float().mean()),
+        mean_abs_logit=float(logits.abs().mean()),
+        test_samples=int(len(labels)),
+    )
+
+
+def _metadata(
+    spec: HardenSpec, data: Dataset, uploaded: LoadedModel, created_at: str
+) -> dict[str, str]:
+    versions = software_versions()
+    return {
+        "temperature": repr(spec.temperature),
+        "deployed_temperature": "1",
+        "classes": json.dumps(data.class_names),
+        "input_shape": json.dumps([-1, *data.input_shape]),
+        "input_range": json.dumps(list(spec.input_range)),
+        # The ONNX model is the bare student: like the upload, it expects normalised input.
+        "normalization": json.dumps(
+            spec.normalization.model_dump() if spec.normalization else None
+        ),
+        "dataset": data.reference,
+        "uploaded_model_sha256": uploaded.sha256,
+        "seed": str(spec.seed),
+        "software": json.dumps({k: versions[k] for k in ("torch", "onnx", "harden")}),
+        "created_at": created_at,
+        "method": "defensive distillation (Papernot et al., IEEE S&P 2016)",
+    }
+
+
+def _evaluate(
+    uploaded: nn.Module,
+    student: nn.Module,
+    data: Dataset,
+    spec: HardenSpec,
+    device: torch.device,
+    progress: ProgressFn,
+    cancel: CancelFn,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
+    try:
+        evaluate_module = importlib.import_module("core.evaluate")
+    except ImportError as error:
+        return None, None, f"robustness evaluation unavailable: {error}"
+    evaluation, verdict = evaluate_module.evaluate(
+        uploaded, student, data, spec, device=device, on_progress=progress, should_cancel=cancel
+    )
+    return evaluation, verdict, None
+
+
+def _render_html(report: Report, notes: list[str]) -> str | None:
+    # The HTML view is optional for the run: report.json is the contract, so a missing renderer
+    # is noted in the report instead of failing a finished hardening job.
+    render = getattr(importlib.import_module("core.report"), "render_html", None)
+    if render is None:
+        notes.append("report.html not written: core.report has no render_html")
+        return None
+    try:
+        return str(render(report))
+    except ImportError as error:
+        notes.append(f"report.html not written: {error}")
+        return None
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _check(cancel: CancelFn, stage: str) -> None:
+    if cancel():
+        raise JobCancelledError(
+            f"cancelled before {stage}",
+            hint="nothing was written; submit the job again to rerun it",
+            stage=stage,
+        )
+
+
+def run(
+    spec: HardenSpec,
+    model_file: Path,
+    dataset: Path | None,
+    out_dir: Path,
+    *,
+    on_progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    device: str | None = None,
+) -> RunResult:
+    """Harden ``model_file`` by defensive distillation and write model.onnx, report.json and
+    report.html to ``out_dir``. Raises HardenError subclasses for bad input and cancellation."""
+    progress: ProgressFn = on_progress or (lambda stage, done, total: None)
+    cancel: CancelFn = should_cancel or (lambda: False)
+    torch_device = pick_device(device)
+    created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = {
+        name: out_dir / f".{name}.{uuid.uuid4().hex}.partial"
+        for name in (MODEL_FILE, REPORT_HTML, REPORT_JSON)
+    }
+    try:
+        _check(cancel, "load")
+        started = time.perf_counter()
+        progress("load", 0, 2)
+        reference = _resolve_dataset_ref(spec, dataset)
+        data = load_dataset(reference, upload=dataset, input_range=spec.input_range, seed=spec.seed)
+        resolved = spec.model_copy(update={"dataset": reference})
+        progress("load", 1, 2)
+        uploaded = load_model(
+            Path(model_file),
+            architecture=spec.architecture,
+            num_classes=data.num_classes,
+            input_shape=data.input_shape,
+        )
+        test_inputs = normalized_inputs(data.x_test, spec.normalization)
+        check_model_io(uploaded.module, test_inputs[:2], data.num_classes)
+        progress("load", 2, 2)
+        timings["load"] = time.perf_counter() - started
+
+        result: DistillResult = distill(
+            uploaded, data, spec, device=torch_device, on_progress=progress, should_cancel=cancel
+        )
+        timings.update(result.timings)
+
+        _check(cancel, "export")
+        started = time.perf_counter()
+        progress("export", 0, 1)
+        device_inputs = test_inputs.to(torch_device)
+        device_labels = data.y_test.to(torch_device)
+        uploaded_module = uploaded.module.to(torch_device)
+        models = {
+            "uploaded": _summary(uploaded_module, device_inputs, device_labels),
+            "teacher": _summary(result.teacher, device_inputs, device_labels),
+            "student": _summary(result.student, device_inputs, device_labels),
+        }
+        exported = export_onnx(
+            result.student,
+            staging[MODEL_FILE],
+            sample=test_inputs[:PARITY_SAMPLES],
+            opset=spec.onnx_opset,
+            metadata=_metadata(resolved, data, uploaded, created_at),
+        )
+        if exported.opset != spec.onnx_opset:
+            notes.append(
+                f"ONNX opset {spec.onnx_opset} was asked; the exporter wrote {exported.opset}"
+            )
+        progress("export", 1, 1)
+        timings["export"] = time.perf_counter() - started
+
+        evaluation = verdict = None
+        started = time.perf_counter()
+        if spec.evaluation.enabled:
+            _check(cancel, "evaluate")
+            student = result.student.to(torch_device)
+            for module in (uploaded_module, student):
+                set_training_mode(module, False)
+            evaluation, verdict, missing = _evaluate(
+                with_normalization(uploaded_module, spec.normalization),
+                with_normalization(student, spec.normalization),
+                data,
+                resolved,
+                torch_device,
+                progress,
+                cancel,
+            )
+            if missing:
+                notes.append(missing)
+        timings["evaluate"] = time.perf_counter() - started
+
+        _check(cancel, "report")
+        started = time.perf_counter()
+        progress("report", 0, 1)
+        report = Report(
+            created_at=created_at,
+            software=software_versions(),
+            device=str(torch_device),
+            spec=resolved.model_dump(mode="json"),
+            input={
+                "model": {
+                    "file": Path(model_file).name,
+                    "format": uploaded.format,
+                    "sha256": uploaded.sha256,
+                    "architecture": uploaded.architecture,
+                },
+                "dataset": {
+                    "reference": data.reference,
+                    "num_classes": data.num_classes,
+                    "class_names": data.class_names,
+                    "input_shape": list(data.input_shape),
+                    "train_samples": int(len(data.y_train)),
+                    "test_samples": int(len(data.y_test)),
+                },
+            },
+            models=models,
+            distillation=DistillationSummary(
+                temperature=spec.temperature,
+                teacher_epochs=spec.teacher_epochs,
+                student_epochs=spec.student_epochs,
+                optimizer=spec.optimizer,
+                teacher_start=result.teacher_start,
+                student_init=spec.student_architecture or spec.student_init,
+                train_samples=int(len(data.y_train)),
+                teacher_loss_history=result.teacher_losses,
+                student_loss_history=result.student_losses,
+            ),
+            export=ExportSummary(
+                file=MODEL_FILE,
+                sha256=exported.sha256,
+                opset=exported.opset,
+                parity_samples=exported.parity_samples,
+                max_abs_diff=exported.max_abs_diff,
+                exporter=exported.exporter,
+            ),
+            timings_s=timings,
+            notes=notes,
+            evaluation=evaluation,
+            verdict=verdict,
+        )
+        artifacts = {MODEL_FILE: out_dir / MODEL_FILE, REPORT_JSON: out_dir / REPORT_JSON}
+        html = _render_html(report, notes)
+        if html is not None:
+            _write_text(staging[REPORT_HTML], html)
+            artifacts[REPORT_HTML] = out_dir / REPORT_HTML
+        timings["report"] = time.perf_counter() - started
+        report = report.model_copy(update={"timings_s": dict(timings), "notes": list(notes)})
+        _write_text(staging[REPORT_JSON], report.model_dump_json(indent=2))
+        progress("report", 1, 1)
+        # report.json last: its presence says every other artifact is complete.
+        for name in (MODEL_FILE, REPORT_HTML, REPORT_JSON):
+            if name in artifacts:
+                os.replace(staging[name], artifacts[name])
+        return RunResult(report=report, artifacts=artifacts)
+    finally:
+        for path in staging.values():
+            path.unlink(missing_ok=True)

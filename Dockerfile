@@ -1,10 +1,12 @@
 # syntax=docker/dockerfile:1
 # One image for the API (`harden serve`, the default command) and the GPU workers
 # (`harden worker`). TORCH_VARIANT picks the torch wheel index:
-#   docker build -t harden:cpu .                                  # CPU-only torch, small image
-#   docker build -t harden:cu126 --build-arg TORCH_VARIANT=cu126 .  # CUDA torch for GPU workers
-# The CUDA wheels carry their own CUDA runtime libraries, so the same slim Python base serves
-# both; the host only needs the NVIDIA driver and container toolkit.
+#   docker build -t harden:cpu .                                    # CPU-only torch
+#   docker build -t harden:cu130 --build-arg TORCH_VARIANT=cu130 .  # CUDA torch, GPU workers
+# TORCH_VARIANT is the name of a folder of https://download.pytorch.org/whl/ (cpu, cu126,
+# cu128, cu130, ...): pick one that publishes torch 2.14.1 and that the hosts' NVIDIA driver
+# supports. The CUDA wheels carry their own CUDA runtime libraries, so the same slim Python
+# base serves both; the host only needs the NVIDIA driver and container toolkit.
 
 ARG PYTHON_VERSION=3.11
 
@@ -29,8 +31,8 @@ RUN pip install --no-cache-dir \
         --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
         torch==2.14.1 torchvision==0.29.1
 
-# Then the service and its other dependencies from PyPI. The installed torch (2.14.1+cpu or
-# +cu126) satisfies the ==2.14.1 pin, so pip keeps it instead of fetching the default build.
+# Then the service and its other dependencies from PyPI. The installed torch (2.14.1+cpu,
+# +cu130, ...) satisfies the ==2.14.1 pin, so pip keeps it instead of fetching the default build.
 # boto3 is the S3 artifact store's client (HARDEN_ARTIFACT_STORE=s3).
 COPY pyproject.toml README.md ./
 COPY core ./core

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.client import HardenClient
-from tests.integration.conftest import Cluster, base_env, tiny_torchscript
+from tests.integration.conftest import Cluster, base_env, tiny_torchscript, wait_for
 from tests.integration.test_redis_postgres import FAST, assert_onnx_classifies_digits
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -58,7 +62,63 @@ def test_embedded_mode_runs_a_job_with_nothing_installed(embedded: Cluster, tmp_
         failed = client.wait(bad["id"], timeout_s=60, poll_s=0.3)
     assert failed["state"] == "failed"
     assert failed["error"]["code"] == "invalid_dataset" and failed["error"]["message"]
+    assert_cli_round_trip(embedded, model, tmp_path)
+    assert_running_job_cancels(embedded, model)
     # Everything lives under the working directory's var/: SQLite files and artifacts.
     var = tmp_path / "var"
     assert (var / "harden.db").exists() and (var / "broker.db").exists()
     assert (var / "artifacts" / job["id"] / "model.onnx").exists()
+
+
+def assert_cli_round_trip(cluster: Cluster, model: Path, tmp_path: Path) -> None:
+    """`harden submit --wait --out` then `harden status`, as a user would type them."""
+    env = cluster.env | {"HARDEN_URL": cluster.url}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "submit",
+            str(model),
+            "--dataset",
+            "builtin:digits",
+            "--teacher-epochs",
+            "1",
+            "--student-epochs",
+            "1",
+            "--no-evaluation",
+            "--wait",
+            "--out",
+            str(tmp_path / "cli-out"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "succeeded" in result.stderr
+    assert (tmp_path / "cli-out" / "model.onnx").stat().st_size > 0
+    job_id = result.stderr.split("job ", 1)[1].split()[0]
+    status = subprocess.run(
+        [sys.executable, "-m", "cli.main", "status", job_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(status.stdout)["state"] == "succeeded"
+
+
+def assert_running_job_cancels(cluster: Cluster, model: Path) -> None:
+    """A running job stops within a step or so once cancelled, with state 'cancelled'."""
+    with HardenClient(cluster.url) as client:
+        job = client.submit(model, config=FAST | {"student_epochs": 400, "batch_size": 16})
+        wait_for(lambda: client.status(job["id"])["stage"] == "student", 60, "student stage")
+        client.cancel(job["id"])
+        asked = time.monotonic()
+        done = client.wait(job["id"], timeout_s=30, poll_s=0.2)
+    assert done["state"] == "cancelled" and done["error"]["code"] == "cancelled"
+    assert done["artifacts"] == {}
+    assert time.monotonic() - asked < 10

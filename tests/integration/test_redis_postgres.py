@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnxruntime
 import pytest
@@ -49,6 +51,21 @@ def assert_onnx_classifies_digits(path: Path) -> None:
     assert logits.shape == (3, 10) and np.isfinite(logits).all()
 
 
+def read_events(url: str, key: str, job_id: str) -> list[tuple[str, dict]]:
+    """The server-sent events of a job, until the stream ends."""
+    events = []
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.stream("GET", f"{url}/jobs/{job_id}/events", headers=headers, timeout=150) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    return events
+
+
 def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path):
     redis_cluster.start_api()
     redis_cluster.start_worker("w1")
@@ -57,17 +74,14 @@ def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path):
     with HardenClient(redis_cluster.url, key) as client:
         job = client.submit(model, config=FAST)
         assert job["state"] == "queued"
-        seen: list[tuple[str, str | None, float]] = []
-        done = client.wait(
-            job["id"],
-            timeout_s=150,
-            poll_s=0.3,
-            on_progress=lambda j: seen.append((j["state"], j["stage"], j["progress"])),
-        )
+        events = read_events(redis_cluster.url, key, job["id"])
+        done = client.status(job["id"])
         assert done["state"] == "succeeded", (done, redis_cluster.log("w1"))
         assert done["attempts"] == 1 and done["progress"] == 1.0
-        progress = [p for _, _, p in seen]
-        assert progress == sorted(progress)
+        assert events[-1] == ("end", {"state": "succeeded"})
+        progress = [data["progress"] for name, data in events if name == "job"]
+        assert progress == sorted(progress) and progress[-1] == 1.0
+        assert "student" in {data["stage"] for name, data in events if name == "job"}
         files = client.download(job["id"], tmp_path / "out")
     assert_onnx_classifies_digits(files["model.onnx"])
     assert (tmp_path / "out" / "report.json").read_text().startswith("{")

@@ -375,3 +375,22 @@ def test_container_commands_are_accepted_by_the_cli(compose_model: dict[str, Any
         assert command is not None, argv
         # Parsing fails on an unknown option or a bad value; nothing is run.
         command.make_context(argv[0], list(argv[1:]))
+
+
+def test_deploy_doc_lists_every_setting_with_its_default() -> None:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    rows = {
+        match.group(1): match.group(2)
+        for match in re.finditer(r"^\| `(HARDEN_[A-Z0-9_]+)` \| ([^|]*) \|", doc, flags=re.M)
+    }
+    for name, field in Settings.model_fields.items():
+        variable = f"HARDEN_{name.upper()}"
+        assert variable in rows, f"{variable} is missing from docs/deploy.md"
+        default = field.default
+        if isinstance(default, (str, int, float)) and not isinstance(default, bool) and default:
+            shown = rows[variable].strip().strip("`")
+            assert shown in (str(default), f"{default:g}" if isinstance(default, float) else ""), (
+                variable,
+                shown,
+                default,
+            )

@@ -100,6 +100,9 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # stage -> seconds (the report's timings_s), written by the worker when the job succeeds;
+    # read by the API's /metrics for the stage-duration histogram (app/observability.py).
+    timings_s: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
 
 
 class ApiKey(Base):

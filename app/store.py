@@ -138,6 +138,10 @@ class JobStore:
         dying in between leaves a job whose redelivery finds its artifacts complete."""
         return self._update(job_id, [JobState.running], artifacts=artifacts)
 
+    def record_timings(self, job_id: str, timings_s: dict[str, float]) -> bool:
+        """Store the seconds each stage took (deployment wiring: the stage-duration metric)."""
+        return self._update(job_id, None, timings_s=timings_s)
+
     def mark_succeeded(self, job_id: str, artifacts: dict[str, str]) -> bool:
         return self._update(
             job_id,

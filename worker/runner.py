@@ -143,6 +143,10 @@ def _execute(
             if name not in outputs:
                 raise RuntimeError(f"the pipeline produced no {name}")
             shas[name] = services.artifacts.put(job_id, name, Path(outputs[name]), move=True)
+        # Deployment wiring: per-stage seconds for GET /metrics (app/observability.py).
+        timings = getattr(getattr(result, "report", None), "timings_s", None)
+        if timings:
+            store.record_timings(job_id, {str(k): float(v) for k, v in timings.items()})
         if not store.record_artifacts(job_id, shas) or not store.mark_succeeded(job_id, shas):
             return _lost_race(services, job_id)
         return JobState.succeeded

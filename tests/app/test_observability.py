@@ -221,6 +221,7 @@ def test_the_service_app_exports_its_job_table(tmp_path: Path) -> None:
                     spec={},
                     model_sha256="0" * 64,
                     model_format="onnx",
+                    timings_s={"teacher": 42.0} if state == JobState.succeeded else None,
                 )
             )
         client.get("/healthz")
@@ -232,8 +233,72 @@ def test_the_service_app_exports_its_job_table(tmp_path: Path) -> None:
     assert samples[("harden_jobs", (("state", "failed"),))] == 0
     assert samples[("harden_queue_depth", ())] == 2
     assert samples[("harden_metrics_store_errors_total", ())] == 0
+    assert samples[("harden_stage_duration_seconds_count", (("stage", "teacher"),))] == 1
+    assert samples[("harden_stage_duration_seconds_sum", (("stage", "teacher"),))] == 42.0
     healthz = (
         "harden_http_request_duration_seconds_count",
         (("method", "GET"), ("route", "/healthz"), ("status", "200")),
     )
     assert samples[healthz] == 1
+
+
+def test_stage_timings_flow_from_the_worker_to_the_metrics(tmp_path: Path) -> None:
+    """The worker stores the report's per-stage seconds; the API's collector reads them."""
+    from types import SimpleNamespace
+
+    from app.artifacts import LocalStore
+    from app.db import Job, JobState
+    from app.migrate import upgrade
+    from app.observability import JobStoreCollector, stage_timings_from_store
+    from app.schemas import ARTIFACT_NAMES
+    from app.settings import Settings
+    from app.store import JobStore
+    from worker.runner import WorkerServices, run_job
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'jobs.db'}",
+        artifact_dir=tmp_path / "artifacts",
+        work_dir=tmp_path / "work",
+        progress_interval_s=0.0,
+    )
+    upgrade(settings.database_url)
+    store = JobStore.from_url(settings.database_url)
+    services = WorkerServices(settings, store, LocalStore(settings.artifact_dir))
+    job_id = "ab" * 16
+    model = tmp_path / "model"
+    model.write_bytes(b"model")
+    services.artifacts.put(job_id, "inputs/model", model, move=True)
+    store.create(
+        Job(
+            id=job_id,
+            owner="alice",
+            state=JobState.queued,
+            spec={"dataset": "builtin:digits", "evaluation": {"enabled": False}},
+            model_sha256="0" * 64,
+            model_format="torchscript",
+        )
+    )
+
+    def pipeline(spec, model_file, dataset, out_dir, **_: object) -> SimpleNamespace:  # type: ignore[no-untyped-def]
+        out_dir.mkdir(parents=True)
+        for name in ARTIFACT_NAMES:
+            (out_dir / name).write_text(name)
+        return SimpleNamespace(
+            artifacts={name: out_dir / name for name in ARTIFACT_NAMES},
+            report=SimpleNamespace(timings_s={"teacher": 3.5, "student": 700.0}),
+        )
+
+    assert run_job(services, job_id, pipeline=pipeline) == "succeeded"
+    stored = store.get(job_id)
+    assert stored is not None and stored.timings_s == {"teacher": 3.5, "student": 700.0}
+
+    reader = stage_timings_from_store(store)
+    assert reader is not None
+    collector = JobStoreCollector(stage_timings=reader)
+    family = next(m for m in collector.collect() if m.name == "harden_stage_duration_seconds")
+    values = {(s.name, s.labels.get("stage"), s.labels.get("le")): s.value for s in family.samples}
+    assert values[("harden_stage_duration_seconds_count", "student", None)] == 1
+    assert values[("harden_stage_duration_seconds_bucket", "student", "600.0")] == 0
+    assert values[("harden_stage_duration_seconds_bucket", "student", "1800.0")] == 1
+    assert values[("harden_stage_duration_seconds_sum", "teacher", None)] == 3.5
+    store.engine.dispose()

@@ -96,7 +96,7 @@ def test_sigkilled_worker_job_is_redelivered_and_finishes_once(
     first = redis_cluster.start_worker("w1")
     key = create_key(redis_cluster, "ci")
     model = tiny_torchscript(tmp_path / "model.pt")
-    slow = FAST | {"student_epochs": 60, "batch_size": 16}
+    slow = FAST | {"student_epochs": 20, "batch_size": 16}
     with HardenClient(redis_cluster.url, key) as client:
         job = client.submit(model, config=slow)
         wait_for(

@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -144,10 +146,12 @@ StageTimings = Callable[[], Iterable[Mapping[str, float]]]
 class JobStoreCollector(Collector):
     """Exports job-store numbers at scrape time: jobs by state, queue depth, stage durations.
 
-    ``jobs_by_state()`` returns ``{state: count}``; ``stage_timings()`` yields one
-    ``{stage: seconds}`` mapping per job that has timings. Stage durations become a histogram
-    rebuilt from the store on each scrape; jobs are expired by retention, not deleted, so the
-    series only grows, as a Prometheus histogram must.
+    ``jobs_by_state()`` returns ``{state: count}``. ``stage_timings()`` returns one
+    ``{stage: seconds}`` mapping per job *not returned before* (incremental, so a scrape reads
+    only the jobs finished since the previous one); the collector adds them to its running
+    histogram. A new API process starts from a full read, so every replica exports the same
+    totals, and they only grow (jobs are expired by retention, not deleted), as a Prometheus
+    histogram must.
     """
 
     def __init__(
@@ -165,6 +169,10 @@ class JobStoreCollector(Collector):
         self._known_states = tuple(known_states)
         self._stage_buckets = tuple(sorted(stage_buckets))
         self._errors = 0
+        # stage -> (cumulative count per bucket bound, sum, count); guarded by the lock
+        # because two scrapes may run at once in the thread pool.
+        self._stages: dict[str, tuple[list[int], float, int]] = {}
+        self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
         # Registering must not query the database; an empty describe() makes the registry
@@ -182,13 +190,14 @@ class JobStoreCollector(Collector):
             else:
                 yield from self._state_metrics(counts)
         if self._stage_timings is not None:
-            try:
-                timings = list(self._stage_timings())
-            except Exception:
-                self._errors += 1
-                log.warning("metrics: could not read stage timings", exc_info=True)
-            else:
-                yield self._stage_histogram(timings)
+            with self._lock:
+                try:
+                    self._add_timings(self._stage_timings())
+                except Exception:
+                    self._errors += 1
+                    log.warning("metrics: could not read stage timings", exc_info=True)
+                # Still exported after a failed read: the totals so far remain true.
+                yield self._stage_histogram()
         # Lets an alert fire when the job-store numbers silently stop coming.
         yield CounterMetricFamily(
             "harden_metrics_store_errors",
@@ -210,24 +219,30 @@ class JobStoreCollector(Collector):
             value=float(sum(counts.get(state, 0) for state in self._queued_states)),
         )
 
-    def _stage_histogram(self, timings: list[Mapping[str, float]]) -> Metric:
-        per_stage: dict[str, list[float]] = {}
+    def _add_timings(self, timings: Iterable[Mapping[str, float]]) -> None:
         for job_timings in timings:
             for stage, seconds in job_timings.items():
-                per_stage.setdefault(stage, []).append(float(seconds))
+                counts, total, n = self._stages.get(stage, ([0] * len(self._stage_buckets), 0.0, 0))
+                value = float(seconds)
+                for i, bound in enumerate(self._stage_buckets):
+                    if value <= bound:
+                        counts[i] += 1
+                self._stages[stage] = (counts, total + value, n + 1)
+
+    def _stage_histogram(self) -> Metric:
         family = HistogramMetricFamily(
             "harden_stage_duration_seconds",
-            "Time spent in each pipeline stage by finished and running jobs.",
+            "Seconds each pipeline stage took, over the succeeded jobs of the job store.",
             labels=["stage"],
         )
-        for stage in sorted(per_stage):
-            values = per_stage[stage]
+        for stage in sorted(self._stages):
+            counts, total, n = self._stages[stage]
             buckets = [
-                (_bucket_label(bound), float(sum(1 for v in values if v <= bound)))
-                for bound in self._stage_buckets
+                (_bucket_label(bound), float(count))
+                for bound, count in zip(self._stage_buckets, counts, strict=True)
             ]
-            buckets.append(("+Inf", float(len(values))))
-            family.add_metric([stage], buckets, sum_value=sum(values))
+            buckets.append(("+Inf", float(n)))
+            family.add_metric([stage], buckets, sum_value=total)
         return family
 
 
@@ -385,10 +400,16 @@ def jobs_by_state_from_store(store: Any) -> JobsByState:
     return count
 
 
-def stage_timings_from_store(store: Any) -> StageTimings | None:
-    """``stage_timings`` reading the per-stage seconds the worker stores on each job
-    (``jobs.timings_s``, the report's ``timings_s``); None while the job table has no such
-    column, so no empty histogram pretends that no stage ever ran."""
+def stage_timings_from_store(
+    store: Any, *, overlap: timedelta = timedelta(minutes=10)
+) -> StageTimings | None:
+    """Incremental ``stage_timings`` over the per-stage seconds the worker stores on each
+    succeeded job (``jobs.timings_s``); None if the job table has no such column.
+
+    Each call returns the timings of jobs finished since the previous call: it reads rows
+    with ``finished_at`` past the last one seen minus ``overlap`` (the workers' clocks and
+    commits may lag each other by that much) and skips the ids already counted.
+    """
     from sqlalchemy import select
 
     from app.db import Job
@@ -396,13 +417,32 @@ def stage_timings_from_store(store: Any) -> StageTimings | None:
     column = getattr(Job, "timings_s", None)
     if column is None:
         return None
+    watermark: datetime | None = None
+    counted: dict[str, datetime] = {}  # ids inside the overlap window, already returned
 
-    def read() -> list[Mapping[str, float]]:
+    def read_new() -> list[Mapping[str, float]]:
+        nonlocal watermark
+        query = select(Job.id, Job.finished_at, column).where(
+            column.is_not(None), Job.finished_at.is_not(None)
+        )
+        if watermark is not None:
+            query = query.where(Job.finished_at >= watermark - overlap)
         with store.session() as session:
-            values = session.scalars(select(column).where(column.is_not(None))).all()
-        return [v for v in values if isinstance(v, Mapping)]
+            rows = session.execute(query).all()
+        new = [
+            timings
+            for job_id, _, timings in rows
+            if job_id not in counted and isinstance(timings, Mapping)
+        ]
+        for job_id, finished_at, _ in rows:
+            counted[job_id] = finished_at
+            watermark = finished_at if watermark is None else max(watermark, finished_at)
+        if watermark is not None:
+            for job_id in [j for j, f in counted.items() if f < watermark - overlap]:
+                del counted[job_id]
+        return new
 
-    return read
+    return read_new
 
 
 def install(app: FastAPI, settings: Any) -> Metrics:

@@ -92,11 +92,18 @@ def test_upload_sizes_are_measured_for_multipart_bodies_only() -> None:
 
 def test_job_store_numbers_are_read_at_scrape_time() -> None:
     counts = {"queued": 2, "running": 1}
-    timings = [{"load": 0.5, "teacher": 10.0}, {"load": 2.0, "teacher": 100.0}]
+    # An incremental source, as the store reader is: each call hands over the new jobs only.
+    pending = [{"load": 0.5, "teacher": 10.0}, {"load": 2.0, "teacher": 100.0}]
+
+    def new_timings() -> list[dict[str, float]]:
+        drained = list(pending)
+        pending.clear()
+        return drained
+
     client = TestClient(
         _make_app(
             jobs_by_state=lambda: counts,
-            stage_timings=lambda: timings,
+            stage_timings=new_timings,
             known_states=("queued", "running", "succeeded"),
         )
     )
@@ -121,7 +128,7 @@ def test_job_store_numbers_are_read_at_scrape_time() -> None:
 
     # A later scrape sees the store as it is then.
     counts["queued"] = 0
-    timings.append({"teacher": 5.0})
+    pending.append({"teacher": 5.0})
     samples = _samples(client.get("/metrics").text)
     assert samples[("harden_queue_depth", ())] == 0
     assert samples[("harden_stage_duration_seconds_count", (("stage", "teacher"),))] == 3
@@ -301,4 +308,46 @@ def test_stage_timings_flow_from_the_worker_to_the_metrics(tmp_path: Path) -> No
     assert values[("harden_stage_duration_seconds_bucket", "student", "600.0")] == 0
     assert values[("harden_stage_duration_seconds_bucket", "student", "1800.0")] == 1
     assert values[("harden_stage_duration_seconds_sum", "teacher", None)] == 3.5
+    store.engine.dispose()
+
+
+def test_the_store_reader_returns_each_job_once(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from app.db import Job, JobState, utcnow
+    from app.migrate import upgrade
+    from app.observability import stage_timings_from_store
+    from app.store import JobStore
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    upgrade(url)
+    store = JobStore.from_url(url)
+    now = utcnow()
+
+    def finished(n: int, minutes_ago: float) -> None:
+        store.create(
+            Job(
+                id=f"{n:032x}",
+                owner="alice",
+                state=JobState.succeeded,
+                spec={},
+                model_sha256="0" * 64,
+                model_format="onnx",
+                finished_at=now - timedelta(minutes=minutes_ago),
+                timings_s={"teacher": float(n)},
+            )
+        )
+
+    reader = stage_timings_from_store(store, overlap=timedelta(minutes=10))
+    assert reader is not None
+    finished(1, 60)
+    finished(2, 30)
+    assert sorted(t["teacher"] for t in reader()) == [1.0, 2.0]
+    assert list(reader()) == []
+    # A job committed late by a worker whose clock lags (inside the overlap) is still counted;
+    # one older than the overlap was already seen by a full read in a real deployment.
+    finished(3, 35)
+    finished(4, 0)
+    assert sorted(t["teacher"] for t in reader()) == [3.0, 4.0]
+    assert list(reader()) == []
     store.engine.dispose()

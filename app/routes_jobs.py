@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -109,7 +110,7 @@ async def post_harden(
         str | None, Header(max_length=255, description="Retry-safe key chosen by the client.")
     ] = None,
 ) -> JSONResponse:
-    folder = Path(services.settings.upload_dir) / f"incoming-{time.time_ns()}-{id(request)}"
+    folder = Path(services.settings.upload_dir) / f"incoming-{uuid.uuid4().hex}"
     try:
         form = await receive_form(request, folder, services.settings.max_upload_bytes)
         job, created = await run_in_threadpool(submit, services, owner, form, idempotency_key)

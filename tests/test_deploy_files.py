@@ -396,3 +396,19 @@ def test_deploy_doc_lists_every_setting_with_its_default() -> None:
                 shown,
                 default,
             )
+
+
+def test_timeouts_are_consistent(compose_model: dict[str, Any]) -> None:
+    """The timing assumptions of at-least-once delivery and graceful stops hold together."""
+    from worker.celery_app import celery_app
+
+    env = compose_model["services"]["worker"]["environment"]
+    # Redis re-delivers an unacknowledged job after the visibility timeout: shorter than the
+    # longest job would start a second copy of a job that is still running.
+    assert int(env["HARDEN_VISIBILITY_TIMEOUT_S"]) > int(env["HARDEN_JOB_TIME_LIMIT_S"])
+    assert int(env["HARDEN_JOB_TIME_LIMIT_S"]) > int(env["HARDEN_JOB_SOFT_TIME_LIMIT_S"])
+    # The hand-back on SIGTERM relies on late acknowledgement and finishes before SIGKILL.
+    assert celery_app.conf.task_acks_late is True
+    assert celery_app.conf.worker_prefetch_multiplier == 1
+    soft = float(celery_app.conf.worker_soft_shutdown_timeout)
+    assert 0 < soft < _seconds(compose_model["services"]["worker"]["stop_grace_period"]) - 10

@@ -1,0 +1,149 @@
+"""Client commands of a running service: submit, status, download, cancel (httpx only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+URL_OPTION = typer.Option(
+    "http://127.0.0.1:8000", "--url", envvar="HARDEN_URL", help="Service URL."
+)
+KEY_OPTION = typer.Option(None, "--key", envvar="HARDEN_API_KEY", help="API key (Bearer).")
+
+
+def _client(url: str, key: str | None) -> Any:
+    from app.client import HardenClient
+
+    return HardenClient(url, key)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def submit(
+    model: Path = typer.Argument(..., exists=True, dir_okay=False, help="Model file."),
+    dataset: str | None = typer.Option(None, help="builtin:mnist or builtin:digits."),
+    dataset_file: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Upload this .npz or image-folder archive."
+    ),
+    config: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="JSON file of the job spec (options override it)."
+    ),
+    temperature: float | None = typer.Option(None, help="Distillation temperature."),
+    teacher_epochs: int | None = typer.Option(None),
+    student_epochs: int | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None),
+    student_architecture: str | None = typer.Option(None),
+    no_evaluation: bool = typer.Option(False, "--no-evaluation", help="Skip the attacks."),
+    webhook_url: str | None = typer.Option(None),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job with a progress bar."),
+    out: Path | None = typer.Option(None, help="With --wait: download the artifacts here."),
+    url: str = URL_OPTION,
+    key: str | None = KEY_OPTION,
+) -> None:
+    """Submit MODEL to a running service; print the job (or follow it with --wait)."""
+    from app.client import HardenAPIError
+
+    spec: dict[str, Any] = json.loads(config.read_text()) if config else {}
+    overrides = {
+        "dataset": dataset,
+        "temperature": temperature,
+        "teacher_epochs": teacher_epochs,
+        "student_epochs": student_epochs,
+        "batch_size": batch_size,
+        "student_architecture": student_architecture,
+        "webhook_url": webhook_url,
+    }
+    spec.update({k: v for k, v in overrides.items() if v is not None})
+    if no_evaluation:
+        spec.setdefault("evaluation", {})["enabled"] = False
+    client = _client(url, key)
+    try:
+        job = client.submit(model, config=spec, dataset_file=dataset_file)
+    except HardenAPIError as exc:
+        _fail(exc)
+    if not wait:
+        typer.echo(json.dumps(job, indent=2))
+        return
+    typer.echo(f"job {job['id']} queued", err=True)
+    job = _follow(client, job["id"])
+    _finish(client, job, out)
+
+
+def _follow(client: Any, job_id: str) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]") as bar:
+
+        def show(job: dict[str, Any]) -> None:
+            bar.set_description(f"{job['state']}:{job.get('stage') or '-'}")
+            bar.n = round(100 * job["progress"], 1)
+            bar.refresh()
+
+        return dict(client.wait(job_id, on_progress=show, poll_s=0.5))
+
+
+def _finish(client: Any, job: dict[str, Any], out: Path | None) -> None:
+    if job["state"] != "succeeded":
+        error = job.get("error") or {}
+        typer.echo(
+            f"job {job['id']} {job['state']}: {error.get('code')}: {error.get('message')}"
+            + (f"\nhint: {error['hint']}" if error.get("hint") else ""),
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"job {job['id']} succeeded", err=True)
+    if out is not None:
+        for name, path in client.download(job["id"], out).items():
+            typer.echo(f"{name}\t{path}")
+
+
+def status(
+    job_id: str = typer.Argument(...),
+    wait: bool = typer.Option(False, "--wait", help="Follow until the job ends."),
+    url: str = URL_OPTION,
+    key: str | None = KEY_OPTION,
+) -> None:
+    """Print a job's JSON (state, stage, progress, error)."""
+    from app.client import HardenAPIError
+
+    client = _client(url, key)
+    try:
+        job = _follow(client, job_id) if wait else client.status(job_id)
+    except HardenAPIError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(job, indent=2))
+
+
+def download(
+    job_id: str = typer.Argument(...),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for the files."),
+    url: str = URL_OPTION,
+    key: str | None = KEY_OPTION,
+) -> None:
+    """Download model.onnx, report.json and report.html of a finished job (sha256-checked)."""
+    from app.client import HardenAPIError
+
+    try:
+        for name, path in _client(url, key).download(job_id, out).items():
+            typer.echo(f"{name}\t{path}")
+    except HardenAPIError as exc:
+        _fail(exc)
+
+
+def cancel(
+    job_id: str = typer.Argument(...), url: str = URL_OPTION, key: str | None = KEY_OPTION
+) -> None:
+    """Cancel a queued or running job."""
+    from app.client import HardenAPIError
+
+    try:
+        job = _client(url, key).cancel(job_id)
+    except HardenAPIError as exc:
+        _fail(exc)
+    typer.echo(f"job {job['id']}: {job['state']}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -66,13 +68,15 @@ def read_events(url: str, key: str, job_id: str) -> list[tuple[str, dict]]:
     return events
 
 
-def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path):
+def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path, webhook_receiver):
+    hook_url, received = webhook_receiver
+    redis_cluster.env["HARDEN_WEBHOOK_SECRET"] = "it-secret"
     redis_cluster.start_api()
     redis_cluster.start_worker("w1")
     key = create_key(redis_cluster, "ci")
     model = tiny_torchscript(tmp_path / "model.pt")
     with HardenClient(redis_cluster.url, key) as client:
-        job = client.submit(model, config=FAST)
+        job = client.submit(model, config=FAST | {"webhook_url": hook_url})
         assert job["state"] == "queued"
         events = read_events(redis_cluster.url, key, job["id"])
         done = client.status(job["id"])
@@ -85,6 +89,11 @@ def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path):
         files = client.download(job["id"], tmp_path / "out")
     assert_onnx_classifies_digits(files["model.onnx"])
     assert (tmp_path / "out" / "report.json").read_text().startswith("{")
+    wait_for(lambda: received, 30, "the webhook", lambda: redis_cluster.log("w1"))
+    headers, body = received[0]
+    signature = "sha256=" + hmac.new(b"it-secret", body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Harden-Signature"], signature)
+    assert json.loads(body)["state"] == "succeeded" and json.loads(body)["id"] == job["id"]
     store = JobStore.from_url(redis_cluster.env["HARDEN_DATABASE_URL"])
     assert store.get(job["id"]).owner == "ci"
 

@@ -76,17 +76,22 @@ def gradient_histograms(evaluation: Evaluation) -> str | None:
         (("softmax_l1", "softmax of the true class (paper)"), ("margin_l1", "logit margin")),
         strict=True,
     ):
-        for role, name in _ROLES:
-            model = evaluation.models.get(role)
-            if model is None:
-                continue
-            values = getattr(model.gradient, field)
-            if not values:
-                continue
-            drawn = True
-            # Exact zeros (a saturated softmax in float32) are shown at the 1e-30 floor.
-            logs = [math.log10(max(v, 1e-30)) for v in values]
-            axis.hist(logs, bins=30, alpha=0.6, label=name)
+        # Exact zeros (a saturated softmax in float32) are shown at the 1e-30 floor.
+        logs = {
+            name: [math.log10(max(v, 1e-30)) for v in getattr(model.gradient, field)]
+            for role, name in _ROLES
+            if (model := evaluation.models.get(role)) is not None
+        }
+        everything = [v for values in logs.values() for v in values]
+        if not everything:
+            continue
+        low, high = min(everything), max(everything)
+        # Shared bins, so both models' bars have the same width and can be compared.
+        bins = [low + (high - low + 1e-9) * i / 40 for i in range(41)]
+        for name, values in logs.items():
+            if values:
+                drawn = True
+                axis.hist(values, bins=bins, alpha=0.6, label=name)
         axis.set_title(f"input-gradient L1 norm: {title}")
         axis.set_xlabel("log10 L1 norm (1e-30 = exactly zero)")
         axis.set_ylabel("samples")

@@ -226,3 +226,19 @@ def test_open_mode_needs_no_key_and_owner_is_anonymous(tmp_path: Path):
 def test_non_multipart_body_is_refused(api, auth, content_type):
     response = api.post("/harden", content=b"{}", headers=auth | {"content-type": content_type})
     assert_problem(response, 400, "bad_request")
+
+
+def test_unreachable_broker_is_503_and_the_job_is_rolled_back(tmp_path: Path):
+    from app.main import create_app
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/h.db",
+        broker_url="redis://127.0.0.1:1/0",
+        artifact_dir=tmp_path / "a",
+        upload_dir=tmp_path / "u",
+        auth="open",
+    )
+    with TestClient(create_app(settings)) as client:
+        body = assert_problem(post(client, {}, onnx_model_bytes()), 503, "unavailable")
+        assert "Idempotency-Key" in body["hint"]
+    assert_nothing_left(JobStore.from_url(settings.database_url), settings)

@@ -1,9 +1,255 @@
-"""``harden run``: the whole pipeline on this machine, no server."""
+"""``harden run``: the whole pipeline on this machine, no server.
+
+The tuning options are generated from :class:`core.spec.HardenSpec`'s top-level scalar fields, so
+the CLI cannot drift from the job contract and holds no second copy of its defaults: an option
+left out is simply not passed, and the spec's default applies.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from core.spec import HardenSpec
+
+# Fields with a dedicated option (dataset) or not scalars / not meaningful locally.
+_NOT_OPTIONS = {"dataset", "input_range", "normalization", "evaluation", "webhook_url"}
+_FIXED = ("model", "dataset", "dataset_file", "out", "config", "no_evaluation", "device")
+
+
+def _option_type(info: FieldInfo) -> tuple[type, str]:
+    """The Python type typer parses a field with, and the choices to mention in its help."""
+    annotation = info.annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, " Choices: " + ", ".join(map(str, typing.get_args(annotation))) + "."
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = args[0] if len(args) == 1 else str
+    return (annotation if annotation in (int, float, str, bool) else str), ""
+
+
+def spec_options() -> dict[str, tuple[type, str]]:
+    """HardenSpec's scalar fields as CLI options: field name -> (type, help)."""
+    options = {}
+    for name, info in HardenSpec.model_fields.items():
+        if name in _NOT_OPTIONS:
+            continue
+        kind, choices = _option_type(info)
+        options[name] = (kind, (info.description or "") + choices)
+    return options
+
+
+def build_spec(
+    dataset: str | None,
+    config: Path | None,
+    overrides: dict[str, Any],
+    no_evaluation: bool,
+) -> HardenSpec:
+    """The spec from a JSON config file with the CLI flags merged over it; validation errors
+    propagate as pydantic ``ValidationError``."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        try:
+            values = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise typer.BadParameter(f"cannot read {config} as JSON: {error}") from error
+        if not isinstance(values, dict):
+            raise typer.BadParameter(f"{config} must hold a JSON object of spec fields")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if dataset is not None:
+        values["dataset"] = dataset
+    if no_evaluation:
+        values["evaluation"] = {**dict(values.get("evaluation") or {}), "enabled": False}
+    return HardenSpec.model_validate(values)
+
+
+class _StageBars:
+    """One tqdm bar per pipeline stage, on stderr; the pipeline's ``on_progress`` callback."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.bar: Any = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"{stage:<11}", unit="step", leave=True)
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _summary(result: Any) -> str:
+    report = result.report
+    models = report.models
+    lines = ["", "harden run: done", ""]
+    lines.append(f"  {'model':<10}{'accuracy':>10}{'mean |logit|':>15}")
+    for name in ("uploaded", "teacher", "student"):
+        if name in models:
+            m = models[name]
+            lines.append(f"  {name:<10}{m.clean_accuracy:>10.4f}{m.mean_abs_logit:>15.2f}")
+    if "uploaded" in models and "student" in models and models["uploaded"].mean_abs_logit > 0:
+        ratio = models["student"].mean_abs_logit / models["uploaded"].mean_abs_logit
+        lines.append(
+            f"  student/uploaded mean |logit|: {ratio:.1f}x (T={report.distillation.temperature:g})"
+        )
+    export = report.export
+    lines.append(
+        f"  ONNX parity: max |onnxruntime - torch| = {export.max_abs_diff:.2e} on "
+        f"{export.parity_samples} samples (opset {export.opset}, {export.exporter} exporter)"
+    )
+    lines.append("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings_s.items()))
+    if report.verdict is not None:
+        verdict = report.verdict
+        text = getattr(verdict, "summary", None) or getattr(verdict, "headline", None) or verdict
+        lines.append(f"  verdict: {text}")
+    for note in report.notes:
+        lines.append(f"  note: {note}")
+    for name, path in result.artifacts.items():
+        lines.append(f"  {name}: {path}")
+    return "\n".join(lines)
+
+
+def _fail(message: str, hint: str = "") -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+    return typer.Exit(code=2)
+
+
+def run_command(**kwargs: Any) -> None:
+    """Harden MODEL by defensive distillation and write model.onnx and the report to --out."""
+    from core.errors import HardenError
+
+    fixed = {name: kwargs.pop(name) for name in _FIXED}
+    try:
+        spec = build_spec(fixed["dataset"], fixed["config"], kwargs, fixed["no_evaluation"])
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in error.errors()
+        )
+        raise _fail(f"invalid options: {details}", "see `harden run --help`") from None
+    except typer.BadParameter as error:
+        raise _fail(str(error), "pass --config a JSON object of spec fields") from None
+
+    from core.pipeline import run  # imported late: torch loads only when a run really starts
+
+    bars = _StageBars()
+    try:
+        result = run(
+            spec,
+            fixed["model"],
+            fixed["dataset_file"],
+            fixed["out"],
+            on_progress=bars,
+            device=fixed["device"],
+        )
+    except HardenError as error:
+        bars.close()
+        raise _fail(error.message, error.hint) from None
+    finally:
+        bars.close()
+    typer.echo(_summary(result))
+
+
+def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter(
+            "model",
+            kw,
+            annotation=Annotated[
+                Path, typer.Argument(exists=True, dir_okay=False, help="The trained model file.")
+            ],
+        ),
+        inspect.Parameter(
+            "dataset",
+            kw,
+            default=None,
+            annotation=Annotated[
+                str | None,
+                typer.Option(help=HardenSpec.model_fields["dataset"].description),
+            ],
+        ),
+        inspect.Parameter(
+            "dataset_file",
+            kw,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Option(exists=True, dir_okay=False, help="A dataset file (.npz or archive)."),
+            ],
+        ),
+        inspect.Parameter(
+            "out", kw, annotation=Annotated[Path, typer.Option(help="Directory for the artifacts.")]
+        ),
+        inspect.Parameter(
+            "config",
+            kw,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Option(exists=True, help="JSON spec file; the flags here override it."),
+            ],
+        ),
+        inspect.Parameter(
+            "no_evaluation",
+            kw,
+            default=False,
+            annotation=Annotated[
+                bool, typer.Option("--no-evaluation", help="Skip the robustness evaluation.")
+            ],
+        ),
+        inspect.Parameter(
+            "device",
+            kw,
+            default=None,
+            annotation=Annotated[
+                str | None, typer.Option(help="cpu, cuda (default: CUDA if any).")
+            ],
+        ),
+    ]
+    for name, (kind, help_text) in spec_options().items():
+        params.append(
+            inspect.Parameter(
+                name,
+                kw,
+                default=None,
+                annotation=Annotated[kind | None, typer.Option(help=help_text)],  # type: ignore[valid-type]
+            )
+        )
+    return inspect.Signature(params), {p.name: p.annotation for p in params}
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``run`` command to ``app``. (Filled in by the foundation work.)"""
+    """Add the ``run`` command to ``app``."""
+
+    def run(**kwargs: Any) -> None:
+        run_command(**kwargs)
+
+    signature, annotations = _signature()
+    run.__signature__ = signature  # type: ignore[attr-defined]
+    run.__annotations__ = annotations
+    run.__doc__ = run_command.__doc__
+    app.command("run")(run)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `harden run` command")

@@ -72,6 +72,7 @@ def _art_attacks(
         "FGSM (CE, L-inf 0.3)": lambda x, y: fgsm.generate(x),
         "PGD (CE, L-inf 0.3, 40 steps)": lambda x, y: pgd.generate(x),
         "JSMA (targeted, 14.5%)": lambda x, y: jsma.generate(x, y),
+        "JSMA, ART's rule (targeted, 14.5%)": lambda x, y: jsma.generate(x, y),
         "CW-L2 (5x100)": lambda x, y: cw.generate(x),
     }
 

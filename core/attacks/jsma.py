@@ -27,8 +27,8 @@ from core.attacks.base import (
     seeded_generator,
 )
 
-# Pair scores take (chunk, n, n) floats: chunking keeps that under ~100 MB for 28x28 inputs.
-_PAIR_CHUNK = 32
+# Features among which pairs are searched (see _best_pairs).
+_CANDIDATES = 128
 
 
 def _jacobian_rows(
@@ -45,22 +45,28 @@ def _jacobian_rows(
 
 
 def _best_pairs(alpha: Tensor, beta: Tensor, domain: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per sample, the admissible feature pair (p, q) with the largest saliency, and whether any
-    pair is admissible (alpha_pq > 0 and beta_pq < 0, both features still increasable)."""
+    """Per sample, the admissible feature pair (p, q) with the largest saliency
+    ``alpha_pq * |beta_pq|`` (admissible: alpha_pq > 0, beta_pq < 0, both features still
+    increasable), and whether any pair is admissible.
+
+    The pairs are searched among the ``_CANDIDATES`` features with the largest ``alpha - beta``
+    (all features when there are fewer): a full search on 28x28 inputs scores 614k pairs per
+    sample and step, 40x the cost for pairs that would rarely win.
+    """
     n = alpha.shape[1]
-    eye = torch.eye(n, dtype=torch.bool, device=alpha.device)
-    firsts, seconds, found = [], [], []
-    for i in range(0, len(alpha), _PAIR_CHUNK):
-        a, b, d = alpha[i : i + _PAIR_CHUNK], beta[i : i + _PAIR_CHUNK], domain[i : i + _PAIR_CHUNK]
-        pair_alpha = a[:, :, None] + a[:, None, :]
-        pair_beta = b[:, :, None] + b[:, None, :]
-        valid = (pair_alpha > 0) & (pair_beta < 0) & d[:, :, None] & d[:, None, :] & ~eye
-        score = torch.where(valid, pair_alpha * -pair_beta, torch.full_like(pair_alpha, -1.0))
-        best = score.flatten(1).argmax(1)
-        firsts.append(best // n)
-        seconds.append(best % n)
-        found.append(valid.flatten(1).any(1))
-    return torch.cat(firsts), torch.cat(seconds), torch.cat(found)
+    k = min(n, _CANDIDATES)
+    ranking = torch.where(domain, alpha - beta, torch.full_like(alpha, float("-inf")))
+    candidates = ranking.topk(k, dim=1).indices
+    a, b, d = alpha.gather(1, candidates), beta.gather(1, candidates), domain.gather(1, candidates)
+    pair_alpha = a[:, :, None] + a[:, None, :]
+    pair_beta = b[:, :, None] + b[:, None, :]
+    eye = torch.eye(k, dtype=torch.bool, device=alpha.device)
+    valid = (pair_alpha > 0) & (pair_beta < 0) & d[:, :, None] & d[:, None, :] & ~eye
+    score = torch.where(valid, pair_alpha * -pair_beta, torch.full_like(pair_alpha, -1.0))
+    best = score.flatten(1).argmax(1)
+    first = candidates.gather(1, (best // k)[:, None]).squeeze(1)
+    second = candidates.gather(1, (best % k)[:, None]).squeeze(1)
+    return first, second, valid.flatten(1).any(1)
 
 
 def jsma(
@@ -73,6 +79,7 @@ def jsma(
     max_fraction: float = 0.145,
     target_mode: Literal["random", "next"] = "random",
     targets: Tensor | None = None,
+    saliency: Literal["pairs", "target"] = "pairs",
     bounds: InputRange = (0.0, 1.0),
     seed: int = 0,
     on_step: StepHook = no_hook,
@@ -81,6 +88,9 @@ def jsma(
 
     At most ``floor(max_fraction * features / 2)`` pairs are changed, so never more than
     ``max_fraction`` of the features. Success: clean prediction correct and target reached.
+    ``saliency="pairs"`` is the paper's rule; ``"target"`` only follows the target output's
+    gradient (the two features with the largest one), the simplification IBM ART implements,
+    kept for like-for-like benchmarks.
     """
     high = bounds[1]
     if targets is None:
@@ -105,7 +115,13 @@ def jsma(
             break
         xa = flat[active].view(-1, *shape)
         alpha, beta = _jacobian_rows(model, xa, targets[active], outputs)
-        first, second, found = _best_pairs(alpha, beta, domain[active])
+        if saliency == "pairs":
+            first, second, found = _best_pairs(alpha, beta, domain[active])
+        else:
+            masked = torch.where(domain[active], alpha, torch.full_like(alpha, float("-inf")))
+            top = masked.topk(2, dim=1).indices
+            first, second = top[:, 0], top[:, 1]
+            found = domain[active].sum(1) >= 2
         stuck[active[~found]] = True
         move = active[found]
         first, second = first[found], second[found]

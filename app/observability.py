@@ -37,6 +37,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ def json_formatter() -> logging.Formatter:
     return JsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s %(job_id)s",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        # uvicorn adds a copy of each message with terminal colour codes: noise in a log store.
+        reserved_attrs=[*RESERVED_ATTRS, "color_message"],
     )
 
 

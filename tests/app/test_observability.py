@@ -173,7 +173,7 @@ def test_log_lines_are_json_with_the_job_id_inside_a_job(json_stream: io.StringI
     logger = logging.getLogger("test.observability")
     logger.info("before")
     with job_context("job-42"):
-        logger.info("working", extra={"stage": "teacher"})
+        logger.info("working", extra={"stage": "teacher", "color_message": "\x1b[36mworking"})
         logging.getLogger("test.observability").warning("still working")
     logger.info("after")
 
@@ -181,6 +181,7 @@ def test_log_lines_are_json_with_the_job_id_inside_a_job(json_stream: io.StringI
     assert [line["message"] for line in lines] == ["before", "working", "still working", "after"]
     assert [line["job_id"] for line in lines] == [None, "job-42", "job-42", None]
     assert lines[1]["stage"] == "teacher"
+    assert "color_message" not in lines[1]
     assert lines[2]["level"] == "WARNING"
     assert lines[0]["logger"] == "test.observability"
     assert "time" in lines[0]

@@ -93,7 +93,8 @@ def _write_table(
         "# Defensive distillation on builtin:mnist: the paper's table and the attacks beside it",
         "",
         "Papernot MNIST CNN, builtin:mnist (4,000 train / 1,000 test images), "
-        f"{args.epochs} epochs Adam per model{' (--quick)' if args.quick else ''}; {samples} test samples (seed 0). "
+        f"{args.epochs} epochs Adam per model{' (--quick)' if args.quick else ''}; "
+        f"{samples} test samples (seed 0). "
         f"JSMA on softmax: targeted (random wrong class), 14.5% budget. CW-L2: "
         f"{args.cw_binary_steps}x{args.cw_iterations}, kappa 0. APGD-DLR: L-inf eps "
         f"{args.epsilon:g}, {args.apgd_steps} steps. Success = fooled / correctly classified. "

@@ -352,3 +352,29 @@ def test_the_store_reader_returns_each_job_once(tmp_path: Path) -> None:
     assert sorted(t["teacher"] for t in reader()) == [3.0, 4.0]
     assert list(reader()) == []
     store.engine.dispose()
+
+
+def test_log_lines_of_a_worker_task_carry_its_job_id(
+    json_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Celery task sets the job id around the whole job, for every module's lines."""
+    import worker.tasks
+
+    def fake_run_job(services: object, job_id: str, **_: object) -> str:
+        logging.getLogger("test.observability").info("inside the pipeline")
+        return "gone"  # as for a job deleted meanwhile: no webhook follows
+
+    monkeypatch.setattr(worker.tasks, "run_job", fake_run_job)
+    from types import SimpleNamespace
+
+    gone_store = SimpleNamespace(get=lambda job_id: None)
+    monkeypatch.setattr(worker.tasks, "services", lambda: SimpleNamespace(store=gone_store))
+    result = worker.tasks.harden_job.apply(args=["f" * 32])
+    assert result.get() == "gone"
+    logging.getLogger("test.observability").info("after the task")
+
+    lines = [json.loads(line) for line in json_stream.getvalue().splitlines()]
+    assert [(line["message"], line["job_id"]) for line in lines] == [
+        ("inside the pipeline", "f" * 32),
+        ("after the task", None),
+    ]

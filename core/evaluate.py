@@ -228,16 +228,19 @@ def _attack_model(
             loss=info.loss, targeted=info.targeted, paper=info.paper,
             sees_through_masking=info.sees_through_masking,
             perturbation_unit=info.unit,  # type: ignore[arg-type]
+            note=None,
         )  # fmt: skip
         xs, ys = slow if info.slow else fast
         if name == "transfer":
             if role == "uploaded":
                 summary.note = "The uploaded model is the transfer source (PGD-margin on it)."
             else:
-                for epsilon, x_adv in transfer_sources.items():
+                for source_epsilon, x_adv in transfer_sources.items():
                     start = time.perf_counter()
                     result = attacks.transfer(model, x, x_adv, y)
-                    summary.points.append(_point(result, epsilon, time.perf_counter() - start))
+                    summary.points.append(
+                        _point(result, source_epsilon, time.perf_counter() - start)
+                    )
                     progress.finish_job()
                 summary.note = "PGD L-inf with the logit margin on the uploaded model."
             summaries.append(summary)

@@ -143,7 +143,9 @@ def _loss_gap(
             continue
         for point in st[weak].points:
             eps = point.epsilon
-            strong_ra = _robust_at(st[strong], eps) if eps is not None else None
+            if eps is None:
+                continue
+            strong_ra = _robust_at(st[strong], eps)
             if strong_ra is None:
                 continue
             gap = point.robust_accuracy - strong_ra
@@ -186,7 +188,9 @@ def _black_box_wins(st: dict[str, AttackSummary], epsilons: list[float]) -> Mask
 
 
 def _flat_in_epsilon(student: ModelRobustness, strongest: list[StrongestAttack]) -> MaskingSign:
-    strongest_at = {(s.norm, s.epsilon): s.student_robust_accuracy for s in strongest}
+    strongest_at: dict[tuple[str, float], float] = {
+        (s.norm, s.epsilon): s.student_robust_accuracy for s in strongest
+    }
     for summary in student.attacks:
         points = sorted(
             (p for p in summary.points if p.epsilon is not None and summary.norm != "l0"),

@@ -61,7 +61,7 @@ def carlini_wagner_l2(
         on_step(total, total)
         return AttackResult(x_best, success, correct, target=targets)
     xs = x[attacked]
-    classes = (targets if targeted else labels)[attacked]
+    classes = (targets if targets is not None else labels)[attacked]
     # atanh of a value at exactly +-1 is infinite: shrink slightly, as the reference code does.
     w_clean = torch.atanh(((xs - middle) / half_range).clamp(-1 + 1e-6, 1 - 1e-6))
     n = len(attacked)

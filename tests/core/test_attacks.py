@@ -122,11 +122,15 @@ def test_cw_l2_fools_an_undefended_model(batch) -> None:
     assert float(result.adversarial.min()) >= 0.0 and float(result.adversarial.max()) <= 1.0
 
 
-@pytest.mark.parametrize("outputs", ["softmax", "logits"])
+@pytest.mark.parametrize(
+    ("outputs", "saliency"), [("softmax", "pairs"), ("logits", "pairs"), ("logits", "target")]
+)
 @pytest.mark.parametrize("fraction", [0.05, 0.145])
-def test_jsma_respects_its_budget_and_only_increases(batch, outputs, fraction) -> None:
+def test_jsma_respects_its_budget_and_only_increases(batch, outputs, saliency, fraction) -> None:
     model, x, y = batch
-    result = attacks.jsma(model, x, y, num_classes=10, outputs=outputs, max_fraction=fraction)
+    result = attacks.jsma(
+        model, x, y, num_classes=10, outputs=outputs, max_fraction=fraction, saliency=saliency
+    )
     changed = attacks.changed_fraction(result.adversarial, x)
     assert float(changed.max()) <= fraction + 1e-9
     assert bool((result.adversarial >= x).all())

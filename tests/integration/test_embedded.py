@@ -19,9 +19,9 @@ from tests.integration.test_redis_postgres import FAST, assert_onnx_classifies_d
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
-def bad_labels_npz() -> bytes:
-    """Passes the API's cheap checks (4 arrays, matching lengths) but has a label out of range
-    for 10 classes... and images of NaN: only the worker's dataset loader can tell."""
+def nan_images_npz() -> bytes:
+    """Passes the API's cheap checks (the 4 arrays, matching lengths, numeric dtypes) but holds a
+    NaN pixel: only the worker's dataset loader looks at the values."""
     rng = np.random.default_rng(0)
     x_train = rng.random((40, 1, 8, 8), dtype=np.float32)
     x_train[0, 0, 0, 0] = np.nan
@@ -56,7 +56,7 @@ def test_embedded_mode_runs_a_job_with_nothing_installed(embedded: Cluster, tmp_
         files = client.download(job["id"], tmp_path / "out")
         assert_onnx_classifies_digits(files["model.onnx"])
 
-        (tmp_path / "bad.npz").write_bytes(bad_labels_npz())
+        (tmp_path / "bad.npz").write_bytes(nan_images_npz())
         bad = client.submit(model, config=FAST, dataset_file=tmp_path / "bad.npz")
         assert bad["state"] == "queued" and bad["spec"]["dataset"] == "upload"
         failed = client.wait(bad["id"], timeout_s=60, poll_s=0.3)

@@ -62,7 +62,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.epochs = 10 if args.quick else 30
     samples = 50 if args.quick else 100
-    args.cw_binary_steps, args.cw_iterations = (3, 50) if args.quick else (5, 100)
+    args.cw_binary_steps, args.cw_iterations = (5, 50) if args.quick else (5, 100)
     args.apgd_steps = 20 if args.quick else 40
     data = mnist()
     x, y = draw_samples(data, samples, seed=0)

@@ -72,9 +72,15 @@ def _art_attacks(
         "FGSM (CE, L-inf 0.3)": lambda x, y: fgsm.generate(x),
         "PGD (CE, L-inf 0.3, 40 steps)": lambda x, y: pgd.generate(x),
         "JSMA (targeted, 14.5%)": lambda x, y: jsma.generate(x, y),
-        "JSMA, ART's rule (targeted, 14.5%)": lambda x, y: jsma.generate(x, y),
         "CW-L2 (5x100)": lambda x, y: cw.generate(x),
     }
+
+
+# Rows that compare another variant of ours with an ART run already made: reuse that run.
+ART_RUN_OF = {
+    "JSMA, ART's rule (targeted, 14.5%)": "JSMA (targeted, 14.5%)",
+    "CW-L2 (5x100), ours at lr 0.1": "CW-L2 (5x100)",
+}
 
 
 def _ours(model: nn.Module, targets: Tensor) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
@@ -98,6 +104,10 @@ def _ours(model: nn.Module, targets: Tensor) -> dict[str, Callable[[Tensor, Tens
             ).adversarial
         ),  # fmt: skip
         "CW-L2 (5x100)": lambda x, y: attacks.carlini_wagner_l2(model, x, y, **CW).adversarial,
+        # Our default Adam step (0.1); ART's learning_rate only seeds its own step-size search.
+        "CW-L2 (5x100), ours at lr 0.1": lambda x, y: (
+            attacks.carlini_wagner_l2(model, x, y, **{**CW, "learning_rate": 0.1}).adversarial
+        ),
     }
 
 
@@ -139,6 +149,7 @@ def main() -> None:
         acc = accuracy(model, data.x_test, data.y_test)
         print(f"{model_name}: test accuracy {acc:.4f}", flush=True)
         ours, art = _ours(model, targets), _art_attacks(model)
+        art_runs: dict[str, tuple[Tensor, float]] = {}
         for attack_name in ours:
             n = args.art_cw_samples if attack_name.startswith("CW") else len(x)
             xs, ys = x[:n], y[:n]
@@ -146,12 +157,16 @@ def main() -> None:
             with Timer() as t_ours:
                 adv_ours = ours[attack_name](xs, ys)
             one_hot = np.eye(10, dtype=np.float32)[target.numpy()] if target is not None else None
-            with Timer() as t_art:
-                adv_art = torch.from_numpy(art[attack_name](xs.numpy(), one_hot))
+            art_name = ART_RUN_OF.get(attack_name, attack_name)
+            if art_name not in art_runs:
+                with Timer() as t_art:
+                    adv = torch.from_numpy(art[art_name](xs.numpy(), one_hot))
+                art_runs[art_name] = (adv, t_art.seconds)
+            adv_art, art_seconds = art_runs[art_name]
             r_ours, p_ours = _measure(model, xs, ys, adv_ours, target, attack_name)
             r_art, p_art = _measure(model, xs, ys, adv_art, target, attack_name)
             rows.append((model_name, attack_name, n, r_ours, r_art, p_ours, p_art,
-                         t_ours.seconds, t_art.seconds))  # fmt: skip
+                         t_ours.seconds, art_seconds))  # fmt: skip
             print(rows[-1], flush=True)
     _write(
         args.out, rows, args, {k: accuracy(m, data.x_test, data.y_test) for k, m in models.items()}
@@ -171,6 +186,8 @@ def _write(out: Path, rows: list[tuple], args: argparse.Namespace, accs: dict[st
         + f". {args.samples} test samples (seed 0); CW-L2 on the first {args.art_cw_samples}. "
         "Success = fooled / correctly classified before the attack. JSMA: same random targets "
         "for both, ours on logits (ART differentiates the classifier's outputs, the logits). "
+        "CW-L2: ours at lr 0.01 (the number ART gets; in ART it only seeds a step-size search "
+        "with up to 5 doublings) and at our default 0.1; both rows compare with one ART run. "
         "Perturbation: JSMA fraction of features changed, CW median L2, over successes. "
         "Seconds on this machine (2 shared CPU cores), same process.",
         "",

@@ -38,7 +38,7 @@ def carlini_wagner_l2(
     *,
     binary_steps: int = 5,
     iterations: int = 100,
-    learning_rate: float = 0.01,
+    learning_rate: float = 0.1,
     initial_const: float = 0.01,
     confidence: float = 0.0,
     targets: Tensor | None = None,
@@ -48,6 +48,9 @@ def carlini_wagner_l2(
     """Smallest-L2 adversarial per sample found over the whole binary search (kappa=confidence).
 
     Samples never fooled keep their clean input. Success only counts correctly classified ones.
+    Adam's step in w is about ``learning_rate`` whatever the gradient's size, and pixels at the
+    ends of the range (most of MNIST) sit where tanh is flat: with Carlini's 0.01 they barely
+    move in 100 iterations (measured on the MNIST CNN, 5x100: 45% success at 0.01, 100% at 0.1).
     """
     low, high = bounds
     half_range, middle = (high - low) / 2, (high + low) / 2

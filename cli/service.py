@@ -58,6 +58,12 @@ def serve(
     worker_process = _start_embedded_worker() if embedded else None
     if settings.auth == "open":
         typer.echo("harden: open mode (no API keys); all jobs belong to 'anonymous'", err=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            typer.echo(
+                f"warning: open mode on {host}: anyone who can reach it can submit and read jobs; "
+                "set HARDEN_AUTH=keys and create keys with 'harden keys create'",
+                err=True,
+            )
     try:
         uvicorn.run(
             "app.main:create_app",

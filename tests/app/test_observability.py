@@ -205,7 +205,7 @@ def test_configure_json_logging_installs_one_handler_however_often_called() -> N
 
 def test_the_service_app_exports_its_job_table(tmp_path: Path) -> None:
     """The real app factory wires /metrics to the real job store (SQLite, migrated)."""
-    from app.db import Job, JobState
+    from app.db import Job, JobState, utcnow
     from app.main import create_app
     from app.settings import Settings
 
@@ -230,6 +230,7 @@ def test_the_service_app_exports_its_job_table(tmp_path: Path) -> None:
                     model_sha256="0" * 64,
                     model_format="onnx",
                     timings_s={"teacher": 42.0} if state == JobState.succeeded else None,
+                    finished_at=utcnow() if state == JobState.succeeded else None,
                 )
             )
         client.get("/healthz")

@@ -358,6 +358,13 @@ def _finish(
             hint="labels must be class indices 0..num_classes-1",
             reference=ref,
         )
+    unseen = sorted(set(np.unique(y_test).tolist()) - set(np.unique(y_train).tolist()))
+    if unseen:
+        raise DatasetError(
+            f"y_test has labels {unseen[:10]} that never occur in y_train",
+            hint="every test class needs training images; check the label encoding",
+            reference=ref,
+        )
     x_train = _scale("x_train", x_train, source_range, input_range)
     x_test = _scale("x_test", x_test, source_range, input_range)
     channels, height, width = (int(s) for s in x_train.shape[1:])

@@ -1,0 +1,227 @@
+"""Image-folder dataset archives (.zip, .tar, .tar.gz): safe unpacking and reading.
+
+Layout: ``train/<class>/<image>`` and ``test/<class>/<image>``, optionally under one top folder.
+Unpacking refuses absolute paths, ``..``, links and devices, and bounds the total size and the
+number of files, so a hostile archive cannot write outside the temporary folder or fill the disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from core.errors import DatasetError
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+DEFAULT_MAX_FILES = 200_000
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+@dataclass
+class ImageFolder:
+    """Arrays read from an image-folder tree (uint8 NCHW images, class-index labels)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+
+def _safe_member_path(name: str) -> PurePosixPath:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise DatasetError(
+            f"the archive entry {name!r} points outside the archive",
+            hint="build the archive with relative paths (train/<class>/<image>)",
+        )
+    return path
+
+
+def _budget(count: int, total: int, max_files: int, max_bytes: int) -> None:
+    if count > max_files:
+        raise DatasetError(
+            f"the archive holds more than {max_files} files", hint="upload fewer images"
+        )
+    if total > max_bytes:
+        raise DatasetError(
+            f"the archive unpacks to more than {max_bytes} bytes", hint="upload fewer images"
+        )
+
+
+def unpack_archive(
+    path: Path,
+    dest: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+) -> Path:
+    """Unpack a zip or tar(.gz) archive (detected by content) into ``dest`` and return ``dest``."""
+    dest = Path(dest).resolve()
+    if zipfile.is_zipfile(path):
+        _unpack_zip(path, dest, max_bytes, max_files)
+    elif _is_tar(path):
+        _unpack_tar(path, dest, max_bytes, max_files)
+    else:
+        raise DatasetError(
+            "the dataset file is neither an .npz, a zip nor a tar archive",
+            hint="upload an .npz with x_train/y_train/x_test/y_test or an image-folder archive "
+            "(.zip, .tar, .tar.gz) with train/<class>/ and test/<class>/ folders",
+        )
+    return dest
+
+
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def _unpack_zip(path: Path, dest: Path, max_bytes: int, max_files: int) -> None:
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        _budget(len(infos), 0, max_files, max_bytes)
+        for info in infos:
+            member = _safe_member_path(info.filename)
+            # Zip entries made from symlinks carry S_IFLNK in the upper 16 bits of external_attr.
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise DatasetError(
+                    f"the archive entry {info.filename!r} is a symbolic link",
+                    hint="store the image files themselves, not links",
+                )
+            target = dest.joinpath(*member.parts)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Count the bytes actually inflated: the sizes in the header may lie.
+            with archive.open(info) as source, target.open("wb") as sink:
+                while chunk := source.read(1 << 20):
+                    total += len(chunk)
+                    _budget(0, total, max_files, max_bytes)
+                    sink.write(chunk)
+
+
+def _unpack_tar(path: Path, dest: Path, max_bytes: int, max_files: int) -> None:
+    total = 0
+    try:
+        with tarfile.open(path, mode="r:*") as archive:
+            for count, info in enumerate(archive, start=1):
+                _budget(count, total, max_files, max_bytes)
+                member = _safe_member_path(info.name)
+                if info.isdir():
+                    dest.joinpath(*member.parts).mkdir(parents=True, exist_ok=True)
+                    continue
+                if not info.isfile():
+                    kind = "link" if info.issym() or info.islnk() else "special file"
+                    raise DatasetError(
+                        f"the archive entry {info.name!r} is a {kind}",
+                        hint="store the image files themselves, not links or devices",
+                    )
+                total += info.size
+                _budget(count, total, max_files, max_bytes)
+                target = dest.joinpath(*member.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(info)
+                if source is None:
+                    raise DatasetError(f"cannot read archive entry {info.name!r}")
+                with source, target.open("wb") as sink:
+                    shutil.copyfileobj(source, sink)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DatasetError(
+            f"the tar archive cannot be read: {exc}", hint="re-create the archive"
+        ) from exc
+
+
+def _split_root(root: Path) -> Path:
+    if (root / "train").is_dir():
+        return root
+    children = [c for c in root.iterdir() if c.is_dir() and not c.name.startswith(("_", "."))]
+    if len(children) == 1 and (children[0] / "train").is_dir():
+        return children[0]
+    raise DatasetError(
+        "the archive has no train/ folder",
+        hint="lay images out as train/<class>/<image> and test/<class>/<image>",
+    )
+
+
+def _class_dirs(split: Path) -> list[str]:
+    if not split.is_dir():
+        raise DatasetError(
+            f"the archive has no {split.name}/ folder",
+            hint="lay images out as train/<class>/<image> and test/<class>/<image>",
+        )
+    return sorted(c.name for c in split.iterdir() if c.is_dir() and not c.name.startswith("."))
+
+
+def read_image_folder(root: Path) -> ImageFolder:
+    """Read ``train/<class>/*`` and ``test/<class>/*`` images under ``root``."""
+    from PIL import Image, UnidentifiedImageError
+
+    base = _split_root(root)
+    train_classes = _class_dirs(base / "train")
+    test_classes = _class_dirs(base / "test")
+    if train_classes != test_classes:
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise DatasetError(
+            f"train/ and test/ have different class folders (only in train: {only_train}, "
+            f"only in test: {only_test})",
+            hint="give both splits the same class folder names",
+        )
+    reference: tuple[tuple[int, int], str, str] | None = None
+    arrays: dict[str, tuple[list[np.ndarray], list[int]]] = {}
+    for split in ("train", "test"):
+        images: list[np.ndarray] = []
+        labels: list[int] = []
+        for label, name in enumerate(train_classes):
+            for file in sorted((base / split / name).iterdir()):
+                if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
+                    continue
+                rel = f"{split}/{name}/{file.name}"
+                try:
+                    with Image.open(file) as image:
+                        image.load()
+                        size, mode = image.size, image.mode
+                        pixels = np.asarray(image)
+                except (UnidentifiedImageError, OSError, ValueError) as exc:
+                    raise DatasetError(
+                        f"cannot read image {rel}: {exc}", hint="remove or re-save that file"
+                    ) from exc
+                if reference is None:
+                    reference = (size, mode, rel)
+                elif (size, mode) != reference[:2]:
+                    raise DatasetError(
+                        f"image {rel} is {size[0]}x{size[1]} {mode} but {reference[2]} is "
+                        f"{reference[0][0]}x{reference[0][1]} {reference[1]}",
+                        hint="resize and convert all images to one size and colour mode",
+                    )
+                if pixels.dtype != np.uint8:
+                    raise DatasetError(
+                        f"image {rel} has {pixels.dtype} pixels (mode {mode})",
+                        hint="save images with 8 bits per channel (mode L, RGB or RGBA)",
+                    )
+                # Stored channels-first, so no H/W-vs-channel guessing happens later.
+                hwc = pixels if pixels.ndim == 3 else pixels[:, :, None]
+                images.append(hwc.transpose(2, 0, 1))
+                labels.append(label)
+        if not images:
+            raise DatasetError(
+                f"the archive's {split}/ folder holds no images",
+                hint=f"add .png or .jpg files under {split}/<class>/",
+            )
+        arrays[split] = (images, labels)
+    return ImageFolder(
+        x_train=np.stack(arrays["train"][0]),
+        y_train=np.asarray(arrays["train"][1], dtype=np.int64),
+        x_test=np.stack(arrays["test"][0]),
+        y_test=np.asarray(arrays["test"][1], dtype=np.int64),
+        class_names=train_classes,
+    )

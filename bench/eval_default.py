@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -24,15 +25,21 @@ from core.spec import HardenSpec  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results/eval_default.md"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = mnist()
     uploaded, student = baseline(data, args.epochs), distilled(data, 100.0, args.epochs)
     spec = HardenSpec(dataset="builtin:mnist")
+    start = time.perf_counter()
     with Timer() as timer:
-        evaluation, verdict = evaluate(uploaded, student, data, spec, device="cpu")
+        evaluation, verdict = evaluate(
+            uploaded, student, data, spec, device="cpu",
+            on_progress=lambda stage, done, total: print(
+                f"{stage} {done}/{total} {time.perf_counter() - start:.0f}s", flush=True
+            ) if done % 100 == 0 else None,
+        )  # fmt: skip
     ev = spec.evaluation
     lines = [
         "# Default evaluation on the MNIST CNN pair (T=1 upload vs T=100 student)",

@@ -80,13 +80,13 @@ class EvaluationSpec(_Strict):
         description="Attacks to run, for the uploaded model and the student side by side.",
     )
     epsilons_linf: list[float] = Field(
-        default_factory=lambda: [0.05, 0.1, 0.2, 0.3],
+        default_factory=lambda: [0.1, 0.2, 0.3],
         min_length=1,
         max_length=16,
         description="L-infinity budgets, in input units (defaults suit inputs in [0, 1]).",
     )
     epsilons_l2: list[float] = Field(
-        default_factory=lambda: [0.5, 1.0, 2.0, 3.0],
+        default_factory=lambda: [1.0, 2.0, 3.0],
         min_length=1,
         max_length=16,
         description="L2 budgets, in input units (defaults suit 28x28 inputs in [0, 1]).",
@@ -100,7 +100,7 @@ class EvaluationSpec(_Strict):
         le=10_000,
         description="Test samples attacked by the slow ones (JSMA, CW-L2, Square).",
     )
-    pgd_steps: int = Field(40, ge=1, le=1000, description="Iterations of PGD and APGD.")
+    pgd_steps: int = Field(20, ge=1, le=1000, description="Iterations of PGD and APGD.")
     cw_binary_steps: int = Field(5, ge=1, le=20, description="CW-L2 binary-search steps.")
     cw_iterations: int = Field(100, ge=1, le=10_000, description="CW-L2 Adam steps per search.")
     jsma_max_fraction: float = Field(
@@ -109,7 +109,7 @@ class EvaluationSpec(_Strict):
         le=1,
         description="JSMA budget: at most this fraction of input features changed (paper: 14.5%).",
     )
-    square_queries: int = Field(1000, ge=1, le=100_000, description="Square attack query budget.")
+    square_queries: int = Field(500, ge=1, le=100_000, description="Square attack query budget.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the attack sampling.")
 
     @field_validator("epsilons_linf", "epsilons_l2")

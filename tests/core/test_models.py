@@ -210,3 +210,33 @@ def test_check_model_io_names_the_mismatch() -> None:
     with pytest.raises(ModelDatasetMismatchError, match="NaN"):
         check_model_io(NaNs(), torch.rand(4, *SHAPE), CLASSES)
     check_model_io(model, torch.rand(4, *SHAPE), CLASSES)  # the matching case passes
+
+
+class _Pwn:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # what an attacker's pickle does on load
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pt2_with_hostile_sample_inputs_is_refused(saved: dict[str, Path], tmp_path: Path) -> None:
+    # torch.export.load retries sample inputs with full unpickling when the safe loader fails.
+    import io
+    import zipfile
+
+    from core.errors import UnsafeModelError
+
+    marker = tmp_path / "pwned"
+    buffer = io.BytesIO()
+    torch.save(((_Pwn(marker),), {}), buffer)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(saved["torch_export"]) as source, zipfile.ZipFile(evil, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            target.writestr(name, buffer.getvalue() if "sample_inputs" in name else data)
+    with pytest.raises(UnsafeModelError, match="sample inputs"):
+        load_model(evil)
+    assert not marker.exists()

@@ -1,0 +1,143 @@
+"""End to end through core.pipeline.run, one upload per loadable format, on builtin:digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+from core.errors import InvalidSpecError, JobCancelledError
+from core.pipeline import STAGES, run
+from core.report import Report
+from core.spec import HardenSpec
+from tests.core.model_files import FORMATS, digits, write_model
+
+
+def _spec(fmt: str = "torchscript", **overrides: object) -> HardenSpec:
+    values: dict[str, object] = {
+        "dataset": "builtin:digits",
+        "temperature": 50.0,
+        "teacher_epochs": 1,
+        "student_epochs": 5,
+        "batch_size": 32,
+        "learning_rate": 3e-3,
+        "evaluation": {"enabled": False},
+    }
+    if fmt == "safetensors":
+        values["architecture"] = "mlp"  # weights only: the upload names its zoo architecture
+    values.update(overrides)
+    return HardenSpec.model_validate(values)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_format_is_hardened_end_to_end(fmt: str, tmp_path: Path) -> None:
+    model_file = write_model(fmt, tmp_path)
+    out = tmp_path / "out"
+    result = run(_spec(fmt), model_file, None, out, device="cpu")
+
+    # report.json on disk validates and matches the returned report.
+    report = Report.model_validate_json((out / "report.json").read_text())
+    assert report == result.report
+    assert report.input["model"]["format"] == fmt
+    models = report.models
+    assert set(models) == {"uploaded", "teacher", "student"}
+    assert models["uploaded"].clean_accuracy > 0.85
+    assert models["student"].clean_accuracy > 0.6  # trained: chance is 0.1
+    assert models["student"].mean_abs_logit > 5 * models["uploaded"].mean_abs_logit
+    # The upload's own last layer was scaled, not a wrapper, on every format.
+    assert not report.distillation.teacher_start.startswith("output multiplied")
+    assert len(report.distillation.student_loss_history) == 5
+    assert report.export.max_abs_diff <= 1e-4
+    assert set(report.timings_s) >= {"load", "teacher", "soft_labels", "student", "export"}
+
+    # The ONNX file: dynamic batch, metadata, and the same logits as the report's student.
+    onnx_path = result.artifacts["model.onnx"]
+    proto = onnx.load(str(onnx_path))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert float(meta["temperature"]) == 50.0
+    assert json.loads(meta["classes"]) == digits().class_names
+    assert meta["uploaded_model_sha256"] == report.input["model"]["sha256"]
+    assert {"input_shape", "input_range", "normalization", "dataset", "seed", "software"} <= set(
+        meta
+    )
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"input": digits().x_test.numpy()})
+    accuracy = float(np.mean(logits.argmax(1) == digits().y_test.numpy()))
+    assert abs(accuracy - models["student"].clean_accuracy) < 1e-6
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging files left
+
+
+def test_cancellation_leaves_no_artifacts(tmp_path: Path) -> None:
+    model_file = write_model("torchscript", tmp_path)
+    out = tmp_path / "out"
+    calls = {"n": 0}
+
+    def should_cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 20
+
+    with pytest.raises(JobCancelledError):
+        run(_spec(), model_file, None, out, should_cancel=should_cancel, device="cpu")
+    assert list(out.iterdir()) == []
+
+
+def test_cancellation_after_export_still_leaves_nothing(tmp_path: Path) -> None:
+    model_file = write_model("torchscript", tmp_path)
+    out = tmp_path / "out"
+    stages: list[str] = []
+
+    def should_cancel() -> bool:
+        return bool(stages) and stages[-1] == "export"
+
+    with pytest.raises(JobCancelledError):
+        run(
+            _spec(student_epochs=1),
+            model_file,
+            None,
+            out,
+            on_progress=lambda stage, done, total: stages.append(stage),
+            should_cancel=should_cancel,
+            device="cpu",
+        )
+    assert "export" in stages
+    assert list(out.iterdir()) == []
+
+
+def test_progress_is_monotone_per_stage_in_pipeline_order(tmp_path: Path) -> None:
+    events: list[tuple[str, int, int]] = []
+    run(
+        _spec(student_epochs=1),
+        write_model("torchscript", tmp_path),
+        None,
+        tmp_path / "out",
+        on_progress=lambda stage, done, total: events.append((stage, done, total)),
+        device="cpu",
+    )
+    order = list(dict.fromkeys(stage for stage, _, _ in events))
+    assert order == [s for s in STAGES if s in order]
+    assert {"load", "teacher", "soft_labels", "student", "export", "report"} <= set(order)
+    for stage in order:
+        done = [d for s, d, _ in events if s == stage]
+        assert done == sorted(done)
+        assert done[-1] == [t for s, _, t in events if s == stage][-1]
+
+
+def test_a_dataset_file_and_a_named_dataset_conflict(tmp_path: Path) -> None:
+    data = digits()
+    npz = tmp_path / "data.npz"
+    np.savez(npz, x_train=data.x_train.numpy(), y_train=data.y_train.numpy(),
+             x_test=data.x_test.numpy(), y_test=data.y_test.numpy())  # fmt: skip
+    with pytest.raises(InvalidSpecError, match="dataset"):
+        run(_spec(), write_model("torchscript", tmp_path), npz, tmp_path / "out", device="cpu")
+
+
+def test_evaluation_disabled_leaves_the_sections_empty(tmp_path: Path) -> None:
+    # Also checks the upload was not mutated by the teacher's scaling: uploaded logits stay T=1.
+    result = run(_spec(student_epochs=1), write_model("onnx", tmp_path), None, tmp_path / "o")
+    assert result.report.evaluation is None and result.report.verdict is None
+    assert result.report.models["uploaded"].mean_abs_logit < 50

@@ -34,6 +34,12 @@ def services() -> WorkerServices:
 def _fresh_connections(**_: Any) -> None:
     # A forked child must not share the parent's database connections.
     services.cache_clear()
+    # Load torch and the core now, not inside the first job: that job's time limit and progress
+    # should measure the job, not seconds of imports.
+    try:
+        import core.pipeline  # noqa: F401
+    except ImportError:
+        log.exception("core.pipeline cannot be imported; jobs will fail")
 
 
 @celery_app.task(

@@ -1,0 +1,69 @@
+"""``harden run``: options from the spec, a finished run's summary, and exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cli.main import app
+from cli.run_cmd import build_spec, spec_options
+from core.report import Report
+from core.spec import HardenSpec
+from tests.core.model_files import write_model
+
+runner = CliRunner()
+
+
+def test_options_cover_the_spec_scalars_and_hold_no_defaults() -> None:
+    options = spec_options()
+    assert {"temperature", "teacher_epochs", "student_epochs", "optimizer", "seed"} <= set(options)
+    assert "architecture" in options and "onnx_opset" in options
+    # Nothing given -> exactly the spec's own defaults.
+    assert build_spec(None, None, dict.fromkeys(options), False) == HardenSpec()
+
+
+def test_flags_override_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps({"temperature": 20, "seed": 3, "evaluation": {"samples": 7}}))
+    spec = build_spec("builtin:digits", config, {"temperature": 40.0, "seed": None}, True)
+    assert spec.temperature == 40.0 and spec.seed == 3 and spec.dataset == "builtin:digits"
+    assert spec.evaluation.samples == 7 and not spec.evaluation.enabled
+
+
+def test_run_writes_artifacts_and_prints_a_summary(tmp_path: Path) -> None:
+    model = write_model("torchscript", tmp_path)
+    out = tmp_path / "out"
+    args = ["run", str(model), "--dataset", "builtin:digits", "--out", str(out), "--no-evaluation",
+            "--temperature", "20", "--teacher-epochs", "0", "--student-epochs", "2",
+            "--batch-size", "32", "--learning-rate", "0.003", "--device", "cpu"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = Report.model_validate_json((out / "report.json").read_text())
+    assert report.spec["temperature"] == 20.0 and report.spec["student_epochs"] == 2
+    assert (out / "model.onnx").is_file()
+    assert "student" in result.stdout and "ONNX parity" in result.stdout
+    assert str(out / "model.onnx") in result.stdout
+
+
+def test_an_invalid_option_exits_2_naming_the_field(tmp_path: Path) -> None:
+    model = write_model("torchscript", tmp_path)
+    result = runner.invoke(
+        app, ["run", str(model), "--out", str(tmp_path / "o"), "--temperature", "0.5"]
+    )
+    assert result.exit_code == 2
+    assert "temperature" in result.stderr and "greater than or equal to 1" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_model_that_does_not_fit_the_dataset_exits_2_with_a_hint(tmp_path: Path) -> None:
+    # The digits model (8x8 inputs) cannot take MNIST's 28x28 images.
+    model = write_model("torchscript", tmp_path)
+    out = tmp_path / "o"
+    result = runner.invoke(
+        app, ["run", str(model), "--dataset", "builtin:mnist", "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "error: " in result.stderr and "hint: " in result.stderr
+    assert not (out / "report.json").exists() and not (out / "model.onnx").exists()

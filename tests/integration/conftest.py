@@ -146,7 +146,9 @@ def redis_cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
     yield cluster
     cluster.stop()
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    client.delete(queue)
+    # The queue and kombu's bindings of it (exchange routing tables).
+    for key in client.scan_iter(match=f"*{queue}*"):
+        client.delete(key)
 
 
 def tiny_torchscript(path: Path) -> Path:

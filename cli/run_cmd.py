@@ -26,7 +26,7 @@ _NOT_OPTIONS = {"dataset", "input_range", "normalization", "evaluation", "webhoo
 _FIXED = ("model", "dataset", "dataset_file", "out", "config", "no_evaluation", "device")
 
 
-def _option_type(info: FieldInfo) -> tuple[type, str]:
+def _option_type(info: FieldInfo) -> tuple[Any, str]:
     """The Python type typer parses a field with, and the choices to mention in its help."""
     annotation = info.annotation
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -37,7 +37,7 @@ def _option_type(info: FieldInfo) -> tuple[type, str]:
     return (annotation if annotation in (int, float, str, bool) else str), ""
 
 
-def spec_options() -> dict[str, tuple[type, str]]:
+def spec_options() -> dict[str, tuple[Any, str]]:
     """HardenSpec's scalar fields as CLI options: field name -> (type, help)."""
     options = {}
     for name, info in HardenSpec.model_fields.items():

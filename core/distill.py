@@ -71,6 +71,8 @@ class Normalize(nn.Module):
 
     def __init__(self, normalization: Normalization) -> None:
         super().__init__()
+        self.mean: Tensor
+        self.std: Tensor
         self.register_buffer("mean", torch.tensor(normalization.mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(normalization.std).view(1, -1, 1, 1))
 
@@ -86,10 +88,10 @@ def with_normalization(module: nn.Module, normalization: Normalization | None) -
 
 
 def _device_of(module: nn.Module) -> torch.device:
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
+    for parameter in module.parameters():
+        return parameter.device
+    for buffer in module.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

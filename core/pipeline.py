@@ -127,7 +127,7 @@ def _evaluate(
     device: torch.device,
     progress: ProgressFn,
     cancel: CancelFn,
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
+) -> tuple[Any, Any, str | None]:
     try:
         evaluate_module = importlib.import_module("core.evaluate")
     except ImportError as error:

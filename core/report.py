@@ -37,7 +37,7 @@ class ExportSummary(_Section):
     opset: int
     parity_samples: int
     max_abs_diff: float = Field(ge=0, description="Largest |onnxruntime - torch| on held-out samples.")
-    exporter: str = Field("", description="Which torch exporter wrote it: 'dynamo' or 'torchscript'.")
+    exporter: str = Field("", description="Torch exporter that wrote it: dynamo or torchscript.")
 
 
 class DistillationSummary(_Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,7 +59,10 @@ def main() -> None:
     started = time.perf_counter()
     model = train(args.epochs, args.batch_size, args.seed, pick_device(args.device))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(torch.jit.script(model), str(args.out))
+    with warnings.catch_warnings():
+        # TorchScript is deprecated upstream but is the format every torch version still loads.
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(model), str(args.out))
     print(f"saved {args.out} (TorchScript) in {time.perf_counter() - started:.1f} s")
 
 

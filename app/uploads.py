@@ -18,6 +18,7 @@ from typing import IO, Any, cast
 import anyio
 import numpy as np
 from fastapi import Request
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.errors import BadRequestError, PayloadTooLargeError
@@ -61,6 +62,7 @@ class _Collector:
         self._handle: IO[bytes] | None = None
         self._digest: Any = None
         self._text = bytearray()
+        self.open_part = False
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class _Collector:
         setattr(self, attribute, getattr(self, attribute) + data)
 
     def _part_begin(self) -> None:
+        self.open_part = True
         self._headers = {}
         self._text = bytearray()
         self._file = None
@@ -127,6 +130,7 @@ class _Collector:
                 )
 
     def _part_end(self) -> None:
+        self.open_part = False
         if self._file is not None and self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -167,8 +171,18 @@ async def receive_form(request: Request, folder: Path, max_bytes: int) -> Parsed
             # File writes happen in the callbacks: run them off the event loop.
             await anyio.to_thread.run_sync(parser.write, chunk)
         parser.finalize()
+    except ParseError as exc:
+        raise BadRequestError(
+            f"the multipart body is malformed ({exc})",
+            hint="let your HTTP client build the form (curl -F, httpx files=...)",
+        ) from exc
     finally:
         collector.close()
+    if collector.open_part:
+        raise BadRequestError(
+            "the multipart body ended in the middle of a part",
+            hint="the upload was cut off: send it again",
+        )
     return collector.form
 
 

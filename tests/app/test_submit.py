@@ -242,3 +242,20 @@ def test_unreachable_broker_is_503_and_the_job_is_rolled_back(tmp_path: Path):
         body = assert_problem(post(client, {}, onnx_model_bytes()), 503, "unavailable")
         assert "Idempotency-Key" in body["hint"]
     assert_nothing_left(JobStore.from_url(settings.database_url), settings)
+
+
+def test_malformed_or_truncated_multipart_is_400(api, auth, store, settings):
+    boundary = "xyz"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"; filename="m"\r\n\r\n'
+    ).encode()
+    truncated = head + onnx_model_bytes()  # no closing boundary: the upload was cut off
+    garbage = b"this is not multipart at all\r\n\r\n"
+    for body in (truncated, garbage):
+        response = api.post(
+            "/harden",
+            content=body,
+            headers=auth | {"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert_problem(response, 400, "bad_request")
+    assert_nothing_left(store, settings)

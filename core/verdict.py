@@ -122,8 +122,9 @@ def _vanishing_gradients(evaluation: Evaluation) -> MaskingSign:
         detected=detected,
         evidence=(
             f"The student's median L1 norm of the softmax input-gradient is "
-            f"{st.softmax_l1_median:.3g}, {ratio:.3g} times the uploaded model's "
-            f"({up.softmax_l1_median:.3g}); its logit-margin gradient is "
+            f"{'exactly 0' if st.softmax_l1_median == 0 else f'{st.softmax_l1_median:.3g}'} "
+            f"(uploaded model: {up.softmax_l1_median:.3g}, ratio {ratio:.2g}); its logit-margin "
+            "gradient is "
             f"{st.margin_l1_median:.3g} vs {up.margin_l1_median:.3g}."
             + (
                 " The softmax is saturated: attacks that follow it see almost nothing."

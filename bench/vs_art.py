@@ -106,8 +106,14 @@ def _ours(model: nn.Module, targets: Tensor) -> dict[str, Callable[[Tensor, Tens
         # Like for like: ART keeps only the target output's gradient and takes its top-2 features.
         "JSMA, ART's rule (targeted, 14.5%)": lambda x, y: (
             attacks.jsma(
-                model, x, y, num_classes=10, outputs="logits", targets=targets[: len(x)],
-                max_fraction=JSMA_GAMMA, saliency="target",
+                model,
+                x,
+                y,
+                num_classes=10,
+                outputs="logits",
+                targets=targets[: len(x)],
+                max_fraction=JSMA_GAMMA,
+                saliency="target",
             ).adversarial
         ),  # fmt: skip
         "CW-L2 (5x100)": lambda x, y: attacks.carlini_wagner_l2(model, x, y, **CW).adversarial,

@@ -36,7 +36,9 @@ class ExportSummary(_Section):
     sha256: str
     opset: int
     parity_samples: int
-    max_abs_diff: float = Field(ge=0, description="Largest |onnxruntime - torch| on held-out samples.")
+    max_abs_diff: float = Field(
+        ge=0, description="Largest |onnxruntime - torch| on held-out samples."
+    )
     exporter: str = Field("", description="Torch exporter that wrote it: dynamo or torchscript.")
 
 
@@ -60,7 +62,9 @@ class Report(_Section):
     software: dict[str, str]
     device: str
     spec: dict[str, Any] = Field(description="The resolved job spec (core.spec.HardenSpec).")
-    input: dict[str, Any] = Field(description="Upload: format, sha256, architecture; dataset facts.")
+    input: dict[str, Any] = Field(
+        description="Upload: format, sha256, architecture; dataset facts."
+    )
     models: dict[str, ModelSummary] = Field(
         description="Clean accuracy per model: 'uploaded', 'teacher', 'student'."
     )

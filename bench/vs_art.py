@@ -193,6 +193,24 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _criteria(rows: list[tuple]) -> list[str]:
+    """Each row against the bench's bar: success within 5 points of ART's, or higher at no
+    larger median perturbation for the minimal-perturbation attacks; CW-L2 10x faster."""
+    verdicts = []
+    for model, attack, _, r_o, r_a, p_o, p_a, s_o, s_a in rows:
+        diff = 100 * (r_o - r_a)
+        minimal = attack.startswith(("JSMA", "CW"))
+        ok = abs(diff) <= 5 or (
+            minimal and diff > 0 and (p_a is None or (p_o is not None and p_o <= p_a))
+        )
+        text = f"{model}, {attack}: success {diff:+.1f} pts vs ART -> {'met' if ok else 'MISSED'}"
+        if attack.startswith("CW"):
+            speed = s_a / max(s_o, 1e-9)
+            text += f"; {speed:.1f}x ART's speed -> {'met' if speed >= 10 else 'MISSED'}"
+        verdicts.append(text)
+    return verdicts
+
+
 def _write(out: Path, rows: list[tuple], args: argparse.Namespace, accs: dict[str, float]) -> None:
     lines = [
         "# Our attacks vs IBM ART (same models, samples, parameters)",
@@ -217,6 +235,8 @@ def _write(out: Path, rows: list[tuple], args: argparse.Namespace, accs: dict[st
             f"{100 * (r_o - r_a):+.1f} | {_fmt(p_o)} | {_fmt(p_a)} | {s_o:.2f} | {s_a:.2f} | "
             f"{s_a / max(s_o, 1e-9):.1f}x |"
         )
+    lines += ["", "## Against the issue's criteria", ""]
+    lines += [f"- {line}" for line in _criteria(rows)]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())

@@ -141,3 +141,15 @@ def test_evaluation_disabled_leaves_the_sections_empty(tmp_path: Path) -> None:
     result = run(_spec(student_epochs=1), write_model("onnx", tmp_path), None, tmp_path / "o")
     assert result.report.evaluation is None and result.report.verdict is None
     assert result.report.models["uploaded"].mean_abs_logit < 50
+
+
+def test_an_undertrained_student_is_named_in_the_notes(tmp_path: Path) -> None:
+    # One student epoch at T=100 leaves the student far below the upload: the report says so and
+    # says what to change, instead of handing back a worse model silently.
+    model_file = write_model("torchscript", tmp_path)
+    spec = _spec(temperature=100.0, student_epochs=1, learning_rate=1e-4)
+    report = run(spec, model_file, None, tmp_path / "out", device="cpu").report
+    drop = report.models["uploaded"].clean_accuracy - report.models["student"].clean_accuracy
+    assert drop > 0.015
+    [note] = [n for n in report.notes if "student's clean accuracy" in n]
+    assert f"{100 * drop:.1f} points" in note and "student_epochs" in note

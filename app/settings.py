@@ -9,10 +9,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_BROKER_URL = "sqla+sqlite:///var/broker.db"
+# Unset HARDEN_VISIBILITY_TIMEOUT_S: the hard time limit plus this margin.
+VISIBILITY_MARGIN_S = 600
 
 
 class Settings(BaseSettings):
@@ -33,12 +35,13 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         3, ge=1, description="A job whose worker died this many times fails ('worker_lost')."
     )
-    visibility_timeout_s: int = Field(
-        3600,
+    visibility_timeout_s: int | None = Field(
+        None,
         ge=1,
         description=(
             "Redis broker: an unacknowledged job is redelivered after this long, so a killed "
-            "worker's job is not lost. Must exceed the longest job (hard time limit)."
+            "worker's job is not lost. Must exceed the hard time limit (job_time_limit_s), or "
+            "a job still running is handed to a second worker; unset: job_time_limit_s + 600."
         ),
     )
     artifact_store: Literal["local", "s3"] = "local"
@@ -83,16 +86,36 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="How often the retention task runs (Celery beat)."
     )
 
+    @model_validator(mode="after")
+    def _visibility_outlasts_the_longest_job(self) -> Settings:
+        timeout, limit = self.visibility_timeout_s, self.job_time_limit_s
+        if timeout is not None and timeout <= limit:
+            raise ValueError(
+                f"HARDEN_VISIBILITY_TIMEOUT_S ({timeout} s) must exceed HARDEN_JOB_TIME_LIMIT_S "
+                f"({limit} s): the Redis broker would hand a job that is still running to a "
+                f"second worker. Raise HARDEN_VISIBILITY_TIMEOUT_S above {limit}, or unset it "
+                f"to get HARDEN_JOB_TIME_LIMIT_S + {VISIBILITY_MARGIN_S} s"
+            )
+        return self
+
+    @property
+    def resolved_visibility_timeout_s(self) -> int:
+        """The visibility timeout in force: the setting, or the hard time limit plus a margin."""
+        if self.visibility_timeout_s is not None:
+            return self.visibility_timeout_s
+        return self.job_time_limit_s + VISIBILITY_MARGIN_S
+
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     """Options of the broker transport, shared by the producer (API) and the workers."""
     options: dict[str, Any] = {}
     if settings.broker_url.startswith(("redis://", "rediss://")):
         # Redis redelivers a job whose worker died only after the visibility timeout.
-        options["visibility_timeout"] = settings.visibility_timeout_s
+        timeout = settings.resolved_visibility_timeout_s
+        options["visibility_timeout"] = timeout
         # Sweep for expired unacked messages a few times per timeout (default: every 100 s), so
         # a dead worker's job is back in the queue soon after the timeout, not minutes later.
-        options["unacked_restore_interval"] = max(1, min(60, settings.visibility_timeout_s // 5))
+        options["unacked_restore_interval"] = max(1, min(60, timeout // 5))
         options["unacked_restore_throttle"] = 1
     return options
 

@@ -106,15 +106,6 @@ def worker(
 
     settings = get_settings()
     upgrade(settings.database_url)
-    if settings.broker_url.startswith("redis") and (
-        settings.visibility_timeout_s < settings.job_time_limit_s
-    ):
-        typer.echo(
-            f"warning: HARDEN_VISIBILITY_TIMEOUT_S ({settings.visibility_timeout_s} s) is shorter "
-            f"than HARDEN_JOB_TIME_LIMIT_S ({settings.job_time_limit_s} s): Redis will hand a "
-            "job that runs longer to a second worker while the first still runs it",
-            err=True,
-        )
     argv = [
         "worker",
         f"--concurrency={concurrency}",

@@ -21,7 +21,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-# A Redis db of its own: the workers here use a 5 s visibility timeout, which must not touch
+# A Redis db of its own: some workers here use a short visibility timeout, which must not touch
 # other users' unacknowledged messages in db 0.
 REDIS_DB = 13
 
@@ -140,7 +140,6 @@ def redis_cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
         "HARDEN_BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "HARDEN_QUEUE": queue,
         "HARDEN_AUTH": "keys",
-        "HARDEN_VISIBILITY_TIMEOUT_S": "5",
     }
     cluster = Cluster(env, tmp_path)
     yield cluster

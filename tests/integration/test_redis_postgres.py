@@ -105,6 +105,14 @@ def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path, webho
 def test_sigkilled_worker_job_is_redelivered_and_finishes_once(
     redis_cluster: Cluster, tmp_path: Path
 ):
+    # Redis redelivers the killed worker's job after the visibility timeout, which must outlast
+    # the longest job (the settings refuse less): short limits, ample for this small job, keep
+    # the wait short. (The solo pool enforces only the soft limit, through the runner.)
+    redis_cluster.env |= {
+        "HARDEN_JOB_SOFT_TIME_LIMIT_S": "30",
+        "HARDEN_JOB_TIME_LIMIT_S": "32",
+        "HARDEN_VISIBILITY_TIMEOUT_S": "35",
+    }
     redis_cluster.start_api()
     first = redis_cluster.start_worker("w1")
     key = create_key(redis_cluster, "ci")

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     )
     webhook_secret: str = Field("", description="HMAC-SHA256 secret of webhook signatures.")
     webhook_max_retries: int = Field(6, ge=0, le=20)
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhook URLs reach loopback, private, link-local and other non-public "
+        "addresses (a receiver inside your network); false: refused at submit and delivery.",
+    )
     job_soft_time_limit_s: int = Field(
         6 * 3600, ge=1, description="Past this a job fails with code 'timeout'."
     )

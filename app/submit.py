@@ -12,17 +12,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from core.formats import sniff_format
 from pydantic import ValidationError
 
 from app.db import Job, JobState
 from app.deps import Services
 from app.errors import IdempotencyKeyReusedError, ServiceUnavailableError
+from app.netguard import HINT, NonPublicAddressError, UnresolvableHostError, public_addresses
 from app.problems import spec_error
 from app.queue import enqueue_job
 from app.store import IdempotencyConflict
 from app.uploads import ParsedForm, check_dataset_upload
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
+from core.formats import sniff_format
 from core.spec import BUILTIN_DATASETS, HardenSpec
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,28 @@ def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> HardenSpec
     return spec
 
 
+def check_webhook_url(spec: HardenSpec, *, allow_private: bool) -> None:
+    """Refuse a webhook_url whose host is not public (the worker would POST inside the
+    operator's network); the worker checks again at delivery."""
+    if spec.webhook_url is None or allow_private:
+        return
+    try:
+        public_addresses(spec.webhook_url.host or "", spec.webhook_url.port)
+    except NonPublicAddressError as exc:
+        raise _webhook_error(exc, "webhook_not_public", HINT) from exc
+    except UnresolvableHostError as exc:
+        hint = "check the host name: the service resolves it when the job is submitted"
+        raise _webhook_error(exc, "webhook_unresolvable", hint) from exc
+
+
+def _webhook_error(exc: ValueError, kind: str, hint: str) -> InvalidSpecError:
+    return InvalidSpecError(
+        f"The job config is invalid: config.webhook_url: {exc}",
+        hint=hint,
+        errors=[{"field": "config.webhook_url", "message": str(exc), "type": kind}],
+    )
+
+
 def check_model(path: Path) -> str:
     """The upload's format, by content; pickles and unknown files are refused."""
     if path.stat().st_size == 0:
@@ -94,6 +117,7 @@ def submit(
         )
     dataset = form.files.get("dataset")
     spec = parse_spec(form.fields.get("config"), dataset_uploaded=dataset is not None)
+    check_webhook_url(spec, allow_private=services.settings.webhook_allow_private)
     model_format = check_model(model.path)
     dataset_name = check_dataset_upload(dataset.path) if dataset else None
     spec_json = spec.model_dump(mode="json")

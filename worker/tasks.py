@@ -75,4 +75,9 @@ def send_webhook(job_id: str) -> int | None:
     """POST the final job JSON to the job's webhook_url, signed; retried with backoff."""
     current = services()
     with job_context(job_id):
-        return deliver_webhook(current.store, job_id, current.settings.webhook_secret)
+        return deliver_webhook(
+            current.store,
+            job_id,
+            current.settings.webhook_secret,
+            allow_private=current.settings.webhook_allow_private,
+        )

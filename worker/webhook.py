@@ -1,6 +1,8 @@
 """Webhook delivery: the final job JSON, signed with HMAC-SHA256 over the exact body bytes.
 
 Receivers verify with ``hmac.compare_digest(header, "sha256=" + hmac_sha256(secret, body))``.
+Unless HARDEN_WEBHOOK_ALLOW_PRIVATE is set, the receiver's host must resolve to public addresses
+only (app/netguard.py), checked again here because DNS may answer differently than at submit.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ import hashlib
 import hmac
 import json
 import logging
+import urllib.request
+from typing import Any
 
 import httpx
 
+from app.netguard import NonPublicAddressError, UnresolvableHostError, public_addresses
 from app.schemas import job_out
 from app.store import JobStore, is_terminal
 
@@ -20,7 +25,8 @@ SIGNATURE_HEADER = "X-Harden-Signature"
 
 
 class WebhookDeliveryError(Exception):
-    """The receiver answered with a non-2xx status: worth retrying."""
+    """The receiver answered with a non-2xx status, or its name did not resolve: worth
+    retrying."""
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -28,10 +34,24 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def _env_proxy_applies(url: httpx.URL) -> bool:
+    """Whether httpx would send ``url`` through a proxy from HTTP(S)_PROXY / ALL_PROXY."""
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(url.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(url.host)
+
+
 def deliver_webhook(
-    store: JobStore, job_id: str, secret: str, *, timeout_s: float = 10.0
+    store: JobStore,
+    job_id: str,
+    secret: str,
+    *,
+    allow_private: bool = False,
+    timeout_s: float = 10.0,
 ) -> int | None:
-    """POST the job; return the receiver's status, None when there is nothing to send."""
+    """POST the job; return the receiver's status, None when there is nothing to send (or the
+    URL's host is not public and ``allow_private`` is false: no retry would change that)."""
     job = store.get(job_id)
     if job is None or not is_terminal(job.state) or not job.spec.get("webhook_url"):
         return None
@@ -46,9 +66,32 @@ def deliver_webhook(
         headers[SIGNATURE_HEADER] = sign(secret, body)
     else:
         log.warning("HARDEN_WEBHOOK_SECRET is empty: webhook of job %s sent unsigned", job_id)
-    response = httpx.post(
-        str(job.spec["webhook_url"]), content=body, headers=headers, timeout=timeout_s
-    )
+    url = httpx.URL(str(job.spec["webhook_url"]))
+    target, trust_env = url, True
+    extensions: dict[str, Any] = {}
+    if not allow_private:
+        try:
+            addresses = public_addresses(url.host, url.port)
+        except NonPublicAddressError as exc:
+            log.warning(
+                "webhook of job %s not sent: %s (HARDEN_WEBHOOK_ALLOW_PRIVATE is false)",
+                job_id,
+                exc,
+            )
+            return None
+        except UnresolvableHostError as exc:
+            raise WebhookDeliveryError(str(exc)) from exc  # DNS may answer on a retry
+        if not _env_proxy_applies(url):
+            # Connect to the address just checked: letting httpx resolve the name again would
+            # let a DNS server that alternates its answers pass the check and then point the
+            # connection elsewhere. The name still goes in Host and in TLS (SNI, certificate).
+            target, trust_env = url.copy_with(host=str(addresses[0])), False
+            headers["Host"] = url.netloc.decode("ascii")
+            if url.scheme == "https":
+                extensions["sni_hostname"] = url.host
+    # A redirect is not followed: its target was never checked.
+    with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=trust_env) as client:
+        response = client.post(target, content=body, headers=headers, extensions=extensions)
     if response.status_code >= 300:
         raise WebhookDeliveryError(f"webhook answered {response.status_code}")
     return response.status_code

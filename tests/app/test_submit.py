@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,53 @@ def test_malformed_or_truncated_multipart_is_400(api, auth, store, settings):
         )
         assert_problem(response, 400, "bad_request")
     assert_nothing_left(store, settings)
+
+
+NON_PUBLIC_WEBHOOKS = [
+    "http://127.0.0.1:9/x",
+    "http://169.254.169.254/latest",  # cloud metadata
+    "http://[::1]/",
+    "http://localhost/",
+]
+
+
+@pytest.mark.parametrize("url", NON_PUBLIC_WEBHOOKS)
+def test_webhook_to_a_non_public_address_is_refused(api, auth, store, settings, url):
+    response = post(api, auth, onnx_model_bytes(), config=CONFIG | {"webhook_url": url})
+    body = assert_problem(response, 422, "invalid_spec")
+    assert [e["field"] for e in body["errors"]] == ["config.webhook_url"]
+    assert "public https URL" in body["hint"]
+    assert "HARDEN_WEBHOOK_ALLOW_PRIVATE=true" in body["hint"]
+    assert_nothing_left(store, settings)
+
+
+def test_webhook_name_resolving_to_a_private_address_is_refused(
+    api, auth, store, settings, monkeypatch
+):
+    def getaddrinfo(host, port, *args, **kwargs):
+        assert host == "hooks.example.com"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    config = CONFIG | {"webhook_url": "https://hooks.example.com/harden"}
+    body = assert_problem(post(api, auth, onnx_model_bytes(), config=config), 422, "invalid_spec")
+    assert "hooks.example.com resolves to 10.0.0.7" in body["detail"]
+    assert_nothing_left(store, settings)
+
+
+def test_public_webhook_is_accepted(api, auth):
+    # An IP literal: checked without any DNS lookup.
+    config = CONFIG | {"webhook_url": "https://93.184.216.34/hook"}
+    response = post(api, auth, onnx_model_bytes(), config=config)
+    assert response.status_code == 202, response.text
+    assert response.json()["spec"]["webhook_url"] == "https://93.184.216.34/hook"
+
+
+def test_private_webhook_is_accepted_when_the_operator_allows_it(settings: Settings):
+    from app.main import create_app
+
+    allowed = settings.model_copy(update={"auth": "open", "webhook_allow_private": True})
+    with TestClient(create_app(allowed)) as client:
+        for url in NON_PUBLIC_WEBHOOKS:
+            response = post(client, {}, onnx_model_bytes(), config=CONFIG | {"webhook_url": url})
+            assert response.status_code == 202, response.text

@@ -71,6 +71,8 @@ def read_events(url: str, key: str, job_id: str) -> list[tuple[str, dict]]:
 def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path, webhook_receiver):
     hook_url, received = webhook_receiver
     redis_cluster.env["HARDEN_WEBHOOK_SECRET"] = "it-secret"
+    # The receiver listens on 127.0.0.1, which the service refuses unless allowed.
+    redis_cluster.env["HARDEN_WEBHOOK_ALLOW_PRIVATE"] = "true"
     redis_cluster.start_api()
     redis_cluster.start_worker("w1")
     key = create_key(redis_cluster, "ci")

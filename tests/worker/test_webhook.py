@@ -1,15 +1,19 @@
-"""Webhook delivery to a real HTTP server on loopback: body, signature, retry signal."""
+"""Webhook delivery to a real HTTP server on loopback: body, signature, retry signal, and the
+refusal of non-public receivers unless the operator allows them."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from app import netguard
 from tests.worker.conftest import queue_job
 from worker.webhook import SIGNATURE_HEADER, WebhookDeliveryError, deliver_webhook
 
@@ -24,6 +28,8 @@ def receiver():
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append((dict(self.headers), body))
             self.send_response(status[0])
+            if 300 <= status[0] < 400:
+                self.send_header("Location", "/elsewhere")
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -40,7 +46,7 @@ def test_final_job_is_posted_with_a_valid_signature(services, receiver):
     url, received, _ = receiver
     job_id = queue_job(services, {"webhook_url": url})
     services.store.request_cancel(job_id)
-    assert deliver_webhook(services.store, job_id, "s3cret") == 204
+    assert deliver_webhook(services.store, job_id, "s3cret", allow_private=True) == 204
     headers, body = received[0]
     expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers[SIGNATURE_HEADER], expected)
@@ -55,7 +61,7 @@ def test_error_status_raises_for_a_retry(services, receiver):
     job_id = queue_job(services, {"webhook_url": url})
     services.store.request_cancel(job_id)
     with pytest.raises(WebhookDeliveryError):
-        deliver_webhook(services.store, job_id, "s3cret")
+        deliver_webhook(services.store, job_id, "s3cret", allow_private=True)
     assert len(received) == 1
 
 
@@ -63,5 +69,87 @@ def test_nothing_is_sent_for_a_running_job(services, receiver):
     url, received, _ = receiver
     job_id = queue_job(services, {"webhook_url": url})
     services.store.mark_running(job_id)
+    assert deliver_webhook(services.store, job_id, "s3cret", allow_private=True) is None
+    assert received == []
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def finished_job(services, url: str) -> str:
+    job_id = queue_job(services, {"webhook_url": url})
+    services.store.request_cancel(job_id)
+    return job_id
+
+
+def test_redirects_are_not_followed(services, receiver):
+    url, received, status = receiver
+    status[0] = 302
+    with pytest.raises(WebhookDeliveryError, match="302"):
+        deliver_webhook(services.store, finished_job(services, url), "s", allow_private=True)
+    assert [headers["Host"] for headers, _ in received] == [url.split("/")[2]]
+
+
+def test_private_receiver_is_refused_unless_allowed(services, receiver, caplog):
+    url, received, _ = receiver
+    job_id = finished_job(services, url)
+    with caplog.at_level(logging.WARNING, logger="worker.webhook"):
+        assert deliver_webhook(services.store, job_id, "s3cret") is None
+    assert received == []  # refused before any connection; no retry either (no exception)
+    assert "HARDEN_WEBHOOK_ALLOW_PRIVATE" in caplog.text and "127.0.0.1" in caplog.text
+
+
+def fake_dns(monkeypatch, answers: dict[str, list[str]]) -> list[str]:
+    """Resolve the names in ``answers`` to their next address each time; others as usual."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        asked.append(host)
+        if not answers[host]:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        address = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 80))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_a_name_rebound_to_a_private_address_after_submit_is_refused(
+    services, receiver, monkeypatch
+):
+    _, received, _ = receiver
+    fake_dns(monkeypatch, {"hooks.example.com": ["169.254.169.254"]})
+    job_id = finished_job(services, "http://hooks.example.com/harden")
     assert deliver_webhook(services.store, job_id, "s3cret") is None
     assert received == []
+
+
+def test_a_name_that_does_not_resolve_is_retried(services, monkeypatch):
+    fake_dns(monkeypatch, {"gone.example.com": []})
+    job_id = finished_job(services, "https://gone.example.com/hook")
+    with pytest.raises(WebhookDeliveryError, match="does not resolve"):
+        deliver_webhook(services.store, job_id, "s3cret")
+
+
+def test_delivery_connects_to_the_address_it_checked(services, receiver, monkeypatch, no_proxy):
+    """A DNS server answering a public address to the check and another one afterwards (DNS
+    rebinding) does not move the connection: it goes to the checked address, by IP."""
+    url, received, _ = receiver
+    port = int(url.split(":")[2].split("/")[0])
+    # The receiver's loopback address stands in for a public one; the name's next answer is
+    # an address where nothing listens (TEST-NET-1).
+    monkeypatch.setattr(netguard, "is_public", lambda ip: str(ip) == "127.0.0.1")
+    asked = fake_dns(monkeypatch, {"hook.example.com": ["127.0.0.1", "192.0.2.1"]})
+    job_id = finished_job(services, f"http://hook.example.com:{port}/hook")
+    assert deliver_webhook(services.store, job_id, "s3cret", timeout_s=3) == 204
+    assert asked == ["hook.example.com"]  # resolved once, by the check
+    headers, body = received[0]
+    assert headers["Host"] == f"hook.example.com:{port}"
+    assert json.loads(body)["id"] == job_id

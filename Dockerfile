@@ -33,13 +33,13 @@ RUN pip install --no-cache-dir \
 
 # Then the service and its other dependencies from PyPI. The installed torch (2.14.1+cpu,
 # +cu130, ...) satisfies the ==2.14.1 pin, so pip keeps it instead of fetching the default build.
-# boto3 is the S3 artifact store's client (HARDEN_ARTIFACT_STORE=s3).
+# The s3 extra brings boto3, the S3 artifact store's client (HARDEN_ARTIFACT_STORE=s3).
 COPY pyproject.toml README.md ./
 COPY core ./core
 COPY app ./app
 COPY worker ./worker
 COPY cli ./cli
-RUN pip install --no-cache-dir -c constraints.txt . "boto3>=1.34,<2"
+RUN pip install --no-cache-dir -c constraints.txt ".[s3]"
 
 # ---- final: the virtualenv on a clean slim base, run as an unprivileged user -----------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS final

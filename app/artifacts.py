@@ -114,14 +114,17 @@ class LocalStore:
 
 
 class S3Store:
-    """Files under ``s3://bucket/prefix<job_id>/``. Not exercised by the tests here: no S3
-    service runs on the development or CI machines."""
+    """Files under ``s3://bucket/prefix<job_id>/`` (AWS S3, MinIO or any S3-compatible store;
+    tests/app/test_s3_store.py runs it against moto's S3 server). Missing files raise
+    FileNotFoundError, as in LocalStore; every other S3 error propagates."""
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
         try:
             import boto3  # optional dependency: only S3 deployments need it
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise RuntimeError("HARDEN_ARTIFACT_STORE=s3 needs boto3: pip install boto3") from exc
+            raise RuntimeError(
+                "HARDEN_ARTIFACT_STORE=s3 needs boto3: pip install 'harden[s3]'"
+            ) from exc
         self.bucket = bucket
         self.prefix = prefix
         self.client: Any = boto3.client("s3", endpoint_url=endpoint_url)
@@ -130,44 +133,87 @@ class S3Store:
         _check(job_id, name)
         return f"{self.prefix}{job_id}/{name}"
 
+    def _job_prefix(self, job_id: str) -> str:
+        return self._key(job_id, "x")[:-1]
+
+    @staticmethod
+    def _is_missing(exc: Exception) -> bool:
+        from botocore.exceptions import ClientError
+
+        if not isinstance(exc, ClientError):
+            return False
+        return str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+
     def put(self, job_id: str, name: str, source: Path, *, move: bool = False) -> str:
+        key = self._key(job_id, name)
         digest = sha256_file(source)
-        self.client.upload_file(str(source), self.bucket, self._key(job_id, name))
+        # One object appears whole when the upload (multipart past 8 MiB) completes.
+        self.client.upload_file(str(source), self.bucket, key)
         if move:
             source.unlink(missing_ok=True)
         return digest
 
     def exists(self, job_id: str, name: str) -> bool:
+        key = self._key(job_id, name)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(job_id, name))
-        except Exception:
-            return False
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            # Only "no such object" means no; an unreachable or forbidden store must not read
+            # as a missing file (a finished job would look incomplete and be redone).
+            if self._is_missing(exc):
+                return False
+            raise
         return True
 
     def local_path(self, job_id: str, name: str) -> Path | None:
+        _check(job_id, name)
         return None
 
     def iter_bytes(self, job_id: str, name: str) -> Iterator[bytes]:
-        body = self.client.get_object(Bucket=self.bucket, Key=self._key(job_id, name))["Body"]
-        yield from body.iter_chunks(CHUNK)
+        key = self._key(job_id, name)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except Exception as exc:
+            if self._is_missing(exc):
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
+            raise
+        try:
+            yield from body.iter_chunks(CHUNK)
+        finally:
+            body.close()  # a client that went away mid-download leaves no open connection
 
     def fetch(self, job_id: str, name: str, dest: Path) -> Path:
+        key = self._key(job_id, name)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        self.client.download_file(self.bucket, self._key(job_id, name), str(dest))
+        try:
+            self.client.download_file(self.bucket, key, str(dest))
+        except Exception as exc:
+            if self._is_missing(exc):
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
+            raise
         return dest
 
     def delete_job(self, job_id: str) -> None:
-        for name in self.job_names(job_id):
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(job_id, name))
+        keys = self._job_keys(job_id)
+        # Every object under the job's prefix, whatever its name; DeleteObjects takes 1000.
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            result = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
+            if result.get("Errors"):
+                failed = ", ".join(e.get("Key", "?") for e in result["Errors"][:5])
+                raise OSError(f"could not delete {len(result['Errors'])} objects: {failed}")
 
     def job_names(self, job_id: str) -> list[str]:
-        prefix = self._key(job_id, "x")[:-1]
+        prefix = self._job_prefix(job_id)
+        return sorted(key[len(prefix) :] for key in self._job_keys(job_id))
+
+    def _job_keys(self, job_id: str) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
+            Bucket=self.bucket, Prefix=self._job_prefix(job_id)
         )
-        return sorted(
-            obj["Key"][len(prefix) :] for page in pages for obj in page.get("Contents", [])
-        )
+        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
 
 def make_store(settings: Settings) -> ArtifactStore:

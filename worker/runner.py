@@ -41,9 +41,15 @@ class WorkerServices:
 
 def _artifacts_complete(services: WorkerServices, job: Job) -> bool:
     recorded = job.artifacts or {}
-    return all(
-        recorded.get(name) and services.artifacts.exists(job.id, name) for name in ARTIFACT_NAMES
-    )
+    if not all(recorded.get(name) for name in ARTIFACT_NAMES):
+        return False
+    try:
+        return all(services.artifacts.exists(job.id, name) for name in ARTIFACT_NAMES)
+    except Exception:
+        # The store cannot say (S3 unreachable): run the job, which records its own outcome,
+        # rather than raise out of the task and leave it queued or running for good.
+        log.warning("could not check the stored artifacts of job %s", job.id, exc_info=True)
+        return False
 
 
 def timeout_error(seconds: int) -> JobError:

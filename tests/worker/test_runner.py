@@ -85,6 +85,26 @@ def test_complete_artifacts_of_a_dead_attempt_are_not_redone(services, tmp_path)
     assert pipeline.calls == [] and services.store.get(job_id).artifacts == shas
 
 
+def test_a_store_that_cannot_answer_does_not_strand_the_job(services, tmp_path, monkeypatch):
+    job_id = queue_job(services)
+    services.store.mark_running(job_id)
+    shas = {}
+    for name in ARTIFACT_NAMES:
+        (tmp_path / name).write_bytes(b"x")
+        shas[name] = services.artifacts.put(job_id, name, tmp_path / name)
+    services.store.record_artifacts(job_id, shas)  # then the worker died
+
+    def unreachable(job_id: str, name: str) -> bool:
+        raise ConnectionError("artifact store unreachable")
+
+    # The redelivered job cannot learn whether its outputs are stored: it runs again instead
+    # of raising out of the task and staying 'running' for good.
+    monkeypatch.setattr(services.artifacts, "exists", unreachable)
+    pipeline = FakePipeline()
+    assert run_job(services, job_id, pipeline=pipeline) == "succeeded"
+    assert len(pipeline.calls) == 1
+
+
 def test_running_job_redelivered_after_a_crash_counts_attempts(services):
     job_id = queue_job(services)
     services.store.mark_running(job_id)  # first worker took it, then died

@@ -86,6 +86,54 @@ def test_delete_removes_row_and_files(api, auth, store, settings, tmp_path):
     assert_problem(api.get(f"/jobs/{job['id']}", headers=auth), 404, "not_found")
 
 
+def worker_services(settings, store: JobStore):
+    from worker.runner import WorkerServices
+
+    quick = settings.model_copy(update={"progress_interval_s": 0.0})
+    return WorkerServices(quick, store, LocalStore(settings.artifact_dir))
+
+
+def test_delete_queued_job_cancels_it_and_removes_row_and_files(api, auth, store, settings):
+    from tests.worker.test_runner import FakePipeline
+    from worker.runner import run_job
+
+    job = submit(api, auth)  # queued: the in-memory broker has no worker
+    assert [p.name for p in files_under(settings.artifact_dir / job["id"])] == ["model"]
+    assert api.delete(f"/jobs/{job['id']}", headers=auth).status_code == 204
+    assert store.get(job["id"]) is None
+    assert files_under(settings.artifact_dir) == []
+    assert_problem(api.get(f"/jobs/{job['id']}", headers=auth), 404, "not_found")
+    assert_problem(api.delete(f"/jobs/{job['id']}", headers=auth), 404, "not_found")
+    # The job's message is still in the queue: the worker that gets it finds nothing to do.
+    pipeline = FakePipeline()
+    assert run_job(worker_services(settings, store), job["id"], pipeline=pipeline) == "gone"
+    assert pipeline.calls == [] and files_under(settings.artifact_dir) == []
+
+
+def test_delete_running_job_stops_it_and_leaves_no_files(api, auth, store, settings):
+    """DELETE while a worker runs the job: 204 at once; the worker stops at its next step and
+    removes whatever it had stored, so neither a row nor a file of the job remains."""
+    from tests.worker.test_runner import FakePipeline
+    from worker.runner import run_job
+
+    job = submit(api, auth)
+    responses = []
+
+    def delete_mid_training(stage: str, step: int) -> None:
+        if stage == "student" and step == 1:
+            running = store.get(job["id"])
+            assert running is not None and running.state == "running"
+            responses.append(api.delete(f"/jobs/{job['id']}", headers=auth))
+
+    pipeline = FakePipeline(on_step=delete_mid_training)
+    state = run_job(worker_services(settings, store), job["id"], pipeline=pipeline)
+    assert [r.status_code for r in responses] == [204]
+    assert state == "gone"
+    assert store.get(job["id"]) is None
+    assert files_under(settings.artifact_dir) == []
+    assert files_under(settings.work_dir) == []
+
+
 def test_artifacts_are_409_until_the_job_succeeded(api, auth):
     job = submit(api, auth)
     body = assert_problem(

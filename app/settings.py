@@ -103,6 +103,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _soft_limit_comes_first(self) -> Settings:
+        soft, hard = self.job_soft_time_limit_s, self.job_time_limit_s
+        if soft >= hard:
+            raise ValueError(
+                f"HARDEN_JOB_SOFT_TIME_LIMIT_S ({soft} s) must be below HARDEN_JOB_TIME_LIMIT_S "
+                f"({hard} s): past the soft limit a job fails cleanly with code 'timeout', past "
+                "the hard one its worker process is killed. Lower the soft limit (a few minutes "
+                "below the hard one is enough)"
+            )
+        return self
+
     @property
     def resolved_visibility_timeout_s(self) -> int:
         """The visibility timeout in force: the setting, or the hard time limit plus a margin."""

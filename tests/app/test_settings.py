@@ -67,3 +67,10 @@ def test_the_environment_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_the_embedded_broker_has_no_visibility_timeout() -> None:
     assert broker_transport_options(Settings()) == {}
+
+
+@pytest.mark.parametrize("soft", [600, 700])
+def test_a_soft_time_limit_not_below_the_hard_one_is_refused(soft: int) -> None:
+    with pytest.raises(ValidationError, match="HARDEN_JOB_SOFT_TIME_LIMIT_S .* must be below"):
+        Settings(job_soft_time_limit_s=soft, job_time_limit_s=600)
+    assert Settings(job_soft_time_limit_s=599, job_time_limit_s=600).job_soft_time_limit_s == 599

@@ -40,7 +40,9 @@ def test_derived_timeout_follows_the_time_limit_from_the_environment(
 
 
 def test_explicit_visibility_timeout_longer_than_the_job_is_used() -> None:
-    settings = Settings(broker_url=REDIS, job_time_limit_s=100, visibility_timeout_s=101)
+    settings = Settings(
+        broker_url=REDIS, job_soft_time_limit_s=90, job_time_limit_s=100, visibility_timeout_s=101
+    )
     assert settings.resolved_visibility_timeout_s == 101
     options = broker_transport_options(settings)
     assert options["visibility_timeout"] == 101 and options["unacked_restore_interval"] == 20

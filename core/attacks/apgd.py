@@ -18,12 +18,15 @@ from core.attacks.base import (
     AttackResult,
     InputRange,
     StepHook,
+    check_last_iterate,
+    keep_fooled,
     loss_gradient,
     no_hook,
     per_sample,
     predict,
     project_linf,
     seeded_generator,
+    still_correct,
 )
 
 MOMENTUM = 0.75
@@ -72,15 +75,13 @@ def apgd(
     marks = set(checkpoints(steps))
     last_mark = 0
     for k in range(steps):
-        active = (correct & ~success).nonzero().squeeze(1)
+        active = still_correct(correct, success)
         if len(active) == 0:
             on_step(steps, steps)
             break
         xa, ya = x[active], labels[active]
         grad, f, logits = loss_gradient(model, x_cur[active], ya, loss_fn)
-        fooled = logits.argmax(1) != ya
-        x_best[active[fooled]] = x_cur[active[fooled]]
-        success[active[fooled]] = True
+        keep_fooled(x_best, success, x_cur, active, logits.argmax(1) != ya)
         increases[active] += (f > f_last[active]).float()
         f_last[active] = f
         better = f > f_max[active]
@@ -114,9 +115,5 @@ def apgd(
         x_prev[active] = torch.where(per_sample(reset, cur), restart, cur)
         x_cur[active] = new
         on_step(k + 1, steps)
-    active = (correct & ~success).nonzero().squeeze(1)
-    if len(active):
-        fooled = predict(model, x_cur[active]) != labels[active]
-        x_best[active[fooled]] = x_cur[active[fooled]]
-        success[active[fooled]] = True
+    check_last_iterate(model, x_cur, labels, correct, success, x_best)
     return AttackResult(x_best.detach(), success, correct)

@@ -82,6 +82,38 @@ def loss_gradient(
     return grad.detach(), values.detach(), logits.detach()
 
 
+def still_correct(correct: Tensor, success: Tensor) -> Tensor:
+    """Indices of the samples an iterative attack still works on: correct and not fooled yet."""
+    return (correct & ~success).nonzero().squeeze(1)
+
+
+def keep_fooled(
+    x_best: Tensor, success: Tensor, x_cur: Tensor, active: Tensor, fooled: Tensor
+) -> None:
+    """Record, in place, the iterates ``x_cur[active[fooled]]`` as found adversarials.
+
+    An iterative attack keeps the first adversarial it finds for a sample: a sample counts as
+    fooled if any iterate fooled it, even if a later step would move it back.
+    """
+    x_best[active[fooled]] = x_cur[active[fooled]]
+    success[active[fooled]] = True
+
+
+def check_last_iterate(
+    model: nn.Module,
+    x_cur: Tensor,
+    labels: Tensor,
+    correct: Tensor,
+    success: Tensor,
+    x_best: Tensor,
+) -> None:
+    """Keep, in place, the final iterates that fool the model: the loop only checked the ones
+    before its last step."""
+    active = still_correct(correct, success)
+    if len(active):
+        keep_fooled(x_best, success, x_cur, active, predict(model, x_cur[active]) != labels[active])
+
+
 def flat_norm(x: Tensor, p: float = 2.0) -> Tensor:
     """Per-sample norm over all non-batch dimensions."""
     return x.flatten(1).norm(p=p, dim=1)

@@ -17,7 +17,9 @@ from core.attacks.base import (
     AttackResult,
     InputRange,
     StepHook,
+    check_last_iterate,
     flat_norm,
+    keep_fooled,
     loss_gradient,
     no_hook,
     normalise_l2,
@@ -26,6 +28,7 @@ from core.attacks.base import (
     project_l2,
     project_linf,
     seeded_generator,
+    still_correct,
 )
 
 Norm = Literal["linf", "l2"]
@@ -105,25 +108,18 @@ def pgd(
     x_cur = _project(x + start, x, epsilon, norm, bounds)
     loss_fn = LOSSES[loss]
     for step in range(steps):
-        active = (correct & ~success).nonzero().squeeze(1)
+        active = still_correct(correct, success)
         if len(active) == 0:
             on_step(steps, steps)
             break
         xa, ya = x[active], labels[active]
         grad, _, logits = loss_gradient(model, x_cur[active], ya, loss_fn)
         # The iterate that produced these logits may already fool the model: keep it.
-        fooled = logits.argmax(1) != ya
-        x_best[active[fooled]] = x_cur[active[fooled]]
-        success[active[fooled]] = True
+        keep_fooled(x_best, success, x_cur, active, logits.argmax(1) != ya)
         moved = _project(x_cur[active] + alpha * _step(grad, norm), xa, epsilon, norm, bounds)
         x_cur[active] = moved
         on_step(step + 1, steps)
-    # The last iterate has not been checked yet.
-    active = (correct & ~success).nonzero().squeeze(1)
-    if len(active):
-        fooled = predict(model, x_cur[active]) != labels[active]
-        x_best[active[fooled]] = x_cur[active[fooled]]
-        success[active[fooled]] = True
+    check_last_iterate(model, x_cur, labels, correct, success, x_best)
     return AttackResult(x_best.detach(), success, correct)
 
 

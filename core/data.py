@@ -1,8 +1,8 @@
 """Dataset references -> tensors: builtin:mnist, builtin:digits, .npz files, image-folder archives.
 
-Every loader ends in :func:`_finish`, which checks the arrays (shapes, labels, finiteness, value
-range; see :mod:`core.data_checks`) and turns them into float32 NCHW tensors inside the job's
-``input_range``.
+Every loader ends in :func:`core.data_checks.validate_arrays`, which checks the arrays (shapes,
+labels, finiteness, value range) and brings them to float32 NCHW inside the job's ``input_range``;
+:func:`_to_dataset` then wraps them as tensors.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.data_checks import validate_arrays
+from core.data_checks import CheckedArrays, validate_arrays
 from core.errors import DatasetError
 
 # The builtin train/test splits use this constant, not the job's seed: a test accuracy is only
@@ -64,12 +64,12 @@ def load_dataset(
             f"input_range must have low < high, got {input_range}",
             hint="for images scaled to [0, 1] use input_range [0.0, 1.0]",
         )
-    if ref == "builtin:mnist":
-        x_train, y_train, x_test, y_test = _mnist()
-        return _finish(ref, x_train, y_train, x_test, y_test, None, (0.0, 1.0), (low, high))
-    if ref == "builtin:digits":
-        x_train, y_train, x_test, y_test = _digits()
-        return _finish(ref, x_train, y_train, x_test, y_test, None, (0.0, 1.0), (low, high))
+    if ref in ("builtin:mnist", "builtin:digits"):
+        x_train, y_train, x_test, y_test = _mnist() if ref == "builtin:mnist" else _digits()
+        checked = validate_arrays(
+            ref, x_train, y_train, x_test, y_test, None, (0.0, 1.0), (low, high)
+        )
+        return _to_dataset(ref, checked)
     if ref.startswith("builtin:"):
         raise DatasetError(
             f"unknown builtin dataset {ref!r}",
@@ -129,7 +129,7 @@ def _load_file(ref: str, path: Path, input_range: tuple[float, float]) -> Datase
     with tempfile.TemporaryDirectory(prefix="harden-data-") as tmp:
         root = unpack_archive(path, Path(tmp))
         folder = read_image_folder(root)
-        return _finish(
+        checked = validate_arrays(
             ref,
             folder.x_train,
             folder.y_train,
@@ -139,6 +139,7 @@ def _load_file(ref: str, path: Path, input_range: tuple[float, float]) -> Datase
             None,
             input_range,
         )
+        return _to_dataset(ref, checked)
 
 
 def _is_npz(path: Path) -> bool:
@@ -180,7 +181,7 @@ def _load_npz(ref: str, path: Path, input_range: tuple[float, float]) -> Dataset
         raise DatasetError(
             f"cannot read the .npz file: {exc}", hint="re-save it with np.savez", reference=ref
         ) from exc
-    return _finish(
+    checked = validate_arrays(
         ref,
         arrays["x_train"],
         arrays["y_train"],
@@ -190,6 +191,7 @@ def _load_npz(ref: str, path: Path, input_range: tuple[float, float]) -> Dataset
         None,
         input_range,
     )
+    return _to_dataset(ref, checked)
 
 
 def _mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -224,19 +226,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_train, y_train, x_test, y_test
 
 
-def _finish(
-    ref: str,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    class_names: list[str] | None,
-    source_range: tuple[float, float] | None,
-    input_range: tuple[float, float],
-) -> Dataset:
-    checked = validate_arrays(
-        ref, x_train, y_train, x_test, y_test, class_names, source_range, input_range
-    )
+def _to_dataset(ref: str, checked: CheckedArrays) -> Dataset:
     channels, height, width = (int(s) for s in checked.x_train.shape[1:])
     return Dataset(
         x_train=torch.from_numpy(checked.x_train),

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -83,8 +84,19 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _export_dynamo(model: nn.Module, sample: Tensor, path: Path, opset: int) -> None:
-    batch = torch.export.Dim(BATCH_DIM)
+def _export(model: nn.Module, sample: Tensor, path: Path, opset: int, exporter: str) -> None:
+    # The two exporters name a dynamic batch dimension differently: the dynamo one with a
+    # torch.export Dim (and must be told to keep the weights inside the file), the TorchScript one
+    # with axis names per input and output.
+    options: dict[str, Any]
+    if exporter == "dynamo":
+        options = {
+            "dynamic_shapes": ({0: torch.export.Dim(BATCH_DIM)},),
+            "external_data": False,
+            "verbose": False,
+        }
+    else:
+        options = {"dynamic_axes": {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}}}
     torch.onnx.export(
         model,
         (sample,),
@@ -92,23 +104,8 @@ def _export_dynamo(model: nn.Module, sample: Tensor, path: Path, opset: int) -> 
         input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME],
         opset_version=opset,
-        dynamo=True,
-        dynamic_shapes=({0: batch},),
-        external_data=False,
-        verbose=False,
-    )
-
-
-def _export_torchscript(model: nn.Module, sample: Tensor, path: Path, opset: int) -> None:
-    torch.onnx.export(
-        model,
-        (sample,),
-        str(path),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        opset_version=opset,
-        dynamo=False,
-        dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+        dynamo=exporter == "dynamo",
+        **options,
     )
 
 
@@ -124,10 +121,9 @@ def _exporters(model: nn.Module, opset: int) -> list[str]:
 def _write(model: nn.Module, sample: Tensor, path: Path, opset: int) -> str:
     errors: list[str] = []
     for name in _exporters(model, opset):
-        export = _export_dynamo if name == "dynamo" else _export_torchscript
         try:
             with _quiet():
-                export(model, sample, path, opset)
+                _export(model, sample, path, opset, name)
             return name
         except Exception as error:  # each exporter fails in its own way; try the other one
             errors.append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0][:300]}")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -193,13 +194,19 @@ def soft_label_loss(temperature: float) -> LossFn:
     return loss
 
 
-def _check_cancel(should_cancel: CancelFn, stage: str) -> None:
+@contextmanager
+def _stage(stage: str, should_cancel: CancelFn, timings: dict[str, float]) -> Iterator[None]:
+    # Cancellation is checked before each stage (train_at_temperature also checks every step);
+    # the time of a stage is recorded only when it completes.
     if should_cancel():
         raise JobCancelledError(
             f"cancelled before {stage}",
             hint="nothing was written; submit the job again to rerun it",
             stage=stage,
         )
+    started = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - started
 
 
 def _teacher_at_temperature(
@@ -259,32 +266,26 @@ def distill(
     labels = data.y_train.to(device)
     timings: dict[str, float] = {}
 
-    _check_cancel(cancel, "teacher")
-    started = time.perf_counter()
-    teacher, teacher_start = _teacher_at_temperature(uploaded, temperature, inputs[:64])
-    teacher_losses = train_at_temperature(
-        teacher, inputs, labels, hard_label_loss(temperature),
-        epochs=spec.teacher_epochs, spec=spec, stage="teacher", generator=generator,
-        on_progress=progress, should_cancel=cancel,
-    )  # fmt: skip
-    timings["teacher"] = time.perf_counter() - started
+    with _stage("teacher", cancel, timings):
+        teacher, teacher_start = _teacher_at_temperature(uploaded, temperature, inputs[:64])
+        teacher_losses = train_at_temperature(
+            teacher, inputs, labels, hard_label_loss(temperature),
+            epochs=spec.teacher_epochs, spec=spec, stage="teacher", generator=generator,
+            on_progress=progress, should_cancel=cancel,
+        )  # fmt: skip
 
-    _check_cancel(cancel, "soft_labels")
-    started = time.perf_counter()
-    progress("soft_labels", 0, 1)
-    soft_labels = torch.softmax(logits_of(teacher, inputs) / temperature, dim=1)
-    progress("soft_labels", 1, 1)
-    timings["soft_labels"] = time.perf_counter() - started
+    with _stage("soft_labels", cancel, timings):
+        progress("soft_labels", 0, 1)
+        soft_labels = torch.softmax(logits_of(teacher, inputs) / temperature, dim=1)
+        progress("soft_labels", 1, 1)
 
-    _check_cancel(cancel, "student")
-    started = time.perf_counter()
-    student = _student(uploaded, teacher, data, spec).to(device)
-    student_losses = train_at_temperature(
-        student, inputs, soft_labels, soft_label_loss(temperature),
-        epochs=spec.student_epochs, spec=spec, stage="student", generator=generator,
-        on_progress=progress, should_cancel=cancel,
-    )  # fmt: skip
-    timings["student"] = time.perf_counter() - started
+    with _stage("student", cancel, timings):
+        student = _student(uploaded, teacher, data, spec).to(device)
+        student_losses = train_at_temperature(
+            student, inputs, soft_labels, soft_label_loss(temperature),
+            epochs=spec.student_epochs, spec=spec, stage="student", generator=generator,
+            on_progress=progress, should_cancel=cancel,
+        )  # fmt: skip
     return DistillResult(
         teacher=teacher,
         student=student,

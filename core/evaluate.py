@@ -1,7 +1,8 @@
 """The robustness audit: every attack against the uploaded model and the student, side by side.
 
 Samples are drawn once from the test split with the spec's seed and shared by both models (the
-slow attacks use a prefix of them). The verdict is decided in :mod:`core.verdict`.
+slow attacks use a prefix of them). What each attack is and how one run of it is called live in
+:mod:`core.attack_runs`; the verdict is decided in :mod:`core.verdict`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from core import attacks
+from core.attack_runs import ATTACKS, AttackInfo, budgets, run_attack
 from core.attacks.base import AttackResult, margin
 from core.data import Dataset
 from core.device import pick_device
-from core.errors import InvalidSpecError, JobCancelledError
+from core.errors import JobCancelledError
 from core.robustness_schema import (
     AttackPoint,
     AttackSummary,
@@ -29,44 +31,19 @@ from core.robustness_schema import (
 from core.spec import EvaluationSpec, HardenSpec
 from core.verdict import decide
 
+__all__ = [
+    "ATTACKS",
+    "AttackInfo",
+    "CancelFn",
+    "ProgressFn",
+    "draw_samples",
+    "evaluate",
+    "gradient_amplitude",
+]
+
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 _UNITS_PER_JOB = 100  # progress resolution inside one attack run
-
-
-@dataclass(frozen=True)
-class AttackInfo:
-    """How an attack is presented and budgeted."""
-
-    title: str
-    norm: str  # linf, l2 or l0
-    loss: str
-    paper: bool = False
-    sees_through_masking: bool = False
-    slow: bool = False
-    targeted: bool = False
-    unit: str | None = None
-
-
-ATTACKS: dict[str, AttackInfo] = {
-    "fgsm_ce": AttackInfo("FGSM, cross-entropy", "linf", "ce", paper=True),
-    "fgsm_margin": AttackInfo("FGSM, logit margin", "linf", "margin"),
-    "pgd_linf_ce": AttackInfo("PGD L-inf, cross-entropy", "linf", "ce"),
-    "pgd_linf_margin": AttackInfo("PGD L-inf, logit margin", "linf", "margin", False, True),
-    "pgd_l2_ce": AttackInfo("PGD L2, cross-entropy", "l2", "ce"),
-    "pgd_l2_margin": AttackInfo("PGD L2, logit margin", "l2", "margin", False, True),
-    "jsma_softmax": AttackInfo(
-        "JSMA on softmax (paper)", "l0", "softmax", True, False, True, True, "fraction_changed"
-    ),
-    "jsma_logits": AttackInfo(
-        "JSMA on logits", "l0", "logits", False, True, True, True, "fraction_changed"
-    ),
-    "cw_l2": AttackInfo("Carlini-Wagner L2", "l2", "cw", False, True, True, False, "l2"),
-    "apgd_ce": AttackInfo("APGD, cross-entropy", "linf", "ce"),
-    "apgd_dlr": AttackInfo("APGD, DLR (scale-invariant)", "linf", "dlr", False, True),
-    "square": AttackInfo("Square (gradient-free)", "linf", "margin", False, True, True),
-    "transfer": AttackInfo("Transfer from the uploaded model", "linf", "transfer", False, True),
-}
 
 
 @dataclass
@@ -152,62 +129,6 @@ def _thresholded(result: AttackResult, sizes: Tensor, epsilon: float) -> AttackP
     return _point(within, epsilon, 0.0)
 
 
-def _run(
-    name: str,
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    epsilon: float | None,
-    ev: EvaluationSpec,
-    bounds: tuple[float, float],
-    num_classes: int,
-    hook: attacks.StepHook,
-) -> AttackResult:
-    seed = ev.seed
-    if name.startswith("fgsm"):
-        assert epsilon is not None
-        return attacks.fgsm(
-            model, x, y, epsilon=epsilon, loss=name.split("_")[1], bounds=bounds, on_step=hook
-        )
-    if name.startswith("pgd"):
-        _, norm, loss = name.split("_")
-        assert epsilon is not None
-        return attacks.pgd(
-            model, x, y, epsilon=epsilon, norm=norm,  # type: ignore[arg-type]
-            loss=loss, steps=ev.pgd_steps, bounds=bounds, seed=seed, on_step=hook,
-        )  # fmt: skip
-    if name.startswith("apgd"):
-        assert epsilon is not None
-        return attacks.apgd(
-            model, x, y, epsilon=epsilon, loss=name.split("_")[1], steps=ev.pgd_steps,
-            bounds=bounds, seed=seed, on_step=hook,
-        )  # fmt: skip
-    if name.startswith("jsma"):
-        return attacks.jsma(
-            model, x, y, num_classes=num_classes, outputs=name.split("_")[1],  # type: ignore[arg-type]
-            max_fraction=ev.jsma_max_fraction, bounds=bounds, seed=seed, on_step=hook,
-        )  # fmt: skip
-    if name == "cw_l2":
-        return attacks.carlini_wagner_l2(
-            model, x, y, binary_steps=ev.cw_binary_steps, iterations=ev.cw_iterations,
-            bounds=bounds, on_step=hook,
-        )  # fmt: skip
-    if name == "square":
-        assert epsilon is not None
-        return attacks.square_linf(
-            model, x, y, epsilon=epsilon, queries=ev.square_queries, bounds=bounds, seed=seed,
-            on_step=hook,
-        )  # fmt: skip
-    raise InvalidSpecError(f"unknown attack {name!r}", hint="use the names listed in the spec")
-
-
-def _budgets(name: str, ev: EvaluationSpec) -> list[float | None]:
-    norm = ATTACKS[name].norm
-    if name in ("cw_l2",) or norm == "l0":
-        return [None]
-    return list(ev.epsilons_linf if norm == "linf" else ev.epsilons_l2)
-
-
 def _attack_model(
     role: str,
     model: nn.Module,
@@ -245,9 +166,11 @@ def _attack_model(
                 summary.note = "PGD L-inf with the logit margin on the uploaded model."
             summaries.append(summary)
             continue
-        for epsilon in _budgets(name, ev):
+        for epsilon in budgets(name, ev):
             start = time.perf_counter()
-            result = _run(name, model, xs, ys, epsilon, ev, bounds, num_classes, progress.hook)
+            result = run_attack(
+                name, model, xs, ys, epsilon, ev, bounds, num_classes, progress.hook
+            )
             seconds = time.perf_counter() - start
             if name == "cw_l2":
                 sizes = attacks.perturbation_size(result.adversarial, xs, "l2")
@@ -268,7 +191,7 @@ def _attack_model(
 def _job_count(ev: EvaluationSpec) -> int:
     jobs = 0
     for name in ev.attacks:
-        per_model = len(ev.epsilons_linf) if name == "transfer" else len(_budgets(name, ev))
+        per_model = len(ev.epsilons_linf) if name == "transfer" else len(budgets(name, ev))
         jobs += per_model if name == "transfer" else 2 * per_model
     return jobs
 

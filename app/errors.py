@@ -42,3 +42,28 @@ class ServiceUnavailableError(HardenError):
 
 class IdempotencyKeyReusedError(ConflictError):
     code = "idempotency_conflict"
+
+
+class InvalidRequestError(HardenError):
+    """A query parameter, header or path segment that does not validate."""
+
+    code = "invalid_request"
+    status = 422
+
+
+class MethodNotAllowedError(HardenError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class NotReadyError(ServiceUnavailableError):
+    """GET /readyz: the database or the broker cannot be reached."""
+
+    code = "not_ready"
+
+
+class InternalError(HardenError):
+    """A bug: anything raised that is not a HardenError. Logged; the client sees no details."""
+
+    code = "internal"
+    status = 500

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api_docs import install_openapi
 from app.artifacts import make_store
 from app.deps import Services
 from app.migrate import upgrade
@@ -22,7 +23,9 @@ audits how robust the result really is (attacks that see through gradient maskin
 
 Submit with `POST /harden`, follow `GET /jobs/{id}` or `/jobs/{id}/events`, download
 `/jobs/{id}/model.onnx`, `/report.json`, `/report.html`. Errors are `application/problem+json`
-with a `code` and a `hint` saying how to fix the request."""
+with a `code` and a `hint` saying how to fix the request; each operation lists its codes. Any
+URL may also answer 405 `method_not_allowed` (with an `Allow` header) and, on a bug, 500
+`internal` (logged on the server)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(jobs_router)
     install_observability(app, settings)
+    install_openapi(app, [health_router, jobs_router])
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.errors import InternalError, InvalidRequestError, MethodNotAllowedError, NotFoundError
 from core.errors import HardenError, InvalidSpecError
 
 log = logging.getLogger(__name__)
@@ -22,10 +24,8 @@ class ProblemResponse(JSONResponse):
     media_type = "application/problem+json"
 
 
-def problem(
-    status: int, code: str, detail: str, *, hint: str = "", **extra: Any
-) -> ProblemResponse:
-    """A problem+json response."""
+def problem_body(status: int, code: str, detail: str, *, hint: str = "", **extra: Any) -> dict:
+    """The problem+json document (also what the OpenAPI examples are built from)."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + code,
         "title": HTTPStatus(status).phrase,
@@ -36,8 +36,30 @@ def problem(
     if hint:
         body["hint"] = hint
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return ProblemResponse(body, status_code=status, headers=headers)
+    return body
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    hint: str = "",
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> ProblemResponse:
+    """A problem+json response."""
+    body = problem_body(status, code, detail, hint=hint, **extra)
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = "Bearer"
+    return ProblemResponse(body, status_code=status, headers=all_headers or None)
+
+
+def error_problem(exc: HardenError) -> ProblemResponse:
+    """The response for one of the service's errors."""
+    fields = {k: v for k, v in exc.fields.items() if k not in ("code", "hint")}
+    return problem(exc.status, exc.code, exc.message, hint=exc.hint, **fields)
 
 
 def field_errors(exc: ValidationError | RequestValidationError, prefix: str = "") -> list[dict]:
@@ -67,33 +89,34 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HardenError)
     async def _harden(_: Request, exc: HardenError) -> ProblemResponse:
-        fields = {k: v for k, v in exc.fields.items() if k not in ("code", "hint")}
-        return problem(exc.status, exc.code, exc.message, hint=exc.hint, **fields)
+        return error_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> ProblemResponse:
         errors = field_errors(exc)
         listing = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem(
-            422,
-            "invalid_request",
-            f"The request is invalid: {listing}",
-            hint="Fix the listed fields; the OpenAPI document at /docs describes each one.",
-            errors=errors,
+        return error_problem(
+            InvalidRequestError(
+                f"The request is invalid: {listing}",
+                hint="Fix the listed fields; the OpenAPI document at /docs describes each one.",
+                errors=errors,
+            )
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> ProblemResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        hint = "See /docs for the endpoints and methods." if exc.status_code in (404, 405) else ""
-        return problem(exc.status_code, code, str(exc.detail), hint=hint)
+        codes = {404: NotFoundError.code, 405: MethodNotAllowedError.code}
+        code = codes.get(exc.status_code, "http_error")
+        hint = "See /docs for the endpoints and methods." if exc.status_code in codes else ""
+        # Starlette's headers carry what the status needs, e.g. Allow on a 405 (RFC 9110).
+        return problem(exc.status_code, code, str(exc.detail), hint=hint, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> ProblemResponse:
         log.exception("unhandled error")
-        return problem(
-            500,
-            "internal",
-            "The server failed unexpectedly; the error is logged.",
-            hint="Retry later; report it to the operators if it persists.",
+        return error_problem(
+            InternalError(
+                "The server failed unexpectedly; the error is logged.",
+                hint="Retry later; report it to the operators if it persists.",
+            )
         )

@@ -7,17 +7,19 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from app import api_docs as docs
 from app.db import Job, JobState
 from app.deps import Services, current_owner, get_services
 from app.errors import ConflictError, JobNotDoneError, NotFoundError
-from app.schemas import ARTIFACT_TYPES, JobList, JobOut, Problem, job_out
+from app.problem_docs import AUTH, responses
+from app.schemas import ARTIFACT_TYPES, JobList, JobOut, job_out
 from app.store import is_terminal
 from app.submit import submit
 from app.uploads import receive_form, remove
@@ -25,17 +27,14 @@ from app.uploads import receive_form, remove
 # The events route is declared before /jobs/{id}/{artifact}, which would otherwise match it.
 router = APIRouter()
 
-
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": Problem, "content": {"application/problem+json": {}}} for s in statuses}
-
-
-def _responses(
-    documented: dict[int | str, dict[str, Any]], *statuses: int
-) -> dict[int | str, dict[str, Any]]:
-    return documented | _problems(*statuses)
+JobId = Annotated[
+    str,
+    Path(description="The job's id, as POST /harden answered it.", examples=[docs.EXAMPLE_JOB_ID]),
+]
+_JOB_404 = (*AUTH, "unknown_job")
 
 
+_LOCATION = {"description": "URL path of the job.", "schema": {"type": "string"}}
 _MULTIPART_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -91,14 +90,41 @@ def _job_or_404(services: Services, job_id: str, owner: str) -> Job:
     "is checked before the job is queued. With an `Idempotency-Key`, a retried POST returns the "
     "job of the first one (200) instead of creating another.",
     openapi_extra=_MULTIPART_BODY,
-    responses=_responses(
-        {200: {"model": JobOut, "description": "Same Idempotency-Key: the existing job."}},
-        400,
-        401,
-        409,
-        413,
-        422,
-        503,
+    responses=responses(
+        {
+            202: {
+                "description": "Accepted: the job is queued; `Location` is its URL.",
+                "headers": {"Location": _LOCATION},
+                "content": docs.json_content(
+                    queued=("A new job, waiting for a worker", docs.QUEUED)
+                ),
+            },
+            200: {
+                "model": JobOut,
+                "description": "A retry with the same Idempotency-Key and the same request: the "
+                "job the first one created, in its current state.",
+                "headers": {"Location": _LOCATION},
+                "content": docs.json_content(running=("The first request's job", docs.RUNNING)),
+            },
+        },
+        *AUTH,
+        "not_multipart",
+        "unknown_part",
+        "cut_off_upload",
+        "idempotency_conflict",
+        "model_too_large",
+        "config_too_large",
+        "idempotency_key_too_long",
+        "config_not_json",
+        "config_out_of_range",
+        "webhook_not_public",
+        "dataset_path",
+        "npz_missing_arrays",
+        "no_model_part",
+        "empty_model",
+        "unknown_model_format",
+        "pickle_model",
+        "queue_unreachable",
     ),
     tags=["jobs"],
 )
@@ -110,7 +136,7 @@ async def post_harden(
         str | None, Header(max_length=255, description="Retry-safe key chosen by the client.")
     ] = None,
 ) -> JSONResponse:
-    folder = Path(services.settings.upload_dir) / f"incoming-{uuid.uuid4().hex}"
+    folder = FilePath(services.settings.upload_dir) / f"incoming-{uuid.uuid4().hex}"
     try:
         form = await receive_form(request, folder, services.settings.max_upload_bytes)
         job, created = await run_in_threadpool(submit, services, owner, form, idempotency_key)
@@ -127,14 +153,25 @@ async def post_harden(
     "/jobs",
     response_model=JobList,
     summary="List your jobs, newest first",
-    responses=_problems(401, 422),
+    description="Only the caller's jobs (all jobs belong to 'anonymous' in open mode). Page with "
+    "`limit` and `offset`; `next` is the URL of the following page.",
+    responses=responses(
+        {
+            200: {
+                "description": "One page of jobs.",
+                "content": docs.json_content(page=("The first page of two jobs", docs.JOB_PAGE)),
+            }
+        },
+        *AUTH,
+        "bad_page",
+    ),
     tags=["jobs"],
 )
 def list_jobs(
     request: Request,
     state: JobState | None = Query(None, description="Only jobs in this state."),
-    limit: int = Query(20, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    limit: int = Query(20, ge=1, le=200, description="Jobs per page, 1..200."),
+    offset: int = Query(0, ge=0, description="Jobs to skip (newest first)."),
     owner: str = Depends(current_owner),
     services: Services = Depends(get_services),
 ) -> JobList:
@@ -152,11 +189,25 @@ def list_jobs(
     "/jobs/{job_id}",
     response_model=JobOut,
     summary="A job's state, stage, progress, timings and error",
-    responses=_problems(401, 404),
+    description="Poll this (or follow /jobs/{job_id}/events) until `state` is succeeded, failed "
+    "or cancelled. A failed job's `error` says why and how to fix the inputs.",
+    responses=responses(
+        {
+            200: {
+                "description": "The job.",
+                "content": docs.json_content(
+                    running=("Training the student", docs.RUNNING),
+                    succeeded=("Done: the artifacts can be downloaded", docs.SUCCEEDED),
+                    failed=("Failed: error says why", docs.FAILED),
+                ),
+            }
+        },
+        *_JOB_404,
+    ),
     tags=["jobs"],
 )
 def get_job(
-    job_id: str, owner: str = Depends(current_owner), services: Services = Depends(get_services)
+    job_id: JobId, owner: str = Depends(current_owner), services: Services = Depends(get_services)
 ) -> JobOut:
     return job_out(_job_or_404(services, job_id, owner))
 
@@ -166,12 +217,26 @@ def get_job(
     response_model=JobOut,
     summary="Cancel a job",
     description="A queued job is cancelled at once; a running one stops within one training or "
-    "attack step (state turns 'cancelled'). 409 when the job already succeeded or failed.",
-    responses=_problems(401, 404, 409),
+    "attack step (state turns 'cancelled'). 409 when the job already succeeded or failed. "
+    "Cancelling a cancelled job again answers it unchanged.",
+    responses=responses(
+        {
+            200: {
+                "description": "The job after the request: cancelled (it was queued) or running "
+                "with `cancel_requested` (it stops within a step).",
+                "content": docs.json_content(
+                    cancelled=("A queued job, cancelled at once", docs.CANCELLED),
+                    stopping=("A running job, asked to stop", docs.STOPPING),
+                ),
+            }
+        },
+        *_JOB_404,
+        "job_already_ended",
+    ),
     tags=["jobs"],
 )
 def cancel_job(
-    job_id: str, owner: str = Depends(current_owner), services: Services = Depends(get_services)
+    job_id: JobId, owner: str = Depends(current_owner), services: Services = Depends(get_services)
 ) -> JobOut:
     job = _job_or_404(services, job_id, owner)
     if is_terminal(job.state) and job.state != JobState.cancelled:
@@ -187,11 +252,13 @@ def cancel_job(
     status_code=204,
     summary="Delete a job and its artifacts",
     description="A running job is cancelled first.",
-    responses=_problems(401, 404),
+    responses=responses(
+        {204: {"description": "Deleted: the job's row and every file of it are gone."}}, *_JOB_404
+    ),
     tags=["jobs"],
 )
 def delete_job(
-    job_id: str, owner: str = Depends(current_owner), services: Services = Depends(get_services)
+    job_id: JobId, owner: str = Depends(current_owner), services: Services = Depends(get_services)
 ) -> Response:
     job = _job_or_404(services, job_id, owner)
     if not is_terminal(job.state):
@@ -207,12 +274,25 @@ def delete_job(
     description="`event: job` with the job JSON whenever state, stage or progress changes; "
     "`event: end` once it has ended; a comment every 15 s keeps proxies from closing the stream.",
     response_class=StreamingResponse,
-    responses=_responses({200: {"content": {"text/event-stream": {}}}}, 401, 404),
+    responses=responses(
+        {
+            200: {
+                "description": "An event stream (text/event-stream) that ends after `event: end`.",
+                "content": {
+                    "text/event-stream": {
+                        "schema": {"type": "string"},
+                        "example": docs.event_stream_example(),
+                    }
+                },
+            }
+        },
+        *_JOB_404,
+    ),
     tags=["jobs"],
 )
 async def job_events(
     request: Request,
-    job_id: str,
+    job_id: JobId,
     owner: str = Depends(current_owner),
     services: Services = Depends(get_services),
 ) -> StreamingResponse:
@@ -255,24 +335,39 @@ async def _event_stream(
     description="Streamed, with `ETag` = the file's sha256 (send `If-None-Match` to get 304). "
     "409 until the job has succeeded.",
     response_class=Response,
-    responses=_responses(
+    responses=responses(
         {
             200: {
-                "content": {t.split(";")[0]: {} for t in ARTIFACT_TYPES.values()},
-                "description": "The file.",
+                "description": "The file: model.onnx as application/octet-stream, report.json as "
+                "application/json (schemas/report.schema.json), report.html as text/html.",
+                "headers": {
+                    "ETag": {
+                        "description": "The file's sha256, quoted.",
+                        "schema": {"type": "string"},
+                    },
+                    "Cache-Control": {"schema": {"type": "string"}, "description": "Revalidate."},
+                },
+                "content": docs.artifact_content(),
             },
-            304: {"description": "Not modified (If-None-Match matched)."},
+            304: {"description": "Not modified: If-None-Match holds the file's ETag; no body."},
         },
-        401,
-        404,
-        409,
+        *_JOB_404,
+        "artifact_lost",
+        "job_not_done",
+        "job_failed",
+        "unknown_artifact",
     ),
     tags=["artifacts"],
 )
 def get_artifact(
-    job_id: str,
-    artifact: Literal["model.onnx", "report.json", "report.html"],
-    if_none_match: Annotated[str | None, Header()] = None,
+    job_id: JobId,
+    artifact: Annotated[
+        Literal["model.onnx", "report.json", "report.html"],
+        Path(description="Which file: model.onnx, report.json or report.html."),
+    ],
+    if_none_match: Annotated[
+        str | None, Header(description="ETags of copies you hold; a match answers 304.")
+    ] = None,
     owner: str = Depends(current_owner),
     services: Services = Depends(get_services),
 ) -> Response:
@@ -293,7 +388,11 @@ def get_artifact(
     if path is not None:
         return FileResponse(path, media_type=media_type, headers=headers, filename=artifact)
     if not services.artifacts.exists(job_id, artifact):
-        raise NotFoundError(f"{artifact} of job {job_id} is missing from the artifact store")
+        raise NotFoundError(
+            f"{artifact} of job {job_id} is missing from the artifact store",
+            hint="the stored file was removed outside the service: resubmit the job, and tell "
+            "the operators",
+        )
     headers["Content-Disposition"] = f'attachment; filename="{artifact}"'
     return StreamingResponse(
         services.artifacts.iter_bytes(job_id, artifact), media_type=media_type, headers=headers

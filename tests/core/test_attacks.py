@@ -54,34 +54,29 @@ L2_ATTACKS = {
 }
 
 
+# Per norm: the attacks, two budgets each is run at, and the per-sample size of a perturbation.
+BUDGETS = {
+    "linf": (LINF_ATTACKS, (0.05, 0.2), lambda delta: delta.abs().flatten(1).max(1).values),
+    "l2": (L2_ATTACKS, (0.3, 1.5), lambda delta: delta.flatten(1).norm(dim=1)),
+}
+
+
 @pytest.mark.parametrize("bounds", [(0.0, 1.0), (-1.0, 1.0)])
-@pytest.mark.parametrize("name", sorted(LINF_ATTACKS))
-def test_linf_attacks_stay_in_budget_and_range(batch, name, bounds) -> None:
+@pytest.mark.parametrize(
+    ("norm", "name"), [(norm, name) for norm, (table, _, _) in BUDGETS.items() for name in table]
+)
+def test_attacks_stay_in_budget_and_range(batch, norm, name, bounds) -> None:
     model, x, y = batch
     if bounds != (0.0, 1.0):
         model, x = Shifted(model), x * 2 - 1
-    for epsilon in (0.05, 0.2):
-        result = LINF_ATTACKS[name](model, x, y, epsilon, bounds)
-        delta = (result.adversarial - x).abs().flatten(1).max(1).values
-        assert float(delta.max()) <= epsilon + TOL
+    table, epsilons, size = BUDGETS[norm]
+    for epsilon in epsilons:
+        result = table[name](model, x, y, epsilon, bounds)
+        assert float(size(result.adversarial - x).max()) <= epsilon + TOL
         assert float(result.adversarial.min()) >= bounds[0] - TOL
         assert float(result.adversarial.max()) <= bounds[1] + TOL
         # Success only ever counts samples that were classified correctly before the attack.
         assert not bool((result.success & ~result.correct_before).any())
-
-
-@pytest.mark.parametrize("bounds", [(0.0, 1.0), (-1.0, 1.0)])
-@pytest.mark.parametrize("name", sorted(L2_ATTACKS))
-def test_l2_attacks_stay_in_budget_and_range(batch, name, bounds) -> None:
-    model, x, y = batch
-    if bounds != (0.0, 1.0):
-        model, x = Shifted(model), x * 2 - 1
-    for epsilon in (0.3, 1.5):
-        result = L2_ATTACKS[name](model, x, y, epsilon, bounds)
-        norms = (result.adversarial - x).flatten(1).norm(dim=1)
-        assert float(norms.max()) <= epsilon + TOL
-        assert float(result.adversarial.min()) >= bounds[0] - TOL
-        assert float(result.adversarial.max()) <= bounds[1] + TOL
 
 
 def test_reported_success_is_real(batch) -> None:

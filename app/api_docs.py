@@ -147,7 +147,7 @@ def spec_schema_example() -> dict[str, Any]:
     return {key: schema[key] for key in ("title", "type") if key in schema} | {"properties": kept}
 
 
-def install_openapi(app: FastAPI, routers: Sequence[APIRouter]) -> None:
+def install_openapi(app: FastAPI, routers: Sequence[APIRouter], *, open_auth: bool) -> None:
     """Generate the document once, then correct what FastAPI cannot know:
 
     * the Problem schema, which routes reference from ``application/problem+json`` (FastAPI
@@ -156,7 +156,9 @@ def install_openapi(app: FastAPI, routers: Sequence[APIRouter]) -> None:
       although this app answers validation errors as problem+json; routes where a 422 can
       happen declare it with :func:`app.problem_docs.error_responses`;
     * the nulls of the examples, which FastAPI's generator drops (it serialises the document
-      with ``exclude_none``), leaving examples that lack required nullable fields.
+      with ``exclude_none``), leaving examples that lack required nullable fields;
+    * in open mode (``open_auth``), no API key: the document of such a service asks for none
+      and lists no 401.
 
     ``routers`` are the routers included without a prefix, whose routes' declared examples
     are put back.
@@ -170,6 +172,8 @@ def install_openapi(app: FastAPI, routers: Sequence[APIRouter]) -> None:
             _drop_default_validation_errors(document)
             _add_problem_schema(document)
             _restore_examples(document, routers)
+            if open_auth:
+                _drop_authentication(document)
             corrected[:] = [document]
         return document
 
@@ -187,6 +191,14 @@ def _drop_default_validation_errors(document: dict[str, Any]) -> None:
     if default_ref not in json.dumps(document.get("paths", {})):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
+
+
+def _drop_authentication(document: dict[str, Any]) -> None:
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            operation.pop("security", None)
+            operation.get("responses", {}).pop("401", None)
+    document.get("components", {}).pop("securitySchemes", None)
 
 
 def _add_problem_schema(document: dict[str, Any]) -> None:

@@ -51,11 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts=make_store(settings),
         producer=make_producer(settings),
     )
-    install_problem_handlers(app)
-    app.include_router(health_router)
-    app.include_router(jobs_router)
+    routers = [health_router, jobs_router]
+    install_problem_handlers(app, routers)
+    for router in routers:
+        app.include_router(router)
     install_observability(app, settings)
-    install_openapi(app, [health_router, jobs_router])
+    install_openapi(app, routers, open_auth=settings.auth == "open")
     return app
 
 

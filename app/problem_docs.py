@@ -64,7 +64,6 @@ def _field_error(field_name: str, message: str, kind: str) -> dict[str, Any]:
 
 
 _LIMIT_MESSAGE = "Input should be greater than or equal to 1"
-_ARTIFACT_MESSAGE = "Input should be 'model.onnx', 'report.json' or 'report.html'"
 _KEY_MESSAGE = "String should have at most 255 characters"
 _TEMPERATURE_MESSAGE = "Input should be greater than or equal to 1"
 _PRIVATE_MESSAGE = "127.0.0.1 is not a public address (loopback, private, link-local or reserved)"
@@ -110,6 +109,12 @@ EXAMPLES: dict[str, ProblemExample] = {
         "no job with this id belongs to the caller's API key",
         f"no job {EXAMPLE_JOB_ID!r}",
         "check the id (GET /jobs lists yours); jobs of other API keys are not visible",
+    ),
+    "unknown_artifact": ProblemExample(
+        NotFoundError,
+        "the file name is not model.onnx, report.json or report.html",
+        f"nothing at /jobs/{EXAMPLE_JOB_ID}/weights.bin",
+        "check the URL; /docs lists the endpoints",
     ),
     "artifact_lost": ProblemExample(
         NotFoundError,
@@ -174,13 +179,6 @@ EXAMPLES: dict[str, ProblemExample] = {
         f"The request is invalid: query.limit: {_LIMIT_MESSAGE}",
         _REQUEST_HINT,
         _field_error("query.limit", _LIMIT_MESSAGE, "greater_than_equal"),
-    ),
-    "unknown_artifact": ProblemExample(
-        InvalidRequestError,
-        "the file name is not model.onnx, report.json or report.html",
-        f"The request is invalid: path.artifact: {_ARTIFACT_MESSAGE}",
-        _REQUEST_HINT,
-        _field_error("path.artifact", _ARTIFACT_MESSAGE, "literal_error"),
     ),
     "config_not_json": ProblemExample(
         InvalidSpecError,

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, Route
 
 from app.errors import InternalError, InvalidRequestError, MethodNotAllowedError, NotFoundError
 from core.errors import HardenError, InvalidSpecError
@@ -84,8 +85,21 @@ def spec_error(exc: ValidationError) -> InvalidSpecError:
     )
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Register the handlers: core/API errors, request validation, HTTP errors, the rest."""
+def allowed_methods(request: Request, routes: Iterable[BaseRoute]) -> list[str]:
+    """The methods of every route at the request's path. Starlette's 405 names those of the
+    first route only, though GET and DELETE /jobs/{id} are two routes (RFC 9110 wants all)."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
+
+
+def install_problem_handlers(app: FastAPI, routers: Sequence[APIRouter] = ()) -> None:
+    """Register the handlers: core/API errors, request validation, HTTP errors, the rest.
+    ``routers`` are searched for the methods a 405 lists in ``Allow``."""
 
     @app.exception_handler(HardenError)
     async def _harden(_: Request, exc: HardenError) -> ProblemResponse:
@@ -104,12 +118,23 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ProblemResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
+        status, detail = exc.status_code, str(exc.detail)
+        headers = dict(exc.headers or {})  # what the status needs, e.g. Allow on a 405
+        hint = ""
+        generic = detail == HTTPStatus(status).phrase
+        if status == 404:
+            detail = f"nothing at {request.url.path}" if generic else detail
+            hint = "check the URL; /docs lists the endpoints"
+        elif status == 405:
+            routes = [route for router in routers for route in router.routes]
+            starlette_allow = headers.pop("Allow", "")  # Starlette's spelling
+            allowed = allowed_methods(request, routes) or starlette_allow.split(", ")
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed on {request.url.path}" if generic else detail
+            hint = f"use {' or '.join(allowed)}; /docs lists the endpoints and their methods"
         codes = {404: NotFoundError.code, 405: MethodNotAllowedError.code}
-        code = codes.get(exc.status_code, "http_error")
-        hint = "See /docs for the endpoints and methods." if exc.status_code in codes else ""
-        # Starlette's headers carry what the status needs, e.g. Allow on a 405 (RFC 9110).
-        return problem(exc.status_code, code, str(exc.detail), hint=hint, headers=exc.headers)
+        return problem(status, codes.get(status, "http_error"), detail, hint=hint, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> ProblemResponse:

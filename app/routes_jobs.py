@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,19 +14,39 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from app import api_docs as docs
 from app.db import Job, JobState
 from app.deps import Services, current_owner, get_services
 from app.errors import ConflictError, JobNotDoneError, NotFoundError
 from app.problem_docs import AUTH, responses
-from app.schemas import ARTIFACT_TYPES, JobList, JobOut, job_out
+from app.schemas import ARTIFACT_NAMES, ARTIFACT_TYPES, JobList, JobOut, job_out
 from app.store import is_terminal
 from app.submit import submit
 from app.uploads import receive_form, remove
 
 # The events route is declared before /jobs/{id}/{artifact}, which would otherwise match it.
 router = APIRouter()
+# Deeper pages than this are refused (422) rather than sent to the database, whose integers
+# they would overflow (a 500 before).
+MAX_OFFSET = 10**9
+
+
+class _ArtifactName(Convertor[str]):
+    """Matches only the artifact names, so /jobs/{id}/cancel with GET is a 405 (Allow: POST)
+    and an unknown file a 404, instead of the download route refusing the name."""
+
+    regex = "|".join(re.escape(name) for name in ARTIFACT_NAMES)
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("artifact_name", _ArtifactName())
 
 JobId = Annotated[
     str,
@@ -171,7 +192,9 @@ def list_jobs(
     request: Request,
     state: JobState | None = Query(None, description="Only jobs in this state."),
     limit: int = Query(20, ge=1, le=200, description="Jobs per page, 1..200."),
-    offset: int = Query(0, ge=0, description="Jobs to skip (newest first)."),
+    offset: int = Query(
+        0, ge=0, le=MAX_OFFSET, description="Jobs to skip (newest first), 0..1000000000."
+    ),
     owner: str = Depends(current_owner),
     services: Services = Depends(get_services),
 ) -> JobList:
@@ -330,7 +353,7 @@ async def _event_stream(
 
 
 @router.get(
-    "/jobs/{job_id}/{artifact}",
+    "/jobs/{job_id}/{artifact:artifact_name}",
     summary="Download an artifact (model.onnx, report.json, report.html)",
     description="Streamed, with `ETag` = the file's sha256 (send `If-None-Match` to get 304). "
     "409 until the job has succeeded.",

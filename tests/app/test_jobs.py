@@ -165,7 +165,7 @@ def test_artifacts_download_with_etag_and_content_types(api, auth, store, settin
         assert cached.status_code == 304 and cached.content == b""
         stale = api.get(f"/jobs/{job['id']}/{name}", headers=auth | {"If-None-Match": '"x"'})
         assert stale.status_code == 200
-    assert api.get(f"/jobs/{job['id']}/secrets.txt", headers=auth).status_code == 422
+    assert_problem(api.get(f"/jobs/{job['id']}/secrets.txt", headers=auth), 404, "not_found")
 
 
 def test_events_stream_until_the_job_ends(api, auth, store, settings, tmp_path):
@@ -201,7 +201,31 @@ def test_readiness_is_503_when_the_broker_is_down(tmp_path):
 
 
 def test_unknown_route_is_problem_json(api):
-    assert_problem(api.get("/nope"), 404, "not_found")
+    body = assert_problem(api.get("/nope"), 404, "not_found")
+    assert body["detail"] == "nothing at /nope" and body["hint"]
+
+
+# Found by schemathesis against a served instance:
+def test_an_offset_past_the_limit_is_422_not_500(api, auth):
+    # 2**115 overflowed SQLite's integers: a 500.
+    assert_problem(api.get(f"/jobs?offset={2**115}", headers=auth), 422, "invalid_request")
+    last = api.get("/jobs?offset=1000000000", headers=auth)
+    assert last.status_code == 200 and last.json()["items"] == []
+
+
+def test_a_wrong_method_is_405_listing_every_method_of_the_path(api, auth):
+    job_id = submit(api, auth)["id"]
+    # GET matched the download route with artifact 'cancel' (a 422) before.
+    cancel = assert_problem(
+        api.get(f"/jobs/{job_id}/cancel", headers=auth), 405, "method_not_allowed"
+    )
+    assert cancel["detail"] == f"GET is not allowed on /jobs/{job_id}/cancel"
+    assert api.get(f"/jobs/{job_id}/cancel", headers=auth).headers["allow"] == "POST"
+    # GET and DELETE /jobs/{id} are two routes; Starlette's Allow named only the first.
+    response = api.request("OPTIONS", f"/jobs/{job_id}", headers=auth)
+    assert_problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "DELETE, GET"
+    assert api.put("/jobs", headers=auth).headers["allow"] == "GET"
 
 
 def test_openapi_documents_every_endpoint_and_error(api):

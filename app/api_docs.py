@@ -95,6 +95,29 @@ def json_content(**named: tuple[str, Any]) -> dict[str, Any]:
     return {"application/json": {"examples": examples(**named)}}
 
 
+# Each event of GET /jobs/{id}/events. OpenAPI 3.1 has no place for the schema of one event of
+# a stream; tools (schemathesis) read an event stream's `schema` as that, as OpenAPI 3.2's
+# itemSchema: the fields of one event, once parsed.
+SERVER_SENT_EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "One event of the stream, parsed (the stream is text; see the example).",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": ["job", "end"],
+            "description": "job: the job changed; end: it has ended, and so does the stream.",
+        },
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": 'job: the job as GET /jobs/{job_id} shows it; end: {"state": the '
+            "final state, or 'deleted'}.",
+        },
+    },
+}
+
+
 def event_stream_example() -> str:
     """What GET /jobs/{id}/events sends for a job that runs to the end."""
     lines = [f"event: job\ndata: {json.dumps(job)}\n\n" for job in (RUNNING, SUCCEEDED)]

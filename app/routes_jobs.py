@@ -303,7 +303,7 @@ def delete_job(
                 "description": "An event stream (text/event-stream) that ends after `event: end`.",
                 "content": {
                     "text/event-stream": {
-                        "schema": {"type": "string"},
+                        "schema": docs.SERVER_SENT_EVENT,
                         "example": docs.event_stream_example(),
                     }
                 },

@@ -1,23 +1,19 @@
-"""The OpenAPI document's success examples, and the fixes FastAPI's generator needs.
+"""The OpenAPI document's success examples, and the declarations too long for a decorator.
 
 The job examples are built by :func:`app.schemas.job_out` from job rows, so they have exactly
-the shape the routes answer with.
+the shape the routes answer with. What FastAPI's generator gets wrong is fixed in
+:mod:`app.openapi_document`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
-from fastapi.encoders import jsonable_encoder
-from fastapi.routing import APIRoute
-
 from app.db import Job, JobState
-from app.problem_docs import EXAMPLE_JOB_ID, PROBLEM_REF
-from app.schemas import JobList, JobOut, Problem, job_out
+from app.problem_docs import AUTH, EXAMPLE_JOB_ID, responses
+from app.schemas import JobList, JobOut, job_out
 from core.spec import HardenSpec, spec_json_schema
 
 _SUBMITTED = datetime(2026, 11, 25, 7, 0, 0, tzinfo=UTC)
@@ -170,80 +166,100 @@ def spec_schema_example() -> dict[str, Any]:
     return {key: schema[key] for key in ("title", "type") if key in schema} | {"properties": kept}
 
 
-def install_openapi(app: FastAPI, routers: Sequence[APIRouter], *, open_auth: bool) -> None:
-    """Generate the document once, then correct what FastAPI cannot know:
-
-    * the Problem schema, which routes reference from ``application/problem+json`` (FastAPI
-      only registers models it puts under ``application/json``);
-    * FastAPI's own 422 (``HTTPValidationError``), which it adds to every route with parameters
-      although this app answers validation errors as problem+json; routes where a 422 can
-      happen declare it with :func:`app.problem_docs.error_responses`;
-    * the nulls of the examples, which FastAPI's generator drops (it serialises the document
-      with ``exclude_none``), leaving examples that lack required nullable fields;
-    * in open mode (``open_auth``), no API key: the document of such a service asks for none
-      and lists no 401.
-
-    ``routers`` are the routers included without a prefix, whose routes' declared examples
-    are put back.
-    """
-    generate = app.openapi
-    corrected: list[dict[str, Any]] = []
-
-    def openapi() -> dict[str, Any]:
-        document = generate()  # FastAPI's, cached until the routes change
-        if not corrected or corrected[0] is not document:
-            _drop_default_validation_errors(document)
-            _add_problem_schema(document)
-            _restore_examples(document, routers)
-            if open_auth:
-                _drop_authentication(document)
-            corrected[:] = [document]
-        return document
-
-    app.openapi = openapi  # type: ignore[method-assign]
+JOB_404 = (*AUTH, "unknown_job")
 
 
-def _drop_default_validation_errors(document: dict[str, Any]) -> None:
-    default_ref = "#/components/schemas/HTTPValidationError"
-    for operations in document.get("paths", {}).values():
-        for operation in operations.values():
-            response = operation.get("responses", {}).get("422")
-            if response and default_ref in json.dumps(response):
-                del operation["responses"]["422"]
-    schemas = document.get("components", {}).get("schemas", {})
-    if default_ref not in json.dumps(document.get("paths", {})):
-        schemas.pop("HTTPValidationError", None)
-        schemas.pop("ValidationError", None)
+# --- per-route declarations too long for the route decorators -----------------------------
+LOCATION = {"description": "URL path of the job.", "schema": {"type": "string"}}
+SUBMIT_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model"],
+                    "properties": {
+                        "model": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The trained classifier: TorchScript, torch.export "
+                            "(.pt2), ONNX or safetensors (+ config student_architecture). "
+                            "Pickles are refused.",
+                        },
+                        "dataset": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Optional: an .npz (x_train, y_train, x_test, y_test) "
+                            "or a zip/tar of image folders. Sets config.dataset to 'upload'.",
+                        },
+                        "config": {
+                            "type": "string",
+                            "description": "JSON of the job spec (GET /spec/schema).",
+                            "example": '{"dataset": "builtin:digits", "temperature": 100, '
+                            '"student_epochs": 10}',
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
+SUBMIT_RESPONSES = responses(
+    {
+        202: {
+            "description": "Accepted: the job is queued; `Location` is its URL.",
+            "headers": {"Location": LOCATION},
+            "content": json_content(queued=("A new job, waiting for a worker", QUEUED)),
+        },
+        200: {
+            "model": JobOut,
+            "description": "A retry with the same Idempotency-Key and the same request: the "
+            "job the first one created, in its current state.",
+            "headers": {"Location": LOCATION},
+            "content": json_content(running=("The first request's job", RUNNING)),
+        },
+    },
+    *AUTH,
+    "not_multipart",
+    "unknown_part",
+    "cut_off_upload",
+    "idempotency_conflict",
+    "model_too_large",
+    "config_too_large",
+    "idempotency_key_too_long",
+    "config_not_json",
+    "config_out_of_range",
+    "webhook_not_public",
+    "dataset_path",
+    "npz_missing_arrays",
+    "no_model_part",
+    "empty_model",
+    "unknown_model_format",
+    "pickle_model",
+    "queue_unreachable",
+)
 
-def _drop_authentication(document: dict[str, Any]) -> None:
-    for operations in document.get("paths", {}).values():
-        for operation in operations.values():
-            operation.pop("security", None)
-            operation.get("responses", {}).pop("401", None)
-    document.get("components", {}).pop("securitySchemes", None)
-
-
-def _add_problem_schema(document: dict[str, Any]) -> None:
-    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(schema.pop("$defs", {}))
-    schemas[PROBLEM_REF.rsplit("/", 1)[-1]] = schema
-
-
-def _restore_examples(document: dict[str, Any], routers: Sequence[APIRouter]) -> None:
-    routes = [route for router in routers for route in router.routes]
-    for route in routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
-            continue
-        for method in route.methods or ():
-            operation = document["paths"][route.path_format][method.lower()]
-            for status, declared in route.responses.items():
-                for media_type, content in declared.get("content", {}).items():
-                    target = operation["responses"][str(status)]["content"][media_type]
-                    for key in ("example", "examples"):
-                        if key in content:
-                            target[key] = jsonable_encoder(content[key])
-    schemas = document["components"]["schemas"]
-    schemas["JobOut"]["examples"] = [RUNNING]
-    schemas["JobList"]["examples"] = [JOB_PAGE]
+DOWNLOAD_RESPONSES = responses(
+    {
+        200: {
+            "description": "The file: model.onnx as application/octet-stream, report.json as "
+            "application/json (schemas/report.schema.json), report.html as text/html.",
+            "headers": {
+                "ETag": {
+                    "description": "The file's sha256, quoted.",
+                    "schema": {"type": "string"},
+                },
+                "Cache-Control": {"schema": {"type": "string"}, "description": "Revalidate."},
+            },
+            "content": artifact_content(),
+        },
+        304: {"description": "Not modified: If-None-Match holds the file's ETag; no body."},
+    },
+    *JOB_404,
+    "artifact_lost",
+    "job_not_done",
+    "job_failed",
+    "unknown_artifact",
+)

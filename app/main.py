@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api_docs import install_openapi
 from app.artifacts import make_store
 from app.deps import Services
 from app.migrate import upgrade
+from app.openapi_document import install_openapi
 from app.problems import install_problem_handlers
 from app.queue import make_producer
 from app.routes_health import router as health_router

@@ -52,44 +52,6 @@ JobId = Annotated[
     str,
     Path(description="The job's id, as POST /harden answered it.", examples=[docs.EXAMPLE_JOB_ID]),
 ]
-_JOB_404 = (*AUTH, "unknown_job")
-
-
-_LOCATION = {"description": "URL path of the job.", "schema": {"type": "string"}}
-_MULTIPART_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model"],
-                    "properties": {
-                        "model": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "The trained classifier: TorchScript, torch.export "
-                            "(.pt2), ONNX or safetensors (+ config student_architecture). "
-                            "Pickles are refused.",
-                        },
-                        "dataset": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "Optional: an .npz (x_train, y_train, x_test, y_test) "
-                            "or a zip/tar of image folders. Sets config.dataset to 'upload'.",
-                        },
-                        "config": {
-                            "type": "string",
-                            "description": "JSON of the job spec (GET /spec/schema).",
-                            "example": '{"dataset": "builtin:digits", "temperature": 100, '
-                            '"student_epochs": 10}',
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
 
 
 def _job_or_404(services: Services, job_id: str, owner: str) -> Job:
@@ -110,43 +72,8 @@ def _job_or_404(services: Services, job_id: str, owner: str) -> Job:
     description="Uploads are streamed to disk and refused past the size limit. The model format "
     "is checked before the job is queued. With an `Idempotency-Key`, a retried POST returns the "
     "job of the first one (200) instead of creating another.",
-    openapi_extra=_MULTIPART_BODY,
-    responses=responses(
-        {
-            202: {
-                "description": "Accepted: the job is queued; `Location` is its URL.",
-                "headers": {"Location": _LOCATION},
-                "content": docs.json_content(
-                    queued=("A new job, waiting for a worker", docs.QUEUED)
-                ),
-            },
-            200: {
-                "model": JobOut,
-                "description": "A retry with the same Idempotency-Key and the same request: the "
-                "job the first one created, in its current state.",
-                "headers": {"Location": _LOCATION},
-                "content": docs.json_content(running=("The first request's job", docs.RUNNING)),
-            },
-        },
-        *AUTH,
-        "not_multipart",
-        "unknown_part",
-        "cut_off_upload",
-        "idempotency_conflict",
-        "model_too_large",
-        "config_too_large",
-        "idempotency_key_too_long",
-        "config_not_json",
-        "config_out_of_range",
-        "webhook_not_public",
-        "dataset_path",
-        "npz_missing_arrays",
-        "no_model_part",
-        "empty_model",
-        "unknown_model_format",
-        "pickle_model",
-        "queue_unreachable",
-    ),
+    openapi_extra=docs.SUBMIT_FORM,
+    responses=docs.SUBMIT_RESPONSES,
     tags=["jobs"],
 )
 async def post_harden(
@@ -225,7 +152,7 @@ def list_jobs(
                 ),
             }
         },
-        *_JOB_404,
+        *docs.JOB_404,
     ),
     tags=["jobs"],
 )
@@ -253,7 +180,7 @@ def get_job(
                 ),
             }
         },
-        *_JOB_404,
+        *docs.JOB_404,
         "job_already_ended",
     ),
     tags=["jobs"],
@@ -276,7 +203,8 @@ def cancel_job(
     summary="Delete a job and its artifacts",
     description="A running job is cancelled first.",
     responses=responses(
-        {204: {"description": "Deleted: the job's row and every file of it are gone."}}, *_JOB_404
+        {204: {"description": "Deleted: the job's row and every file of it are gone."}},
+        *docs.JOB_404,
     ),
     tags=["jobs"],
 )
@@ -309,7 +237,7 @@ def delete_job(
                 },
             }
         },
-        *_JOB_404,
+        *docs.JOB_404,
     ),
     tags=["jobs"],
 )
@@ -358,28 +286,7 @@ async def _event_stream(
     description="Streamed, with `ETag` = the file's sha256 (send `If-None-Match` to get 304). "
     "409 until the job has succeeded.",
     response_class=Response,
-    responses=responses(
-        {
-            200: {
-                "description": "The file: model.onnx as application/octet-stream, report.json as "
-                "application/json (schemas/report.schema.json), report.html as text/html.",
-                "headers": {
-                    "ETag": {
-                        "description": "The file's sha256, quoted.",
-                        "schema": {"type": "string"},
-                    },
-                    "Cache-Control": {"schema": {"type": "string"}, "description": "Revalidate."},
-                },
-                "content": docs.artifact_content(),
-            },
-            304: {"description": "Not modified: If-None-Match holds the file's ETag; no body."},
-        },
-        *_JOB_404,
-        "artifact_lost",
-        "job_not_done",
-        "job_failed",
-        "unknown_artifact",
-    ),
+    responses=docs.DOWNLOAD_RESPONSES,
     tags=["artifacts"],
 )
 def get_artifact(

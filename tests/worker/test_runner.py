@@ -72,27 +72,27 @@ def test_redelivered_finished_job_is_not_redone(services):
     assert again.calls == [] and services.store.get(job_id).attempts == 1
 
 
-def test_complete_artifacts_of_a_dead_attempt_are_not_redone(services, tmp_path):
+def _dead_attempt_with_all_artifacts(services, tmp_path) -> tuple[str, dict[str, str]]:
+    """A running job whose worker stored every artifact, recorded them, then died."""
     job_id = queue_job(services)
     services.store.mark_running(job_id)
     shas = {}
     for name in ARTIFACT_NAMES:
         (tmp_path / name).write_bytes(b"x")
         shas[name] = services.artifacts.put(job_id, name, tmp_path / name)
-    services.store.record_artifacts(job_id, shas)  # then the worker died
+    services.store.record_artifacts(job_id, shas)
+    return job_id, shas
+
+
+def test_complete_artifacts_of_a_dead_attempt_are_not_redone(services, tmp_path):
+    job_id, shas = _dead_attempt_with_all_artifacts(services, tmp_path)
     pipeline = FakePipeline()
     assert run_job(services, job_id, pipeline=pipeline) == "succeeded"
     assert pipeline.calls == [] and services.store.get(job_id).artifacts == shas
 
 
 def test_a_store_that_cannot_answer_does_not_strand_the_job(services, tmp_path, monkeypatch):
-    job_id = queue_job(services)
-    services.store.mark_running(job_id)
-    shas = {}
-    for name in ARTIFACT_NAMES:
-        (tmp_path / name).write_bytes(b"x")
-        shas[name] = services.artifacts.put(job_id, name, tmp_path / name)
-    services.store.record_artifacts(job_id, shas)  # then the worker died
+    job_id, shas = _dead_attempt_with_all_artifacts(services, tmp_path)
 
     def unreachable(job_id: str, name: str) -> bool:
         raise ConnectionError("artifact store unreachable")

@@ -1,6 +1,6 @@
 # make run: set up .venv and start the service on the embedded defaults (SQLite, local folder,
 #           a Celery worker on a server-less broker).
-# make test: set up .venv and run the tests (lint contracts included).
+# make test: set up .venv, run the linters (import contracts, ruff, mypy), then the tests.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,10 +20,11 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
-	$(BIN)/ruff check core app worker cli
+	$(BIN)/ruff check core app worker cli tests bench
+	$(BIN)/ruff format --check core app worker cli tests bench
+	$(BIN)/mypy core app worker
 
-test: $(STAMP)
-	$(BIN)/lint-imports
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Harden-Signature"
 
 
+# Answers that may change on a later try: timeout, rate limit (and every 5xx).
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
 class WebhookDeliveryError(Exception):
     """The receiver answered with a non-2xx status, or its name did not resolve: worth
     retrying."""
@@ -92,6 +96,11 @@ def deliver_webhook(
     # A redirect is not followed: its target was never checked.
     with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=trust_env) as client:
         response = client.post(target, content=body, headers=headers, extensions=extensions)
-    if response.status_code >= 300:
-        raise WebhookDeliveryError(f"webhook answered {response.status_code}")
-    return response.status_code
+    status = response.status_code
+    if status >= 500 or status in RETRYABLE_STATUSES:
+        raise WebhookDeliveryError(f"webhook answered {status}")
+    if status >= 300:
+        # A redirect (never followed) or a refusal (bad signature, no such hook) answers the
+        # same on every retry: give up now and say so, rather than retry for an hour.
+        log.warning("webhook of job %s answered %s: not retried", job_id, status)
+    return status

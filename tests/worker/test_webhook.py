@@ -86,12 +86,26 @@ def finished_job(services, url: str) -> str:
     return job_id
 
 
-def test_redirects_are_not_followed(services, receiver):
+def test_redirects_are_not_followed_nor_retried(services, receiver, caplog):
     url, received, status = receiver
     status[0] = 302
-    with pytest.raises(WebhookDeliveryError, match="302"):
-        deliver_webhook(services.store, finished_job(services, url), "s", allow_private=True)
+    job_id = finished_job(services, url)
+    with caplog.at_level(logging.WARNING, logger="worker.webhook"):
+        assert deliver_webhook(services.store, job_id, "s", allow_private=True) == 302
     assert [headers["Host"] for headers, _ in received] == [url.split("/")[2]]
+    assert f"webhook of job {job_id} answered 302: not retried" in caplog.text
+
+
+@pytest.mark.parametrize(("answer", "retried"), [(401, False), (404, False), (429, True)])
+def test_only_answers_that_may_change_are_retried(services, receiver, answer, retried):
+    url, _, status = receiver
+    status[0] = answer
+    job_id = finished_job(services, url)
+    if retried:
+        with pytest.raises(WebhookDeliveryError, match=str(answer)):
+            deliver_webhook(services.store, job_id, "s", allow_private=True)
+    else:
+        assert deliver_webhook(services.store, job_id, "s", allow_private=True) == answer
 
 
 def test_private_receiver_is_refused_unless_allowed(services, receiver, caplog):

@@ -112,8 +112,10 @@ def _summary(result: Any) -> str:
         )
     export = report.export
     lines.append(
-        f"  ONNX parity: max |onnxruntime - torch| = {export.max_abs_diff:.2e} on "
-        f"{export.parity_samples} samples (opset {export.opset}, {export.exporter} exporter)"
+        f"  ONNX parity: max |onnxruntime - torch| = {export.max_abs_diff:.2e} "
+        f"({export.max_rel_diff:.1e} of the largest |logit|), same class on "
+        f"{100 * export.prediction_agreement:.0f}% of {export.parity_samples} samples "
+        f"(opset {export.opset}, {export.exporter} exporter)"
     )
     lines.append("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings_s.items()))
     if report.verdict is not None:

@@ -284,6 +284,8 @@ def run(
                 opset=exported.opset,
                 parity_samples=exported.parity_samples,
                 max_abs_diff=exported.max_abs_diff,
+                max_rel_diff=exported.max_rel_diff,
+                prediction_agreement=exported.prediction_agreement,
                 exporter=exported.exporter,
             ),
             timings_s=timings,

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.robustness_schema import Evaluation, Verdict
 
-REPORT_VERSION = "1.0"
+# 1.1: export.max_rel_diff and export.prediction_agreement.
+REPORT_VERSION = "1.1"
 
 
 class _Section(BaseModel):
@@ -40,6 +41,12 @@ class ExportSummary(_Section):
         ge=0, description="Largest |onnxruntime - torch| on held-out samples."
     )
     exporter: str = Field("", description="Torch exporter that wrote it: dynamo or torchscript.")
+    max_rel_diff: float = Field(
+        0.0, ge=0, description="max_abs_diff over the largest |logit| torch gave on those samples."
+    )
+    prediction_agreement: float = Field(
+        1.0, ge=0, le=1, description="Fraction of those samples given the same class by both."
+    )
 
 
 class DistillationSummary(_Section):

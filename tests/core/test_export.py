@@ -26,6 +26,10 @@ def test_every_module_shape_exports_with_the_same_interface(fmt: str, tmp_path: 
 
     assert result.max_abs_diff <= 1e-4
     assert result.parity_samples == 64
+    with torch.no_grad():
+        largest = float(module(sample).abs().max())
+    assert result.max_rel_diff == pytest.approx(result.max_abs_diff / largest)
+    assert result.prediction_agreement == 1.0
     assert result.sha256 == file_sha256(target)
     proto = onnx.load(str(target))
     assert [i.name for i in proto.graph.input] == ["input"]
@@ -62,3 +66,23 @@ def test_a_failed_export_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="outputs"):
         export_onnx(TwoOutputs(), target, sample=digits().x_test[:4], opset=18, metadata={})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_parity_is_relative_to_the_logit_scale_and_counts_changed_predictions(
+    tmp_path: Path,
+) -> None:
+    # A distilled student's logits are ~T times larger, and so is their float32 rounding: the
+    # relative figure stays small where the absolute one grows with the scale.
+    module = loaded_module("safetensors", tmp_path)
+    with torch.no_grad():
+        last = [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.mul_(1000.0)
+        last.bias.mul_(1000.0)
+    sample = digits().x_test[:64]
+    result = export_onnx(module, tmp_path / "m.onnx", sample=sample, opset=18, metadata={})
+    with torch.no_grad():
+        largest = float(module(sample).abs().max())
+    assert largest > 1000
+    assert result.max_rel_diff == pytest.approx(result.max_abs_diff / largest)
+    assert result.max_rel_diff < 1e-5
+    assert 0.98 <= result.prediction_agreement <= 1.0

@@ -100,6 +100,12 @@ class JobStore:
             query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
             return list(session.scalars(query)), int(session.scalar(count) or 0)
 
+    def ids_in_state(self, state: str) -> list[str]:
+        """Every owner's jobs in ``state``, oldest first (operators' tools, not the API)."""
+        with self.session() as session:
+            query = select(Job.id).where(Job.state == state).order_by(Job.created_at)
+            return list(session.scalars(query))
+
     def _update(self, job_id: str, states: Iterable[str] | None, **values: Any) -> bool:
         values.setdefault("updated_at", utcnow())
         with self.session() as session:

@@ -55,6 +55,8 @@ def serve(
 
     settings = get_settings()
     upgrade(settings.database_url)
+    if embedded:
+        _requeue_interrupted_jobs(settings)
     worker_process = _start_embedded_worker() if embedded else None
     if settings.auth == "open":
         typer.echo("harden: open mode (no API keys); all jobs belong to 'anonymous'", err=True)
@@ -83,6 +85,24 @@ def serve(
                 worker_process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker_process.kill()
+
+
+def _requeue_interrupted_jobs(settings: Any) -> None:
+    # Redis redelivers a dead worker's job after the visibility timeout; kombu's SQLite broker
+    # does not (a fetched message stays hidden for good). Embedded mode has exactly one worker,
+    # started below, so a job still 'running' now was interrupted (the machine or the process
+    # was killed): queue it again. The runner counts the attempt and gives up past
+    # HARDEN_MAX_ATTEMPTS; completed artifacts of the dead attempt are not redone.
+    from app.queue import enqueue_job, make_producer
+    from app.store import JobStore
+
+    interrupted = JobStore.from_url(settings.database_url).ids_in_state("running")
+    if not interrupted:
+        return
+    producer = make_producer(settings)
+    for job_id in interrupted:
+        enqueue_job(producer, job_id, settings.queue)
+    typer.echo(f"harden: queued {len(interrupted)} interrupted job(s) again", err=True)
 
 
 def _start_embedded_worker() -> subprocess.Popen[bytes]:

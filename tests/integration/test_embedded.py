@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -122,3 +124,28 @@ def assert_running_job_cancels(cluster: Cluster, model: Path) -> None:
     assert done["state"] == "cancelled" and done["error"]["code"] == "cancelled"
     assert done["artifacts"] == {}
     assert time.monotonic() - asked < 10
+
+
+def test_a_job_interrupted_by_a_kill_runs_again_when_the_service_restarts(
+    embedded: Cluster, tmp_path: Path
+):
+    # kombu's SQLite broker never hands back a message whose worker died; the restarted
+    # embedded service queues its job again (the Redis deployment has the visibility timeout).
+    model = tiny_torchscript(tmp_path / "model.pt")
+    long = FAST | {"student_epochs": 60, "batch_size": 16}
+    with HardenClient(embedded.url) as client:
+        job = client.submit(model, config=long)
+        wait_for(lambda: client.status(job["id"])["stage"] == "student", 60, "student stage")
+    [api] = embedded.processes
+    os.killpg(api.pid, signal.SIGKILL)  # the API and its worker: one process group
+    api.wait()
+    embedded.processes.clear()
+
+    embedded.start_api("--embedded")
+    with HardenClient(embedded.url) as client:
+        assert client.status(job["id"])["state"] in ("running", "succeeded")
+        done = client.wait(job["id"], timeout_s=150, poll_s=0.3)
+    assert done["state"] == "succeeded", (done, embedded.log("api"))
+    assert done["attempts"] == 2
+    assert "queued 1 interrupted job(s) again" in embedded.log("api")
+    assert sorted(done["artifacts"]) == ["model.onnx", "report.html", "report.json"]

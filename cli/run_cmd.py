@@ -72,6 +72,12 @@ def build_spec(
     return HardenSpec.model_validate(values)
 
 
+def bar_interval_s() -> float:
+    """Seconds between two redraws of a progress bar: live on a terminal; in a CI log (stderr
+    not a terminal, where each redraw is kept) one line per stage every 30 s and at its end."""
+    return 0.1 if sys.stderr.isatty() else 30.0
+
+
 class _StageBars:
     """One tqdm bar per pipeline stage, on stderr; the pipeline's ``on_progress`` callback."""
 
@@ -85,7 +91,13 @@ class _StageBars:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=f"{stage:<11}", unit="step", leave=True)
+            self.bar = tqdm(
+                total=total,
+                desc=f"{stage:<11}",
+                unit="step",
+                leave=True,
+                mininterval=bar_interval_s(),
+            )
         if self.bar.total != total:
             self.bar.total = total
         self.bar.update(done - self.bar.n)

@@ -78,7 +78,14 @@ def submit(
 def _follow(client: Any, job_id: str) -> dict[str, Any]:
     from tqdm import tqdm
 
-    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]") as bar:
+    from cli.run_cmd import bar_interval_s
+
+    with tqdm(
+        total=100,
+        unit="%",
+        bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]",
+        mininterval=bar_interval_s(),
+    ) as bar:
 
         def show(job: dict[str, Any]) -> None:
             bar.set_description(f"{job['state']}:{job.get('stage') or '-'}")

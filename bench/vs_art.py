@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -86,6 +87,15 @@ ART_RUN_OF = {
 
 
 def _ours(model: nn.Module, targets: Tensor) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+    def jsma(saliency: Literal["pairs", "target"]) -> Callable[[Tensor, Tensor], Tensor]:
+        def run(x: Tensor, y: Tensor) -> Tensor:
+            return attacks.jsma(
+                model, x, y, num_classes=10, outputs="logits", targets=targets[: len(x)],
+                max_fraction=JSMA_GAMMA, saliency=saliency,
+            ).adversarial  # fmt: skip
+
+        return run
+
     return {
         "FGSM (CE, L-inf 0.3)": lambda x, y: attacks.fgsm(model, x, y, epsilon=EPS).adversarial,
         "PGD (CE, L-inf 0.3, 40 steps)": lambda x, y: (
@@ -94,30 +104,9 @@ def _ours(model: nn.Module, targets: Tensor) -> dict[str, Callable[[Tensor, Tens
             ).adversarial
         ),
         # ART's SaliencyMapMethod differentiates the classifier's outputs: here the logits.
-        "JSMA (targeted, 14.5%)": lambda x, y: (
-            attacks.jsma(
-                model,
-                x,
-                y,
-                num_classes=10,
-                outputs="logits",
-                targets=targets[: len(x)],
-                max_fraction=JSMA_GAMMA,
-            ).adversarial
-        ),  # fmt: skip
+        "JSMA (targeted, 14.5%)": jsma("pairs"),
         # Like for like: ART keeps only the target output's gradient and takes its top-2 features.
-        "JSMA, ART's rule (targeted, 14.5%)": lambda x, y: (
-            attacks.jsma(
-                model,
-                x,
-                y,
-                num_classes=10,
-                outputs="logits",
-                targets=targets[: len(x)],
-                max_fraction=JSMA_GAMMA,
-                saliency="target",
-            ).adversarial
-        ),  # fmt: skip
+        "JSMA, ART's rule (targeted, 14.5%)": jsma("target"),
         "CW-L2 (5x100)": lambda x, y: attacks.carlini_wagner_l2(model, x, y, **CW).adversarial,
         # Our default Adam step (0.1); ART's learning_rate only seeds its own step-size search.
         "CW-L2 (5x100), ours at lr 0.1": lambda x, y: (

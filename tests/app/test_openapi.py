@@ -397,15 +397,10 @@ def test_error_example_is_what_the_app_answers(name, api, auth, store, settings,
     assert_answers_example(response, name, job_id, settings.max_upload_bytes)
 
 
-def test_broker_down_examples_are_what_the_app_answers(tmp_path):
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path}/h.db",
-        broker_url="redis://127.0.0.1:1/0",
-        artifact_dir=tmp_path / "a",
-        upload_dir=tmp_path / "u",
-        auth="open",
-    )
+def test_broker_down_examples_are_what_the_app_answers(settings):
+    settings = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0", "auth": "open"})
+    limit = settings.max_upload_bytes
     with TestClient(create_app(settings)) as client:
         response = post(client, {}, onnx_model_bytes())
-        assert_answers_example(response, "queue_unreachable", EXAMPLE_JOB_ID, DEFAULT_LIMIT)
-        assert_answers_example(client.get("/readyz"), "not_ready", EXAMPLE_JOB_ID, DEFAULT_LIMIT)
+        assert_answers_example(response, "queue_unreachable", EXAMPLE_JOB_ID, limit)
+        assert_answers_example(client.get("/readyz"), "not_ready", EXAMPLE_JOB_ID, limit)

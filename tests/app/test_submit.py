@@ -205,16 +205,10 @@ def test_other_callers_job_is_404(api, auth, store):
     assert store.get(job["id"]).state == "queued"
 
 
-def test_open_mode_needs_no_key_and_owner_is_anonymous(tmp_path: Path):
+def test_open_mode_needs_no_key_and_owner_is_anonymous(settings: Settings):
     from app.main import create_app
 
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path}/h.db",
-        broker_url="memory://",
-        artifact_dir=tmp_path / "a",
-        upload_dir=tmp_path / "u",
-        auth="open",
-    )
+    settings = settings.model_copy(update={"auth": "open"})
     with TestClient(create_app(settings)) as client:
         response = post(client, {}, onnx_model_bytes())
         assert response.status_code == 202

@@ -195,9 +195,9 @@ def soft_label_loss(temperature: float) -> LossFn:
 
 
 @contextmanager
-def _stage(stage: str, should_cancel: CancelFn, timings: dict[str, float]) -> Iterator[None]:
-    # Cancellation is checked before each stage (train_at_temperature also checks every step);
-    # the time of a stage is recorded only when it completes.
+def timed_stage(stage: str, should_cancel: CancelFn, timings: dict[str, float]) -> Iterator[None]:
+    """Check for cancellation before ``stage`` and record its seconds in ``timings`` once it
+    completes (long stages also check every step, e.g. train_at_temperature)."""
     if should_cancel():
         raise JobCancelledError(
             f"cancelled before {stage}",
@@ -266,7 +266,7 @@ def distill(
     labels = data.y_train.to(device)
     timings: dict[str, float] = {}
 
-    with _stage("teacher", cancel, timings):
+    with timed_stage("teacher", cancel, timings):
         teacher, teacher_start = _teacher_at_temperature(uploaded, temperature, inputs[:64])
         teacher_losses = train_at_temperature(
             teacher, inputs, labels, hard_label_loss(temperature),
@@ -274,12 +274,12 @@ def distill(
             on_progress=progress, should_cancel=cancel,
         )  # fmt: skip
 
-    with _stage("soft_labels", cancel, timings):
+    with timed_stage("soft_labels", cancel, timings):
         progress("soft_labels", 0, 1)
         soft_labels = torch.softmax(logits_of(teacher, inputs) / temperature, dim=1)
         progress("soft_labels", 1, 1)
 
-    with _stage("student", cancel, timings):
+    with timed_stage("student", cancel, timings):
         student = _student(uploaded, teacher, data, spec).to(device)
         student_losses = train_at_temperature(
             student, inputs, soft_labels, soft_label_loss(temperature),

@@ -12,13 +12,13 @@ import datetime as dt
 import json
 import os
 import platform
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from core.data import Dataset, load_dataset
@@ -29,13 +29,15 @@ from core.distill import (
     logits_of,
     normalized_inputs,
     set_training_mode,
+    timed_stage,
     with_normalization,
 )
-from core.errors import InvalidSpecError, JobCancelledError
+from core.errors import InvalidSpecError
 from core.evaluate import evaluate
-from core.export import export_onnx
+from core.export import ExportResult, export_onnx
 from core.models import LoadedModel, check_model_io, load_model
 from core.report import DistillationSummary, ExportSummary, ModelSummary, Report, render_html
+from core.robustness_schema import Evaluation, Verdict
 from core.spec import HardenSpec
 
 ProgressFn = Callable[[str, int, int], None]
@@ -138,13 +140,71 @@ def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _check(cancel: CancelFn, stage: str) -> None:
-    if cancel():
-        raise JobCancelledError(
-            f"cancelled before {stage}",
-            hint="nothing was written; submit the job again to rerun it",
-            stage=stage,
-        )
+def _report(
+    spec: HardenSpec,
+    resolved: HardenSpec,
+    model_file: Path,
+    uploaded: LoadedModel,
+    data: Dataset,
+    models: dict[str, ModelSummary],
+    result: DistillResult,
+    exported: ExportResult,
+    *,
+    created_at: str,
+    device: torch.device,
+    notes: list[str],
+    timings: dict[str, float],
+    evaluation: Evaluation | None,
+    verdict: Verdict | None,
+) -> Report:
+    return Report(
+        created_at=created_at,
+        software=software_versions(),
+        device=str(device),
+        spec=resolved.model_dump(mode="json"),
+        input={
+            "model": {
+                "file": model_file.name,
+                "format": uploaded.format,
+                "sha256": uploaded.sha256,
+                "architecture": uploaded.architecture,
+            },
+            "dataset": {
+                "reference": data.reference,
+                "num_classes": data.num_classes,
+                "class_names": data.class_names,
+                "input_shape": list(data.input_shape),
+                "train_samples": int(len(data.y_train)),
+                "test_samples": int(len(data.y_test)),
+            },
+        },
+        models=models,
+        distillation=DistillationSummary(
+            temperature=spec.temperature,
+            teacher_epochs=spec.teacher_epochs,
+            student_epochs=spec.student_epochs,
+            optimizer=spec.optimizer,
+            teacher_start=result.teacher_start,
+            student_init=spec.student_architecture or spec.student_init,
+            train_samples=int(len(data.y_train)),
+            teacher_loss_history=result.teacher_losses,
+            student_loss_history=result.student_losses,
+        ),
+        export=ExportSummary(
+            file=MODEL_FILE,
+            sha256=exported.sha256,
+            opset=exported.opset,
+            parity_samples=exported.parity_samples,
+            max_abs_diff=exported.max_abs_diff,
+            max_rel_diff=exported.max_rel_diff,
+            prediction_agreement=exported.prediction_agreement,
+            exporter=exported.exporter,
+        ),
+        timings_s=timings,
+        notes=notes,
+        evaluation=evaluation,
+        verdict=verdict,
+    )
 
 
 def run(
@@ -172,138 +232,87 @@ def run(
         for name in (MODEL_FILE, REPORT_HTML, REPORT_JSON)
     }
     try:
-        _check(cancel, "load")
-        started = time.perf_counter()
-        progress("load", 0, 2)
-        reference = _resolve_dataset_ref(spec, dataset)
-        data = load_dataset(reference, upload=dataset, input_range=spec.input_range, seed=spec.seed)
-        resolved = spec.model_copy(update={"dataset": reference})
-        progress("load", 1, 2)
-        uploaded = load_model(
-            Path(model_file),
-            architecture=spec.architecture,
-            num_classes=data.num_classes,
-            input_shape=data.input_shape,
-        )
-        test_inputs = normalized_inputs(data.x_test, spec.normalization)
-        check_model_io(uploaded.module, test_inputs[:2], data.num_classes)
-        progress("load", 2, 2)
-        timings["load"] = time.perf_counter() - started
+        with timed_stage("load", cancel, timings):
+            progress("load", 0, 2)
+            reference = _resolve_dataset_ref(spec, dataset)
+            data = load_dataset(
+                reference, upload=dataset, input_range=spec.input_range, seed=spec.seed
+            )
+            resolved = spec.model_copy(update={"dataset": reference})
+            progress("load", 1, 2)
+            uploaded = load_model(
+                Path(model_file),
+                architecture=spec.architecture,
+                num_classes=data.num_classes,
+                input_shape=data.input_shape,
+            )
+            test_inputs = normalized_inputs(data.x_test, spec.normalization)
+            check_model_io(uploaded.module, test_inputs[:2], data.num_classes)
+            progress("load", 2, 2)
 
         result: DistillResult = distill(
             uploaded, data, spec, device=torch_device, on_progress=progress, should_cancel=cancel
         )
         timings.update(result.timings)
 
-        _check(cancel, "export")
-        started = time.perf_counter()
-        progress("export", 0, 1)
-        device_inputs = test_inputs.to(torch_device)
-        device_labels = data.y_test.to(torch_device)
-        uploaded_module = uploaded.module.to(torch_device)
-        models = {
-            "uploaded": _summary(uploaded_module, device_inputs, device_labels),
-            "teacher": _summary(result.teacher, device_inputs, device_labels),
-            "student": _summary(result.student, device_inputs, device_labels),
-        }
-        steps = -(-len(data.y_train) // spec.batch_size) * spec.student_epochs
-        note = _accuracy_note(models, spec, steps)
-        if note:
-            notes.append(note)
-        exported = export_onnx(
-            result.student,
-            staging[MODEL_FILE],
-            sample=test_inputs[:PARITY_SAMPLES],
-            opset=spec.onnx_opset,
-            metadata=_metadata(resolved, data, uploaded, created_at),
-        )
-        if exported.opset != spec.onnx_opset:
-            notes.append(
-                f"ONNX opset {spec.onnx_opset} was asked; the exporter wrote {exported.opset}"
+        with timed_stage("export", cancel, timings):
+            progress("export", 0, 1)
+            device_inputs = test_inputs.to(torch_device)
+            device_labels = data.y_test.to(torch_device)
+            uploaded_module = uploaded.module.to(torch_device)
+            models = {
+                "uploaded": _summary(uploaded_module, device_inputs, device_labels),
+                "teacher": _summary(result.teacher, device_inputs, device_labels),
+                "student": _summary(result.student, device_inputs, device_labels),
+            }
+            steps = -(-len(data.y_train) // spec.batch_size) * spec.student_epochs
+            note = _accuracy_note(models, spec, steps)
+            if note:
+                notes.append(note)
+            exported = export_onnx(
+                result.student,
+                staging[MODEL_FILE],
+                sample=test_inputs[:PARITY_SAMPLES],
+                opset=spec.onnx_opset,
+                metadata=_metadata(resolved, data, uploaded, created_at),
             )
-        progress("export", 1, 1)
-        timings["export"] = time.perf_counter() - started
+            if exported.opset != spec.onnx_opset:
+                notes.append(
+                    f"ONNX opset {spec.onnx_opset} was asked; the exporter wrote {exported.opset}"
+                )
+            progress("export", 1, 1)
 
         evaluation = verdict = None
-        started = time.perf_counter()
-        if spec.evaluation.enabled:
-            _check(cancel, "evaluate")
-            student = result.student.to(torch_device)
-            for module in (uploaded_module, student):
-                set_training_mode(module, False)
-            evaluation, verdict = evaluate(
-                with_normalization(uploaded_module, spec.normalization),
-                with_normalization(student, spec.normalization),
-                data,
-                resolved,
-                device=torch_device,
-                on_progress=progress,
-                should_cancel=cancel,
-            )
-        timings["evaluate"] = time.perf_counter() - started
+        with timed_stage("evaluate", cancel, timings):
+            if spec.evaluation.enabled:
+                student = result.student.to(torch_device)
+                for module in (uploaded_module, student):
+                    set_training_mode(module, False)
+                evaluation, verdict = evaluate(
+                    with_normalization(uploaded_module, spec.normalization),
+                    with_normalization(student, spec.normalization),
+                    data,
+                    resolved,
+                    device=torch_device,
+                    on_progress=progress,
+                    should_cancel=cancel,
+                )
 
-        _check(cancel, "report")
-        started = time.perf_counter()
-        progress("report", 0, 1)
-        report = Report(
-            created_at=created_at,
-            software=software_versions(),
-            device=str(torch_device),
-            spec=resolved.model_dump(mode="json"),
-            input={
-                "model": {
-                    "file": Path(model_file).name,
-                    "format": uploaded.format,
-                    "sha256": uploaded.sha256,
-                    "architecture": uploaded.architecture,
-                },
-                "dataset": {
-                    "reference": data.reference,
-                    "num_classes": data.num_classes,
-                    "class_names": data.class_names,
-                    "input_shape": list(data.input_shape),
-                    "train_samples": int(len(data.y_train)),
-                    "test_samples": int(len(data.y_test)),
-                },
-            },
-            models=models,
-            distillation=DistillationSummary(
-                temperature=spec.temperature,
-                teacher_epochs=spec.teacher_epochs,
-                student_epochs=spec.student_epochs,
-                optimizer=spec.optimizer,
-                teacher_start=result.teacher_start,
-                student_init=spec.student_architecture or spec.student_init,
-                train_samples=int(len(data.y_train)),
-                teacher_loss_history=result.teacher_losses,
-                student_loss_history=result.student_losses,
-            ),
-            export=ExportSummary(
-                file=MODEL_FILE,
-                sha256=exported.sha256,
-                opset=exported.opset,
-                parity_samples=exported.parity_samples,
-                max_abs_diff=exported.max_abs_diff,
-                max_rel_diff=exported.max_rel_diff,
-                prediction_agreement=exported.prediction_agreement,
-                exporter=exported.exporter,
-            ),
-            timings_s=timings,
-            notes=notes,
-            evaluation=evaluation,
-            verdict=verdict,
-        )
-        artifacts = {MODEL_FILE: out_dir / MODEL_FILE, REPORT_JSON: out_dir / REPORT_JSON}
-        _write_text(staging[REPORT_HTML], render_html(report))
-        artifacts[REPORT_HTML] = out_dir / REPORT_HTML
-        timings["report"] = time.perf_counter() - started
+        with timed_stage("report", cancel, timings):
+            progress("report", 0, 1)
+            report = _report(
+                spec, resolved, Path(model_file), uploaded, data, models, result, exported,
+                created_at=created_at, device=torch_device, notes=notes, timings=timings,
+                evaluation=evaluation, verdict=verdict,
+            )  # fmt: skip
+            _write_text(staging[REPORT_HTML], render_html(report))
         report = report.model_copy(update={"timings_s": dict(timings), "notes": list(notes)})
         _write_text(staging[REPORT_JSON], report.model_dump_json(indent=2))
         progress("report", 1, 1)
         # report.json last: its presence says every other artifact is complete.
-        for name in (MODEL_FILE, REPORT_HTML, REPORT_JSON):
-            if name in artifacts:
-                os.replace(staging[name], artifacts[name])
+        artifacts = {name: out_dir / name for name in (MODEL_FILE, REPORT_HTML, REPORT_JSON)}
+        for name, path in artifacts.items():
+            os.replace(staging[name], path)
         return RunResult(report=report, artifacts=artifacts)
     finally:
         for path in staging.values():

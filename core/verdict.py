@@ -10,6 +10,9 @@ is exactly such a case.
 
 from __future__ import annotations
 
+import math
+
+from core.attack_runs import ATTACKS
 from core.evidence import masking_signs, paper_gain, pct, robust_at
 from core.robustness_schema import (
     AttackSummary,
@@ -20,6 +23,10 @@ from core.robustness_schema import (
 )
 
 GAIN_THRESHOLD = 0.05  # robust accuracy gain (5 points) that counts as real at one budget
+# A gain must also exceed sampling noise: 1.96 standard errors of the difference of two
+# proportions (95%, two-sided). The samples are shared by both models, so the unpaired error is
+# an upper bound on the paired one: this errs towards *not* calling a gain real, the safe side.
+NOISE_Z = 1.96
 
 
 def _norm_name(norm: str) -> str:
@@ -28,6 +35,42 @@ def _norm_name(norm: str) -> str:
 
 def _by_name(model: ModelRobustness) -> dict[str, AttackSummary]:
     return {a.attack: a for a in model.attacks}
+
+
+def _samples_at(summary: AttackSummary, epsilon: float) -> int:
+    return next(
+        (
+            p.samples
+            for p in summary.points
+            if p.epsilon is not None and abs(p.epsilon - epsilon) < 1e-12
+        ),
+        0,
+    )
+
+
+def noise_margin(
+    row: StrongestAttack, up: dict[str, AttackSummary], st: dict[str, AttackSummary]
+) -> float:
+    """1.96 standard errors of ``row.gain`` given the samples behind each robust accuracy."""
+    n_up = _samples_at(up[row.uploaded_attack], row.epsilon)
+    n_st = _samples_at(st[row.student_attack], row.epsilon)
+    if n_up == 0 or n_st == 0:
+        return 1.0
+    p_up, p_st = row.uploaded_robust_accuracy, row.student_robust_accuracy
+    return NOISE_Z * math.sqrt(p_up * (1 - p_up) / n_up + p_st * (1 - p_st) / n_st)
+
+
+def _strong_attack_run(
+    norm: str, epsilon: float, up: dict[str, AttackSummary], st: dict[str, AttackSummary]
+) -> bool:
+    """Whether an attack immune to softmax saturation ran at this budget on both models."""
+    return any(
+        a.sees_through_masking
+        and a.norm == norm
+        and robust_at(a, epsilon) is not None
+        and robust_at(up.get(name), epsilon) is not None
+        for name, a in st.items()
+    )
 
 
 def _strongest_for(model: ModelRobustness, norm: str, epsilon: float) -> tuple[str, float] | None:
@@ -90,12 +133,39 @@ def _strongest_sentence(row: StrongestAttack, up_title: str, st_title: str) -> s
     )
 
 
+def _unverified_sentence(row: StrongestAttack) -> str:
+    strong = ", ".join(
+        name
+        for name, info in ATTACKS.items()
+        if info.sees_through_masking and info.norm == row.norm
+    )
+    return (
+        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the student keeps {100 * row.gain:.0f} more "
+        "points of robust accuracy, but only attacks that follow the softmax or cross-entropy ran "
+        "there; those are the attacks distillation defeats by masking, so this is not counted as "
+        f"a gain. Add one of {strong} to the evaluation's attacks to measure it."
+    )
+
+
+def _noisy_sentence(row: StrongestAttack, margin: float) -> str:
+    return (
+        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the student keeps {100 * row.gain:.0f} more "
+        f"points of robust accuracy, within the sampling noise of the attacked samples (±"
+        f"{100 * margin:.0f} points at 95%): not counted as a gain. Attack more samples to tell."
+    )
+
+
 def decide(evaluation: Evaluation) -> Verdict:
     """``masked``, ``no measurable gain`` or ``real gain``, with the evidence in sentences."""
     uploaded, student = evaluation.models["uploaded"], evaluation.models["student"]
     up, st = _by_name(uploaded), _by_name(student)
     strongest = strongest_attacks(evaluation)
-    gains = [row for row in strongest if row.gain >= GAIN_THRESHOLD]
+    # A gain counts only where an attack that sees through masking was run (a gain under the
+    # softmax/cross-entropy attacks alone is what distillation fakes) and beyond sampling noise.
+    candidates = [row for row in strongest if row.gain >= GAIN_THRESHOLD]
+    unverified = [r for r in candidates if not _strong_attack_run(r.norm, r.epsilon, up, st)]
+    noisy = [r for r in candidates if r not in unverified and r.gain < noise_margin(r, up, st)]
+    gains = [r for r in candidates if r not in unverified and r not in noisy]
     paper = paper_gain(up, st)
     signs = masking_signs(evaluation, up, st, strongest)
     detected = [s for s in signs if s.detected]
@@ -139,10 +209,13 @@ def decide(evaluation: Evaluation) -> Verdict:
         label = "no measurable gain"
         headline = (
             "No measurable gain: against the strongest attack at every budget, the student's "
-            f"robust accuracy is within {100 * GAIN_THRESHOLD:.0f} points of the uploaded model's "
-            "or below it."
+            f"robust accuracy is below the uploaded model's, less than {100 * GAIN_THRESHOLD:.0f} "
+            "points above it, or above it only within sampling noise or under attacks that "
+            "masking defeats."
         )
         evidence = strongest_text
+    evidence += [_unverified_sentence(r) for r in unverified]
+    evidence += [_noisy_sentence(r, noise_margin(r, up, st)) for r in noisy]
     if cw:
         evidence.append(cw)
     return Verdict(

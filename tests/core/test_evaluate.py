@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+from core.attack_runs import ATTACKS
 from core.data import Dataset
 from core.errors import JobCancelledError
 from core.evaluate import draw_samples, evaluate
@@ -122,29 +123,36 @@ def test_progress_is_reported_and_cancellation_honoured() -> None:
     assert polls == 16  # stopped at the first poll that said cancel
 
 
-def _synthetic(student_pgd: list[float], student_softmax_grad: float) -> Evaluation:
-    """Two models, one strong attack: robust accuracy per epsilon given for the student."""
+def _synthetic(
+    student_pgd: list[float],
+    student_softmax_grad: float,
+    samples: int = 100,
+    attack: str = "pgd_linf_margin",
+) -> Evaluation:
+    """Two models, one attack (by default a strong one): robust accuracy per epsilon given for
+    the student."""
+    info = ATTACKS[attack]
     eps = [0.1, 0.2]
 
     def model(robust: list[float], grad: float) -> ModelRobustness:
         points = [
-            AttackPoint(epsilon=e, samples=100, correct_before=95, success_rate=1 - r / 0.95,
-                        robust_accuracy=r, seconds=0.1)
+            AttackPoint(epsilon=e, samples=samples, correct_before=round(0.95 * samples),
+                        success_rate=1 - r / 0.95, robust_accuracy=r, seconds=0.1)
             for e, r in zip(eps, robust, strict=True)
         ]  # fmt: skip
-        attack = AttackSummary(
-            attack="pgd_linf_margin", title="PGD L-inf, logit margin", norm="linf", loss="margin",
-            paper=False, sees_through_masking=True, points=points,
+        summary = AttackSummary(
+            attack=attack, title=info.title, norm="linf", loss=info.loss,
+            paper=info.paper, sees_through_masking=info.sees_through_masking, points=points,
         )  # fmt: skip
         gradient = GradientAmplitude(
             softmax_l1_mean=grad, softmax_l1_median=grad, margin_l1_mean=1, margin_l1_median=1
         )
         return ModelRobustness(
-            clean_accuracy=0.95, mean_abs_logit=5, gradient=gradient, attacks=[attack], seconds=1
+            clean_accuracy=0.95, mean_abs_logit=5, gradient=gradient, attacks=[summary], seconds=1
         )
 
     return Evaluation(
-        samples=100, samples_slow=50, seed=0, device="cpu", input_range=(0, 1),
+        samples=samples, samples_slow=samples, seed=0, device="cpu", input_range=(0, 1),
         epsilons_linf=eps, epsilons_l2=[1.0], seconds=1,
         models={
             "uploaded": model([0.30, 0.05], 0.3),
@@ -161,3 +169,21 @@ def test_verdict_rule_real_gain_needs_strongest_gain_and_no_masking() -> None:
     assert decide(_synthetic([0.60, 0.20], 1e-9)).label == "masked"
     # Gain below 5 points: nothing measurable.
     assert decide(_synthetic([0.33, 0.06], 0.3)).label == "no measurable gain"
+
+
+def test_verdict_gain_under_masked_attacks_only_is_not_real() -> None:
+    # The same 30-point gain as above, but measured only by cross-entropy PGD, which distillation
+    # defeats by saturating the softmax: no attack that sees through masking ran at those budgets.
+    verdict = decide(_synthetic([0.60, 0.20], 0.2, attack="pgd_linf_ce"))
+    assert verdict.label != "real gain" and not verdict.gains
+    assert any("not counted as a gain" in line for line in verdict.evidence)
+    assert any("apgd_dlr" in line for line in verdict.evidence)  # says which attack to add
+
+
+def test_verdict_gain_within_sampling_noise_is_not_real() -> None:
+    # +10 points on 20 samples is two samples: far inside the noise of a 20-sample estimate.
+    verdict = decide(_synthetic([0.40, 0.15], 0.2, samples=20))
+    assert verdict.label == "no measurable gain" and not verdict.gains
+    assert any("sampling noise" in line for line in verdict.evidence)
+    # The same gain on 2,000 samples is well outside the noise.
+    assert decide(_synthetic([0.40, 0.15], 0.2, samples=2000)).label == "real gain"

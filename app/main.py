@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.artifacts import make_store
 from app.deps import Services
 from app.migrate import upgrade
+from app.observability import install as install_metrics_and_logging
 from app.openapi_document import install_openapi
 from app.problems import install_problem_handlers
 from app.queue import make_producer
@@ -55,18 +56,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app, routers)
     for router in routers:
         app.include_router(router)
-    install_observability(app, settings)
+    install_metrics_and_logging(app, settings)
     install_openapi(app, routers, open_auth=settings.auth == "open")
     return app
-
-
-def install_observability(app: FastAPI, settings: Settings) -> None:
-    """Deployment hook: /metrics and the logging setup (app/observability.py, written by the
-    deployment work, provides ``install(app, settings)``). Without that module this does nothing."""
-    try:
-        from app import observability  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    install = getattr(observability, "install", None)
-    if install is not None:
-        install(app, settings)

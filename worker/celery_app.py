@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from app.observability import connect_worker_logging
+from app.logs import connect_worker_logging
 from app.settings import Settings, broker_transport_options, get_settings
 from worker.retention import register_retention
 

@@ -11,7 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from app.artifacts import make_store
-from app.observability import job_context
+from app.logs import job_context
 from app.queue import RUN_JOB_TASK, WEBHOOK_TASK
 from app.settings import get_settings
 from app.store import JobStore

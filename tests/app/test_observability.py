@@ -13,14 +13,8 @@ from fastapi import APIRouter, FastAPI, File, UploadFile
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.observability import (
-    UNMATCHED_ROUTE,
-    JobIdFilter,
-    configure_json_logging,
-    install_observability,
-    job_context,
-    json_formatter,
-)
+from app.logs import JobIdFilter, configure_json_logging, job_context, json_formatter
+from app.observability import UNMATCHED_ROUTE, install_observability
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +83,11 @@ def load_model(
 def _load_bytes(fmt: str, source: bytes) -> nn.Module:
     try:
         if fmt == "torchscript":
-            module: nn.Module = torch.jit.load(io.BytesIO(source), map_location="cpu")
+            with warnings.catch_warnings():
+                # torch 2.14 warns that TorchScript is deprecated; it is still a format users upload and
+                # every torch version loads, so the warning only alarms the user of the job.
+                warnings.simplefilter("ignore", FutureWarning)
+                module: nn.Module = torch.jit.load(io.BytesIO(source), map_location="cpu")
         elif fmt == "torch_export":
             module = load_export(source)
         elif fmt == "onnx":

@@ -184,7 +184,7 @@ SUBMIT_FORM: dict[str, Any] = {
                             "type": "string",
                             "format": "binary",
                             "description": "The trained classifier: TorchScript, torch.export "
-                            "(.pt2), ONNX or safetensors (+ config student_architecture). "
+                            "(.pt2), ONNX or safetensors (+ config architecture). "
                             "Pickles are refused.",
                         },
                         "dataset": {

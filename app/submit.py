@@ -24,7 +24,7 @@ from app.store import IdempotencyConflict
 from app.uploads import ParsedForm, check_dataset_upload
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
 from core.formats import sniff_format
-from core.spec import BUILTIN_DATASETS, HardenSpec
+from core.spec import BUILTIN_DATASETS, ZOO_ARCHITECTURES, HardenSpec
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ def _webhook_error(exc: ValueError, kind: str, hint: str) -> InvalidSpecError:
     )
 
 
-def check_model(path: Path) -> str:
-    """The upload's format, by content; pickles and unknown files are refused."""
+def check_model(path: Path, spec: HardenSpec) -> str:
+    """The upload's format, by content; pickles, unknown files and a safetensors file without
+    the zoo architecture its weights belong to are refused."""
     if path.stat().st_size == 0:
         raise UnsupportedModelError(
             "the model file is empty",
@@ -101,6 +102,15 @@ def check_model(path: Path) -> str:
             "the model file is a pickle, which runs code when loaded",
             hint="save it with torch.jit.save(torch.jit.script(model)), torch.export.save or "
             "export it to ONNX",
+        )
+    if model_format == "safetensors" and spec.architecture is None:
+        # The weights carry no code: without the architecture the worker could only fail.
+        raise UnsupportedModelError(
+            "the model file is safetensors (weights only) and the config names no architecture",
+            hint=f'add "architecture" to the config, one of {", ".join(ZOO_ARCHITECTURES)} '
+            "(the zoo model the weights were trained with), or upload TorchScript, "
+            "torch.export or ONNX",
+            format="safetensors",
         )
     return model_format
 
@@ -118,7 +128,7 @@ def submit(
     dataset = form.files.get("dataset")
     spec = parse_spec(form.fields.get("config"), dataset_uploaded=dataset is not None)
     check_webhook_url(spec, allow_private=services.settings.webhook_allow_private)
-    model_format = check_model(model.path)
+    model_format = check_model(model.path, spec)
     dataset_name = check_dataset_upload(dataset.path) if dataset else None
     spec_json = spec.model_dump(mode="json")
 

@@ -30,10 +30,10 @@ def _option_type(info: FieldInfo) -> tuple[Any, str]:
     """The Python type typer parses a field with, and the choices to mention in its help."""
     annotation = info.annotation
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is typing.Literal:
-        return str, " Choices: " + ", ".join(map(str, typing.get_args(annotation))) + "."
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = args[0] if len(args) == 1 else str
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, " Choices: " + ", ".join(map(str, typing.get_args(annotation))) + "."
     return (annotation if annotation in (int, float, str, bool) else str), ""
 
 

@@ -33,10 +33,17 @@ AttackName = Literal[
 # By default every attack runs, in the order of AttackName: one list to keep, not two.
 DEFAULT_ATTACKS: tuple[AttackName, ...] = get_args(AttackName)
 
+# The names of core.zoo.ZOO, here so that the API (no torch) refuses an unknown architecture at
+# submit instead of a worker failing the job later (tests check that both lists agree).
+ZooArchitecture = Literal["mlp", "papernot_cifar", "papernot_mnist", "resnet18"]
+ZOO_ARCHITECTURES: tuple[ZooArchitecture, ...] = get_args(ZooArchitecture)
+
 
 class _Strict(BaseModel):
     # Unknown fields are refused: a typo in a config must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities (Python's json accepts them) are refused too: they pass no range check
+    # honestly (NaN fails every comparison, Infinity is "> 0") and only break the job later.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Normalization(_Strict):
@@ -150,14 +157,12 @@ class HardenSpec(_Strict):
         "scratch",
         description="'scratch' re-initialises the student (the paper); 'teacher' warm-starts it.",
     )
-    student_architecture: str | None = Field(
+    student_architecture: ZooArchitecture | None = Field(
         None,
-        max_length=64,
         description="Optional zoo architecture for the student; default: the teacher's own.",
     )
-    architecture: str | None = Field(
+    architecture: ZooArchitecture | None = Field(
         None,
-        max_length=64,
         description=(
             "Zoo architecture of the UPLOADED model (e.g. papernot_mnist); needed only for a "
             "safetensors upload, which holds weights but no code."

@@ -145,6 +145,59 @@ def test_out_of_range_value_is_refused(api, auth, store, settings):
     assert_nothing_left(store, settings)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", "NaN"),
+        ("temperature", "Infinity"),
+        ("learning_rate", "NaN"),
+        ("input_range", "[0, Infinity]"),
+        ("normalization", '{"mean": [NaN], "std": [1]}'),
+        ("normalization", '{"mean": [0.5], "std": [Infinity]}'),
+    ],
+)
+def test_non_finite_numbers_are_refused(api, auth, store, settings, field, value):
+    # Python's json reads NaN and Infinity; they passed the spec (input_range [0, Infinity], a
+    # NaN mean) and the job failed in the worker, or got a misleading "<= 1000" message.
+    config = json.dumps(CONFIG)[:-1] + f', "{field}": {value}}}'
+    body = assert_problem(post(api, auth, onnx_model_bytes(), config=config), 422, "invalid_spec")
+    assert body["errors"][0]["field"].startswith(f"config.{field}")
+    assert "finite" in body["detail"]
+    assert_nothing_left(store, settings)
+
+
+@pytest.mark.parametrize("field", ["architecture", "student_architecture"])
+def test_unknown_zoo_architecture_is_refused(api, auth, store, settings, field):
+    # Was queued; the worker failed it later (student_architecture after training the teacher).
+    response = post(api, auth, onnx_model_bytes(), config=CONFIG | {field: "resnet1000"})
+    body = assert_problem(response, 422, "invalid_spec")
+    assert body["errors"][0]["field"] == f"config.{field}"
+    assert "papernot_mnist" in body["detail"]
+    assert_nothing_left(store, settings)
+
+
+def test_spec_and_zoo_name_the_same_architectures():
+    from core.spec import ZOO_ARCHITECTURES
+    from core.zoo import ZOO
+
+    assert sorted(ZOO_ARCHITECTURES) == sorted(ZOO)
+
+
+def test_safetensors_without_architecture_is_refused(api, auth, store, settings):
+    # Weights without code: was queued, and the worker failed it.
+    safetensors = pytest.importorskip("safetensors.numpy")
+    import numpy as np
+
+    weights = safetensors.save({"1.weight": np.zeros((10, 64), np.float32)})
+    body = assert_problem(post(api, auth, weights), 422, "unsupported_model")
+    assert body["format"] == "safetensors" and "architecture" in body["hint"]
+    assert "papernot_mnist" in body["hint"]
+    assert_nothing_left(store, settings)
+    accepted = post(api, auth, weights, config=CONFIG | {"architecture": "mlp"})
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["model_format"] == "safetensors"
+
+
 def test_config_that_is_not_json_is_refused(api, auth, store, settings):
     body = assert_problem(
         post(api, auth, onnx_model_bytes(), config="{temperature:"), 422, "invalid_spec"

@@ -19,7 +19,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from app import api_docs as docs
 from app.db import Job, JobState
 from app.deps import Services, current_owner, get_services
-from app.errors import ConflictError, JobNotDoneError, NotFoundError
+from app.errors import ConflictError, InvalidRequestError, JobNotDoneError, NotFoundError
 from app.problem_docs import AUTH, responses
 from app.schemas import ARTIFACT_NAMES, ARTIFACT_TYPES, JobList, JobOut, job_out
 from app.store import is_terminal
@@ -31,6 +31,7 @@ router = APIRouter()
 # Deeper pages than this are refused (422) rather than sent to the database, whose integers
 # they would overflow (a 500 before).
 MAX_OFFSET = 10**9
+LIST_PARAMETERS = ("state", "limit", "offset")
 
 
 class _ArtifactName(Convertor[str]):
@@ -52,6 +53,24 @@ JobId = Annotated[
     str,
     Path(description="The job's id, as POST /harden answered it.", examples=[docs.EXAMPLE_JOB_ID]),
 ]
+
+
+def _refuse_unknown_parameters(request: Request, known: tuple[str, ...]) -> None:
+    # A client paging with ?page=2 (or a typo such as ?stat=failed) would otherwise get the
+    # first, unfiltered page again, silently, and could loop over it forever.
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown query parameter(s) {', '.join(unknown)}; {request.url.path} takes "
+            f"{', '.join(known)}",
+            hint="page with limit (jobs per page, 1..200) and offset (jobs to skip), filter "
+            "with state, e.g. /jobs?state=succeeded&limit=20&offset=40; follow 'next' for the "
+            "following page",
+            errors=[
+                {"field": f"query.{name}", "message": "unknown query parameter", "type": "extra"}
+                for name in unknown
+            ],
+        )
 
 
 def _job_or_404(services: Services, job_id: str, owner: str) -> Job:
@@ -102,7 +121,8 @@ async def post_harden(
     response_model=JobList,
     summary="List your jobs, newest first",
     description="Only the caller's jobs (all jobs belong to 'anonymous' in open mode). Page with "
-    "`limit` and `offset`; `next` is the URL of the following page.",
+    "`limit` and `offset`; `next` is the URL of the following page. Other query parameters "
+    "(e.g. `page`) are refused (422).",
     responses=responses(
         {
             200: {
@@ -125,6 +145,7 @@ def list_jobs(
     owner: str = Depends(current_owner),
     services: Services = Depends(get_services),
 ) -> JobList:
+    _refuse_unknown_parameters(request, LIST_PARAMETERS)
     jobs, total = services.store.list_jobs(owner, state=state, limit=limit, offset=offset)
     following = None
     if offset + len(jobs) < total:
@@ -308,6 +329,10 @@ def get_artifact(
         hint = "wait for state 'succeeded' (GET /jobs/{id} or /jobs/{id}/events)"
         if job.state == JobState.failed:
             hint = f"the job failed ({job.error_code}: {job.error_message}); fix and resubmit"
+        elif job.state == JobState.cancelled:
+            hint = "the job was cancelled and will never have artifacts: submit it again"
+        elif job.state == JobState.expired:
+            hint = "the job's files were deleted after the retention period: submit it again"
         raise JobNotDoneError(detail, hint=hint, state=str(job.state))
     etag = f'"{sha256}"'
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:

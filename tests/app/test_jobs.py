@@ -142,6 +142,17 @@ def test_artifacts_are_409_until_the_job_succeeded(api, auth):
     assert "queued" in body["detail"]
 
 
+def test_artifact_of_a_cancelled_job_does_not_say_wait(api, auth):
+    # The hint was "wait for state 'succeeded'", which a cancelled job never reaches.
+    job = submit(api, auth)
+    api.post(f"/jobs/{job['id']}/cancel", headers=auth)
+    body = assert_problem(
+        api.get(f"/jobs/{job['id']}/report.json", headers=auth), 409, "job_not_done"
+    )
+    assert body["state"] == "cancelled"
+    assert "wait" not in body["hint"] and "submit it again" in body["hint"]
+
+
 def test_artifacts_download_with_etag_and_content_types(api, auth, store, settings, tmp_path):
     job = submit(api, auth)
     shas = finish(store, LocalStore(settings.artifact_dir), tmp_path, job["id"])
@@ -211,6 +222,17 @@ def test_an_offset_past_the_limit_is_422_not_500(api, auth):
     assert_problem(api.get(f"/jobs?offset={2**115}", headers=auth), 422, "invalid_request")
     last = api.get("/jobs?offset=1000000000", headers=auth)
     assert last.status_code == 200 and last.json()["items"] == []
+
+
+def test_unknown_list_parameters_are_422_not_ignored(api, auth):
+    # ?page=-1 answered 200 with the first page: a client paging with ?page=N looped forever.
+    submit(api, auth)
+    for query in ("page=-1", "page=2", "stat=failed", "limit=1&per_page=5"):
+        body = assert_problem(api.get(f"/jobs?{query}", headers=auth), 422, "invalid_request")
+        unknown = query.split("&")[-1].split("=")[0]
+        assert unknown in body["detail"] and "offset" in body["hint"]
+        assert body["errors"][0]["field"] == f"query.{unknown}"
+    assert api.get("/jobs?state=queued&limit=1&offset=0", headers=auth).status_code == 200
 
 
 def test_a_wrong_method_is_405_listing_every_method_of_the_path(api, auth):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from core.robustness_schema import (
+    AttackPoint,
     AttackSummary,
     Evaluation,
     MaskingSign,
@@ -40,14 +41,20 @@ def pct(value: float) -> str:
     return f"{100 * value:.0f}%"
 
 
-def robust_at(summary: AttackSummary | None, epsilon: float) -> float | None:
-    """Robust accuracy of ``summary`` at budget ``epsilon``; None where it was not run there."""
+def point_at(summary: AttackSummary | None, epsilon: float) -> AttackPoint | None:
+    """The run of ``summary`` at budget ``epsilon``; None where it was not run there."""
     if summary is None:
         return None
     for point in summary.points:
         if point.epsilon is not None and abs(point.epsilon - epsilon) < 1e-12:
-            return point.robust_accuracy
+            return point
     return None
+
+
+def robust_at(summary: AttackSummary | None, epsilon: float) -> float | None:
+    """Robust accuracy of ``summary`` at budget ``epsilon``; None where it was not run there."""
+    point = point_at(summary, epsilon)
+    return None if point is None else point.robust_accuracy
 
 
 def _success(summary: AttackSummary | None) -> Iterable[tuple[float | None, float]]:

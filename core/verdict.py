@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from core.attack_runs import ATTACKS
-from core.evidence import masking_signs, paper_gain, pct, robust_at
+from core.evidence import masking_signs, paper_gain, pct, point_at, robust_at
 from core.robustness_schema import (
     AttackSummary,
     Evaluation,
@@ -37,23 +37,14 @@ def _by_name(model: ModelRobustness) -> dict[str, AttackSummary]:
     return {a.attack: a for a in model.attacks}
 
 
-def _samples_at(summary: AttackSummary, epsilon: float) -> int:
-    return next(
-        (
-            p.samples
-            for p in summary.points
-            if p.epsilon is not None and abs(p.epsilon - epsilon) < 1e-12
-        ),
-        0,
-    )
-
-
 def noise_margin(
     row: StrongestAttack, up: dict[str, AttackSummary], st: dict[str, AttackSummary]
 ) -> float:
     """1.96 standard errors of ``row.gain`` given the samples behind each robust accuracy."""
-    n_up = _samples_at(up[row.uploaded_attack], row.epsilon)
-    n_st = _samples_at(st[row.student_attack], row.epsilon)
+    at_up = point_at(up[row.uploaded_attack], row.epsilon)
+    at_st = point_at(st[row.student_attack], row.epsilon)
+    n_up = at_up.samples if at_up else 0
+    n_st = at_st.samples if at_st else 0
     if n_up == 0 or n_st == 0:
         return 1.0
     p_up, p_st = row.uploaded_robust_accuracy, row.student_robust_accuracy

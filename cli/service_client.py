@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -20,9 +22,40 @@ def _client(url: str, key: str | None) -> Any:
     return HardenClient(url, key)
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception | str) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
+
+
+@contextmanager
+def _service_errors(url: str) -> Iterator[None]:
+    """One line and exit 2 for what a user can fix: a problem+json answer, a service that is not
+    there (a traceback of 150 lines before), a file that cannot be written."""
+    import httpx
+
+    from app.client import HardenAPIError
+
+    try:
+        yield
+    except HardenAPIError as exc:
+        _fail(exc)
+    except httpx.TransportError as exc:
+        _fail(
+            f"cannot reach the service at {url} ({exc or type(exc).__name__}): start it "
+            "('make run' or 'harden serve --embedded'), or point --url / HARDEN_URL at it"
+        )
+    except OSError as exc:
+        _fail(exc)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        _fail(f"--config {path} is not valid JSON ({exc})")
+    if not isinstance(spec, dict):
+        _fail(f'--config {path} must hold a JSON object, e.g. {{"dataset": "builtin:digits"}}')
+    return spec
 
 
 def submit(
@@ -47,9 +80,12 @@ def submit(
     key: str | None = KEY_OPTION,
 ) -> None:
     """Submit MODEL to a running service; print the job (or follow it with --wait)."""
-    from app.client import HardenAPIError
-
-    spec: dict[str, Any] = json.loads(config.read_text()) if config else {}
+    if dataset and not dataset.startswith("builtin:") and Path(dataset).is_file():
+        _fail(
+            f"--dataset takes builtin:mnist or builtin:digits (the service reads no paths); "
+            f"upload the file with --dataset-file {dataset}"
+        )
+    spec: dict[str, Any] = _read_config(config) if config else {}
     overrides = {
         "dataset": dataset,
         "temperature": temperature,
@@ -63,16 +99,14 @@ def submit(
     if no_evaluation:
         spec.setdefault("evaluation", {})["enabled"] = False
     client = _client(url, key)
-    try:
+    with _service_errors(url):
         job = client.submit(model, config=spec, dataset_file=dataset_file)
-    except HardenAPIError as exc:
-        _fail(exc)
-    if not wait:
-        typer.echo(json.dumps(job, indent=2))
-        return
-    typer.echo(f"job {job['id']} queued", err=True)
-    job = _follow(client, job["id"])
-    _finish(client, job, out)
+        if not wait:
+            typer.echo(json.dumps(job, indent=2))
+            return
+        typer.echo(f"job {job['id']} queued", err=True)
+        job = _follow(client, job["id"])
+        _finish(client, job, out)
 
 
 def _follow(client: Any, job_id: str) -> dict[str, Any]:
@@ -117,13 +151,9 @@ def status(
     key: str | None = KEY_OPTION,
 ) -> None:
     """Print a job's JSON (state, stage, progress, error)."""
-    from app.client import HardenAPIError
-
     client = _client(url, key)
-    try:
+    with _service_errors(url):
         job = _follow(client, job_id) if wait else client.status(job_id)
-    except HardenAPIError as exc:
-        _fail(exc)
     typer.echo(json.dumps(job, indent=2))
 
 
@@ -134,23 +164,15 @@ def download(
     key: str | None = KEY_OPTION,
 ) -> None:
     """Download model.onnx, report.json and report.html of a finished job (sha256-checked)."""
-    from app.client import HardenAPIError
-
-    try:
+    with _service_errors(url):
         for name, path in _client(url, key).download(job_id, out).items():
             typer.echo(f"{name}\t{path}")
-    except HardenAPIError as exc:
-        _fail(exc)
 
 
 def cancel(
     job_id: str = typer.Argument(...), url: str = URL_OPTION, key: str | None = KEY_OPTION
 ) -> None:
     """Cancel a queued or running job."""
-    from app.client import HardenAPIError
-
-    try:
+    with _service_errors(url):
         job = _client(url, key).cancel(job_id)
-    except HardenAPIError as exc:
-        _fail(exc)
     typer.echo(f"job {job['id']}: {job['state']}")

@@ -1,0 +1,69 @@
+"""``harden submit/status/download/cancel``: mistakes a user can fix get one line and exit 2."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there any more
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status", "abc"], ["download", "abc"], ["cancel", "abc"], ["submit", "MODEL"]],
+)
+def test_an_unreachable_service_is_one_line_not_a_traceback(
+    command: list[str], tmp_path: Path
+) -> None:
+    # Was a 150-line httpx traceback (exit 1) when the service was not started or the URL wrong.
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"x")
+    url = closed_port_url()
+    args = [str(model) if a == "MODEL" else a for a in command]
+    result = runner.invoke(app, [*args, "--url", url])
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach the service at {url}" in result.output
+    assert "HARDEN_URL" in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("{bad", "is not valid JSON"), ("[1]", "must hold a JSON object")]
+)
+def test_a_config_file_that_is_not_a_json_object_is_one_line(
+    text: str, expected: str, tmp_path: Path
+) -> None:
+    (tmp_path / "model.pt").write_bytes(b"x")
+    (tmp_path / "spec.json").write_text(text)
+    result = runner.invoke(
+        app,
+        ["submit", str(tmp_path / "model.pt"), "--config", str(tmp_path / "spec.json")],
+    )
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_local_file_as_dataset_points_at_dataset_file(tmp_path: Path) -> None:
+    # The service refuses paths; the CLI user needs the option that uploads the file.
+    (tmp_path / "model.pt").write_bytes(b"x")
+    data = tmp_path / "data.npz"
+    data.write_bytes(b"x")
+    result = runner.invoke(
+        app,
+        ["submit", str(tmp_path / "model.pt"), "--dataset", str(data), "--url", closed_port_url()],
+    )
+    assert result.exit_code == 2, result.output
+    assert f"--dataset-file {data}" in result.output

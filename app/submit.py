@@ -31,13 +31,22 @@ log = logging.getLogger(__name__)
 
 def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> HardenSpec:
     """The job spec from the 'config' JSON; the dataset becomes 'upload' when a file came."""
+    # A BOM is what Windows editors put in front of a saved spec.json (curl -F config=<file).
+    config_text = (config_text or "").removeprefix("\ufeff")
     try:
-        config: Any = json.loads(config_text) if config_text and config_text.strip() else {}
+        config: Any = json.loads(config_text) if config_text.strip() else {}
     except json.JSONDecodeError as exc:
         raise InvalidSpecError(
             f"the 'config' field is not valid JSON: {exc.msg} at line {exc.lineno} column "
             f"{exc.colno}",
             hint='send a JSON object, e.g. {"dataset": "builtin:digits", "temperature": 100}',
+        ) from exc
+    except RecursionError as exc:
+        # [[[[...]]]] a few thousand deep exhausts the parser's stack: was a 500.
+        raise InvalidSpecError(
+            "the 'config' field is nested too deeply to parse",
+            hint='send a flat JSON object of the job spec, e.g. {"dataset": "builtin:digits"}; '
+            "GET /spec/schema shows its fields",
         ) from exc
     if not isinstance(config, dict):
         raise InvalidSpecError(

@@ -206,6 +206,22 @@ def test_config_that_is_not_json_is_refused(api, auth, store, settings):
     assert_nothing_left(store, settings)
 
 
+@pytest.mark.parametrize("depth", [5_000, 200_000])
+def test_a_deeply_nested_config_is_422_not_500(api, auth, store, settings, depth):
+    # json.loads raised RecursionError, which the catch-all handler answered with a 500.
+    config = '{"dataset": "builtin:digits", "evaluation": ' + "[" * depth + "]" * depth + "}"
+    body = assert_problem(post(api, auth, onnx_model_bytes(), config=config), 422, "invalid_spec")
+    assert "nested too deeply" in body["detail"] and "/spec/schema" in body["hint"]
+    assert_nothing_left(store, settings)
+
+
+def test_a_config_saved_with_a_byte_order_mark_is_accepted(api, auth):
+    # What Windows editors write in front of a spec.json sent with curl -F config=<spec.json.
+    response = post(api, auth, onnx_model_bytes(), config="\ufeff" + json.dumps(CONFIG))
+    assert response.status_code == 202, response.text
+    assert response.json()["spec"]["dataset"] == "builtin:digits"
+
+
 def test_oversized_upload_is_refused_and_partial_file_removed(api, auth, store, settings):
     big = onnx_model_bytes() + b"\x00" * (settings.max_upload_bytes + 1)
     body = assert_problem(post(api, auth, big), 413, "payload_too_large")

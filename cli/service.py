@@ -57,7 +57,11 @@ def serve(
     upgrade(settings.database_url)
     if embedded:
         _requeue_interrupted_jobs(settings)
-    worker_process = _start_embedded_worker() if embedded else None
+        # uvicorn catches SIGTERM, shuts down, puts back the handler it found and raises the
+        # signal again: with the default action the process died right there, before the
+        # finally below stopped the worker, which lived on, orphaned, taking jobs (a restart
+        # then ran two workers on one broker). Turned into SystemExit, the finally runs.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if settings.auth == "open":
         typer.echo("harden: open mode (no API keys); all jobs belong to 'anonymous'", err=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -66,7 +70,9 @@ def serve(
                 "set HARDEN_AUTH=keys and create keys with 'harden keys create'",
                 err=True,
             )
+    worker_process = None
     try:
+        worker_process = _start_embedded_worker() if embedded else None
         uvicorn.run(
             "app.main:create_app",
             factory=True,
@@ -85,6 +91,10 @@ def serve(
                 worker_process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker_process.kill()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _requeue_interrupted_jobs(settings: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -149,3 +150,33 @@ def test_a_job_interrupted_by_a_kill_runs_again_when_the_service_restarts(
     assert done["attempts"] == 2
     assert "queued 1 interrupted job(s) again" in embedded.log("api")
     assert sorted(done["artifacts"]) == ["model.onnx", "report.html", "report.json"]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie has exited
+
+
+def test_sigterm_to_the_embedded_service_stops_its_worker(embedded: Cluster):
+    # uvicorn re-raises the SIGTERM it handled; with the default action the service died
+    # before stopping its worker, which kept running, orphaned, on the broker. A plain `kill`
+    # (or a supervisor that signals only the main process) hit exactly that.
+    [api] = embedded.processes
+    wait_for(lambda: " ready." in embedded.log("api"), 90, "embedded worker", lambda: "")
+    children = Path(f"/proc/{api.pid}/task/{api.pid}/children").read_text().split()
+    assert children, embedded.log("api")
+    os.kill(api.pid, signal.SIGTERM)  # the service process only, not its group
+    api.wait(timeout=60)
+    try:
+        wait_for(
+            lambda: not any(_running(int(pid)) for pid in children),
+            40,
+            "the embedded worker to exit",
+            lambda: embedded.log("api")[-2000:],
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # nothing left: the usual case
+            os.killpg(api.pid, signal.SIGKILL)  # whatever is left of the group, on failure

@@ -54,6 +54,36 @@ def _budget(count: int, total: int, max_files: int, max_bytes: int) -> None:
         )
 
 
+def check_declared_budget(
+    path: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+) -> None:
+    """Refuse an archive whose own listing exceeds the budget, without inflating its data.
+
+    For the API process, which must not spend minutes inflating a zip bomb only to refuse it:
+    a zip's central directory gives every entry's size; a tar's headers are read in order and
+    the walk stops at the first one past the budget. Sizes can lie, so :func:`unpack_archive`
+    counts the real bytes again; this only makes the cheap refusal early.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                infos = archive.infolist()
+                _budget(len(infos), sum(i.file_size for i in infos), max_files, max_bytes)
+            return
+        total = 0
+        with tarfile.open(path, mode="r:*") as archive:
+            for count, info in enumerate(archive, start=1):
+                total += info.size
+                _budget(count, total, max_files, max_bytes)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DatasetError(
+            f"the dataset archive cannot be read: {exc}", hint="re-create the archive"
+        ) from exc
+
+
 def unpack_archive(
     path: Path,
     dest: Path,
@@ -65,7 +95,7 @@ def unpack_archive(
     dest = Path(dest).resolve()
     if zipfile.is_zipfile(path):
         _unpack_zip(path, dest, max_bytes, max_files)
-    elif _is_tar(path):
+    elif is_tar(path):
         _unpack_tar(path, dest, max_bytes, max_files)
     else:
         raise DatasetError(
@@ -76,7 +106,8 @@ def unpack_archive(
     return dest
 
 
-def _is_tar(path: Path) -> bool:
+def is_tar(path: Path) -> bool:
+    """Whether ``path`` opens as a tar archive (plain or compressed), by content."""
     try:
         return tarfile.is_tarfile(path)
     except OSError:

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from app.settings import Settings
 from app.store import JobStore
 from tests.app.conftest import digits_like_npz, files_under, onnx_model_bytes, pickle_bytes
+from tests.core.archive_files import zip_claiming
 
 CONFIG = {"dataset": "builtin:digits", "student_epochs": 1, "evaluation": {"enabled": False}}
 
@@ -113,6 +114,15 @@ def test_npz_missing_x_test_is_refused(api, auth, store, settings):
     response = post(api, auth, onnx_model_bytes(), dataset=digits_like_npz(drop="x_test"))
     body = assert_problem(response, 422, "invalid_dataset")
     assert "x_test" in body["detail"] and "np.savez" in body["hint"]
+    assert_nothing_left(store, settings)
+
+
+def test_zip_bomb_dataset_is_refused_from_its_listing(api, auth, store, settings):
+    # Claims 3 GiB unpacked (past the 2 GiB bound) in a ~200-byte upload: refused from the zip
+    # listing, before anything is inflated, queued or stored.
+    bomb = zip_claiming(3 * 1024**3)
+    body = assert_problem(post(api, auth, onnx_model_bytes(), dataset=bomb), 422, "invalid_dataset")
+    assert "unpacks to more than" in body["detail"] and body["hint"]
     assert_nothing_left(store, settings)
 
 

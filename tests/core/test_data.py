@@ -246,3 +246,28 @@ def test_archive_size_and_count_bounds(tmp_path: Path) -> None:
         unpack_archive(path, tmp_path / "out1", max_bytes=10_000)
     with pytest.raises(DatasetError, match="files"):
         unpack_archive(path, tmp_path / "out2", max_files=1)
+
+
+def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
+    from core.archives import check_declared_budget
+    from tests.core.archive_files import zip_claiming
+
+    # A zip whose one entry claims 3 GiB: the listing alone is refused; the (tiny, and now
+    # mismatching) data is never inflated, or the CRC/size check would fail first instead.
+    path = tmp_path / "bomb.zip"
+    path.write_bytes(zip_claiming(3 * 1024**3))
+    with pytest.raises(DatasetError, match="unpacks to more than"):
+        check_declared_budget(path)
+    check_declared_budget(path, max_bytes=4 * 1024**3)  # within budget: the listing is fine
+
+    tar_path = tmp_path / "many.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as archive:
+        for index in range(5):
+            info = tarfile.TarInfo(f"train/a/{index}.png")
+            info.size = 1000
+            archive.addfile(info, io.BytesIO(b"\0" * 1000))
+    with pytest.raises(DatasetError, match="more than 3 files"):
+        check_declared_budget(tar_path, max_files=3)
+    with pytest.raises(DatasetError, match="unpacks to more than"):
+        check_declared_budget(tar_path, max_bytes=2500)
+    check_declared_budget(tar_path)

@@ -125,7 +125,7 @@ def event_stream_example() -> str:
 def report_example() -> dict[str, Any]:
     """An abridged report.json (the whole schema: schemas/report.schema.json)."""
     return {
-        "report_version": "1.1",
+        "report_version": "1.2",
         "created_at": "2026-11-25T07:06:40Z",
         "device": "cuda:0",
         "models": {

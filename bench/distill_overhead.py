@@ -86,7 +86,8 @@ def plain(upload: _Upload, data: Dataset, spec: HardenSpec, device: torch.device
         logits = torch.cat([teacher(inputs[i : i + 1024]) for i in range(0, len(inputs), 1024)])
         soft_labels = torch.softmax(logits / temperature, dim=1)
     student = upload.fresh_copy(reinitialise=True).to(device)
-    _plain_train(student, inputs, soft_labels, temperature, spec.student_epochs, batch, generator)
+    student_epochs = spec.resolved_student_epochs(len(inputs))  # the epochs distill() trains
+    _plain_train(student, inputs, soft_labels, temperature, student_epochs, batch, generator)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started
@@ -111,7 +112,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="builtin:digits")
     parser.add_argument("--arch", default="papernot_mnist")
     parser.add_argument("--teacher-epochs", type=int, default=1)
-    parser.add_argument("--student-epochs", type=int, default=2)
+    parser.add_argument("--student-epochs", type=int, default=2, help="0: the spec's auto rule")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default=None)
@@ -124,13 +125,14 @@ def main() -> None:
     spec = HardenSpec(
         dataset=args.dataset,
         teacher_epochs=args.teacher_epochs,
-        student_epochs=args.student_epochs,
+        student_epochs=args.student_epochs or None,
         batch_size=args.batch_size,
         evaluation={"enabled": False},
     )
     print(
         f"{args.arch} on {args.dataset} ({len(data.x_train)} train), {device}, "
-        f"teacher {spec.teacher_epochs} + student {spec.student_epochs} epochs, "
+        f"teacher {spec.teacher_epochs} + student "
+        f"{spec.resolved_student_epochs(len(data.y_train))} epochs, "
         f"batch {spec.batch_size}"
     )
     plain(upload, data, spec, device)  # warm-up: allocator, kernels, first-call costs

@@ -122,6 +122,13 @@ def _summary(result: Any) -> str:
         lines.append(
             f"  student/uploaded mean |logit|: {ratio:.1f}x (T={report.distillation.temperature:g})"
         )
+    distillation = report.distillation
+    how = "auto: student_epochs unset" if distillation.student_epochs_auto else "as given"
+    lines.append(
+        f"  training: teacher {distillation.teacher_epochs} epochs, student "
+        f"{distillation.student_epochs} epochs ({distillation.student_steps} optimizer steps; "
+        f"{how})"
+    )
     export = report.export
     lines.append(
         f"  ONNX parity: max |onnxruntime - torch| = {export.max_abs_diff:.2e} "

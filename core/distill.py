@@ -255,7 +255,8 @@ def distill(
     should_cancel: CancelFn | None = None,
 ) -> DistillResult:
     """Defensive distillation of ``uploaded`` on ``data``; stages ``teacher``, ``soft_labels``,
-    ``student``. Deterministic for a given ``spec.seed`` on one device."""
+    ``student``. Deterministic for a given ``spec.seed`` on one device. An unset
+    ``spec.student_epochs`` trains ``spec.resolved_student_epochs(len(data.y_train))`` epochs."""
     progress: ProgressFn = on_progress or (lambda stage, done, total: None)
     cancel: CancelFn = should_cancel or (lambda: False)
     device = torch.device(device)
@@ -283,7 +284,8 @@ def distill(
         student = _student(uploaded, teacher, data, spec).to(device)
         student_losses = train_at_temperature(
             student, inputs, soft_labels, soft_label_loss(temperature),
-            epochs=spec.student_epochs, spec=spec, stage="student", generator=generator,
+            epochs=spec.resolved_student_epochs(len(labels)), spec=spec, stage="student",
+            generator=generator,
             on_progress=progress, should_cancel=cancel,
         )  # fmt: skip
     return DistillResult(

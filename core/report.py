@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.robustness_schema import Evaluation, Verdict
 
 # 1.1: export.max_rel_diff and export.prediction_agreement.
-REPORT_VERSION = "1.1"
+# 1.2: distillation.student_epochs_auto and distillation.student_steps.
+REPORT_VERSION = "1.2"
 
 
 class _Section(BaseModel):
@@ -52,7 +53,13 @@ class ExportSummary(_Section):
 class DistillationSummary(_Section):
     temperature: float
     teacher_epochs: int
-    student_epochs: int
+    student_epochs: int = Field(description="Epochs the student trained (resolved when auto).")
+    student_epochs_auto: bool = Field(
+        False,
+        description="True when the spec left student_epochs unset and the epochs were resolved "
+        "from the training set's size (enough for a fixed number of optimizer steps).",
+    )
+    student_steps: int = Field(0, ge=0, description="Optimizer steps the student trained.")
     optimizer: str
     teacher_start: str = Field(description="How the teacher was started from the upload.")
     student_init: str

@@ -84,8 +84,8 @@ def _load_bytes(fmt: str, source: bytes) -> nn.Module:
     try:
         if fmt == "torchscript":
             with warnings.catch_warnings():
-                # torch 2.14 warns that TorchScript is deprecated; it is still a format users upload and
-                # every torch version loads, so the warning only alarms the user of the job.
+                # torch 2.14 warns that TorchScript is deprecated; it is still a format users
+                # upload and every torch version loads, so the warning only alarms the user.
                 warnings.simplefilter("ignore", FutureWarning)
                 module: nn.Module = torch.jit.load(io.BytesIO(source), map_location="cpu")
         elif fmt == "torch_export":

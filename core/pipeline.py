@@ -301,8 +301,8 @@ def run(
             progress("export", 1, 1)
 
         evaluation = verdict = None
-        with timed_stage("evaluate", cancel, timings):
-            if spec.evaluation.enabled:
+        if spec.evaluation.enabled:  # no "evaluate" timing for a job that did not evaluate
+            with timed_stage("evaluate", cancel, timings):
                 student = result.student.to(torch_device)
                 for module in (uploaded_module, student):
                     set_training_mode(module, False)

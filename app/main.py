@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.artifacts import make_store
 from app.deps import Services
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.services.store.engine.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="harden",
         version="0.1.0",
         description=DESCRIPTION,

@@ -83,6 +83,9 @@ class Normalization(_Strict):
         return self
 
 
+MAX_INPUT_MAGNITUDE = 1e6  # bound of input_range values
+
+
 class EvaluationSpec(_Strict):
     """The threat model and the attack budgets of the robustness audit."""
 
@@ -239,6 +242,12 @@ class HardenSpec(_Strict):
         low, high = value
         if not low < high:
             raise ValueError(f"input_range must be [low, high] with low < high, got {list(value)}")
+        # Pixel ranges are [0, 1], [-1, 1] or [0, 255]; a range near float's limits overflows in
+        # the attacks' arithmetic (high - low is inf) and the job could only fail later.
+        if max(abs(low), abs(high)) > MAX_INPUT_MAGNITUDE:
+            raise ValueError(
+                f"input_range bounds must lie within ±{MAX_INPUT_MAGNITUDE:g}, got {list(value)}"
+            )
         return value
 
 

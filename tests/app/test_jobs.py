@@ -94,7 +94,7 @@ def worker_services(settings, store: JobStore):
 
 
 def test_delete_queued_job_cancels_it_and_removes_row_and_files(api, auth, store, settings):
-    from tests.worker.test_runner import FakePipeline
+    from tests.worker.real_pipeline import RecordingPipeline
     from worker.runner import run_job
 
     job = submit(api, auth)  # queued: the in-memory broker has no worker
@@ -105,30 +105,33 @@ def test_delete_queued_job_cancels_it_and_removes_row_and_files(api, auth, store
     assert_problem(api.get(f"/jobs/{job['id']}", headers=auth), 404, "not_found")
     assert_problem(api.delete(f"/jobs/{job['id']}", headers=auth), 404, "not_found")
     # The job's message is still in the queue: the worker that gets it finds nothing to do.
-    pipeline = FakePipeline()
+    pipeline = RecordingPipeline()
     assert run_job(worker_services(settings, store), job["id"], pipeline=pipeline) == "gone"
     assert pipeline.calls == [] and files_under(settings.artifact_dir) == []
 
 
 def test_delete_running_job_stops_it_and_leaves_no_files(api, auth, store, settings):
-    """DELETE while a worker runs the job: 204 at once; the worker stops at its next step and
-    removes whatever it had stored, so neither a row nor a file of the job remains."""
-    from tests.worker.test_runner import FakePipeline
+    """DELETE while a worker runs the job (the real pipeline, on the submitted ONNX model): 204
+    at once; the worker stops at its next step and removes whatever it had stored, so neither a
+    row nor a file of the job remains."""
+    from tests.worker.real_pipeline import RecordingPipeline
     from worker.runner import run_job
 
     job = submit(api, auth)
     responses = []
 
-    def delete_mid_training(stage: str, step: int) -> None:
-        if stage == "student" and step == 1:
+    def delete_mid_training(stage: str, done: int, total: int) -> None:
+        if stage == "student" and done == 1:
             running = store.get(job["id"])
             assert running is not None and running.state == "running"
             responses.append(api.delete(f"/jobs/{job['id']}", headers=auth))
 
-    pipeline = FakePipeline(on_step=delete_mid_training)
+    pipeline = RecordingPipeline(hook=delete_mid_training)
     state = run_job(worker_services(settings, store), job["id"], pipeline=pipeline)
     assert [r.status_code for r in responses] == [204]
     assert state == "gone"
+    # The core's next cancel check saw the deleted job: no second student step was trained.
+    assert pipeline.progress[-1][:2] == ("student", 1) and pipeline.results == []
     assert store.get(job["id"]) is None
     assert files_under(settings.artifact_dir) == []
     assert files_under(settings.work_dir) == []

@@ -246,16 +246,17 @@ def test_the_service_app_exports_its_job_table(tmp_path: Path) -> None:
 
 
 def test_stage_timings_flow_from_the_worker_to_the_metrics(tmp_path: Path) -> None:
-    """The worker stores the report's per-stage seconds; the API's collector reads them."""
-    from types import SimpleNamespace
+    """The worker stores the report's per-stage seconds (a real pipeline run); the API's
+    collector reads them."""
+    import json
 
     from app.artifacts import LocalStore
     from app.db import Job, JobState
     from app.migrate import upgrade
     from app.observability import JobStoreCollector, stage_timings_from_store
-    from app.schemas import ARTIFACT_NAMES
     from app.settings import Settings
     from app.store import JobStore
+    from tests.worker.real_pipeline import QUICK_SPEC, digits_torchscript
     from worker.runner import WorkerServices, run_job
 
     settings = Settings(
@@ -269,41 +270,41 @@ def test_stage_timings_flow_from_the_worker_to_the_metrics(tmp_path: Path) -> No
     services = WorkerServices(settings, store, LocalStore(settings.artifact_dir))
     job_id = "ab" * 16
     model = tmp_path / "model"
-    model.write_bytes(b"model")
-    services.artifacts.put(job_id, "inputs/model", model, move=True)
+    model.write_bytes(digits_torchscript())
+    sha = services.artifacts.put(job_id, "inputs/model", model, move=True)
     store.create(
         Job(
             id=job_id,
             owner="alice",
             state=JobState.queued,
-            spec={"dataset": "builtin:digits", "evaluation": {"enabled": False}},
-            model_sha256="0" * 64,
+            spec=QUICK_SPEC,
+            model_sha256=sha,
             model_format="torchscript",
         )
     )
 
-    def pipeline(spec, model_file, dataset, out_dir, **_: object) -> SimpleNamespace:  # type: ignore[no-untyped-def]
-        out_dir.mkdir(parents=True)
-        for name in ARTIFACT_NAMES:
-            (out_dir / name).write_text(name)
-        return SimpleNamespace(
-            artifacts={name: out_dir / name for name in ARTIFACT_NAMES},
-            report=SimpleNamespace(timings_s={"teacher": 3.5, "student": 700.0}),
-        )
-
-    assert run_job(services, job_id, pipeline=pipeline) == "succeeded"
+    assert run_job(services, job_id) == "succeeded"
     stored = store.get(job_id)
-    assert stored is not None and stored.timings_s == {"teacher": 3.5, "student": 700.0}
+    report = json.loads(services.artifacts.local_path(job_id, "report.json").read_text())
+    assert stored is not None and stored.timings_s == report["timings_s"]
+    timings = stored.timings_s
+    assert {"load", "teacher", "student", "export", "report"} <= set(timings)
+    assert all(seconds >= 0 for seconds in timings.values())
 
     reader = stage_timings_from_store(store)
     assert reader is not None
-    collector = JobStoreCollector(stage_timings=reader)
+    # Bucket bounds on either side of the measured student seconds: the histogram must put the
+    # one observation in the upper bucket only.
+    below, above = timings["student"] / 2, timings["student"] * 2 + 1.0
+    collector = JobStoreCollector(stage_timings=reader, stage_buckets=(below, above))
     family = next(m for m in collector.collect() if m.name == "harden_stage_duration_seconds")
     values = {(s.name, s.labels.get("stage"), s.labels.get("le")): s.value for s in family.samples}
     assert values[("harden_stage_duration_seconds_count", "student", None)] == 1
-    assert values[("harden_stage_duration_seconds_bucket", "student", "600.0")] == 0
-    assert values[("harden_stage_duration_seconds_bucket", "student", "1800.0")] == 1
-    assert values[("harden_stage_duration_seconds_sum", "teacher", None)] == 3.5
+    assert values[("harden_stage_duration_seconds_bucket", "student", repr(below))] == 0
+    assert values[("harden_stage_duration_seconds_bucket", "student", repr(above))] == 1
+    assert values[("harden_stage_duration_seconds_bucket", "student", "+Inf")] == 1
+    assert values[("harden_stage_duration_seconds_sum", "teacher", None)] == timings["teacher"]
+    assert {stage for _, stage, _ in values} == set(timings)
     store.engine.dispose()
 
 

@@ -222,15 +222,16 @@ def test_s3_errors_other_than_a_missing_file_are_not_hidden(
 
 def test_the_service_on_s3_submit_run_download_delete(s3_settings: Settings, tmp_path: Path):
     """The API and the worker code paths on S3: the upload lands in the bucket, the runner
-    fetches it and stores its outputs, downloads stream from S3 (no local path), and DELETE
-    empties the job's prefix."""
+    fetches it, runs the real pipeline on it and stores its outputs, downloads stream from S3
+    (no local path), and DELETE empties the job's prefix."""
+    import onnx
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from app.store import JobStore
     from tests.app.conftest import onnx_model_bytes
     from tests.app.test_submit import post
-    from tests.worker.test_runner import FakePipeline
+    from tests.worker.real_pipeline import RecordingPipeline
     from worker.runner import WorkerServices, run_job
 
     settings = s3_settings.model_copy(
@@ -251,9 +252,9 @@ def test_the_service_on_s3_submit_run_download_delete(s3_settings: Settings, tmp
         assert files.job_names(job_id) == ["inputs/model"]
 
         worker = WorkerServices(settings, JobStore.from_url(settings.database_url), files)
-        pipeline = FakePipeline()
+        pipeline = RecordingPipeline()
         assert run_job(worker, job_id, pipeline=pipeline) == "succeeded"
-        assert pipeline.calls[0][0] == onnx_model_bytes()  # fetched from the bucket
+        assert pipeline.calls[0].model == onnx_model_bytes()  # fetched from the bucket
         assert files.job_names(job_id) == [
             "inputs/model",
             "model.onnx",
@@ -261,10 +262,16 @@ def test_the_service_on_s3_submit_run_download_delete(s3_settings: Settings, tmp
             "report.json",
         ]
 
+        # The bytes the pipeline wrote come back from the bucket: the same digest in the job,
+        # in the report the pipeline wrote, and of the download.
+        written = pipeline.results[0].report.export.sha256
+        assert worker.store.get(job_id).artifacts["model.onnx"] == written
+        assert api.get(f"/jobs/{job_id}/report.json").json()["export"]["sha256"] == written
         download = api.get(f"/jobs/{job_id}/model.onnx")
-        assert download.status_code == 200 and download.content == b"model.onnx contents"
-        digest = hashlib.sha256(b"model.onnx contents").hexdigest()
-        assert download.headers["etag"] == f'"{digest}"'
+        assert download.status_code == 200
+        digest = hashlib.sha256(download.content).hexdigest()
+        assert digest == written and download.headers["etag"] == f'"{digest}"'
+        onnx.checker.check_model(onnx.load_from_string(download.content))
         assert download.headers["content-disposition"] == 'attachment; filename="model.onnx"'
         cached = api.get(f"/jobs/{job_id}/model.onnx", headers={"If-None-Match": f'"{digest}"'})
         assert cached.status_code == 304

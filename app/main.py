@@ -17,6 +17,7 @@ from app.problems import install_problem_handlers
 from app.queue import make_producer
 from app.routes_health import router as health_router
 from app.routes_jobs import router as jobs_router
+from app.routes_outputs import router as outputs_router
 from app.settings import Settings, get_settings
 from app.store import JobStore
 
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts=make_store(settings),
         producer=make_producer(settings),
     )
-    routers = [health_router, jobs_router]
+    routers = [health_router, jobs_router, outputs_router]
     install_problem_handlers(app, routers)
     for router in routers:
         app.include_router(router)

@@ -9,24 +9,17 @@ them behind, and a finished ``report.json`` means the whole run is there.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import platform
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
-
-from core.data import Dataset, load_dataset
+from core.data import load_dataset
 from core.device import pick_device
 from core.distill import (
     DistillResult,
     distill,
-    logits_of,
     normalized_inputs,
     set_training_mode,
     timed_stage,
@@ -34,17 +27,23 @@ from core.distill import (
 )
 from core.errors import InvalidSpecError
 from core.evaluate import evaluate
-from core.export import ExportResult, export_onnx
-from core.models import LoadedModel, check_model_io, load_model
-from core.report import DistillationSummary, ExportSummary, ModelSummary, Report, render_html
-from core.robustness_schema import Evaluation, Verdict
+from core.export import export_onnx
+from core.models import check_model_io, load_model
+from core.report import Report, render_html
+from core.run_record import (
+    MODEL_FILE,
+    accuracy_note,
+    build_report,
+    model_summary,
+    onnx_metadata,
+    student_steps,
+)
 from core.spec import HardenSpec
 
 ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
 STAGES = ("load", "teacher", "soft_labels", "student", "export", "evaluate", "report")
-MODEL_FILE = "model.onnx"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 PARITY_SAMPLES = 64
@@ -56,17 +55,6 @@ class RunResult:
 
     report: Report
     artifacts: dict[str, Path] = field(default_factory=dict)
-
-
-def software_versions() -> dict[str, str]:
-    """Versions of the software that produced an artifact, for the report and ONNX metadata."""
-    versions = {"python": platform.python_version()}
-    for name in ("harden", "torch", "onnx", "onnxruntime", "numpy"):
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = "unknown"
-    return versions
 
 
 def _resolve_dataset_ref(spec: HardenSpec, dataset: Path | None) -> str:
@@ -87,133 +75,8 @@ def _resolve_dataset_ref(spec: HardenSpec, dataset: Path | None) -> str:
     return spec.dataset
 
 
-def _summary(module: nn.Module, inputs: Tensor, labels: Tensor) -> ModelSummary:
-    logits = logits_of(module, inputs)
-    return ModelSummary(
-        clean_accuracy=float((logits.argmax(dim=1) == labels).float().mean()),
-        mean_abs_logit=float(logits.abs().mean()),
-        test_samples=int(len(labels)),
-    )
-
-
-def _metadata(
-    spec: HardenSpec, data: Dataset, uploaded: LoadedModel, created_at: str
-) -> dict[str, str]:
-    versions = software_versions()
-    return {
-        "temperature": repr(spec.temperature),
-        "deployed_temperature": "1",
-        "classes": json.dumps(data.class_names),
-        "input_shape": json.dumps([-1, *data.input_shape]),
-        "input_range": json.dumps(list(spec.input_range)),
-        # The ONNX model is the bare student: like the upload, it expects normalised input.
-        "normalization": json.dumps(
-            spec.normalization.model_dump() if spec.normalization else None
-        ),
-        "dataset": data.reference,
-        "uploaded_model_sha256": uploaded.sha256,
-        "seed": str(spec.seed),
-        "software": json.dumps({k: versions[k] for k in ("torch", "onnx", "harden")}),
-        "created_at": created_at,
-        "method": "defensive distillation (Papernot et al., IEEE S&P 2016)",
-    }
-
-
-# A student this far below the upload is worth a word in the report: it is a training budget
-# problem (measured on builtin:digits with the zoo mlp uploaded at 98.1%: 30 student epochs of 12
-# steps 73.3%; the auto default's 80 epochs 82.5%; 6,000 steps 96.7%; see core.spec).
-ACCURACY_DROP_NOTE = 0.015
-
-
-def _student_steps(resolved: HardenSpec, data: Dataset) -> int:
-    return -(-len(data.y_train) // resolved.batch_size) * resolved.resolved_student_epochs(
-        len(data.y_train)
-    )
-
-
-def _accuracy_note(models: dict[str, ModelSummary], spec: HardenSpec, steps: int) -> str | None:
-    drop = models["uploaded"].clean_accuracy - models["student"].clean_accuracy
-    if drop <= ACCURACY_DROP_NOTE:
-        return None
-    return (
-        f"the student's clean accuracy is {100 * drop:.1f} points below the uploaded model's "
-        f"after {spec.student_epochs} epochs ({steps} optimizer steps); at T={spec.temperature:g} "
-        "the student needs many steps to grow its logits: raise student_epochs, or start it from "
-        "the teacher (student_init='teacher')"
-    )
-
-
 def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
-
-
-def _report(
-    spec: HardenSpec,
-    resolved: HardenSpec,
-    model_file: Path,
-    uploaded: LoadedModel,
-    data: Dataset,
-    models: dict[str, ModelSummary],
-    result: DistillResult,
-    exported: ExportResult,
-    *,
-    created_at: str,
-    device: torch.device,
-    notes: list[str],
-    timings: dict[str, float],
-    evaluation: Evaluation | None,
-    verdict: Verdict | None,
-) -> Report:
-    return Report(
-        created_at=created_at,
-        software=software_versions(),
-        device=str(device),
-        spec=resolved.model_dump(mode="json"),
-        input={
-            "model": {
-                "file": model_file.name,
-                "format": uploaded.format,
-                "sha256": uploaded.sha256,
-                "architecture": uploaded.architecture,
-            },
-            "dataset": {
-                "reference": data.reference,
-                "num_classes": data.num_classes,
-                "class_names": data.class_names,
-                "input_shape": list(data.input_shape),
-                "train_samples": int(len(data.y_train)),
-                "test_samples": int(len(data.y_test)),
-            },
-        },
-        models=models,
-        distillation=DistillationSummary(
-            temperature=spec.temperature,
-            teacher_epochs=spec.teacher_epochs,
-            student_epochs=resolved.student_epochs,
-            student_epochs_auto=spec.student_epochs is None,
-            student_steps=_student_steps(resolved, data),
-            optimizer=spec.optimizer,
-            teacher_start=result.teacher_start,
-            student_init=spec.student_architecture or spec.student_init,
-            train_samples=int(len(data.y_train)),
-            teacher_loss_history=result.teacher_losses,
-            student_loss_history=result.student_losses,
-        ),
-        export=ExportSummary(
-            file=MODEL_FILE,
-            sha256=exported.sha256,
-            opset=exported.opset,
-            parity_samples=exported.parity_samples,
-            max_abs_diff=exported.max_abs_diff,
-            max_rel_diff=exported.max_rel_diff,
-            prediction_agreement=exported.prediction_agreement,
-            exporter=exported.exporter,
-        ),
-        timings_s=timings,
-        notes=notes,
-        evaluation=evaluation,
-        verdict=verdict,
-    )
 
 
 def run(
@@ -280,11 +143,11 @@ def run(
             device_labels = data.y_test.to(torch_device)
             uploaded_module = uploaded.module.to(torch_device)
             models = {
-                "uploaded": _summary(uploaded_module, device_inputs, device_labels),
-                "teacher": _summary(result.teacher, device_inputs, device_labels),
-                "student": _summary(result.student, device_inputs, device_labels),
+                "uploaded": model_summary(uploaded_module, device_inputs, device_labels),
+                "teacher": model_summary(result.teacher, device_inputs, device_labels),
+                "student": model_summary(result.student, device_inputs, device_labels),
             }
-            note = _accuracy_note(models, resolved, _student_steps(resolved, data))
+            note = accuracy_note(models, resolved, student_steps(resolved, data))
             if note:
                 notes.append(note)
             exported = export_onnx(
@@ -292,7 +155,7 @@ def run(
                 staging[MODEL_FILE],
                 sample=test_inputs[:PARITY_SAMPLES],
                 opset=spec.onnx_opset,
-                metadata=_metadata(resolved, data, uploaded, created_at),
+                metadata=onnx_metadata(resolved, data, uploaded, created_at),
             )
             if exported.opset != spec.onnx_opset:
                 notes.append(
@@ -318,7 +181,7 @@ def run(
 
         with timed_stage("report", cancel, timings):
             progress("report", 0, 1)
-            report = _report(
+            report = build_report(
                 spec, resolved, Path(model_file), uploaded, data, models, result, exported,
                 created_at=created_at, device=torch_device, notes=notes, timings=timings,
                 evaluation=evaluation, verdict=verdict,

@@ -252,8 +252,8 @@ def test_stage_timings_flow_from_the_worker_to_the_metrics(tmp_path: Path) -> No
 
     from app.artifacts import LocalStore
     from app.db import Job, JobState
+    from app.job_metrics import JobStoreCollector, stage_timings_from_store
     from app.migrate import upgrade
-    from app.observability import JobStoreCollector, stage_timings_from_store
     from app.settings import Settings
     from app.store import JobStore
     from tests.worker.real_pipeline import QUICK_SPEC, digits_torchscript
@@ -312,8 +312,8 @@ def test_the_store_reader_returns_each_job_once(tmp_path: Path) -> None:
     from datetime import timedelta
 
     from app.db import Job, JobState, utcnow
+    from app.job_metrics import stage_timings_from_store
     from app.migrate import upgrade
-    from app.observability import stage_timings_from_store
     from app.store import JobStore
 
     url = f"sqlite:///{tmp_path / 'jobs.db'}"

@@ -36,7 +36,6 @@ from core.run_record import (
     build_report,
     model_summary,
     onnx_metadata,
-    student_steps,
 )
 from core.spec import HardenSpec
 
@@ -147,7 +146,7 @@ def run(
                 "teacher": model_summary(result.teacher, device_inputs, device_labels),
                 "student": model_summary(result.student, device_inputs, device_labels),
             }
-            note = accuracy_note(models, resolved, student_steps(resolved, data))
+            note = accuracy_note(models, resolved, resolved.student_steps(len(data.y_train)))
             if note:
                 notes.append(note)
             exported = export_onnx(

@@ -75,13 +75,6 @@ def onnx_metadata(
 ACCURACY_DROP_NOTE = 0.015
 
 
-def student_steps(resolved: HardenSpec, data: Dataset) -> int:
-    """Optimizer steps the student is trained for."""
-    return -(-len(data.y_train) // resolved.batch_size) * resolved.resolved_student_epochs(
-        len(data.y_train)
-    )
-
-
 def accuracy_note(models: dict[str, ModelSummary], spec: HardenSpec, steps: int) -> str | None:
     """A sentence for the report when the student is far below the upload; None otherwise."""
     drop = models["uploaded"].clean_accuracy - models["student"].clean_accuracy
@@ -140,7 +133,7 @@ def build_report(
             teacher_epochs=spec.teacher_epochs,
             student_epochs=resolved.student_epochs,
             student_epochs_auto=spec.student_epochs is None,
-            student_steps=student_steps(resolved, data),
+            student_steps=resolved.student_steps(len(data.y_train)),
             optimizer=spec.optimizer,
             teacher_start=result.teacher_start,
             student_init=spec.student_architecture or spec.student_init,

@@ -218,9 +218,16 @@ class HardenSpec(_Strict):
         ``batch_size``, within [AUTO_STUDENT_MIN_EPOCHS, STUDENT_EPOCHS_MAX])."""
         if self.student_epochs is not None:
             return self.student_epochs
-        steps_per_epoch = max(1, -(-train_samples // self.batch_size))
-        needed = -(-AUTO_STUDENT_STEPS // steps_per_epoch)
+        needed = -(-AUTO_STUDENT_STEPS // self.steps_per_epoch(train_samples))
         return min(STUDENT_EPOCHS_MAX, max(AUTO_STUDENT_MIN_EPOCHS, needed))
+
+    def student_steps(self, train_samples: int) -> int:
+        """Optimizer steps the student is trained for on ``train_samples`` training images."""
+        return self.steps_per_epoch(train_samples) * self.resolved_student_epochs(train_samples)
+
+    def steps_per_epoch(self, train_samples: int) -> int:
+        """Batches per epoch (the last one may be partial)."""
+        return max(1, -(-train_samples // self.batch_size))
 
     @field_validator("dataset")
     @classmethod

@@ -157,9 +157,9 @@ def jobs_by_state_from_store(store: Any) -> JobsByState:
 
 def stage_timings_from_store(
     store: Any, *, overlap: timedelta = timedelta(minutes=10)
-) -> StageTimings | None:
+) -> StageTimings:
     """Incremental ``stage_timings`` over the per-stage seconds the worker stores on each
-    succeeded job (``jobs.timings_s``); None if the job table has no such column.
+    succeeded job (``jobs.timings_s``).
 
     Each call returns the timings of jobs finished since the previous call: it reads rows
     with ``finished_at`` past the last one seen minus ``overlap`` (the workers' clocks and
@@ -169,9 +169,7 @@ def stage_timings_from_store(
 
     from app.db import Job
 
-    column = getattr(Job, "timings_s", None)
-    if column is None:
-        return None
+    column = Job.timings_s
     watermark: datetime | None = None
     counted: dict[str, datetime] = {}  # ids inside the overlap window, already returned
 

@@ -150,7 +150,7 @@ def _execute(
                 raise RuntimeError(f"the pipeline produced no {name}")
             shas[name] = services.artifacts.put(job_id, name, Path(outputs[name]), move=True)
         # Deployment wiring: per-stage seconds for GET /metrics (app/observability.py).
-        timings = getattr(getattr(result, "report", None), "timings_s", None)
+        timings = result.report.timings_s
         if timings:
             store.record_timings(job_id, {str(k): float(v) for k, v in timings.items()})
         if not store.record_artifacts(job_id, shas) or not store.mark_succeeded(job_id, shas):

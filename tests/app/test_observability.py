@@ -292,7 +292,6 @@ def test_stage_timings_flow_from_the_worker_to_the_metrics(tmp_path: Path) -> No
     assert all(seconds >= 0 for seconds in timings.values())
 
     reader = stage_timings_from_store(store)
-    assert reader is not None
     # Bucket bounds on either side of the measured student seconds: the histogram must put the
     # one observation in the upper bucket only.
     below, above = timings["student"] / 2, timings["student"] * 2 + 1.0
@@ -336,7 +335,6 @@ def test_the_store_reader_returns_each_job_once(tmp_path: Path) -> None:
         )
 
     reader = stage_timings_from_store(store, overlap=timedelta(minutes=10))
-    assert reader is not None
     finished(1, 60)
     finished(2, 30)
     assert sorted(t["teacher"] for t in reader()) == [1.0, 2.0]

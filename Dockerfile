@@ -39,7 +39,8 @@ COPY core ./core
 COPY app ./app
 COPY worker ./worker
 COPY cli ./cli
-RUN pip install --no-cache-dir -c constraints.txt ".[s3]"
+COPY client ./client
+RUN pip install --no-cache-dir -c constraints.txt ./client ".[s3]"
 
 # ---- final: the virtualenv on a clean slim base, run as an unprivileged user -----------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS final

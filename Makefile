@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e ./client -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -20,15 +20,15 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
-	$(BIN)/ruff check core app worker cli tests bench
-	$(BIN)/ruff format --check core app worker cli tests bench
-	$(BIN)/mypy core app worker
+	$(BIN)/ruff check core app worker cli client tests bench
+	$(BIN)/ruff format --check core app worker cli client tests bench
+	$(BIN)/mypy core app worker client/harden_client
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/pip install -q -c constraints.txt -e ./client -e '.[dev,bench]'
 	$(BIN)/python bench/distill_overhead.py
 
 example: $(STAMP)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.data import Dataset, load_dataset
-from core.zoo import papernot_mnist
+from core.datasets.references import Dataset, load_dataset
+from core.intake.zoo import papernot_mnist
 
 CACHE = Path("/tmp/harden_bench_cache")
 

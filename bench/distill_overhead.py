@@ -1,4 +1,5 @@
-"""Overhead of core.distill against a minimal hand-written PyTorch loop doing the same work.
+"""Overhead of core.hardening.distillation against a minimal hand-written PyTorch loop doing the
+same work.
 
 Both sides, in this one process and alternately: scale the upload's last layer by T, train the
 teacher at T on hard labels, compute soft labels, train a re-initialised student at T on them.
@@ -23,16 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data import Dataset, load_dataset
+from core.datasets.references import Dataset, load_dataset
 from core.device import pick_device
-from core.distill import distill
-from core.models import build_zoo_model
+from core.hardening.distillation import distill
+from core.intake.upload import build_zoo_model
 from core.spec import HardenSpec
 
 
 @dataclass
 class _Upload:
-    """Just enough of core.models.LoadedModel for distill(): the loader is not what is timed."""
+    """Just enough of core.intake.upload.LoadedModel for distill(): the loader is not timed."""
 
     module: nn.Module
     builder: nn.Module
@@ -94,7 +95,10 @@ def plain(upload: _Upload, data: Dataset, spec: HardenSpec, device: torch.device
 
 
 def pipeline(upload: _Upload, data: Dataset, spec: HardenSpec, device: torch.device) -> float:
-    """core.distill.distill with a progress callback and a cancel check. Returns seconds."""
+    """core.hardening.distillation.distill with a progress callback and a cancel check.
+
+    Returns seconds.
+    """
     started = time.perf_counter()
     steps = [0]
 

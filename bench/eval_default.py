@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Timer, baseline, distilled, mnist  # noqa: E402
-from core.evaluate import evaluate  # noqa: E402
+from core.audit.evaluate import evaluate  # noqa: E402
 from core.spec import HardenSpec  # noqa: E402
 
 

@@ -20,8 +20,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Timer, accuracy, baseline, distilled, mnist  # noqa: E402
-from core import attacks  # noqa: E402
-from core.evaluate import draw_samples, gradient_amplitude  # noqa: E402
+from core.audit import attacks  # noqa: E402
+from core.audit.evaluate import draw_samples, gradient_amplitude  # noqa: E402
 
 TEMPERATURES = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0)
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.data import Dataset, load_dataset
+from core.datasets.references import Dataset, load_dataset
+from core.intake.zoo import build_zoo_model
 from core.pipeline import run
 from core.spec import HardenSpec
-from core.zoo import build_zoo_model
 
 
 def _upload(data: Dataset, arch: str, epochs: int, directory: Path) -> Path:

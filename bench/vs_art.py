@@ -1,7 +1,7 @@
 """Our attacks against IBM ART's on the same models, samples and parameters.
 
 Papernot's MNIST CNN trained on builtin:mnist (T=1) and its distilled student (T=100); the same
-test samples; FGSM, PGD, JSMA and CW-L2 from core.attacks beside ART's FastGradientMethod,
+test samples; FGSM, PGD, JSMA and CW-L2 from core.audit.attacks beside ART's FastGradientMethod,
 ProjectedGradientDescent, SaliencyMapMethod and CarliniL2Method. Success counts only samples the
 model classified correctly before the attack, for both libraries. Writes bench/results/vs_art.md.
 
@@ -25,9 +25,9 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Timer, accuracy, baseline, distilled, mnist  # noqa: E402
-from core import attacks  # noqa: E402
-from core.attacks.base import random_targets, seeded_generator  # noqa: E402
-from core.evaluate import draw_samples  # noqa: E402
+from core.audit import attacks  # noqa: E402
+from core.audit.attacks.base import random_targets, seeded_generator  # noqa: E402
+from core.audit.evaluate import draw_samples  # noqa: E402
 
 EPS = 0.3
 PGD_STEPS = 40

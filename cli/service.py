@@ -50,8 +50,8 @@ def serve(
         # Embedded defaults apply only where the operator set nothing.
         os.environ.setdefault("HARDEN_AUTH", "open")
         Path("var").mkdir(exist_ok=True)
-    from app.migrate import upgrade
-    from app.settings import get_settings
+    from app.infra.migrate import upgrade
+    from app.infra.settings import get_settings
 
     settings = get_settings()
     upgrade(settings.database_url)
@@ -74,7 +74,7 @@ def serve(
     try:
         worker_process = _start_embedded_worker() if embedded else None
         uvicorn.run(
-            "app.main:create_app",
+            "app.web.main:create_app",
             factory=True,
             host=host,
             port=port,
@@ -103,8 +103,8 @@ def _requeue_interrupted_jobs(settings: Any) -> None:
     # started below, so a job still 'running' now was interrupted (the machine or the process
     # was killed): queue it again. The runner counts the attempt and gives up past
     # HARDEN_MAX_ATTEMPTS; completed artifacts of the dead attempt are not redone.
-    from app.queue import enqueue_job, make_producer
-    from app.store import JobStore
+    from app.infra.queue import enqueue_job, make_producer
+    from app.infra.store import JobStore
 
     interrupted = JobStore.from_url(settings.database_url).ids_in_state("running")
     if not interrupted:
@@ -130,8 +130,8 @@ def worker(
     hostname: str | None = typer.Option(None, help="Celery node name (default: celery@host)."),
 ) -> None:
     """Run a Celery worker that hardens queued jobs (one job per GPU: concurrency 1)."""
-    from app.migrate import upgrade
-    from app.settings import get_settings
+    from app.infra.migrate import upgrade
+    from app.infra.settings import get_settings
     from worker.celery_app import celery_app
 
     settings = get_settings()
@@ -153,8 +153,8 @@ def worker(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply the Alembic migrations to HARDEN_DATABASE_URL."""
-    from app.migrate import upgrade
-    from app.settings import get_settings
+    from app.infra.migrate import upgrade
+    from app.infra.settings import get_settings
 
     upgrade(get_settings().database_url, revision)
     typer.echo(f"database at {revision}")
@@ -192,9 +192,9 @@ def keys_list() -> None:
 
 
 def _store() -> Any:
-    from app.migrate import upgrade
-    from app.settings import get_settings
-    from app.store import JobStore
+    from app.infra.migrate import upgrade
+    from app.infra.settings import get_settings
+    from app.infra.store import JobStore
 
     settings = get_settings()
     upgrade(settings.database_url)

@@ -17,7 +17,7 @@ KEY_OPTION = typer.Option(None, "--key", envvar="HARDEN_API_KEY", help="API key 
 
 
 def _client(url: str, key: str | None) -> Any:
-    from app.client import HardenClient
+    from harden_client import HardenClient
 
     return HardenClient(url, key)
 
@@ -32,8 +32,7 @@ def _service_errors(url: str) -> Iterator[None]:
     """One line and exit 2 for what a user can fix: a problem+json answer, a service that is not
     there (a traceback of 150 lines before), a file that cannot be written."""
     import httpx
-
-    from app.client import HardenAPIError
+    from harden_client import HardenAPIError
 
     try:
         yield

@@ -15,9 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.data import load_dataset
+from core.audit.evaluate import evaluate
+from core.datasets.references import load_dataset
+from core.deploy.onnx_export import export_onnx
 from core.device import pick_device
-from core.distill import (
+from core.errors import InvalidSpecError
+from core.hardening.distillation import (
     DistillResult,
     distill,
     normalized_inputs,
@@ -25,18 +28,15 @@ from core.distill import (
     timed_stage,
     with_normalization,
 )
-from core.errors import InvalidSpecError
-from core.evaluate import evaluate
-from core.export import export_onnx
-from core.models import check_model_io, load_model
-from core.report import Report, render_html
-from core.run_record import (
+from core.intake.upload import check_model_io, load_model
+from core.report.build import (
     MODEL_FILE,
     accuracy_note,
     build_report,
     model_summary,
     onnx_metadata,
 )
+from core.report.schema import Report, render_html
 from core.spec import HardenSpec
 
 ProgressFn = Callable[[str, int, int], None]

@@ -33,8 +33,8 @@ AttackName = Literal[
 # By default every attack runs, in the order of AttackName: one list to keep, not two.
 DEFAULT_ATTACKS: tuple[AttackName, ...] = get_args(AttackName)
 
-# The names of core.zoo.ZOO, here so that the API (no torch) refuses an unknown architecture at
-# submit instead of a worker failing the job later (tests check that both lists agree).
+# The names of core.intake.zoo.ZOO, here so that the API (no torch) refuses an unknown
+# architecture at submit instead of a worker failing the job later (tests check both lists agree).
 ZooArchitecture = Literal["mlp", "papernot_cifar", "papernot_mnist", "resnet18"]
 ZOO_ARCHITECTURES: tuple[ZooArchitecture, ...] = get_args(ZooArchitecture)
 

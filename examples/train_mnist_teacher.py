@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.data import load_dataset
+from core.datasets.references import load_dataset
 from core.device import pick_device
-from core.models import build_zoo_model
+from core.intake.upload import build_zoo_model
 
 
 def train(epochs: int, batch_size: int, seed: int, device: torch.device) -> torch.nn.Module:

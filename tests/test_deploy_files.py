@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from app.settings import Settings
+from app.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -350,7 +350,7 @@ def test_sigterm_hands_the_running_job_back_to_the_queue(tmp_path: Path) -> None
             client.delete(key)
     assert not (tmp_path / "started.done").exists(), "the job was not interrupted"
     assert waiting == 1, output  # handed back: the next worker gets it at once
-    # The worker's own log lines are JSON (app.logs.connect_worker_logging).
+    # The worker's own log lines are JSON (app.infra.logs.connect_worker_logging).
     json_lines = [line for line in output.splitlines() if line.startswith("{")]
     assert json_lines, output
     assert all("level" in json.loads(line) for line in json_lines)

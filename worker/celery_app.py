@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from app.logs import connect_worker_logging
-from app.settings import Settings, broker_transport_options, get_settings
+from app.infra.logs import connect_worker_logging
+from app.infra.settings import Settings, broker_transport_options, get_settings
 from worker.retention import register_retention
 
 
@@ -42,7 +42,7 @@ celery_app = make_celery(get_settings())
 # `celery -A worker.celery_app` looks for `app` or `celery` in the module.
 app = celery_app
 
-# --- deployment wiring (app/observability.py, worker/retention.py, docs/deploy.md) -----------
+# --- deployment wiring (app/web/observability.py, worker/retention.py, docs/deploy.md) -----------
 # On SIGTERM the compose file sets REMAP_SIGTERM=SIGQUIT: Celery's cold shutdown then waits this
 # long for the running job, and hands it back to the broker (acks_late: the message is still
 # unacknowledged) for another worker instead of being killed mid-job by the orchestrator.

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
-from app.artifacts import ArtifactStore, make_store
-from app.db import Job, JobState, utcnow
-from app.settings import Settings, get_settings
-from app.store import JobStore
+from app.infra.artifacts import ArtifactStore, make_store
+from app.infra.db import Job, JobState, utcnow
+from app.infra.settings import Settings, get_settings
+from app.infra.store import JobStore
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.artifacts import ArtifactStore
-from app.db import Job, JobState
-from app.schemas import ARTIFACT_NAMES
-from app.settings import Settings
-from app.store import JobError, JobStore, is_terminal
+from app.infra.artifacts import ArtifactStore
+from app.infra.db import Job, JobState
+from app.infra.settings import Settings
+from app.infra.store import JobError, JobStore, is_terminal
 from core.errors import HardenError, JobCancelledError
+from core.names import ARTIFACT_NAMES
 from core.spec import HardenSpec
 from worker.progress import CancelCheck, ProgressReporter
 
@@ -144,12 +144,12 @@ def _execute(
             device=settings.device,
         )
         outputs: dict[str, Path] = dict(result.artifacts)
-        shas = {}
+        shas: dict[str, str] = {}
         for name in ARTIFACT_NAMES:
             if name not in outputs:
                 raise RuntimeError(f"the pipeline produced no {name}")
             shas[name] = services.artifacts.put(job_id, name, Path(outputs[name]), move=True)
-        # Deployment wiring: per-stage seconds for GET /metrics (app/observability.py).
+        # Deployment wiring: per-stage seconds for GET /metrics (app/web/observability.py).
         timings = result.report.timings_s
         if timings:
             store.record_timings(job_id, {str(k): float(v) for k, v in timings.items()})

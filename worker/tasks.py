@@ -10,11 +10,11 @@ import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from app.artifacts import make_store
-from app.logs import job_context
-from app.queue import RUN_JOB_TASK, WEBHOOK_TASK
-from app.settings import get_settings
-from app.store import JobStore
+from app.infra.artifacts import make_store
+from app.infra.logs import job_context
+from app.infra.queue import RUN_JOB_TASK, WEBHOOK_TASK
+from app.infra.settings import get_settings
+from app.infra.store import JobStore
 from worker.celery_app import celery_app
 from worker.runner import WorkerServices, run_job
 from worker.webhook import WebhookDeliveryError, deliver_webhook

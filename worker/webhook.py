@@ -2,7 +2,7 @@
 
 Receivers verify with ``hmac.compare_digest(header, "sha256=" + hmac_sha256(secret, body))``.
 Unless HARDEN_WEBHOOK_ALLOW_PRIVATE is set, the receiver's host must resolve to public addresses
-only (app/netguard.py), checked again here because DNS may answer differently than at submit.
+only (app/infra/netguard.py), checked again here because DNS may answer differently than at submit.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from app.netguard import NonPublicAddressError, UnresolvableHostError, public_addresses
-from app.schemas import job_out
-from app.store import JobStore, is_terminal
+from app.infra.job_resource import job_out
+from app.infra.netguard import NonPublicAddressError, UnresolvableHostError, public_addresses
+from app.infra.store import JobStore, is_terminal
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Harden-Signature"

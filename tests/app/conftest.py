@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 
-from app.main import create_app
-from app.settings import Settings
-from app.store import JobStore
+from app.infra.settings import Settings
+from app.infra.store import JobStore
+from app.web.main import create_app
 
 
 def onnx_model_bytes(features: int = 64, classes: int = 10) -> bytes:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from cli.run_cmd import build_spec, spec_options
-from core.report import Report
+from core.report.schema import Report
 from core.spec import HardenSpec
 from tests.core.model_files import write_model
 

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InvalidSpecError, JobCancelledError
+from core.intake.zoo import build_zoo_model
 from core.pipeline import STAGES, run
-from core.report import Report
+from core.report.schema import Report
 from core.spec import AUTO_STUDENT_STEPS, HardenSpec
-from core.zoo import build_zoo_model
 from tests.core.model_files import FORMATS, digits, write_model
 
 

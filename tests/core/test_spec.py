@@ -9,7 +9,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from core.data import MNIST_TEST_SIZE
+from core.datasets.references import MNIST_TEST_SIZE
 from core.spec import (
     AUTO_STUDENT_MIN_EPOCHS,
     AUTO_STUDENT_STEPS,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from harden_client import HardenClient
 
-from app.client import HardenClient
 from tests.integration.conftest import Cluster, base_env, tiny_torchscript, wait_for
 from tests.integration.test_redis_postgres import FAST, assert_onnx_classifies_digits
 

@@ -16,11 +16,11 @@ import httpx
 import numpy as np
 import onnxruntime
 import pytest
+from harden_client import HardenClient
 from sqlalchemy import func, select
 
-from app.client import HardenClient
-from app.db import Job
-from app.store import JobStore
+from app.infra.db import Job
+from app.infra.store import JobStore
 from tests.integration.conftest import Cluster, tiny_torchscript, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app.artifacts import LocalStore
-from app.db import Job
-from app.migrate import upgrade
-from app.settings import Settings
-from app.store import JobStore
+from app.infra.artifacts import LocalStore
+from app.infra.db import Job
+from app.infra.migrate import upgrade
+from app.infra.settings import Settings
+from app.infra.store import JobStore
 from tests.worker.real_pipeline import QUICK_SPEC, digits_torchscript
 from worker.runner import WorkerServices
 

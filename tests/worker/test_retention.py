@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from app.artifacts import LocalStore
-from app.db import Job, JobState, utcnow
-from app.migrate import upgrade
-from app.settings import Settings, get_settings
-from app.store import JobStore
+from app.infra.artifacts import LocalStore
+from app.infra.db import Job, JobState, utcnow
+from app.infra.migrate import upgrade
+from app.infra.settings import Settings, get_settings
+from app.infra.store import JobStore
 from worker.retention import (
     MAINTENANCE_QUEUE,
     RETENTION_TASK,

@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 import pytest
 
-from app.artifacts import sha256_file
-from app.db import Job
-from app.schemas import ARTIFACT_NAMES
-from core.report import Report
+from app.infra.artifacts import sha256_file
+from app.infra.db import Job
+from core.names import ARTIFACT_NAMES
+from core.report.schema import Report
 from core.spec import HardenSpec
 from tests.app.conftest import digits_like_npz, npz_bytes
 from tests.worker.conftest import queue_job

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from app import netguard
+from app.infra import netguard
 from tests.worker.conftest import queue_job
 from worker.webhook import SIGNATURE_HEADER, WebhookDeliveryError, deliver_webhook
 

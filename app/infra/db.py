@@ -1,0 +1,147 @@
+"""The service's own state: jobs and API keys (SQLAlchemy 2 typed ORM).
+
+This table, not Celery's result backend, is the source of truth for a job's state.
+The schema is created by Alembic migrations (app/infra/migrations), never by ``create_all``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone on the way in)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class JobState(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    # Set by the retention task (worker/retention.py): the job ended long ago and its files
+    # were deleted; the row stays as history (and for the stage-duration metrics).
+    expired = "expired"
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.succeeded, JobState.failed, JobState.cancelled, JobState.expired}
+)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    """One hardening job. Artifacts live in the ArtifactStore under ``<id>/``."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
+        Index("ix_jobs_owner_created", "owner", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default=JobState.queued, index=True)
+    stage: Mapped[str | None] = mapped_column(String(32), default=None)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    model_format: Mapped[str] = mapped_column(String(32))
+    dataset_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    dataset_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    # name -> sha256 of every output artifact, filled when the job succeeds.
+    artifacts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    error_hint: Mapped[str | None] = mapped_column(Text, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # stage -> seconds (the report's timings_s), written by the worker when the job succeeds;
+    # read by the API's /metrics for the stage-duration histogram (app/web/observability.py).
+    timings_s: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
+
+
+class ApiKey(Base):
+    """An API key, stored as the sha256 of the key (the key itself is shown once)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout because the API and the
+    worker processes write the same file."""
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    from pathlib import Path
+
+    path = url.split("///", 1)[-1] if "///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
+    return sessionmaker(engine, expire_on_commit=False)

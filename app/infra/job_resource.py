@@ -1,0 +1,140 @@
+"""The job resource: how a job row looks to clients, in the API's answers and in webhook bodies.
+
+The API and the workers (webhooks) both build it, so it lives with the shared infrastructure.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.infra.db import Job, JobState
+from core.names import ARTIFACT_NAMES, MODEL_ONNX, REPORT_HTML, REPORT_JSON
+
+ARTIFACT_TYPES = {
+    MODEL_ONNX: "application/octet-stream",
+    REPORT_JSON: "application/json",
+    REPORT_HTML: "text/html; charset=utf-8",
+}
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    """The URL paths of a job: itself, its events, cancel, and the downloads."""
+    base = f"/jobs/{job_id}"
+    links = {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"}
+    links.update({name: f"{base}/{name}" for name in ARTIFACT_NAMES})
+    return links
+
+
+class ErrorOut(BaseModel):
+    """Why a job failed or stopped, as the worker recorded it."""
+
+    code: str = Field(
+        description="Stable error code: a refusal of the inputs found by the worker "
+        "(invalid_dataset, unsupported_model, unsafe_model, model_dataset_mismatch, "
+        "invalid_spec), or 'cancelled', 'timeout', 'worker_lost', 'expired'.",
+        examples=["model_dataset_mismatch"],
+    )
+    message: str = Field(
+        description="What went wrong, for people.",
+        examples=["the model outputs NaN or infinite values on the dataset's inputs"],
+    )
+    hint: str | None = Field(
+        None,
+        description="How to fix the job before resubmitting it; null when there is nothing to fix.",
+        examples=["the model's last layer must have one output per dataset class"],
+    )
+
+
+class ArtifactOut(BaseModel):
+    """A file a succeeded job produced."""
+
+    href: str = Field(
+        description="URL path to download it (GET, same API key).",
+        examples=["/jobs/0b5c1b7f6f7e4b3e9a0c2d4e6f8a1b2c/model.onnx"],
+    )
+    sha256: str = Field(
+        description="Hex SHA-256 of the file; the download's ETag is this value in quotes.",
+        examples=["4c1f0e9b5d0a3e7c2b8f6a1d9e0c7b5a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c"],
+    )
+    content_type: str = Field(
+        description="Media type the download is served with.",
+        examples=["application/octet-stream"],
+    )
+
+
+class JobOut(BaseModel):
+    """A job as clients see it (examples: app/web/api_docs.py, built from job rows)."""
+
+    id: str = Field(description="The job id (32 hex digits); its URL is /jobs/{id}.")
+    state: JobState = Field(
+        description="queued, running, then succeeded, failed or cancelled; expired once the "
+        "retention removed its files."
+    )
+    stage: str | None = Field(
+        description="load, teacher, soft_labels, student, export, evaluate or report."
+    )
+    progress: float = Field(ge=0, le=1, description="Overall progress, 0..1.")
+    created_at: datetime = Field(description="When the job was submitted (UTC).")
+    started_at: datetime | None = Field(
+        description="When a worker first started it (UTC); null while queued."
+    )
+    finished_at: datetime | None = Field(
+        description="When it succeeded, failed or was cancelled (UTC); null until then."
+    )
+    attempts: int = Field(description="How many times a worker started the job.")
+    cancel_requested: bool = Field(
+        description="A cancel was asked for; a running job stops within one training or attack "
+        "step."
+    )
+    error: ErrorOut | None = Field(description="Set when the job failed or was cancelled.")
+    spec: dict[str, Any] = Field(description="The job's HardenSpec as accepted.")
+    model_sha256: str = Field(description="Hex SHA-256 of the uploaded model file.")
+    model_format: str = Field(
+        description="The upload's format, recognised by content: torchscript, torch_export, "
+        "onnx or safetensors."
+    )
+    dataset_sha256: str | None = Field(
+        description="Hex SHA-256 of the uploaded dataset; null for a builtin dataset."
+    )
+    artifacts: dict[str, ArtifactOut] = Field(
+        description="Downloadable outputs (when the job succeeded), by name."
+    )
+    links: dict[str, str] = Field(
+        description="URL paths of the job: self, events, cancel and the three downloads."
+    )
+
+
+def job_out(job: Job) -> JobOut:
+    """The client view of a job row."""
+    base = f"/jobs/{job.id}"
+    error = None
+    if job.error_code:
+        error = ErrorOut(code=job.error_code, message=job.error_message or "", hint=job.error_hint)
+    artifacts = {}
+    if job.state == JobState.succeeded:
+        artifacts = {
+            name: ArtifactOut(href=f"{base}/{name}", sha256=sha, content_type=ARTIFACT_TYPES[name])
+            for name, sha in sorted((job.artifacts or {}).items())
+            if name in ARTIFACT_TYPES
+        }
+    return JobOut(
+        id=job.id,
+        state=JobState(job.state),
+        stage=job.stage,
+        progress=job.progress,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempts=job.attempts,
+        cancel_requested=job.cancel_requested,
+        error=error,
+        spec=job.spec,
+        model_sha256=job.model_sha256,
+        model_format=job.model_format,
+        dataset_sha256=job.dataset_sha256,
+        artifacts=artifacts,
+        links=job_links(job.id),
+    )

@@ -1,0 +1,143 @@
+"""Service settings, read from ``HARDEN_*`` environment variables (pydantic-settings).
+
+Only app/ and worker/ read settings; the core gets plain arguments.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_BROKER_URL = "sqla+sqlite:///var/broker.db"
+# Unset HARDEN_VISIBILITY_TIMEOUT_S: the hard time limit plus this margin.
+VISIBILITY_MARGIN_S = 600
+
+
+class Settings(BaseSettings):
+    """Everything the API and the workers can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="HARDEN_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///var/harden.db",
+        description="SQLAlchemy URL of the job store, e.g. postgresql+psycopg://user@host/db.",
+    )
+    broker_url: str = Field(
+        EMBEDDED_BROKER_URL,
+        description="Celery broker: redis://host:6379/0 in production; the default needs no "
+        "server.",
+    )
+    queue: str = Field("harden", description="Celery queue the jobs go through.")
+    max_attempts: int = Field(
+        3, ge=1, description="A job whose worker died this many times fails ('worker_lost')."
+    )
+    visibility_timeout_s: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Redis broker: an unacknowledged job is redelivered after this long, so a killed "
+            "worker's job is not lost. Must exceed the hard time limit (job_time_limit_s), or "
+            "a job still running is handed to a second worker; unset: job_time_limit_s + 600."
+        ),
+    )
+    artifact_store: Literal["local", "s3"] = "local"
+    artifact_dir: Path = Field(Path("var/artifacts"), description="LocalStore root folder.")
+    s3_bucket: str = ""
+    s3_prefix: str = "harden/"
+    s3_endpoint_url: str | None = None
+    upload_dir: Path = Field(Path("var/uploads"), description="Scratch space for uploads.")
+    work_dir: Path = Field(Path("var/work"), description="Worker scratch space.")
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="Largest model or dataset upload accepted (413 past)."
+    )
+    auth: Literal["open", "keys"] = Field(
+        "keys", description="'keys': Bearer API keys required; 'open': no auth, owner 'anonymous'."
+    )
+    webhook_secret: str = Field("", description="HMAC-SHA256 secret of webhook signatures.")
+    webhook_max_retries: int = Field(6, ge=0, le=20)
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhook URLs reach loopback, private, link-local and other non-public "
+        "addresses (a receiver inside your network); false: refused at submit and delivery.",
+    )
+    job_soft_time_limit_s: int = Field(
+        6 * 3600, ge=1, description="Past this a job fails with code 'timeout'."
+    )
+    job_time_limit_s: int = Field(
+        6 * 3600 + 300, ge=1, description="Hard kill of the worker process running the job."
+    )
+    progress_interval_s: float = Field(
+        0.5, ge=0, description="Least time between two progress writes / cancel-flag reads."
+    )
+    device: str | None = Field(None, description="Force a device ('cpu', 'cuda:1'); default auto.")
+    migrate_on_start: bool = Field(True, description="Run 'alembic upgrade head' at start.")
+    events_poll_s: float = Field(0.5, gt=0, description="How often /events polls the job store.")
+    # --- deployment (app/web/observability.py, worker/retention.py) ------------------------------
+    log_level: str = Field("INFO", description="Level of the service's logs (DEBUG, INFO, ...).")
+    log_json: bool = Field(
+        True, description="Logs as JSON lines with the job id (false: plain text, for a terminal)."
+    )
+    retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Finished jobs' files are deleted this long after the job ended and the job "
+        "marked 'expired'; 0 keeps them forever.",
+    )
+    retention_interval_s: float = Field(
+        3600.0, gt=0, description="How often the retention task runs (Celery beat)."
+    )
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_the_longest_job(self) -> Settings:
+        timeout, limit = self.visibility_timeout_s, self.job_time_limit_s
+        if timeout is not None and timeout <= limit:
+            raise ValueError(
+                f"HARDEN_VISIBILITY_TIMEOUT_S ({timeout} s) must exceed HARDEN_JOB_TIME_LIMIT_S "
+                f"({limit} s): the Redis broker would hand a job that is still running to a "
+                f"second worker. Raise HARDEN_VISIBILITY_TIMEOUT_S above {limit}, or unset it "
+                f"to get HARDEN_JOB_TIME_LIMIT_S + {VISIBILITY_MARGIN_S} s"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _soft_limit_comes_first(self) -> Settings:
+        soft, hard = self.job_soft_time_limit_s, self.job_time_limit_s
+        if soft >= hard:
+            raise ValueError(
+                f"HARDEN_JOB_SOFT_TIME_LIMIT_S ({soft} s) must be below HARDEN_JOB_TIME_LIMIT_S "
+                f"({hard} s): past the soft limit a job fails cleanly with code 'timeout', past "
+                "the hard one its worker process is killed. Lower the soft limit (a few minutes "
+                "below the hard one is enough)"
+            )
+        return self
+
+    @property
+    def resolved_visibility_timeout_s(self) -> int:
+        """The visibility timeout in force: the setting, or the hard time limit plus a margin."""
+        if self.visibility_timeout_s is not None:
+            return self.visibility_timeout_s
+        return self.job_time_limit_s + VISIBILITY_MARGIN_S
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Options of the broker transport, shared by the producer (API) and the workers."""
+    options: dict[str, Any] = {}
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Redis redelivers a job whose worker died only after the visibility timeout.
+        timeout = settings.resolved_visibility_timeout_s
+        options["visibility_timeout"] = timeout
+        # Sweep for expired unacked messages a few times per timeout (default: every 100 s), so
+        # a dead worker's job is back in the queue soon after the timeout, not minutes later.
+        options["unacked_restore_interval"] = max(1, min(60, timeout // 5))
+        options["unacked_restore_throttle"] = 1
+    return options
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (environment read once)."""
+    return Settings()  # type: ignore[call-arg]  # mypy cannot see values from the environment

@@ -1,0 +1,270 @@
+"""Job store: every read and state transition of a job, in one place.
+
+Transitions are conditional UPDATEs (``WHERE state IN ...``) so the API and several workers can
+race without corrupting a job: a cancelled job is never marked running, a deleted one never
+resurrected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.infra.db import (
+    TERMINAL_STATES,
+    ApiKey,
+    Job,
+    JobState,
+    make_engine,
+    make_sessionmaker,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class JobError:
+    code: str
+    message: str
+    hint: str = ""
+
+
+class IdempotencyConflict(Exception):
+    """The (owner, Idempotency-Key) pair is already taken: carries the existing job."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.id)
+        self.job = job
+
+
+class JobStore:
+    """Typed access to the ``jobs`` and ``api_keys`` tables."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions: sessionmaker[Session] = make_sessionmaker(engine)
+
+    @classmethod
+    def from_url(cls, url: str) -> JobStore:
+        return cls(make_engine(url))
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    def ping(self) -> None:
+        """Raise when the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # --- jobs -----------------------------------------------------------------------------
+    def create(self, job: Job) -> Job:
+        """Insert ``job``; raise :class:`IdempotencyConflict` with the existing job when its
+        owner already used the same idempotency key."""
+        with self.session() as session:
+            session.add(job)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                existing = self.find_by_idempotency_key(job.owner, job.idempotency_key)
+                if existing is None:
+                    raise
+                raise IdempotencyConflict(existing) from None
+        return job
+
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, or None when absent or (with ``owner``) someone else's."""
+        with self.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or (owner is not None and job.owner != owner):
+                return None
+            return job
+
+    def find_by_idempotency_key(self, owner: str, key: str | None) -> Job | None:
+        if not key:
+            return None
+        with self.session() as session:
+            return session.scalars(
+                select(Job).where(Job.owner == owner, Job.idempotency_key == key)
+            ).first()
+
+    def list_jobs(
+        self, owner: str, *, state: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Job], int]:
+        """The owner's jobs, newest first, and how many there are in all."""
+        with self.session() as session:
+            query = select(Job).where(Job.owner == owner)
+            count = select(func.count()).select_from(Job).where(Job.owner == owner)
+            if state:
+                query = query.where(Job.state == state)
+                count = count.where(Job.state == state)
+            query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+            return list(session.scalars(query)), int(session.scalar(count) or 0)
+
+    def ids_in_state(self, state: str) -> list[str]:
+        """Every owner's jobs in ``state``, oldest first (operators' tools, not the API)."""
+        with self.session() as session:
+            query = select(Job.id).where(Job.state == state).order_by(Job.created_at)
+            return list(session.scalars(query))
+
+    def _update(self, job_id: str, states: Iterable[str] | None, **values: Any) -> bool:
+        values.setdefault("updated_at", utcnow())
+        with self.session() as session:
+            stmt = update(Job).where(Job.id == job_id)
+            if states is not None:
+                stmt = stmt.where(Job.state.in_([str(s) for s in states]))
+            result = session.execute(stmt.values(**values))
+            session.commit()
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def mark_running(self, job_id: str) -> bool:
+        """queued/running -> running, counting the attempt. False when the job is gone or ended
+        (a redelivered message for a finished job)."""
+        with self.session() as session:
+            now = utcnow()
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_([JobState.queued, JobState.running]))
+                .values(
+                    state=JobState.running,
+                    attempts=Job.attempts + 1,
+                    started_at=func.coalesce(Job.started_at, now),
+                    updated_at=now,
+                )
+            )
+            session.commit()
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def set_progress(self, job_id: str, stage: str, progress: float) -> bool:
+        return self._update(
+            job_id, [JobState.running], stage=stage, progress=max(0.0, min(1.0, progress))
+        )
+
+    def record_artifacts(self, job_id: str, artifacts: dict[str, str]) -> bool:
+        """Record the output sha256s of a running job before marking it succeeded, so a worker
+        dying in between leaves a job whose redelivery finds its artifacts complete."""
+        return self._update(job_id, [JobState.running], artifacts=artifacts)
+
+    def record_timings(self, job_id: str, timings_s: dict[str, float]) -> bool:
+        """Store the seconds each stage took (deployment wiring: the stage-duration metric)."""
+        return self._update(job_id, None, timings_s=timings_s)
+
+    def mark_succeeded(self, job_id: str, artifacts: dict[str, str]) -> bool:
+        return self._update(
+            job_id,
+            [JobState.running, JobState.queued],
+            state=JobState.succeeded,
+            artifacts=artifacts,
+            progress=1.0,
+            finished_at=utcnow(),
+        )
+
+    def mark_failed(self, job_id: str, error: JobError) -> bool:
+        return self._update(
+            job_id,
+            [JobState.running, JobState.queued],
+            state=JobState.failed,
+            error_code=error.code,
+            error_message=error.message,
+            error_hint=error.hint or None,
+            finished_at=utcnow(),
+        )
+
+    def mark_cancelled(self, job_id: str) -> bool:
+        return self._update(
+            job_id,
+            [JobState.running, JobState.queued],
+            state=JobState.cancelled,
+            error_code="cancelled",
+            error_message="The job was cancelled on request.",
+            finished_at=utcnow(),
+        )
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job at once; flag a running one (its worker stops within a step).
+        Returns the job after the change (unchanged when it had already ended)."""
+        self.mark_cancelled_if_queued(job_id)
+        self._update(job_id, [JobState.running], cancel_requested=True)
+        return self.get(job_id)
+
+    def mark_cancelled_if_queued(self, job_id: str) -> bool:
+        return self._update(
+            job_id,
+            [JobState.queued],
+            state=JobState.cancelled,
+            cancel_requested=True,
+            error_code="cancelled",
+            error_message="The job was cancelled on request.",
+            finished_at=utcnow(),
+        )
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """True when the job was cancelled or deleted (a deleted job must stop too)."""
+        with self.session() as session:
+            row = session.execute(
+                select(Job.cancel_requested, Job.state).where(Job.id == job_id)
+            ).first()
+        return row is None or bool(row[0]) or row[1] == JobState.cancelled
+
+    def delete(self, job_id: str) -> bool:
+        with self.session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return False
+            session.delete(job)
+            session.commit()
+            return True
+
+    # --- API keys ---------------------------------------------------------------------------
+    def create_api_key(self, name: str) -> str:
+        """Create a key called ``name`` and return it; only its sha256 is stored."""
+        key = "hk_" + secrets.token_urlsafe(32)
+        with self.session() as session:
+            session.add(ApiKey(name=name, key_hash=hash_api_key(key)))
+            session.commit()
+        return key
+
+    def owner_for_key(self, key: str) -> str | None:
+        """The owner name of an active key, or None."""
+        with self.session() as session:
+            row = session.scalars(
+                select(ApiKey).where(
+                    ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None)
+                )
+            ).first()
+            return row.name if row else None
+
+    def revoke_api_key(self, name: str) -> bool:
+        return self._revoke(name, utcnow())
+
+    def _revoke(self, name: str, when: datetime) -> bool:
+        with self.session() as session:
+            result = session.execute(
+                update(ApiKey)
+                .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=when)
+            )
+            session.commit()
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def list_api_keys(self) -> list[ApiKey]:
+        with self.session() as session:
+            return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def hash_api_key(key: str) -> str:
+    """sha256 of a key. A slow password hash (bcrypt, argon2) is not needed: keys are 256-bit
+    random tokens, so brute force is out of reach whatever the hash speed, and a plain digest
+    lets the lookup use a unique index."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def is_terminal(state: str) -> bool:
+    return state in TERMINAL_STATES

@@ -1,0 +1,1 @@
+"""The FastAPI front end: routes, request checks, problem+json, OpenAPI, metrics."""

@@ -1,0 +1,202 @@
+"""Accepting a job: validate everything cheap, store the inputs, insert the row, queue it.
+
+Every check runs before anything persistent happens, so a refused request leaves no row and no
+file behind; a failure after the row exists (the broker is down) removes both again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.infra.db import Job, JobState
+from app.infra.netguard import HINT, NonPublicAddressError, UnresolvableHostError, public_addresses
+from app.infra.queue import enqueue_job
+from app.infra.store import IdempotencyConflict
+from app.web.deps import Services
+from app.web.errors import IdempotencyKeyReusedError, ServiceUnavailableError
+from app.web.problems import spec_error
+from app.web.uploads import ParsedForm, check_dataset_upload
+from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
+from core.intake.sniff import sniff_format
+from core.spec import BUILTIN_DATASETS, ZOO_ARCHITECTURES, HardenSpec
+
+log = logging.getLogger(__name__)
+
+
+def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> HardenSpec:
+    """The job spec from the 'config' JSON; the dataset becomes 'upload' when a file came."""
+    # A BOM is what Windows editors put in front of a saved spec.json (curl -F config=<file).
+    config_text = (config_text or "").removeprefix("\ufeff")
+    try:
+        config: Any = json.loads(config_text) if config_text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise InvalidSpecError(
+            f"the 'config' field is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{exc.colno}",
+            hint='send a JSON object, e.g. {"dataset": "builtin:digits", "temperature": 100}',
+        ) from exc
+    except RecursionError as exc:
+        # [[[[...]]]] a few thousand deep exhausts the parser's stack: was a 500.
+        raise InvalidSpecError(
+            "the 'config' field is nested too deeply to parse",
+            hint='send a flat JSON object of the job spec, e.g. {"dataset": "builtin:digits"}; '
+            "GET /spec/schema shows its fields",
+        ) from exc
+    if not isinstance(config, dict):
+        raise InvalidSpecError(
+            "the 'config' field must be a JSON object",
+            hint='send e.g. {"dataset": "builtin:digits"}',
+        )
+    if dataset_uploaded:
+        config["dataset"] = "upload"
+    try:
+        spec = HardenSpec.model_validate(config)
+    except ValidationError as exc:
+        raise spec_error(exc) from exc
+    if spec.dataset == "upload" and not dataset_uploaded:
+        raise DatasetError(
+            "the config says dataset 'upload' but no dataset file was sent",
+            hint="add the file as a 'dataset' part (curl -F dataset=@data.npz), or name a "
+            f"builtin dataset: {', '.join(BUILTIN_DATASETS)}",
+        )
+    if not dataset_uploaded and spec.dataset not in BUILTIN_DATASETS:
+        # A remote caller must not make the worker read files on the server's disk.
+        raise DatasetError(
+            f"the service does not read dataset paths ({spec.dataset!r})",
+            hint=f"upload the .npz or archive as the 'dataset' part, or use "
+            f"{', '.join(BUILTIN_DATASETS)}",
+        )
+    return spec
+
+
+def check_webhook_url(spec: HardenSpec, *, allow_private: bool) -> None:
+    """Refuse a webhook_url whose host is not public (the worker would POST inside the
+    operator's network); the worker checks again at delivery."""
+    if spec.webhook_url is None or allow_private:
+        return
+    try:
+        public_addresses(spec.webhook_url.host or "", spec.webhook_url.port)
+    except NonPublicAddressError as exc:
+        raise _webhook_error(exc, "webhook_not_public", HINT) from exc
+    except UnresolvableHostError as exc:
+        hint = "check the host name: the service resolves it when the job is submitted"
+        raise _webhook_error(exc, "webhook_unresolvable", hint) from exc
+
+
+def _webhook_error(exc: ValueError, kind: str, hint: str) -> InvalidSpecError:
+    return InvalidSpecError(
+        f"The job config is invalid: config.webhook_url: {exc}",
+        hint=hint,
+        errors=[{"field": "config.webhook_url", "message": str(exc), "type": kind}],
+    )
+
+
+def check_model(path: Path, spec: HardenSpec) -> str:
+    """The upload's format, by content; pickles, unknown files and a safetensors file without
+    the zoo architecture its weights belong to are refused."""
+    if path.stat().st_size == 0:
+        raise UnsupportedModelError(
+            "the model file is empty",
+            hint="upload a TorchScript, torch.export, ONNX or safetensors file",
+        )
+    model_format = sniff_format(path)
+    if model_format == "pickle":
+        raise UnsafeModelError(
+            "the model file is a pickle, which runs code when loaded",
+            hint="save it with torch.jit.save(torch.jit.script(model)), torch.export.save or "
+            "export it to ONNX",
+        )
+    if model_format == "safetensors" and spec.architecture is None:
+        # The weights carry no code: without the architecture the worker could only fail.
+        raise UnsupportedModelError(
+            "the model file is safetensors (weights only) and the config names no architecture",
+            hint=f'add "architecture" to the config, one of {", ".join(ZOO_ARCHITECTURES)} '
+            "(the zoo model the weights were trained with), or upload TorchScript, "
+            "torch.export or ONNX",
+            format="safetensors",
+        )
+    return model_format
+
+
+def submit(
+    services: Services, owner: str, form: ParsedForm, idempotency_key: str | None
+) -> tuple[Job, bool]:
+    """Create and queue a job from a parsed form. Returns (job, created)."""
+    model = form.files.get("model")
+    if model is None:
+        raise UnsupportedModelError(
+            "the request has no 'model' file part",
+            hint="send the model file as multipart part 'model' (curl -F model=@model.pt)",
+        )
+    dataset = form.files.get("dataset")
+    spec = parse_spec(form.fields.get("config"), dataset_uploaded=dataset is not None)
+    check_webhook_url(spec, allow_private=services.settings.webhook_allow_private)
+    model_format = check_model(model.path, spec)
+    dataset_name = check_dataset_upload(dataset.path) if dataset else None
+    spec_json = spec.model_dump(mode="json")
+
+    existing = services.store.find_by_idempotency_key(owner, idempotency_key)
+    if existing is not None:
+        return _same_request(existing, model.sha256, dataset, spec_json), False
+
+    job_id = uuid.uuid4().hex
+    try:
+        services.artifacts.put(job_id, "inputs/model", model.path, move=True)
+        if dataset is not None and dataset_name:
+            services.artifacts.put(job_id, f"inputs/{dataset_name}", dataset.path, move=True)
+        job = Job(
+            id=job_id,
+            owner=owner,
+            state=JobState.queued,
+            progress=0.0,
+            spec=spec_json,
+            idempotency_key=idempotency_key or None,
+            model_sha256=model.sha256,
+            model_format=model_format,
+            dataset_sha256=dataset.sha256 if dataset else None,
+            dataset_name=dataset_name,
+            artifacts={},
+            cancel_requested=False,
+            attempts=0,
+        )
+        services.store.create(job)
+    except IdempotencyConflict as race:
+        # The same key was used by a concurrent request that won the insert.
+        services.artifacts.delete_job(job_id)
+        return _same_request(race.job, model.sha256, dataset, spec_json), False
+    except BaseException:
+        services.artifacts.delete_job(job_id)
+        raise
+    try:
+        enqueue_job(services.producer, job_id, services.settings.queue)
+    except Exception as exc:
+        log.exception("could not queue job %s", job_id)
+        services.store.delete(job_id)
+        services.artifacts.delete_job(job_id)
+        raise ServiceUnavailableError(
+            "the job queue is unreachable, the job was not created",
+            hint="retry in a moment (with the same Idempotency-Key)",
+        ) from exc
+    return job, True
+
+
+def _same_request(job: Job, model_sha256: str, dataset: Any, spec_json: dict[str, Any]) -> Job:
+    dataset_sha256 = dataset.sha256 if dataset else None
+    if (job.model_sha256, job.dataset_sha256, job.spec) != (
+        model_sha256,
+        dataset_sha256,
+        spec_json,
+    ):
+        raise IdempotencyKeyReusedError(
+            "this Idempotency-Key was already used for a different request",
+            hint="use a new Idempotency-Key for a new job; reuse a key only to retry the same "
+            "request",
+            job_id=job.id,
+        )
+    return job

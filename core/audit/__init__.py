@@ -1,0 +1,1 @@
+"""The robustness audit: attack catalogue, attack runs, evidence, verdict."""

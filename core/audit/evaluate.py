@@ -1,0 +1,255 @@
+"""The robustness audit: every attack against the uploaded model and the student, side by side.
+
+Samples are drawn once from the test split with the spec's seed and shared by both models (the
+slow attacks use a prefix of them). What each attack is and how one run of it is called live in
+:mod:`core.audit.catalogue`; the verdict is decided in :mod:`core.audit.verdict`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from core.audit import attacks
+from core.audit.attacks.base import AttackResult, margin
+from core.audit.catalogue import ATTACKS, AttackInfo, budgets, run_attack
+from core.audit.schema import (
+    AttackPoint,
+    AttackSummary,
+    Evaluation,
+    GradientAmplitude,
+    ModelRobustness,
+    Verdict,
+)
+from core.audit.verdict import decide
+from core.datasets.references import Dataset
+from core.device import pick_device
+from core.errors import JobCancelledError
+from core.spec import EvaluationSpec, HardenSpec
+
+__all__ = [
+    "ATTACKS",
+    "AttackInfo",
+    "CancelFn",
+    "ProgressFn",
+    "draw_samples",
+    "evaluate",
+    "gradient_amplitude",
+]
+
+ProgressFn = Callable[[str, int, int], None]
+CancelFn = Callable[[], bool]
+_UNITS_PER_JOB = 100  # progress resolution inside one attack run
+
+
+@dataclass
+class _Progress:
+    """Turns per-step hooks into ``on_progress`` calls and cancellation checks."""
+
+    on_progress: ProgressFn
+    should_cancel: CancelFn
+    total_jobs: int
+    job: int = 0
+    last: int = field(default=-1)
+
+    def hook(self, step: int, total: int) -> None:
+        if self.should_cancel():
+            raise JobCancelledError(
+                "the job was cancelled during the robustness evaluation",
+                hint="submit it again to restart; nothing of this run is kept",
+            )
+        done = self.job * _UNITS_PER_JOB + min(step * _UNITS_PER_JOB // max(total, 1), 99)
+        if done != self.last:
+            self.last = done
+            self.on_progress("evaluate", done, self.total_jobs * _UNITS_PER_JOB)
+
+    def finish_job(self) -> None:
+        self.job += 1
+        self.hook(0, 1)
+
+
+def draw_samples(data: Dataset, count: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``count`` test samples, the same for every model, chosen with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(data.x_test), generator=gen)[: min(count, len(data.x_test))]
+    return data.x_test[index], data.y_test[index]
+
+
+def gradient_amplitude(model: nn.Module, x: Tensor, labels: Tensor) -> GradientAmplitude:
+    """Per-sample L1 norms of d softmax(z)_y / dx (the paper's adversarial gradient) and of
+    d margin / dx. Samples are independent in eval mode, so one backward of the sum suffices."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    probs = logits.softmax(1).gather(1, labels[:, None]).sum()
+    (g_soft,) = torch.autograd.grad(probs, x, retain_graph=True)
+    (g_margin,) = torch.autograd.grad(margin(logits, labels).sum(), x)
+    soft = g_soft.flatten(1).abs().sum(1).double().cpu()
+    marg = g_margin.flatten(1).abs().sum(1).double().cpu()
+    return GradientAmplitude(
+        softmax_l1_mean=float(soft.mean()),
+        softmax_l1_median=float(soft.median()),
+        margin_l1_mean=float(marg.mean()),
+        margin_l1_median=float(marg.median()),
+        softmax_l1=[float(v) for v in soft],
+        margin_l1=[float(v) for v in marg],
+    )
+
+
+def _point(
+    result: AttackResult, epsilon: float | None, seconds: float, sizes: Tensor | None = None
+) -> AttackPoint:
+    correct = int(result.correct_before.sum())
+    fooled = int(result.success.sum())
+    n = len(result.success)
+    median = mean = None
+    if sizes is not None and fooled:
+        chosen = sizes[result.success].double()
+        median, mean = float(chosen.median()), float(chosen.mean())
+    return AttackPoint(
+        epsilon=epsilon,
+        samples=n,
+        correct_before=correct,
+        success_rate=fooled / correct if correct else 0.0,
+        robust_accuracy=(correct - fooled) / n,
+        median_perturbation=median,
+        mean_perturbation=mean,
+        seconds=seconds,
+    )
+
+
+def _thresholded(result: AttackResult, sizes: Tensor, epsilon: float) -> AttackPoint:
+    """A minimum-norm attack (CW-L2) read at budget ``epsilon``: only successes within it count."""
+    within = AttackResult(
+        result.adversarial, result.success & (sizes <= epsilon), result.correct_before
+    )
+    return _point(within, epsilon, 0.0)
+
+
+def _attack_model(
+    role: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    ev: EvaluationSpec,
+    bounds: tuple[float, float],
+    num_classes: int,
+    progress: _Progress,
+    transfer_sources: dict[float, Tensor],
+) -> list[AttackSummary]:
+    fast, slow = (x, y), (x[: ev.samples_slow], y[: ev.samples_slow])
+    summaries = []
+    for name in ev.attacks:
+        info = ATTACKS[name]
+        summary = AttackSummary(
+            attack=name, title=info.title, norm=info.norm,  # type: ignore[arg-type]
+            loss=info.loss, targeted=info.targeted, paper=info.paper,
+            sees_through_masking=info.sees_through_masking,
+            perturbation_unit=info.unit,  # type: ignore[arg-type]
+            note=None,
+        )  # fmt: skip
+        xs, ys = slow if info.slow else fast
+        if name == "transfer":
+            if role == "uploaded":
+                summary.note = "The uploaded model is the transfer source (PGD-margin on it)."
+            else:
+                for source_epsilon, x_adv in transfer_sources.items():
+                    start = time.perf_counter()
+                    result = attacks.transfer(model, x, x_adv, y)
+                    summary.points.append(
+                        _point(result, source_epsilon, time.perf_counter() - start)
+                    )
+                    progress.finish_job()
+                summary.note = "PGD L-inf with the logit margin on the uploaded model."
+            summaries.append(summary)
+            continue
+        for epsilon in budgets(name, ev):
+            start = time.perf_counter()
+            result = run_attack(
+                name, model, xs, ys, epsilon, ev, bounds, num_classes, progress.hook
+            )
+            seconds = time.perf_counter() - start
+            if name == "cw_l2":
+                sizes = attacks.perturbation_size(result.adversarial, xs, "l2")
+                summary.points.append(_point(result, None, seconds, sizes))
+                summary.points += [_thresholded(result, sizes, e) for e in ev.epsilons_l2]
+            elif info.norm == "l0":
+                sizes = attacks.changed_fraction(result.adversarial, xs)
+                summary.points.append(_point(result, ev.jsma_max_fraction, seconds, sizes))
+            else:
+                summary.points.append(_point(result, epsilon, seconds))
+            if role == "uploaded" and name == "pgd_linf_margin" and epsilon is not None:
+                transfer_sources[epsilon] = result.adversarial
+            progress.finish_job()
+        summaries.append(summary)
+    return summaries
+
+
+def _job_count(ev: EvaluationSpec) -> int:
+    jobs = 0
+    for name in ev.attacks:
+        per_model = len(ev.epsilons_linf) if name == "transfer" else len(budgets(name, ev))
+        jobs += per_model if name == "transfer" else 2 * per_model
+    return jobs
+
+
+def evaluate(
+    uploaded: nn.Module,
+    student: nn.Module,
+    data: Dataset,
+    spec: HardenSpec,
+    *,
+    device: str | torch.device | None = None,
+    on_progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> tuple[Evaluation, Verdict]:
+    """Attack both deployed models (raw logits, eval mode) and decide the verdict."""
+    ev = spec.evaluation
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
+    attack_list = list(ev.attacks)
+    if "transfer" in attack_list and "pgd_linf_margin" not in attack_list:
+        # The transfer attack reuses PGD-margin's adversarials on the uploaded model.
+        attack_list.insert(attack_list.index("transfer"), "pgd_linf_margin")
+        ev = ev.model_copy(update={"attacks": attack_list})
+    progress = _Progress(
+        on_progress or (lambda stage, done, total: None),
+        should_cancel or (lambda: False),
+        _job_count(ev),
+    )
+    x, y = draw_samples(data, ev.samples, ev.seed)
+    x, y = x.to(dev), y.to(dev)
+    started = time.perf_counter()
+    transfer_sources: dict[float, Tensor] = {}
+    models: dict[str, ModelRobustness] = {}
+    # The uploaded model first: the transfer attack on the student needs its adversarials.
+    for role, model in (("uploaded", uploaded), ("student", student)):
+        model = model.to(dev).eval()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            logits = model(x)
+        summaries = _attack_model(
+            role, model, x, y, ev, bounds, data.num_classes, progress, transfer_sources
+        )
+        models[role] = ModelRobustness(
+            clean_accuracy=float((logits.argmax(1) == y).float().mean()),
+            mean_abs_logit=float(logits.abs().mean()),
+            gradient=gradient_amplitude(model, x, y),
+            attacks=summaries,
+            seconds=time.perf_counter() - t0,
+        )
+    evaluation = Evaluation(
+        samples=len(x),
+        samples_slow=min(ev.samples_slow, len(x)),
+        seed=ev.seed,
+        device=str(dev),
+        input_range=bounds,
+        epsilons_linf=list(ev.epsilons_linf),
+        epsilons_l2=list(ev.epsilons_l2),
+        models=models,
+        seconds=time.perf_counter() - started,
+    )
+    return evaluation, decide(evaluation)

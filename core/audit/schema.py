@@ -1,0 +1,132 @@
+"""The ``evaluation`` and ``verdict`` sections of the report (pydantic, torch-free).
+
+Kept apart from ``core.report.schema`` so the robustness audit's schema can change without
+touching the rest of the report; ``core.report.schema.Report`` uses these types for its two fields.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VerdictLabel = Literal["masked", "no measurable gain", "real gain"]
+ThreatNorm = Literal["linf", "l2", "l0"]
+
+SUCCESS_DEFINITION = (
+    "An attack succeeds on a sample only if the model classified the clean sample correctly and "
+    "the adversarial one wrongly (targeted attacks: as the target). Success rate = successes / "
+    "correctly classified samples; robust accuracy = correctly classified and not fooled / all "
+    "attacked samples."
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AttackPoint(_Section):
+    """One attack at one budget on one model."""
+
+    epsilon: float | None = Field(
+        description="Budget in input units (L0 attacks: fraction of features); None: unbounded."
+    )
+    samples: int = Field(ge=0, description="Samples attacked.")
+    correct_before: int = Field(ge=0, description="Of those, correctly classified before.")
+    success_rate: float = Field(ge=0, le=1, description="Successes / correctly classified.")
+    robust_accuracy: float = Field(ge=0, le=1, description="Correct and not fooled / samples.")
+    median_perturbation: float | None = Field(
+        None, description="Median size of successful perturbations (unit: perturbation_unit)."
+    )
+    mean_perturbation: float | None = Field(None, description="Mean size, same unit.")
+    seconds: float = Field(ge=0, description="Wall time of this attack run.")
+
+
+class AttackSummary(_Section):
+    """One attack family member (e.g. PGD, L-inf, margin loss) over its budgets."""
+
+    attack: str = Field(description="Attack id as in the spec (e.g. 'pgd_linf_margin').")
+    title: str
+    norm: ThreatNorm
+    loss: str = Field(description="What the attack follows: ce, margin, dlr, softmax, logits...")
+    targeted: bool = False
+    paper: bool = Field(description="Used by the distillation paper (Papernot et al. 2016).")
+    sees_through_masking: bool = Field(
+        description="Logit-level, scale-invariant, gradient-free or transfer: immune to saturation."
+    )
+    perturbation_unit: Literal["l2", "linf", "fraction_changed"] | None = None
+    points: list[AttackPoint] = Field(default_factory=list)
+    note: str | None = Field(None, description="Why an attack was skipped or how it was run.")
+
+
+class GradientAmplitude(_Section):
+    """L1 norm of input gradients per sample: the paper's 'adversarial gradient' (softmax of the
+    true class) and, for contrast, the logit margin's, which distillation does not shrink."""
+
+    softmax_l1_mean: float = Field(ge=0)
+    softmax_l1_median: float = Field(ge=0)
+    margin_l1_mean: float = Field(ge=0)
+    margin_l1_median: float = Field(ge=0)
+    softmax_l1: list[float] = Field(default_factory=list, description="Per-sample values.")
+    margin_l1: list[float] = Field(default_factory=list, description="Per-sample values.")
+
+
+class ModelRobustness(_Section):
+    """Everything measured on one model."""
+
+    clean_accuracy: float = Field(ge=0, le=1, description="On the attacked samples.")
+    mean_abs_logit: float = Field(ge=0)
+    gradient: GradientAmplitude
+    attacks: list[AttackSummary] = Field(default_factory=list)
+    seconds: float = Field(ge=0)
+
+
+class Evaluation(_Section):
+    """The robustness audit: the uploaded model and the student side by side."""
+
+    samples: int = Field(ge=1)
+    samples_slow: int = Field(ge=1, description="Samples for JSMA, CW-L2 and Square (a prefix).")
+    seed: int
+    device: str
+    input_range: tuple[float, float]
+    epsilons_linf: list[float]
+    epsilons_l2: list[float]
+    success_definition: str = SUCCESS_DEFINITION
+    models: dict[str, ModelRobustness] = Field(description="'uploaded' and 'student'.")
+    seconds: float = Field(ge=0)
+
+
+class StrongestAttack(_Section):
+    """At one budget, the attack leaving the lowest robust accuracy, for each model."""
+
+    norm: Literal["linf", "l2"]
+    epsilon: float
+    uploaded_attack: str
+    uploaded_robust_accuracy: float
+    student_attack: str
+    student_robust_accuracy: float
+    gain: float = Field(description="Student minus uploaded robust accuracy (points / 100).")
+
+
+class MaskingSign(_Section):
+    """One symptom of gradient masking (Athalye, Carlini, Wagner 2018, section 3.1)."""
+
+    sign: str
+    detected: bool
+    evidence: str
+
+
+class Verdict(_Section):
+    """What the numbers mean, in words: masked, no measurable gain, or real gain."""
+
+    label: VerdictLabel
+    headline: str
+    evidence: list[str] = Field(description="The sentences that decided the label, in order.")
+    gains: list[StrongestAttack] = Field(
+        default_factory=list, description="Budgets where the strongest attack shows a real gain."
+    )
+    strongest: list[StrongestAttack] = Field(default_factory=list)
+    masking_signs: list[MaskingSign] = Field(default_factory=list)
+    paper_attacks_gain: bool = Field(
+        description="Whether the paper's attacks (JSMA on softmax, FGSM on CE) show a big gain."
+    )

@@ -1,0 +1,220 @@
+"""The verdict: is the student's robustness real, or are its gradients masked?
+
+Decided on the strongest attack per budget (the lowest robust accuracy over every attack,
+including logit-margin, DLR, gradient-free and transfer attacks), student against uploaded, and
+on the symptoms of gradient masking listed by Athalye, Carlini & Wagner (ICML 2018):
+vanishing gradients, loss-specific failure, black-box beating white-box, and budgets that do not
+help (collected in :mod:`core.audit.evidence`). Carlini & Wagner (2016) showed defensive
+distillation is exactly such a case.
+"""
+
+from __future__ import annotations
+
+import math
+
+from core.audit.catalogue import ATTACKS
+from core.audit.evidence import masking_signs, paper_gain, pct, point_at, robust_at
+from core.audit.schema import (
+    AttackSummary,
+    Evaluation,
+    ModelRobustness,
+    StrongestAttack,
+    Verdict,
+)
+
+GAIN_THRESHOLD = 0.05  # robust accuracy gain (5 points) that counts as real at one budget
+# A gain must also exceed sampling noise: 1.96 standard errors of the difference of two
+# proportions (95%, two-sided). The samples are shared by both models, so the unpaired error is
+# an upper bound on the paired one: this errs towards *not* calling a gain real, the safe side.
+NOISE_Z = 1.96
+
+
+def _norm_name(norm: str) -> str:
+    return {"linf": "L-inf", "l2": "L2", "l0": "L0"}[norm]
+
+
+def _by_name(model: ModelRobustness) -> dict[str, AttackSummary]:
+    return {a.attack: a for a in model.attacks}
+
+
+def noise_margin(
+    row: StrongestAttack, up: dict[str, AttackSummary], st: dict[str, AttackSummary]
+) -> float:
+    """1.96 standard errors of ``row.gain`` given the samples behind each robust accuracy."""
+    at_up = point_at(up[row.uploaded_attack], row.epsilon)
+    at_st = point_at(st[row.student_attack], row.epsilon)
+    n_up = at_up.samples if at_up else 0
+    n_st = at_st.samples if at_st else 0
+    if n_up == 0 or n_st == 0:
+        return 1.0
+    p_up, p_st = row.uploaded_robust_accuracy, row.student_robust_accuracy
+    return NOISE_Z * math.sqrt(p_up * (1 - p_up) / n_up + p_st * (1 - p_st) / n_st)
+
+
+def _strong_attack_run(
+    norm: str, epsilon: float, up: dict[str, AttackSummary], st: dict[str, AttackSummary]
+) -> bool:
+    """Whether an attack immune to softmax saturation ran at this budget on both models."""
+    return any(
+        a.sees_through_masking
+        and a.norm == norm
+        and robust_at(a, epsilon) is not None
+        and robust_at(up.get(name), epsilon) is not None
+        for name, a in st.items()
+    )
+
+
+def _strongest_for(model: ModelRobustness, norm: str, epsilon: float) -> tuple[str, float] | None:
+    found = [
+        (ra, a.attack)
+        for a in model.attacks
+        if a.norm == norm and (ra := robust_at(a, epsilon)) is not None
+    ]
+    if not found:
+        return None
+    ra, name = min(found)
+    return name, ra
+
+
+def strongest_attacks(evaluation: Evaluation) -> list[StrongestAttack]:
+    """Per norm and budget, the attack leaving the lowest robust accuracy on each model."""
+    uploaded, student = evaluation.models["uploaded"], evaluation.models["student"]
+    rows = []
+    for norm, epsilons in (("linf", evaluation.epsilons_linf), ("l2", evaluation.epsilons_l2)):
+        for epsilon in epsilons:
+            up, st = _strongest_for(uploaded, norm, epsilon), _strongest_for(student, norm, epsilon)
+            if up is None or st is None:
+                continue
+            rows.append(
+                StrongestAttack(
+                    norm=norm,  # type: ignore[arg-type]
+                    epsilon=epsilon,
+                    uploaded_attack=up[0],
+                    uploaded_robust_accuracy=up[1],
+                    student_attack=st[0],
+                    student_robust_accuracy=st[1],
+                    gain=st[1] - up[1],
+                )
+            )
+    return rows
+
+
+def _cw_sentence(up: dict[str, AttackSummary], st: dict[str, AttackSummary]) -> str | None:
+    if "cw_l2" not in up or "cw_l2" not in st:
+        return None
+    u = next(p for p in up["cw_l2"].points if p.epsilon is None)
+    s = next(p for p in st["cw_l2"].points if p.epsilon is None)
+
+    def size(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    return (
+        f"Carlini-Wagner L2 fools {pct(s.success_rate)} of the student's correctly classified "
+        f"samples (median L2 {size(s.median_perturbation)}) and {pct(u.success_rate)} of the "
+        f"uploaded model's (median L2 {size(u.median_perturbation)})."
+    )
+
+
+def _strongest_sentence(row: StrongestAttack, up_title: str, st_title: str) -> str:
+    return (
+        f"Strongest attack at {_norm_name(row.norm)} ε={row.epsilon:g}: uploaded model "
+        f"{pct(row.uploaded_robust_accuracy)} robust accuracy ({up_title}), student "
+        f"{pct(row.student_robust_accuracy)} ({st_title}), a change of "
+        f"{100 * row.gain:+.0f} points."
+    )
+
+
+def _unverified_sentence(row: StrongestAttack) -> str:
+    strong = ", ".join(
+        name
+        for name, info in ATTACKS.items()
+        if info.sees_through_masking and info.norm == row.norm
+    )
+    return (
+        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the student keeps {100 * row.gain:.0f} more "
+        "points of robust accuracy, but only attacks that follow the softmax or cross-entropy ran "
+        "there; those are the attacks distillation defeats by masking, so this is not counted as "
+        f"a gain. Add one of {strong} to the evaluation's attacks to measure it."
+    )
+
+
+def _noisy_sentence(row: StrongestAttack, margin: float) -> str:
+    return (
+        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the student keeps {100 * row.gain:.0f} more "
+        f"points of robust accuracy, within the sampling noise of the attacked samples (±"
+        f"{100 * margin:.0f} points at 95%): not counted as a gain. Attack more samples to tell."
+    )
+
+
+def decide(evaluation: Evaluation) -> Verdict:
+    """``masked``, ``no measurable gain`` or ``real gain``, with the evidence in sentences."""
+    uploaded, student = evaluation.models["uploaded"], evaluation.models["student"]
+    up, st = _by_name(uploaded), _by_name(student)
+    strongest = strongest_attacks(evaluation)
+    # A gain counts only where an attack that sees through masking was run (a gain under the
+    # softmax/cross-entropy attacks alone is what distillation fakes) and beyond sampling noise.
+    candidates = [row for row in strongest if row.gain >= GAIN_THRESHOLD]
+    unverified = [r for r in candidates if not _strong_attack_run(r.norm, r.epsilon, up, st)]
+    noisy = [r for r in candidates if r not in unverified and r.gain < noise_margin(r, up, st)]
+    gains = [r for r in candidates if r not in unverified and r not in noisy]
+    paper = paper_gain(up, st)
+    signs = masking_signs(evaluation, up, st, strongest)
+    detected = [s for s in signs if s.detected]
+    titles = {**{n: a.title for n, a in up.items()}, **{n: a.title for n, a in st.items()}}
+    strongest_text = [
+        _strongest_sentence(r, titles[r.uploaded_attack], titles[r.student_attack])
+        for r in strongest
+    ]
+    cw = _cw_sentence(up, st)
+    best_gain = max(strongest, key=lambda r: r.gain, default=None)
+    if gains and not detected:
+        top = max(gains, key=lambda r: r.gain)
+        label = "real gain"
+        headline = (
+            f"Real gain: against the strongest attack tried, the student keeps "
+            f"{100 * top.gain:.0f} more points of robust accuracy at {_norm_name(top.norm)} "
+            f"ε={top.epsilon:g} ({titles[top.student_attack]}), and no sign of gradient masking "
+            "was found. Stronger, adaptive attacks may still lower it."
+        )
+        evidence = strongest_text + paper
+    elif gains or detected or paper:
+        label = "masked"
+        headline = (
+            "Masked: distillation hides the student's gradients instead of removing adversarial "
+            "examples. Attacks that see through the masking still fool it"
+            + (
+                f" (strongest attack at {_norm_name(best_gain.norm)} ε={best_gain.epsilon:g}: "
+                f"{pct(best_gain.student_robust_accuracy)} robust accuracy for the student vs "
+                f"{pct(best_gain.uploaded_robust_accuracy)} for the uploaded model)."
+                if best_gain is not None
+                else "."
+            )
+        )
+        evidence = paper + [s.evidence for s in detected] + strongest_text
+        if gains:
+            evidence.append(
+                "Some budgets show a gain under the strongest attack tried, but the masking signs "
+                "above mean the attacks are not reliable on this model, so the gain is not trusted."
+            )
+    else:
+        label = "no measurable gain"
+        headline = (
+            "No measurable gain: against the strongest attack at every budget, the student's "
+            f"robust accuracy is below the uploaded model's, less than {100 * GAIN_THRESHOLD:.0f} "
+            "points above it, or above it only within sampling noise or under attacks that "
+            "masking defeats."
+        )
+        evidence = strongest_text
+    evidence += [_unverified_sentence(r) for r in unverified]
+    evidence += [_noisy_sentence(r, noise_margin(r, up, st)) for r in noisy]
+    if cw:
+        evidence.append(cw)
+    return Verdict(
+        label=label,  # type: ignore[arg-type]
+        headline=headline,
+        evidence=evidence,
+        gains=gains,
+        strongest=strongest,
+        masking_signs=signs,
+        paper_attacks_gain=bool(paper),
+    )

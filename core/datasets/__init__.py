@@ -1,0 +1,1 @@
+"""Datasets: references to tensors, array checks, image-folder archives."""

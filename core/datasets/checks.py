@@ -1,0 +1,178 @@
+"""Validation of dataset arrays: layout, labels, finiteness and value range.
+
+Used by :mod:`core.datasets.references`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from core.errors import DatasetError
+
+
+class CheckedArrays(NamedTuple):
+    """Arrays that passed every check: float32 NCHW images, int64 labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: list[str]
+
+
+def _to_nchw(name: str, x: np.ndarray) -> np.ndarray:
+    if x.ndim == 3:  # (N, H, W) grayscale
+        return x[:, None, :, :]
+    if x.ndim != 4:
+        raise DatasetError(
+            f"{name} has shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C)",
+            hint="store images as a 3-D or 4-D array",
+        )
+    channels_first = x.shape[1] in (1, 3, 4)
+    channels_last = x.shape[3] in (1, 3, 4)
+    if channels_last and not channels_first:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if channels_first:
+        return x
+    raise DatasetError(
+        f"{name} has shape {x.shape}: no channel dimension of size 1, 3 or 4 in position 1 "
+        "(NCHW) or last (NHWC)",
+        hint="store images as (N, C, H, W) or (N, H, W, C) with 1, 3 or 4 channels",
+    )
+
+
+def _check_labels(name: str, y: np.ndarray, n_images: int) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DatasetError(
+            f"{name} has shape {y.shape}; expected one integer label per image",
+            hint="store class indices (0..num_classes-1), not one-hot vectors",
+        )
+    if len(y) != n_images:
+        raise DatasetError(
+            f"{name} has {len(y)} labels but there are {n_images} images",
+            hint="give exactly one label per image",
+        )
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DatasetError(
+                f"{name} holds non-integer labels", hint="store class indices as integers"
+            )
+    elif y.dtype.kind not in "iub":
+        raise DatasetError(
+            f"{name} has dtype {y.dtype}; labels must be integers",
+            hint="store class indices as an integer array",
+        )
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise DatasetError(
+            f"{name} holds negative labels (min {int(y.min())})",
+            hint="labels must be class indices 0..num_classes-1",
+        )
+    return y
+
+
+def _scale(
+    name: str,
+    x: np.ndarray,
+    source_range: tuple[float, float] | None,
+    input_range: tuple[float, float],
+) -> np.ndarray:
+    low, high = input_range
+    if x.dtype == np.uint8:
+        source_range = (0.0, 255.0)
+    elif x.dtype.kind in "iu" or x.dtype == np.bool_:
+        raise DatasetError(
+            f"{name} has dtype {x.dtype}; images must be uint8 (0..255) or floating point",
+            hint="convert to uint8 or to float32 values inside input_range",
+        )
+    elif x.dtype.kind != "f":
+        raise DatasetError(
+            f"{name} has dtype {x.dtype}; images must be uint8 or floating point",
+            hint="convert to uint8 or float32",
+        )
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise DatasetError(
+            f"{name} contains NaN or infinite values", hint="clean or drop those images"
+        )
+    if source_range is not None:
+        src_low, src_high = source_range
+        return ((x - src_low) / (src_high - src_low) * (high - low) + low).astype(np.float32)
+    found_low, found_high = float(x.min()), float(x.max())
+    if found_low < low or found_high > high:
+        raise DatasetError(
+            f"{name} has values in [{found_low:g}, {found_high:g}], outside the input_range "
+            f"[{low:g}, {high:g}]",
+            hint="rescale the images into input_range, store them as uint8 0..255, or set the "
+            "job's input_range to the range the model expects",
+        )
+    return x.astype(np.float32)
+
+
+def validate_arrays(
+    ref: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    class_names: list[str] | None,
+    source_range: tuple[float, float] | None,
+    input_range: tuple[float, float],
+) -> CheckedArrays:
+    """Validate raw arrays: NCHW float32 images inside ``input_range``, int64 labels."""
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if len(x) == 0:
+            raise DatasetError(
+                f"{name} is empty", hint="both splits need at least one image", reference=ref
+            )
+    x_train = _to_nchw("x_train", x_train)
+    x_test = _to_nchw("x_test", x_test)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DatasetError(
+            f"x_train images have shape {x_train.shape[1:]} but x_test images {x_test.shape[1:]}",
+            hint="train and test images must have the same channels, height and width",
+            reference=ref,
+        )
+    y_train = _check_labels("y_train", y_train, len(x_train))
+    y_test = _check_labels("y_test", y_test, len(x_test))
+    if class_names is not None:
+        num_classes = len(class_names)
+    else:
+        num_classes = int(max(y_train.max(), y_test.max())) + 1
+        class_names = [str(i) for i in range(num_classes)]
+    if num_classes < 2 or len(np.unique(y_train)) < 2:
+        raise DatasetError(
+            f"the training split has {len(np.unique(y_train))} class(es); a classifier needs "
+            "at least 2",
+            hint="include images of at least two classes",
+            reference=ref,
+        )
+    if y_train.max() >= num_classes or y_test.max() >= num_classes:
+        raise DatasetError(
+            f"labels go up to {int(max(y_train.max(), y_test.max()))} but there are only "
+            f"{num_classes} classes",
+            hint="labels must be class indices 0..num_classes-1",
+            reference=ref,
+        )
+    unseen = sorted(set(np.unique(y_test).tolist()) - set(np.unique(y_train).tolist()))
+    if unseen:
+        raise DatasetError(
+            f"y_test has labels {unseen[:10]} that never occur in y_train",
+            hint="every test class needs training images; check the label encoding",
+            reference=ref,
+        )
+    x_train = _scale("x_train", x_train, source_range, input_range)
+    x_test = _scale("x_test", x_test, source_range, input_range)
+    return CheckedArrays(
+        np.ascontiguousarray(x_train),
+        y_train,
+        np.ascontiguousarray(x_test),
+        y_test,
+        num_classes,
+        class_names,
+    )

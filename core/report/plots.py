@@ -1,0 +1,102 @@
+"""Plots of the robustness audit, as base64 PNG data URIs so the HTML stays one file.
+
+matplotlib with the Agg backend: no display, safe in workers and threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from core.audit.schema import Evaluation  # noqa: E402
+
+_ROLES = (("uploaded", "uploaded model"), ("student", "distilled student"))
+
+
+def _data_uri(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def robust_accuracy_plots(evaluation: Evaluation) -> dict[str, str]:
+    """Per norm, robust accuracy vs epsilon per attack, uploaded and student side by side."""
+    plots = {}
+    for norm, label in (("linf", "L-inf ε"), ("l2", "L2 ε")):
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        drawn = False
+        for axis, (role, title) in zip(axes, _ROLES, strict=True):
+            model = evaluation.models.get(role)
+            if model is None:
+                continue
+            for summary in model.attacks:
+                points = sorted(
+                    (p.epsilon, p.robust_accuracy)
+                    for p in summary.points
+                    if summary.norm == norm and p.epsilon is not None
+                )
+                if not points:
+                    continue
+                drawn = True
+                style = "--" if not summary.sees_through_masking else "-"
+                axis.plot(
+                    [e for e, _ in points],
+                    [100 * r for _, r in points],
+                    style,
+                    marker="o",
+                    label=summary.title,
+                )
+            axis.set_title(f"{title} (clean {100 * model.clean_accuracy:.1f}%)")
+            axis.set_xlabel(label)
+            axis.set_ylim(-2, 102)
+            axis.grid(alpha=0.3)
+        axes[0].set_ylabel("robust accuracy (%)")
+        if drawn:
+            axes[1].legend(fontsize=7, loc="upper right")
+            plots[norm] = _data_uri(figure)
+        else:
+            plt.close(figure)
+    return plots
+
+
+def gradient_histograms(evaluation: Evaluation) -> str | None:
+    """Histograms of log10 L1 input-gradient norms (softmax and logit margin), both models."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    drawn = False
+    for axis, (field, title) in zip(
+        axes,
+        (("softmax_l1", "softmax of the true class (paper)"), ("margin_l1", "logit margin")),
+        strict=True,
+    ):
+        # Exact zeros (a saturated softmax in float32) are shown at the 1e-30 floor.
+        logs = {
+            name: [math.log10(max(v, 1e-30)) for v in getattr(model.gradient, field)]
+            for role, name in _ROLES
+            if (model := evaluation.models.get(role)) is not None
+        }
+        everything = [v for values in logs.values() for v in values]
+        if not everything:
+            continue
+        low, high = min(everything), max(everything)
+        # Shared bins, so both models' bars have the same width and can be compared.
+        bins = [low + (high - low + 1e-9) * i / 40 for i in range(41)]
+        for name, values in logs.items():
+            if values:
+                drawn = True
+                axis.hist(values, bins=bins, alpha=0.6, label=name)
+        axis.set_title(f"input-gradient L1 norm: {title}")
+        axis.set_xlabel("log10 L1 norm (1e-30 = exactly zero)")
+        axis.set_ylabel("samples")
+        axis.legend(fontsize=8)
+    if not drawn:
+        plt.close(figure)
+        return None
+    return _data_uri(figure)

@@ -1,0 +1,110 @@
+"""The report users act on: a versioned pydantic schema and its rendering.
+
+``report.json`` always validates against :class:`Report`; ``schemas/report.schema.json`` in the
+repository is generated from it (``python -m core.report.schema > schemas/report.schema.json``).
+No torch import here: the API and clients may read reports too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.audit.schema import Evaluation, Verdict
+
+# 1.1: export.max_rel_diff and export.prediction_agreement.
+# 1.2: distillation.student_epochs_auto and distillation.student_steps.
+REPORT_VERSION = "1.2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSummary(_Section):
+    """One model's clean behaviour on the held-out test split."""
+
+    clean_accuracy: float = Field(ge=0, le=1)
+    mean_abs_logit: float = Field(ge=0)
+    test_samples: int = Field(ge=1)
+
+
+class ExportSummary(_Section):
+    """The ONNX file and its parity with torch."""
+
+    file: str
+    sha256: str
+    opset: int
+    parity_samples: int
+    max_abs_diff: float = Field(
+        ge=0, description="Largest |onnxruntime - torch| on held-out samples."
+    )
+    exporter: str = Field("", description="Torch exporter that wrote it: dynamo or torchscript.")
+    max_rel_diff: float = Field(
+        0.0, ge=0, description="max_abs_diff over the largest |logit| torch gave on those samples."
+    )
+    prediction_agreement: float = Field(
+        1.0, ge=0, le=1, description="Fraction of those samples given the same class by both."
+    )
+
+
+class DistillationSummary(_Section):
+    temperature: float
+    teacher_epochs: int
+    student_epochs: int = Field(description="Epochs the student trained (resolved when auto).")
+    student_epochs_auto: bool = Field(
+        False,
+        description="True when the spec left student_epochs unset and the epochs were resolved "
+        "from the training set's size (enough for a fixed number of optimizer steps).",
+    )
+    student_steps: int = Field(0, ge=0, description="Optimizer steps the student trained.")
+    optimizer: str
+    teacher_start: str = Field(description="How the teacher was started from the upload.")
+    student_init: str
+    train_samples: int
+    teacher_loss_history: list[float] = Field(default_factory=list)
+    student_loss_history: list[float] = Field(default_factory=list)
+
+
+class Report(_Section):
+    """Everything a hardening job produced, in one document."""
+
+    report_version: str = REPORT_VERSION
+    created_at: str
+    software: dict[str, str]
+    device: str
+    spec: dict[str, Any] = Field(description="The resolved job spec (core.spec.HardenSpec).")
+    input: dict[str, Any] = Field(
+        description="Upload: format, sha256, architecture; dataset facts."
+    )
+    models: dict[str, ModelSummary] = Field(
+        description="Clean accuracy per model: 'uploaded', 'teacher', 'student'."
+    )
+    distillation: DistillationSummary
+    export: ExportSummary
+    timings_s: dict[str, float] = Field(description="Seconds per pipeline stage.")
+    notes: list[str] = Field(
+        default_factory=list, description="Anything the run did differently from what was asked."
+    )
+    # Filled by core.audit.evaluate; None when evaluation is disabled.
+    evaluation: Evaluation | None = None
+    verdict: Verdict | None = None
+
+
+def report_json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``report.json`` (committed as ``schemas/report.schema.json``)."""
+    return Report.model_json_schema()
+
+
+def render_html(report: Report) -> str:
+    """The report as one self-contained HTML page: verdict first, then the numbers and plots."""
+    # Imported here: the HTML side pulls in Jinja2 and matplotlib, which JSON readers don't need.
+    from core.report.html import render_report_html
+
+    return render_report_html(report)
+
+
+if __name__ == "__main__":
+    print(json.dumps(report_json_schema(), indent=2, sort_keys=True))

@@ -1,0 +1,58 @@
+"""The Python client against the app in-process (Starlette's test transport)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from harden_client import HardenAPIError, HardenClient, JobFailedError
+
+from app.infra.artifacts import LocalStore
+from tests.app.conftest import onnx_model_bytes
+from tests.app.web.test_jobs import finish
+
+
+@pytest.fixture
+def client(api, key):
+    with HardenClient("http://testserver", key, transport=api._transport) as harden:
+        yield harden
+
+
+def test_submit_status_wait_download(client, store, settings, tmp_path: Path):
+    (tmp_path / "m.onnx").write_bytes(onnx_model_bytes())
+    job = client.submit(tmp_path / "m.onnx", dataset="builtin:digits", config={"seed": 3})
+    assert job["spec"]["seed"] == 3 and job["spec"]["dataset"] == "builtin:digits"
+    shas = finish(store, LocalStore(settings.artifact_dir), tmp_path, job["id"])
+    seen = []
+    done = client.wait(job["id"], on_progress=seen.append, timeout_s=5)
+    assert done["state"] == "succeeded" and seen[-1]["state"] == "succeeded"
+    paths = client.download(job["id"], tmp_path / "out")
+    for name, path in paths.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == shas[name]
+    assert client.list_jobs()["total"] == 1
+
+
+def test_problem_becomes_an_exception_with_code_and_hint(client, tmp_path: Path):
+    (tmp_path / "m.onnx").write_bytes(onnx_model_bytes())
+    with pytest.raises(HardenAPIError) as error:
+        client.submit(tmp_path / "m.onnx", config={"temperature": -1})
+    assert error.value.status == 422 and error.value.code == "invalid_spec"
+    assert error.value.hint
+    with pytest.raises(HardenAPIError) as missing:
+        client.status("0" * 32)
+    assert missing.value.status == 404
+
+
+def test_wait_times_out_and_reports_failures(client, store, tmp_path: Path):
+    (tmp_path / "m.onnx").write_bytes(onnx_model_bytes())
+    job = client.submit(tmp_path / "m.onnx", dataset="builtin:digits")
+    with pytest.raises(TimeoutError):
+        client.wait(job["id"], timeout_s=0.1, poll_s=0.05)
+    client.cancel(job["id"])
+    with pytest.raises(JobFailedError, match="cancelled"):
+        client.wait(job["id"], raise_on_failure=True)
+    with pytest.raises(HardenAPIError) as not_done:
+        client.download(job["id"], tmp_path / "out")
+    assert not_done.value.code == "job_not_done"
+    assert not (tmp_path / "out" / "model.onnx").exists()

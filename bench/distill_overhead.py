@@ -1,5 +1,5 @@
-"""Overhead of core.hardening.distillation against a minimal hand-written PyTorch loop doing the
-same work.
+"""Overhead of core.hardening.distillation (run as the pipeline runs it, through the hardening
+method interface and the run plan) against a minimal hand-written PyTorch loop doing the same work.
 
 Both sides, in this one process and alternately: scale the upload's last layer by T, train the
 teacher at T on hard labels, compute soft labels, train a re-initialised student at T on them.
@@ -26,8 +26,9 @@ from torch import nn
 
 from core.datasets.references import Dataset, load_dataset
 from core.device import pick_device
-from core.hardening.distillation import distill
-from core.intake.upload import build_zoo_model
+from core.hardening.distillation import DefensiveDistillation
+from core.intake.zoo import build_zoo_model
+from core.plan import RunPlan
 from core.spec import HardenSpec
 
 
@@ -70,8 +71,9 @@ def _plain_train(
     model.eval()
 
 
-def plain(upload: _Upload, data: Dataset, spec: HardenSpec, device: torch.device) -> float:
+def plain(upload: _Upload, data: Dataset, plan: RunPlan) -> float:
     """The reference: the method written as the shortest correct PyTorch loop. Returns seconds."""
+    spec, device = plan.spec, torch.device(plan.device)
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
@@ -81,31 +83,35 @@ def plain(upload: _Upload, data: Dataset, spec: HardenSpec, device: torch.device
     with torch.no_grad():
         last.weight.mul_(spec.temperature)
         last.bias.mul_(spec.temperature)
-    temperature, batch = spec.temperature, spec.batch_size
-    _plain_train(teacher, inputs, labels, temperature, spec.teacher_epochs, batch, generator)
+    temperature, batch = spec.temperature, plan.batch_size
+    _plain_train(teacher, inputs, labels, temperature, plan.teacher_epochs, batch, generator)
     with torch.no_grad():
         logits = torch.cat([teacher(inputs[i : i + 1024]) for i in range(0, len(inputs), 1024)])
         soft_labels = torch.softmax(logits / temperature, dim=1)
     student = upload.fresh_copy(reinitialise=True).to(device)
-    student_epochs = spec.resolved_student_epochs(len(inputs))  # the epochs distill() trains
-    _plain_train(student, inputs, soft_labels, temperature, student_epochs, batch, generator)
+    _plain_train(student, inputs, soft_labels, temperature, plan.student_epochs, batch, generator)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
-def pipeline(upload: _Upload, data: Dataset, spec: HardenSpec, device: torch.device) -> float:
-    """core.hardening.distillation.distill with a progress callback and a cancel check.
-
-    Returns seconds.
-    """
+def pipeline(upload: _Upload, data: Dataset, plan: RunPlan) -> float:
+    """core.hardening.distillation.DefensiveDistillation.harden with a progress callback and a
+    cancel check. Returns seconds."""
+    device = torch.device(plan.device)
     started = time.perf_counter()
     steps = [0]
 
     def on_progress(stage: str, done: int, total: int) -> None:
         steps[0] = done
 
-    distill(upload, data, spec, device=device, on_progress=on_progress, should_cancel=lambda: False)
+    DefensiveDistillation().harden(
+        upload,  # type: ignore[arg-type]  # only fresh_copy is used
+        data,
+        plan,
+        on_progress=on_progress,
+        should_cancel=lambda: False,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started
@@ -133,27 +139,23 @@ def main() -> None:
         batch_size=args.batch_size,
         evaluation={"enabled": False},
     )
-    print(
-        f"{args.arch} on {args.dataset} ({len(data.x_train)} train), {device}, "
-        f"teacher {spec.teacher_epochs} + student "
-        f"{spec.resolved_student_epochs(len(data.y_train))} epochs, "
-        f"batch {spec.batch_size}"
+    plan = RunPlan.resolve(
+        spec, dataset=args.dataset, train_samples=len(data.y_train), device=str(device)
     )
-    plain(upload, data, spec, device)  # warm-up: allocator, kernels, first-call costs
+    print(
+        f"{args.arch} on {args.dataset} ({plan.train_samples} train), {plan.device}, "
+        f"teacher {plan.teacher_epochs} + student {plan.student_epochs} epochs, "
+        f"batch {plan.batch_size}"
+    )
+    plain(upload, data, plan)  # warm-up: allocator, kernels, first-call costs
     plain_times: list[float] = []
     pipeline_times: list[float] = []
     for repeat in range(args.repeats):
         # Alternate the order so drift in machine load hits both sides alike.
         if repeat % 2 == 0:
-            plain_s, pipeline_s = (
-                plain(upload, data, spec, device),
-                pipeline(upload, data, spec, device),
-            )
+            plain_s, pipeline_s = plain(upload, data, plan), pipeline(upload, data, plan)
         else:
-            pipeline_s, plain_s = (
-                pipeline(upload, data, spec, device),
-                plain(upload, data, spec, device),
-            )
+            pipeline_s, plain_s = pipeline(upload, data, plan), plain(upload, data, plan)
         plain_times.append(plain_s)
         pipeline_times.append(pipeline_s)
         print(

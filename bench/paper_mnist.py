@@ -20,35 +20,39 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Timer, accuracy, baseline, distilled, mnist  # noqa: E402
-from core.audit import attacks  # noqa: E402
+from core.audit.attacks.apgd import apgd  # noqa: E402
+from core.audit.attacks.base import AttackResult  # noqa: E402
+from core.audit.attacks.cw import carlini_wagner_l2  # noqa: E402
+from core.audit.attacks.gradient import perturbation_size  # noqa: E402
+from core.audit.attacks.jsma import jsma  # noqa: E402
 from core.audit.evaluate import draw_samples, gradient_amplitude  # noqa: E402
 
 TEMPERATURES = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0)
 
 
-def _rate(result: attacks.AttackResult) -> float:
+def _rate(result: AttackResult) -> float:
     return float(result.success.sum() / result.correct_before.sum().clamp_min(1))
 
 
 def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict:
     """The table's columns for one model on the samples ``x``."""
-    jsma = attacks.jsma(model, x, y, num_classes=10, outputs="softmax", max_fraction=0.145)
-    cw = attacks.carlini_wagner_l2(
+    saliency = jsma(model, x, y, num_classes=10, outputs="softmax", max_fraction=0.145)
+    cw = carlini_wagner_l2(
         model, x, y, binary_steps=args.cw_binary_steps, iterations=args.cw_iterations
     )
-    cw_l2 = attacks.perturbation_size(cw.adversarial, x, "l2")[cw.success]
-    apgd = attacks.apgd(model, x, y, epsilon=args.epsilon, loss="dlr", steps=args.apgd_steps)
+    cw_l2 = perturbation_size(cw.adversarial, x, "l2")[cw.success]
+    auto_pgd = apgd(model, x, y, epsilon=args.epsilon, loss="dlr", steps=args.apgd_steps)
     grads = gradient_amplitude(model, x, y)
     with torch.no_grad():
         mean_logit = float(model(x).abs().mean())
     return {
-        "jsma": _rate(jsma),
+        "jsma": _rate(saliency),
         "grad_softmax": grads.softmax_l1_mean,
         "grad_softmax_median": grads.softmax_l1_median,
         "grad_margin": grads.margin_l1_mean,
         "cw": _rate(cw),
         "cw_median_l2": float(cw_l2.median()) if len(cw_l2) else None,
-        "apgd_dlr": _rate(apgd),
+        "apgd_dlr": _rate(auto_pgd),
         "mean_abs_logit": mean_logit,
     }
 

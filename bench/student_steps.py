@@ -7,12 +7,13 @@ value, every other setting at the spec's defaults (T=100, Adam lr 1e-3, batch 12
 epochs), and prints a markdown table of student steps against test accuracy.
 
     python bench/student_steps.py [--arch papernot_mnist] [--epochs 30 60 90] [--seeds 0 1]
+
+Its measurements, and the auto default chosen from them, are in bench/results/student_steps.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 import warnings
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from core.datasets.references import Dataset, load_dataset
 from core.intake.zoo import build_zoo_model
 from core.pipeline import run
+from core.plan import steps_per_epoch
 from core.spec import HardenSpec
 
 
@@ -59,10 +61,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset)
-    steps_per_epoch = math.ceil(len(data.y_train) / 128)
+    batch_size = HardenSpec().batch_size
+    batches = steps_per_epoch(len(data.y_train), batch_size)
     print(
         f"{args.arch} on {args.dataset}: {len(data.y_train)} train / {len(data.y_test)} test, "
-        f"{steps_per_epoch} steps per epoch at batch 128, upload trained {args.upload_epochs} "
+        f"{batches} steps per epoch at batch {batch_size}, upload trained {args.upload_epochs} "
         f"epochs at T=1, {args.threads} torch thread(s)\n"
     )
     print("| student epochs | steps | seed | uploaded | teacher | student | gap (points) | s |")
@@ -87,7 +90,7 @@ def main() -> None:
                 acc = {name: m.clean_accuracy for name, m in report.models.items()}
                 gap = 100 * (acc["uploaded"] - acc["student"])
                 print(
-                    f"| {epochs} | {epochs * steps_per_epoch} | {seed} | "
+                    f"| {epochs} | {report.distillation.student_steps} | {seed} | "
                     f"{100 * acc['uploaded']:.1f}% | {100 * acc['teacher']:.1f}% | "
                     f"{100 * acc['student']:.1f}% | {gap:.1f} | {seconds:.0f} |",
                     flush=True,

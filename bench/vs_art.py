@@ -25,8 +25,10 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Timer, accuracy, baseline, distilled, mnist  # noqa: E402
-from core.audit import attacks  # noqa: E402
 from core.audit.attacks.base import random_targets, seeded_generator  # noqa: E402
+from core.audit.attacks.cw import carlini_wagner_l2  # noqa: E402
+from core.audit.attacks.gradient import fgsm, perturbation_size, pgd  # noqa: E402
+from core.audit.attacks.jsma import changed_fraction, jsma  # noqa: E402
 from core.audit.evaluate import draw_samples  # noqa: E402
 
 EPS = 0.3
@@ -87,9 +89,9 @@ ART_RUN_OF = {
 
 
 def _ours(model: nn.Module, targets: Tensor) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
-    def jsma(saliency: Literal["pairs", "target"]) -> Callable[[Tensor, Tensor], Tensor]:
+    def jsma_with(saliency: Literal["pairs", "target"]) -> Callable[[Tensor, Tensor], Tensor]:
         def run(x: Tensor, y: Tensor) -> Tensor:
-            return attacks.jsma(
+            return jsma(
                 model, x, y, num_classes=10, outputs="logits", targets=targets[: len(x)],
                 max_fraction=JSMA_GAMMA, saliency=saliency,
             ).adversarial  # fmt: skip
@@ -97,20 +99,18 @@ def _ours(model: nn.Module, targets: Tensor) -> dict[str, Callable[[Tensor, Tens
         return run
 
     return {
-        "FGSM (CE, L-inf 0.3)": lambda x, y: attacks.fgsm(model, x, y, epsilon=EPS).adversarial,
+        "FGSM (CE, L-inf 0.3)": lambda x, y: fgsm(model, x, y, epsilon=EPS).adversarial,
         "PGD (CE, L-inf 0.3, 40 steps)": lambda x, y: (
-            attacks.pgd(
-                model, x, y, epsilon=EPS, steps=PGD_STEPS, step_size=PGD_STEP_SIZE
-            ).adversarial
+            pgd(model, x, y, epsilon=EPS, steps=PGD_STEPS, step_size=PGD_STEP_SIZE).adversarial
         ),
         # ART's SaliencyMapMethod differentiates the classifier's outputs: here the logits.
-        "JSMA (targeted, 14.5%)": jsma("pairs"),
+        "JSMA (targeted, 14.5%)": jsma_with("pairs"),
         # Like for like: ART keeps only the target output's gradient and takes its top-2 features.
-        "JSMA, ART's rule (targeted, 14.5%)": jsma("target"),
-        "CW-L2 (5x100)": lambda x, y: attacks.carlini_wagner_l2(model, x, y, **CW).adversarial,
+        "JSMA, ART's rule (targeted, 14.5%)": jsma_with("target"),
+        "CW-L2 (5x100)": lambda x, y: carlini_wagner_l2(model, x, y, **CW).adversarial,
         # Our default Adam step (0.1); ART's learning_rate only seeds its own step-size search.
         "CW-L2 (5x100), ours at lr 0.1": lambda x, y: (
-            attacks.carlini_wagner_l2(model, x, y, **{**CW, "learning_rate": 0.1}).adversarial
+            carlini_wagner_l2(model, x, y, **{**CW, "learning_rate": 0.1}).adversarial
         ),
     }
 
@@ -126,9 +126,7 @@ def _outcome(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, target: Tens
     if not name.startswith(("JSMA", "CW")):
         return rate, success, None
     sizes = (
-        attacks.changed_fraction(x_adv, x)
-        if name.startswith("JSMA")
-        else attacks.perturbation_size(x_adv, x, "l2")
+        changed_fraction(x_adv, x) if name.startswith("JSMA") else perturbation_size(x_adv, x, "l2")
     )
     return rate, success, sizes
 

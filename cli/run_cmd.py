@@ -13,13 +13,16 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from core.spec import HardenSpec
+
+if TYPE_CHECKING:
+    from core.pipeline import RunResult  # torch: imported only for type checking here
 
 # Fields with a dedicated option (dataset) or not scalars / not meaningful locally.
 _NOT_OPTIONS = {"dataset", "input_range", "normalization", "evaluation", "webhook_url"}
@@ -108,7 +111,7 @@ class _StageBars:
             self.bar = None
 
 
-def _summary(result: Any) -> str:
+def _summary(result: RunResult) -> str:
     report = result.report
     models = report.models
     lines = ["", "harden run: done", ""]

@@ -1,9 +1,10 @@
 """The one entry point: a spec, a model file and a dataset in; model.onnx and the report out.
 
-Stages, in order (``on_progress(stage, done, total)``): load, teacher, soft_labels, student,
-export, evaluate, report. Artifacts are staged under temporary names in ``out_dir`` and renamed
-only when every stage succeeded, ``report.json`` last: a failed or cancelled run leaves none of
-them behind, and a finished ``report.json`` means the whole run is there.
+Stages, in order (``on_progress(stage, done, total)``): core.names.STAGES. The spec is resolved
+once, after loading, into a :class:`core.plan.RunPlan` that every later stage reads. Artifacts are
+staged under temporary names in ``out_dir`` and renamed only when every stage succeeded,
+``report.json`` last: a failed or cancelled run leaves none of them behind, and a finished
+``report.json`` means the whole run is there.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,33 +19,22 @@ from core.audit.evaluate import evaluate
 from core.datasets.references import load_dataset
 from core.deploy.onnx_export import export_onnx
 from core.device import pick_device
-from core.errors import InvalidSpecError
-from core.hardening.distillation import (
-    DistillResult,
-    distill,
-    normalized_inputs,
-    set_training_mode,
-    timed_stage,
-    with_normalization,
-)
+from core.hardening.normalization import normalized_inputs, with_normalization
+from core.hardening.registry import DEFAULT_METHOD, METHODS
+from core.hardening.scaling import set_training_mode
+from core.hardening.training import timed_stage
 from core.intake.upload import check_model_io, load_model
-from core.report.build import (
-    MODEL_FILE,
-    accuracy_note,
-    build_report,
-    model_summary,
-    onnx_metadata,
-)
-from core.report.schema import Report, render_html
+from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON, CancelFn, ProgressFn
+from core.plan import RunPlan, dataset_reference
+from core.report.build import accuracy_note, build_report, model_summary, onnx_metadata
+from core.report.html import render_html
+from core.report.schema import Report
 from core.spec import HardenSpec
 
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
-
-STAGES = ("load", "teacher", "soft_labels", "student", "export", "evaluate", "report")
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
 PARITY_SAMPLES = 64
+# The order artifacts are renamed into place: report.json last, so its presence says every other
+# artifact is complete.
+_WRITE_ORDER = (MODEL_ONNX, REPORT_HTML, REPORT_JSON)
 
 
 @dataclass
@@ -54,24 +43,6 @@ class RunResult:
 
     report: Report
     artifacts: dict[str, Path] = field(default_factory=dict)
-
-
-def _resolve_dataset_ref(spec: HardenSpec, dataset: Path | None) -> str:
-    # A dataset file sent with the job is what the user means unless the spec names another one
-    # explicitly; the spec's default (builtin:mnist) must not silently win over an upload.
-    if dataset is not None:
-        if "dataset" in spec.model_fields_set and spec.dataset != "upload":
-            raise InvalidSpecError(
-                f"a dataset file was given and the spec also names dataset {spec.dataset!r}",
-                hint="set dataset to 'upload' (or leave it out) to use the file, or send no file",
-            )
-        return "upload"
-    if spec.dataset == "upload":
-        raise InvalidSpecError(
-            "the spec's dataset is 'upload' but no dataset file was given",
-            hint="send the dataset file with the job, or name a dataset such as builtin:mnist",
-        )
-    return spec.dataset
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -93,27 +64,23 @@ def run(
     progress: ProgressFn = on_progress or (lambda stage, done, total: None)
     cancel: CancelFn = should_cancel or (lambda: False)
     torch_device = pick_device(device)
+    method = METHODS[DEFAULT_METHOD]
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     timings: dict[str, float] = {}
     notes: list[str] = []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = {
-        name: out_dir / f".{name}.{uuid.uuid4().hex}.partial"
-        for name in (MODEL_FILE, REPORT_HTML, REPORT_JSON)
-    }
+    staging = {name: out_dir / f".{name}.{uuid.uuid4().hex}.partial" for name in _WRITE_ORDER}
     try:
         with timed_stage("load", cancel, timings):
             progress("load", 0, 2)
-            reference = _resolve_dataset_ref(spec, dataset)
-            data = load_dataset(
-                reference, upload=dataset, input_range=spec.input_range, seed=spec.seed
-            )
-            # The spec as run: the dataset that was used and the student's epochs, resolved from
-            # the training set's size when left unset (HardenSpec.resolved_student_epochs).
-            student_epochs = spec.resolved_student_epochs(len(data.y_train))
-            resolved = spec.model_copy(
-                update={"dataset": reference, "student_epochs": student_epochs}
+            reference = dataset_reference(spec, dataset)
+            data = load_dataset(reference, upload=dataset, input_range=spec.input_range)
+            plan = RunPlan.resolve(
+                spec,
+                dataset=reference,
+                train_samples=len(data.y_train),
+                device=str(torch_device),
             )
             progress("load", 1, 2)
             uploaded = load_model(
@@ -126,14 +93,7 @@ def run(
             check_model_io(uploaded.module, test_inputs[:2], data.num_classes)
             progress("load", 2, 2)
 
-        result: DistillResult = distill(
-            uploaded,
-            data,
-            resolved,
-            device=torch_device,
-            on_progress=progress,
-            should_cancel=cancel,
-        )
+        result = method.harden(uploaded, data, plan, on_progress=progress, should_cancel=cancel)
         timings.update(result.timings)
 
         with timed_stage("export", cancel, timings):
@@ -146,15 +106,17 @@ def run(
                 "teacher": model_summary(result.teacher, device_inputs, device_labels),
                 "student": model_summary(result.student, device_inputs, device_labels),
             }
-            note = accuracy_note(models, resolved, resolved.student_steps(len(data.y_train)))
+            note = accuracy_note(models, plan)
             if note:
                 notes.append(note)
             exported = export_onnx(
                 result.student,
-                staging[MODEL_FILE],
+                staging[MODEL_ONNX],
                 sample=test_inputs[:PARITY_SAMPLES],
                 opset=spec.onnx_opset,
-                metadata=onnx_metadata(resolved, data, uploaded, created_at),
+                metadata=onnx_metadata(
+                    plan, data, uploaded, method=method.title, created_at=created_at
+                ),
             )
             if exported.opset != spec.onnx_opset:
                 notes.append(
@@ -172,7 +134,7 @@ def run(
                     with_normalization(uploaded_module, spec.normalization),
                     with_normalization(student, spec.normalization),
                     data,
-                    resolved,
+                    spec,
                     device=torch_device,
                     on_progress=progress,
                     should_cancel=cancel,
@@ -181,16 +143,15 @@ def run(
         with timed_stage("report", cancel, timings):
             progress("report", 0, 1)
             report = build_report(
-                spec, resolved, Path(model_file), uploaded, data, models, result, exported,
-                created_at=created_at, device=torch_device, notes=notes, timings=timings,
+                plan, Path(model_file), uploaded, data, models, result, exported,
+                created_at=created_at, notes=notes, timings=timings,
                 evaluation=evaluation, verdict=verdict,
             )  # fmt: skip
             _write_text(staging[REPORT_HTML], render_html(report))
         report = report.model_copy(update={"timings_s": dict(timings), "notes": list(notes)})
         _write_text(staging[REPORT_JSON], report.model_dump_json(indent=2))
         progress("report", 1, 1)
-        # report.json last: its presence says every other artifact is complete.
-        artifacts = {name: out_dir / name for name in (MODEL_FILE, REPORT_HTML, REPORT_JSON)}
+        artifacts = {name: out_dir / name for name in _WRITE_ORDER}
         for name, path in artifacts.items():
             os.replace(staging[name], path)
         return RunResult(report=report, artifacts=artifacts)

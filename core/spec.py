@@ -10,10 +10,12 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from core.names import BUILTIN_DATASETS
+
 SPEC_VERSION = 1
 
-BUILTIN_DATASETS = ("builtin:mnist", "builtin:digits")
-
+# The names of core.audit.registry.REGISTRY in its order, here so that the API (no torch) refuses
+# an unknown attack at submit (tests/core/audit/test_registry.py checks both lists agree).
 AttackName = Literal[
     "fgsm_ce",
     "fgsm_margin",
@@ -39,19 +41,12 @@ ZooArchitecture = Literal["mlp", "papernot_cifar", "papernot_mnist", "resnet18"]
 ZOO_ARCHITECTURES: tuple[ZooArchitecture, ...] = get_args(ZooArchitecture)
 
 
-# student_epochs=None ("auto"): the student's budget is a number of optimizer steps, because at
-# temperature T the soft cross-entropy's gradient is divided by T and Adam (lr 1e-3) needs many
-# steps to grow the student's logits to T times the upload's. 960 steps is what the default of 30
-# epochs gives on builtin:mnist (4,000 images / batch 128 = 32 steps per epoch), where it was
-# measured (student 96.6% vs upload 97.3%); so mnist stays at 30 epochs. On builtin:digits
-# (1,437 images, 12 steps per epoch) bench/student_steps.py measured, at T=100, Adam 1e-3,
-# batch 128, teacher_epochs 2, Papernot's CNN uploaded at 97.8%: 360 steps (30 epochs) 95.6%,
-# 720 steps 96.4%, 960 steps (80 epochs) 96.7%, 1,200 steps 96.7% -- and the zoo mlp (upload
-# 98.1%): 360 steps 73.3%, 960 82.5%, 2,160 91.9%, 6,000 96.7%. 960 steps is where the CNN
-# student comes within 1.5 points; a smaller model needs more and the report's note says so. The
-# floor of 30 epochs keeps every dataset at least at the old default; the ceiling is the field's
-# maximum. The work of the auto budget is at most max(30 epochs, 960 batches), i.e. never more
-# than the mnist default's for a dataset smaller than mnist.
+# student_epochs=None ("auto"): the student's budget is a number of optimizer steps, not of
+# epochs, because at temperature T the soft cross-entropy's gradient is divided by T and Adam needs
+# many steps to grow the student's logits to T times the upload's. AUTO_STUDENT_STEPS is what the
+# old default of 30 epochs gives on builtin:mnist, where it was measured; the floor keeps every
+# dataset at least at that default, the ceiling is the field's maximum. The measurements behind
+# these numbers are in bench/results/student_steps.md; core.plan.auto_student_epochs applies them.
 AUTO_STUDENT_STEPS = 960
 AUTO_STUDENT_MIN_EPOCHS = 30
 STUDENT_EPOCHS_MAX = 500
@@ -169,9 +164,8 @@ class HardenSpec(_Strict):
             f"epochs for {AUTO_STUDENT_STEPS} optimizer steps at this batch size, at least "
             f"{AUTO_STUDENT_MIN_EPOCHS} and at most {STUDENT_EPOCHS_MAX} (batch 128: "
             "builtin:mnist 30, builtin:digits 80). At T=100 the gradient is divided by T, so the "
-            "student needs steps, not epochs: on builtin:digits (Papernot's CNN, upload 97.8%) "
-            "360 steps gave 95.6% and 960 steps 96.7%; a small mlp needs more (96.7% after "
-            "6,000 steps, upload 98.1%)."
+            "student needs steps, not epochs; a smaller model needs more. Measured: "
+            "bench/results/student_steps.md."
         ),
     )
     optimizer: Literal["adam", "sgd"] = Field(
@@ -211,23 +205,6 @@ class HardenSpec(_Strict):
     webhook_url: HttpUrl | None = Field(
         None, description="Service only: signed POST (HMAC-SHA256) here when the job ends."
     )
-
-    def resolved_student_epochs(self, train_samples: int) -> int:
-        """The student's epochs on ``train_samples`` training images: ``student_epochs`` when
-        given, else the auto rule (enough epochs for AUTO_STUDENT_STEPS optimizer steps at
-        ``batch_size``, within [AUTO_STUDENT_MIN_EPOCHS, STUDENT_EPOCHS_MAX])."""
-        if self.student_epochs is not None:
-            return self.student_epochs
-        needed = -(-AUTO_STUDENT_STEPS // self.steps_per_epoch(train_samples))
-        return min(STUDENT_EPOCHS_MAX, max(AUTO_STUDENT_MIN_EPOCHS, needed))
-
-    def student_steps(self, train_samples: int) -> int:
-        """Optimizer steps the student is trained for on ``train_samples`` training images."""
-        return self.steps_per_epoch(train_samples) * self.resolved_student_epochs(train_samples)
-
-    def steps_per_epoch(self, train_samples: int) -> int:
-        """Batches per epoch (the last one may be partial)."""
-        return max(1, -(-train_samples // self.batch_size))
 
     @field_validator("dataset")
     @classmethod

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from core.datasets.references import load_dataset
 from core.device import pick_device
-from core.intake.upload import build_zoo_model
+from core.intake.zoo import build_zoo_model
 
 
 def train(epochs: int, batch_size: int, seed: int, device: torch.device) -> torch.nn.Module:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from core.names import STAGES
+
 # Share of the whole job each stage takes, roughly, measured on builtin:mnist runs: training and
-# the attacks dominate. Only the order and the relative sizes matter.
+# the attacks dominate. Only the relative sizes matter; the order is core.names.STAGES, and
+# tests/worker/test_progress.py checks that every stage has a weight.
 STAGE_WEIGHTS: dict[str, float] = {
     "load": 0.02,
     "teacher": 0.15,
@@ -23,7 +26,8 @@ STAGE_WEIGHTS: dict[str, float] = {
 
 
 class ProgressReporter:
-    """``on_progress(stage, done, total)`` -> overall 0..1 progress written to the store."""
+    """``on_progress(stage, done, total)`` (a :data:`core.names.ProgressFn`) -> overall 0..1
+    progress written to the store."""
 
     def __init__(
         self,
@@ -36,7 +40,7 @@ class ProgressReporter:
         self._write = write
         self._interval = interval_s
         self._clock = clock
-        self._stages = [s for s in STAGE_WEIGHTS if evaluation or s != "evaluate"]
+        self._stages = [s for s in STAGES if evaluation or s != "evaluate"]
         self._total = sum(STAGE_WEIGHTS[s] for s in self._stages)
         self._last_time = -float("inf")
         self._last_stage: str | None = None
@@ -60,8 +64,9 @@ class ProgressReporter:
 
 
 class CancelCheck:
-    """``should_cancel()`` reading the job's cancel flag at most every ``interval`` seconds, and
-    turning true past the deadline (time limits then work in any worker pool, solo included)."""
+    """``should_cancel()`` (a :data:`core.names.CancelFn`) reading the job's cancel flag at most
+    every ``interval`` seconds, and turning true past the deadline (time limits then work in any
+    worker pool, solo included)."""
 
     def __init__(
         self,

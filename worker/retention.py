@@ -18,12 +18,10 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
-
 from app.infra.artifacts import ArtifactStore, make_store
-from app.infra.db import Job, JobState, utcnow
+from app.infra.db import utcnow
 from app.infra.settings import Settings, get_settings
-from app.infra.store import JobStore
+from app.infra.store import JobError, JobStore
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -32,9 +30,11 @@ log = logging.getLogger(__name__)
 
 RETENTION_TASK = "harden.retention.expire_finished_jobs"
 MAINTENANCE_QUEUE = "harden.maintenance"
-EXPIRABLE_STATES = (JobState.succeeded, JobState.failed, JobState.cancelled)
-EXPIRED_MESSAGE = "The job's files were deleted by the retention policy (HARDEN_RETENTION_DAYS)."
-EXPIRED_HINT = "Submit the job again to recompute its model and report."
+EXPIRED = JobError(
+    "expired",
+    "The job's files were deleted by the retention policy (HARDEN_RETENTION_DAYS).",
+    "Submit the job again to recompute its model and report.",
+)
 
 
 def expire_finished_jobs(
@@ -54,39 +54,15 @@ def expire_finished_jobs(
     cutoff = (now or utcnow()) - older_than
     expired: list[str] = []
     while True:
-        with store.session() as session:
-            rows = session.execute(
-                select(Job.id, Job.state)
-                .where(
-                    Job.state.in_([str(s) for s in EXPIRABLE_STATES]),
-                    Job.finished_at.is_not(None),
-                    Job.finished_at < cutoff,
-                )
-                .order_by(Job.finished_at)
-                .limit(batch_size)
-            ).all()
-        if not rows:
+        batch = store.ended_before(cutoff, limit=batch_size)
+        if not batch:
             return expired
-        for job_id, state in rows:
+        for job_id, state in batch:
             artifacts.delete_job(job_id)
-            with store.session() as session:
-                result = session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.state == state)
-                    .values(
-                        state=JobState.expired,
-                        artifacts={},
-                        error_code="expired",
-                        error_message=EXPIRED_MESSAGE,
-                        error_hint=EXPIRED_HINT,
-                        updated_at=utcnow(),
-                    )
-                )
-                session.commit()
-            if result.rowcount:  # type: ignore[attr-defined]
+            if store.mark_expired(job_id, state, EXPIRED):
                 expired.append(job_id)
                 log.info("retention: expired job", extra={"job_id": job_id, "was": state})
-        if len(rows) < batch_size:
+        if len(batch) < batch_size:
             return expired
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from app.infra.artifacts import ArtifactStore
 from app.infra.db import Job, JobState
 from app.infra.settings import Settings
@@ -26,10 +28,6 @@ from worker.progress import CancelCheck, ProgressReporter
 log = logging.getLogger(__name__)
 
 Pipeline = Callable[..., object]
-
-
-class SoftTimeLimit(Exception):
-    """Raised into the task by Celery's soft time limit (prefork pool)."""
 
 
 @dataclass
@@ -66,7 +64,6 @@ def run_job(
     job_id: str,
     *,
     pipeline: Pipeline | None = None,
-    soft_time_limit_errors: tuple[type[BaseException], ...] = (SoftTimeLimit,),
 ) -> str:
     """Work on ``job_id``; return the state it ended in (or 'gone' when deleted)."""
     store, settings = services.store, services.settings
@@ -101,7 +98,7 @@ def run_job(
     work = Path(settings.work_dir) / job_id
     shutil.rmtree(work, ignore_errors=True)  # leftovers of an attempt that died
     try:
-        return _execute(services, job, work, pipeline, soft_time_limit_errors)
+        return _execute(services, job, work, pipeline)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -111,7 +108,6 @@ def _execute(
     job: Job,
     work: Path,
     pipeline: Pipeline | None,
-    soft_time_limit_errors: tuple[type[BaseException], ...],
 ) -> str:
     store, settings = services.store, services.settings
     job_id = job.id
@@ -164,7 +160,9 @@ def _execute(
             return _lost_race(services, job_id)
         store.mark_cancelled(job_id)
         return JobState.cancelled
-    except soft_time_limit_errors:
+    except SoftTimeLimitExceeded:
+        # Raised into the task by Celery's soft time limit (prefork pool); the solo and thread
+        # pools have none, there the CancelCheck deadline above stops the job.
         store.mark_failed(job_id, timeout_error(settings.job_soft_time_limit_s))
         return JobState.failed
     except HardenError as exc:

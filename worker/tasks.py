@@ -7,7 +7,6 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
-from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from app.infra.artifacts import make_store
@@ -54,7 +53,7 @@ def harden_job(job_id: str) -> str:
     current = services()
     # Deployment wiring: every log line written while the job runs carries its id.
     with job_context(job_id):
-        state = run_job(current, job_id, soft_time_limit_errors=(SoftTimeLimitExceeded,))
+        state = run_job(current, job_id)
     job = current.store.get(job_id)
     if job is not None and job.spec.get("webhook_url") and state != "gone":
         celery_app.send_task(WEBHOOK_TASK, args=[job_id], queue=current.settings.queue)

@@ -28,12 +28,24 @@ from app.infra.db import (
     utcnow,
 )
 
+# The ended states whose files the retention deletes; expired jobs have none left.
+EXPIRABLE_STATES = (JobState.succeeded, JobState.failed, JobState.cancelled)
+
 
 @dataclass(frozen=True)
 class JobError:
     code: str
     message: str
     hint: str = ""
+
+
+@dataclass(frozen=True)
+class JobTimings:
+    """The seconds each stage of one finished job took (``jobs.timings_s``)."""
+
+    job_id: str
+    finished_at: datetime
+    seconds: dict[str, float]
 
 
 class IdempotencyConflict(Exception):
@@ -55,7 +67,7 @@ class JobStore:
     def from_url(cls, url: str) -> JobStore:
         return cls(make_engine(url))
 
-    def session(self) -> Session:
+    def _session(self) -> Session:
         return self._sessions()
 
     def ping(self) -> None:
@@ -67,7 +79,7 @@ class JobStore:
     def create(self, job: Job) -> Job:
         """Insert ``job``; raise :class:`IdempotencyConflict` with the existing job when its
         owner already used the same idempotency key."""
-        with self.session() as session:
+        with self._session() as session:
             session.add(job)
             try:
                 session.commit()
@@ -81,7 +93,7 @@ class JobStore:
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when absent or (with ``owner``) someone else's."""
-        with self.session() as session:
+        with self._session() as session:
             job = session.get(Job, job_id)
             if job is None or (owner is not None and job.owner != owner):
                 return None
@@ -90,7 +102,7 @@ class JobStore:
     def find_by_idempotency_key(self, owner: str, key: str | None) -> Job | None:
         if not key:
             return None
-        with self.session() as session:
+        with self._session() as session:
             return session.scalars(
                 select(Job).where(Job.owner == owner, Job.idempotency_key == key)
             ).first()
@@ -99,7 +111,7 @@ class JobStore:
         self, owner: str, *, state: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[list[Job], int]:
         """The owner's jobs, newest first, and how many there are in all."""
-        with self.session() as session:
+        with self._session() as session:
             query = select(Job).where(Job.owner == owner)
             count = select(func.count()).select_from(Job).where(Job.owner == owner)
             if state:
@@ -110,13 +122,65 @@ class JobStore:
 
     def ids_in_state(self, state: str) -> list[str]:
         """Every owner's jobs in ``state``, oldest first (operators' tools, not the API)."""
-        with self.session() as session:
+        with self._session() as session:
             query = select(Job.id).where(Job.state == state).order_by(Job.created_at)
             return list(session.scalars(query))
 
+    def ended_before(self, cutoff: datetime, *, limit: int) -> list[tuple[str, JobState]]:
+        """(id, state) of the succeeded, failed or cancelled jobs that finished before
+        ``cutoff``, the longest-finished first, at most ``limit`` (the retention's batch)."""
+        with self._session() as session:
+            rows = session.execute(
+                select(Job.id, Job.state)
+                .where(
+                    Job.state.in_([str(s) for s in EXPIRABLE_STATES]),
+                    Job.finished_at.is_not(None),
+                    Job.finished_at < cutoff,
+                )
+                .order_by(Job.finished_at)
+                .limit(limit)
+            ).all()
+        return [(job_id, JobState(state)) for job_id, state in rows]
+
+    def mark_expired(self, job_id: str, ended_as: JobState, error: JobError) -> bool:
+        """``ended_as`` -> expired with no artifacts, once the job's files are deleted. False when
+        the job changed meanwhile (deleted, or expired by a concurrent pass)."""
+        return self._update(
+            job_id,
+            [ended_as],
+            state=JobState.expired,
+            artifacts={},
+            error_code=error.code,
+            error_message=error.message,
+            error_hint=error.hint or None,
+        )
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many jobs each state holds, over every owner (one GROUP BY; states with no job
+        are absent)."""
+        with self._session() as session:
+            rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+        return {str(state): int(n) for state, n in rows}
+
+    def finished_job_timings(self, finished_since: datetime | None = None) -> list[JobTimings]:
+        """The per-stage seconds the worker stored on finished jobs, with those jobs' ids and end
+        times; only the jobs finished at or after ``finished_since`` when given."""
+        query = select(Job.id, Job.finished_at, Job.timings_s).where(
+            Job.timings_s.is_not(None), Job.finished_at.is_not(None)
+        )
+        if finished_since is not None:
+            query = query.where(Job.finished_at >= finished_since)
+        with self._session() as session:
+            rows = session.execute(query).all()
+        return [
+            JobTimings(job_id, finished_at, timings)
+            for job_id, finished_at, timings in rows
+            if finished_at is not None and isinstance(timings, dict)
+        ]
+
     def _update(self, job_id: str, states: Iterable[str] | None, **values: Any) -> bool:
         values.setdefault("updated_at", utcnow())
-        with self.session() as session:
+        with self._session() as session:
             stmt = update(Job).where(Job.id == job_id)
             if states is not None:
                 stmt = stmt.where(Job.state.in_([str(s) for s in states]))
@@ -127,7 +191,7 @@ class JobStore:
     def mark_running(self, job_id: str) -> bool:
         """queued/running -> running, counting the attempt. False when the job is gone or ended
         (a redelivered message for a finished job)."""
-        with self.session() as session:
+        with self._session() as session:
             now = utcnow()
             result = session.execute(
                 update(Job)
@@ -207,14 +271,14 @@ class JobStore:
 
     def cancel_requested(self, job_id: str) -> bool:
         """True when the job was cancelled or deleted (a deleted job must stop too)."""
-        with self.session() as session:
+        with self._session() as session:
             row = session.execute(
                 select(Job.cancel_requested, Job.state).where(Job.id == job_id)
             ).first()
         return row is None or bool(row[0]) or row[1] == JobState.cancelled
 
     def delete(self, job_id: str) -> bool:
-        with self.session() as session:
+        with self._session() as session:
             job = session.get(Job, job_id)
             if job is None:
                 return False
@@ -226,14 +290,14 @@ class JobStore:
     def create_api_key(self, name: str) -> str:
         """Create a key called ``name`` and return it; only its sha256 is stored."""
         key = "hk_" + secrets.token_urlsafe(32)
-        with self.session() as session:
+        with self._session() as session:
             session.add(ApiKey(name=name, key_hash=hash_api_key(key)))
             session.commit()
         return key
 
     def owner_for_key(self, key: str) -> str | None:
         """The owner name of an active key, or None."""
-        with self.session() as session:
+        with self._session() as session:
             row = session.scalars(
                 select(ApiKey).where(
                     ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None)
@@ -245,7 +309,7 @@ class JobStore:
         return self._revoke(name, utcnow())
 
     def _revoke(self, name: str, when: datetime) -> bool:
-        with self.session() as session:
+        with self._session() as session:
             result = session.execute(
                 update(ApiKey)
                 .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
@@ -255,7 +319,7 @@ class JobStore:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def list_api_keys(self) -> list[ApiKey]:
-        with self.session() as session:
+        with self._session() as session:
             return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
 
 

@@ -15,6 +15,7 @@ from app.infra.db import Job, JobState
 from app.infra.job_resource import JobOut, job_out
 from app.web.problem_docs import AUTH, EXAMPLE_JOB_ID, responses
 from app.web.schemas import JobList
+from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON
 from core.spec import HardenSpec, spec_json_schema
 
 _SUBMITTED = datetime(2026, 11, 25, 7, 0, 0, tzinfo=UTC)
@@ -22,9 +23,9 @@ _STARTED = datetime(2026, 11, 25, 7, 0, 2, tzinfo=UTC)
 _FINISHED = datetime(2026, 11, 25, 7, 6, 41, tzinfo=UTC)
 _MODEL_SHA = "9050d94800194ac3ca8eaabe0db08c963844f88cc5513d2acdfcadb6153ffa9b"
 _ARTIFACT_SHAS = {
-    "model.onnx": "4c1f0e9b5d0a3e7c2b8f6a1d9e0c7b5a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c",
-    "report.json": "a3e7c2b8f6a1d9e0c7b5a3f2e1d0c9b84c1f0e9b5d0f6e5d4c3b2a1f0e9d8c7a",
-    "report.html": "0c7b5a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c4c1f0e9b5d0a3e7c2b8f6a1d9e",
+    MODEL_ONNX: "4c1f0e9b5d0a3e7c2b8f6a1d9e0c7b5a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c",
+    REPORT_JSON: "a3e7c2b8f6a1d9e0c7b5a3f2e1d0c9b84c1f0e9b5d0f6e5d4c3b2a1f0e9d8c7a",
+    REPORT_HTML: "0c7b5a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c4c1f0e9b5d0a3e7c2b8f6a1d9e",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
@@ -35,10 +36,11 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def current_owner(
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    services: Services = Depends(get_services),
-) -> str:
+ServicesDep = Annotated[Services, Depends(get_services)]
+_Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def current_owner(credentials: _Credentials, services: ServicesDep) -> str:
     """The owner of the calling key; 'anonymous' in open mode. 401 otherwise."""
     if services.settings.auth == "open":
         return ANONYMOUS
@@ -55,3 +57,6 @@ def current_owner(
             hint="check the key for typos, or ask an operator for a new one",
         )
     return owner
+
+
+OwnerDep = Annotated[str, Depends(current_owner)]

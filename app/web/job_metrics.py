@@ -14,7 +14,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -23,6 +22,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from app.infra.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +142,8 @@ def _bucket_label(bound: float) -> str:
     return repr(float(bound))
 
 
-def jobs_by_state_from_store(store: Any) -> JobsByState:
-    """``jobs_by_state`` reading the service's job table (one GROUP BY per scrape)."""
-    from sqlalchemy import func, select
-
-    from app.infra.db import Job
-
-    def count() -> dict[str, int]:
-        with store.session() as session:
-            rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
-        return {str(state): int(n) for state, n in rows}
-
-    return count
-
-
 def stage_timings_from_store(
-    store: Any, *, overlap: timedelta = timedelta(minutes=10)
+    store: JobStore, *, overlap: timedelta = timedelta(minutes=10)
 ) -> StageTimings:
     """Incremental ``stage_timings`` over the per-stage seconds the worker stores on each
     succeeded job (``jobs.timings_s``).
@@ -165,31 +152,16 @@ def stage_timings_from_store(
     with ``finished_at`` past the last one seen minus ``overlap`` (the workers' clocks and
     commits may lag each other by that much) and skips the ids already counted.
     """
-    from sqlalchemy import select
-
-    from app.infra.db import Job
-
-    column = Job.timings_s
     watermark: datetime | None = None
     counted: dict[str, datetime] = {}  # ids inside the overlap window, already returned
 
     def read_new() -> list[Mapping[str, float]]:
         nonlocal watermark
-        query = select(Job.id, Job.finished_at, column).where(
-            column.is_not(None), Job.finished_at.is_not(None)
-        )
-        if watermark is not None:
-            query = query.where(Job.finished_at >= watermark - overlap)
-        with store.session() as session:
-            rows = session.execute(query).all()
-        new = [
-            timings
-            for job_id, _, timings in rows
-            if job_id not in counted and isinstance(timings, Mapping)
-        ]
-        for job_id, finished_at, _ in rows:
-            counted[job_id] = finished_at
-            watermark = finished_at if watermark is None else max(watermark, finished_at)
+        rows = store.finished_job_timings(None if watermark is None else watermark - overlap)
+        new: list[Mapping[str, float]] = [r.seconds for r in rows if r.job_id not in counted]
+        for row in rows:
+            counted[row.job_id] = row.finished_at
+            watermark = row.finished_at if watermark is None else max(watermark, row.finished_at)
         if watermark is not None:
             for job_id in [j for j, f in counted.items() if f < watermark - overlap]:
                 del counted[job_id]

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from app.infra.db import JobState
 from app.infra.logs import configure_json_logging
+from app.infra.settings import Settings
+from app.infra.store import JobStore
 from app.web.job_metrics import (
     JobsByState,
     JobStoreCollector,
     StageTimings,
-    jobs_by_state_from_store,
     stage_timings_from_store,
 )
 
@@ -165,17 +167,15 @@ def install_observability(
     return metrics
 
 
-def install(app: FastAPI, settings: Any) -> Metrics:
+def install(app: FastAPI, settings: Settings) -> Metrics:
     """Everything deployment-side for the API: logging per the settings, ``GET /metrics``,
     HTTP metrics and the job-store collector bound to ``app.state.services.store``."""
-    from app.infra.db import JobState
-
     if settings.log_json:
         configure_json_logging(settings.log_level.upper())
-    store = app.state.services.store
+    store: JobStore = app.state.services.store
     return install_observability(
         app,
-        jobs_by_state=jobs_by_state_from_store(store),
+        jobs_by_state=store.count_by_state,
         stage_timings=stage_timings_from_store(store),
         known_states=[state.value for state in JobState],
         queued_states=[JobState.queued.value],

@@ -28,8 +28,8 @@ def install_openapi(app: FastAPI, routers: Sequence[APIRouter], *, open_auth: bo
     * in open mode (``open_auth``), no API key: the document of such a service asks for none
       and lists no 401.
 
-    ``routers`` are the routers included without a prefix, whose routes' declared examples
-    are put back.
+    ``routers`` are the routers the app includes (as they are, with no further prefix): their
+    routes' declared examples are put back.
     """
     generate = app.openapi
     corrected: list[dict[str, Any]] = []

@@ -24,7 +24,8 @@ from app.web.problems import spec_error
 from app.web.uploads import ParsedForm, check_dataset_upload
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
 from core.intake.sniff import sniff_format
-from core.spec import BUILTIN_DATASETS, ZOO_ARCHITECTURES, HardenSpec
+from core.names import BUILTIN_DATASETS
+from core.spec import ZOO_ARCHITECTURES, HardenSpec
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from app.web.errors import BadRequestError, PayloadTooLargeError
 from core.datasets.archives import check_declared_budget, is_tar
 from core.errors import DatasetError
+from core.names import NPZ_ARRAYS
 
 FILE_FIELDS = ("model", "dataset")
 TEXT_FIELDS = ("config",)
 MAX_TEXT_BYTES = 1024 * 1024
-NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 @dataclass

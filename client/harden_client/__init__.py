@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 
-ARTIFACT_NAMES = ("model.onnx", "report.json", "report.html")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
@@ -174,10 +173,23 @@ class HardenClient:
         self,
         job_id: str,
         out_dir: str | Path,
-        names: tuple[str, ...] = ARTIFACT_NAMES,
+        names: tuple[str, ...] | None = None,
     ) -> dict[str, Path]:
-        """Stream the artifacts into ``out_dir``, checking each against its recorded sha256."""
+        """Stream the artifacts into ``out_dir``, checking each against its recorded sha256.
+
+        ``names`` defaults to every artifact the job lists (the service names them, so the client
+        keeps no copy of the list)."""
         job = self.status(job_id)
+        if names is None:
+            names = tuple(job.get("artifacts") or ())
+            if not names:
+                raise HardenAPIError(
+                    409,
+                    "job_not_done",
+                    f"job {job_id} is {job['state']}: only a succeeded job has artifacts",
+                    "wait for it to succeed (HardenClient.wait) before downloading",
+                    job,
+                )
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {}

@@ -1,1 +1,1 @@
-"""The robustness audit: attack catalogue, attack runs, evidence, verdict."""
+"""The robustness audit: attack registry, attack runs, evidence, verdict."""

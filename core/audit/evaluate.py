@@ -2,21 +2,20 @@
 
 Samples are drawn once from the test split with the spec's seed and shared by both models (the
 slow attacks use a prefix of them). What each attack is and how one run of it is called live in
-:mod:`core.audit.catalogue`; the verdict is decided in :mod:`core.audit.verdict`.
+:mod:`core.audit.registry`; the verdict is decided in :mod:`core.audit.verdict`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from core.audit import attacks
 from core.audit.attacks.base import AttackResult, margin
-from core.audit.catalogue import ATTACKS, AttackInfo, budgets, run_attack
+from core.audit.registry import REGISTRY, Attack
+from core.audit.runs import AttackCall, norm_budgets, perturbation_sizes
 from core.audit.schema import (
     AttackPoint,
     AttackSummary,
@@ -29,20 +28,9 @@ from core.audit.verdict import decide
 from core.datasets.references import Dataset
 from core.device import pick_device
 from core.errors import JobCancelledError
-from core.spec import EvaluationSpec, HardenSpec
+from core.names import CancelFn, ProgressFn
+from core.spec import AttackName, EvaluationSpec, HardenSpec
 
-__all__ = [
-    "ATTACKS",
-    "AttackInfo",
-    "CancelFn",
-    "ProgressFn",
-    "draw_samples",
-    "evaluate",
-    "gradient_amplitude",
-]
-
-ProgressFn = Callable[[str, int, int], None]
-CancelFn = Callable[[], bool]
 _UNITS_PER_JOB = 100  # progress resolution inside one attack run
 
 
@@ -129,6 +117,20 @@ def _thresholded(result: AttackResult, sizes: Tensor, epsilon: float) -> AttackP
     return _point(within, epsilon, 0.0)
 
 
+# Adversarials of the uploaded model that a transfer attack applies to the student, by the
+# attack that crafted them and its budget.
+TransferSources = dict[tuple[AttackName, float | None], Tensor]
+
+
+def _summary(attack: Attack) -> AttackSummary:
+    return AttackSummary(
+        attack=attack.name, title=attack.title, norm=attack.norm, loss=attack.loss,
+        targeted=attack.targeted, paper=attack.paper_attack,
+        sees_through_masking=attack.sees_through_masking,
+        perturbation_unit=attack.perturbation_unit, note=attack.note,
+    )  # fmt: skip
+
+
 def _attack_model(
     role: str,
     model: nn.Module,
@@ -138,62 +140,66 @@ def _attack_model(
     bounds: tuple[float, float],
     num_classes: int,
     progress: _Progress,
-    transfer_sources: dict[float, Tensor],
+    transfer_sources: TransferSources,
 ) -> list[AttackSummary]:
     fast, slow = (x, y), (x[: ev.samples_slow], y[: ev.samples_slow])
+    source_names = {REGISTRY[name].transfer_from for name in ev.attacks}
     summaries = []
     for name in ev.attacks:
-        info = ATTACKS[name]
-        summary = AttackSummary(
-            attack=name, title=info.title, norm=info.norm,  # type: ignore[arg-type]
-            loss=info.loss, targeted=info.targeted, paper=info.paper,
-            sees_through_masking=info.sees_through_masking,
-            perturbation_unit=info.unit,  # type: ignore[arg-type]
-            note=None,
-        )  # fmt: skip
-        xs, ys = slow if info.slow else fast
-        if name == "transfer":
-            if role == "uploaded":
-                summary.note = "The uploaded model is the transfer source (PGD-margin on it)."
-            else:
-                for source_epsilon, x_adv in transfer_sources.items():
-                    start = time.perf_counter()
-                    result = attacks.transfer(model, x, x_adv, y)
-                    summary.points.append(
-                        _point(result, source_epsilon, time.perf_counter() - start)
-                    )
-                    progress.finish_job()
-                summary.note = "PGD L-inf with the logit margin on the uploaded model."
-            summaries.append(summary)
-            continue
-        for epsilon in budgets(name, ev):
-            start = time.perf_counter()
-            result = run_attack(
-                name, model, xs, ys, epsilon, ev, bounds, num_classes, progress.hook
-            )
-            seconds = time.perf_counter() - start
-            if name == "cw_l2":
-                sizes = attacks.perturbation_size(result.adversarial, xs, "l2")
-                summary.points.append(_point(result, None, seconds, sizes))
-                summary.points += [_thresholded(result, sizes, e) for e in ev.epsilons_l2]
-            elif info.norm == "l0":
-                sizes = attacks.changed_fraction(result.adversarial, xs)
-                summary.points.append(_point(result, ev.jsma_max_fraction, seconds, sizes))
-            else:
-                summary.points.append(_point(result, epsilon, seconds))
-            if role == "uploaded" and name == "pgd_linf_margin" and epsilon is not None:
-                transfer_sources[epsilon] = result.adversarial
-            progress.finish_job()
+        attack = REGISTRY[name]
+        summary = _summary(attack)
         summaries.append(summary)
+        if attack.transfer_from is not None and role == "uploaded":
+            # The uploaded model supplies the adversarials: attacking it with them says nothing.
+            summary.note = attack.source_note
+            continue
+        xs, ys = slow if attack.slow else fast
+        for epsilon in attack.budgets(ev):
+            source_adversarial = None
+            if attack.transfer_from is not None:
+                source_adversarial = transfer_sources.get((attack.transfer_from, epsilon))
+            call = AttackCall(
+                model=model, x=xs, labels=ys, epsilon=epsilon, settings=ev, bounds=bounds,
+                num_classes=num_classes, on_step=progress.hook,
+                source_adversarial=source_adversarial,
+            )  # fmt: skip
+            start = time.perf_counter()
+            result = attack.run(call)
+            seconds = time.perf_counter() - start
+            sizes = None
+            if attack.measures_perturbation:
+                sizes = perturbation_sizes(attack.norm, result.adversarial, xs)
+            summary.points.append(_point(result, epsilon, seconds, sizes))
+            if attack.minimum_norm and sizes is not None:
+                summary.points += [
+                    _thresholded(result, sizes, e) for e in norm_budgets(attack.norm, ev)
+                ]
+            if role == "uploaded" and name in source_names:
+                transfer_sources[(name, epsilon)] = result.adversarial
+            progress.finish_job()
     return summaries
 
 
 def _job_count(ev: EvaluationSpec) -> int:
     jobs = 0
     for name in ev.attacks:
-        per_model = len(ev.epsilons_linf) if name == "transfer" else len(budgets(name, ev))
-        jobs += per_model if name == "transfer" else 2 * per_model
+        attack = REGISTRY[name]
+        runs = len(attack.budgets(ev))
+        # A transfer attack runs on the student only: the uploaded model is its source.
+        jobs += runs if attack.transfer_from is not None else 2 * runs
     return jobs
+
+
+def _with_transfer_sources(ev: EvaluationSpec) -> EvaluationSpec:
+    """``ev`` with every transfer attack's source attack added just before it where missing."""
+    attack_list = list(ev.attacks)
+    for name in ev.attacks:
+        source = REGISTRY[name].transfer_from
+        if source is not None and source not in attack_list:
+            attack_list.insert(attack_list.index(name), source)
+    if attack_list == ev.attacks:
+        return ev
+    return ev.model_copy(update={"attacks": attack_list})
 
 
 def evaluate(
@@ -210,11 +216,8 @@ def evaluate(
     ev = spec.evaluation
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
-    attack_list = list(ev.attacks)
-    if "transfer" in attack_list and "pgd_linf_margin" not in attack_list:
-        # The transfer attack reuses PGD-margin's adversarials on the uploaded model.
-        attack_list.insert(attack_list.index("transfer"), "pgd_linf_margin")
-        ev = ev.model_copy(update={"attacks": attack_list})
+    # A transfer attack reuses its source attack's adversarials on the uploaded model.
+    ev = _with_transfer_sources(ev)
     progress = _Progress(
         on_progress or (lambda stage, done, total: None),
         should_cancel or (lambda: False),
@@ -223,7 +226,7 @@ def evaluate(
     x, y = draw_samples(data, ev.samples, ev.seed)
     x, y = x.to(dev), y.to(dev)
     started = time.perf_counter()
-    transfer_sources: dict[float, Tensor] = {}
+    transfer_sources: TransferSources = {}
     models: dict[str, ModelRobustness] = {}
     # The uploaded model first: the transfer attack on the student needs its adversarials.
     for role, model in (("uploaded", uploaded), ("student", student)):

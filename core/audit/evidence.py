@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from core.audit.registry import REGISTRY
 from core.audit.schema import (
     AttackPoint,
     AttackSummary,
@@ -25,15 +26,6 @@ GRADIENT_RATIO = 0.01  # student's median softmax gradient below 1% of the uploa
 LOSS_GAP = 0.20  # CE attack leaves 20 points more robust accuracy than margin/DLR at one budget
 BLACK_BOX_GAP = 0.10  # gradient-free/transfer beats white-box CE by 10 points
 FLAT = 0.02  # robust accuracy that "does not fall" moves by less than 2 points
-# Paired attacks: (follows the saturating loss, sees through it).
-LOSS_PAIRS = (
-    ("fgsm_ce", "fgsm_margin"),
-    ("pgd_linf_ce", "pgd_linf_margin"),
-    ("pgd_l2_ce", "pgd_l2_margin"),
-    ("apgd_ce", "apgd_dlr"),
-)
-WHITE_BOX_CE = ("fgsm_ce", "pgd_linf_ce", "apgd_ce")
-BLACK_BOX = ("square", "transfer")
 
 
 def pct(value: float) -> str:
@@ -65,12 +57,19 @@ def paper_gain(up: dict[str, AttackSummary], st: dict[str, AttackSummary]) -> li
     """Sentences for the paper's attacks (JSMA on softmax, FGSM-CE) that fool the student far
     less often than the uploaded model; empty when none does."""
     sentences = []
-    for name in ("jsma_softmax", "fgsm_ce"):
+    # The paper's main evaluation is JSMA (L0): its sentence comes first.
+    paper_attacks = sorted(
+        (attack for attack in REGISTRY.values() if attack.paper_attack),
+        key=lambda attack: attack.norm != "l0",
+    )
+    for attack in paper_attacks:
+        name = attack.name
         pairs = list(zip(_success(up.get(name)), _success(st.get(name)), strict=False))
         big = [(u, s) for u, s in pairs if u[1] - s[1] >= PAPER_GAIN]
         if big:
             (eps, u_rate), (_, s_rate) = max(big, key=lambda pair: pair[0][1] - pair[1][1])
-            where = f" at ε={eps:g}" if name == "fgsm_ce" else ""
+            # An L0 budget is a fraction of features, not an ε.
+            where = f" at ε={eps:g}" if attack.norm != "l0" else ""
             sentences.append(
                 f"The paper's attack {up[name].title}{where} fools {pct(u_rate)} of the uploaded "
                 f"model's correctly classified samples but only {pct(s_rate)} of the student's."
@@ -105,8 +104,10 @@ def _loss_gap(
     evaluation: Evaluation, up: dict[str, AttackSummary], st: dict[str, AttackSummary]
 ) -> MaskingSign:
     worst: tuple[float, str] = (0.0, "")
-    for weak, strong in LOSS_PAIRS:
-        if weak not in st or strong not in st:
+    # Each attack following the saturating loss against its counterpart that sees through it.
+    for weak, attack in REGISTRY.items():
+        strong = attack.loss_counterpart
+        if strong is None or weak not in st or strong not in st:
             continue
         for point in st[weak].points:
             eps = point.epsilon
@@ -135,9 +136,12 @@ def _loss_gap(
 
 def _black_box_wins(st: dict[str, AttackSummary], epsilons: list[float]) -> MaskingSign:
     worst: tuple[float, str] = (0.0, "")
+    linf = [attack for attack in REGISTRY.values() if attack.norm == "linf"]
+    white_box_ce = [a.name for a in linf if a.loss == "ce" and not a.black_box]
+    black_box = [a.name for a in linf if a.black_box]
     for eps in epsilons:
-        white = [(ra, n) for n in WHITE_BOX_CE if (ra := robust_at(st.get(n), eps)) is not None]
-        black = [(ra, n) for n in BLACK_BOX if (ra := robust_at(st.get(n), eps)) is not None]
+        white = [(ra, n) for n in white_box_ce if (ra := robust_at(st.get(n), eps)) is not None]
+        black = [(ra, n) for n in black_box if (ra := robust_at(st.get(n), eps)) is not None]
         if not white or not black:
             continue
         (w_ra, w_name), (b_ra, b_name) = min(white), min(black)
@@ -158,12 +162,14 @@ def _flat_in_epsilon(student: ModelRobustness, strongest: list[StrongestAttack])
     strongest_at: dict[tuple[str, float], float] = {
         (s.norm, s.epsilon): s.student_robust_accuracy for s in strongest
     }
+    minimum_norm = {name for name, attack in REGISTRY.items() if attack.minimum_norm}
     for summary in student.attacks:
         points = sorted(
             (p for p in summary.points if p.epsilon is not None and summary.norm != "l0"),
             key=lambda p: p.epsilon or 0.0,
         )
-        if len(points) < 2 or summary.attack in ("cw_l2",):
+        # A minimum-norm attack's points are one run read at each budget, not runs per budget.
+        if len(points) < 2 or summary.attack in minimum_norm:
             continue
         first, last = points[0], points[-1]
         rises = any(

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
-from core.audit.catalogue import ATTACKS
 from core.audit.evidence import masking_signs, paper_gain, pct, point_at, robust_at
+from core.audit.registry import REGISTRY
 from core.audit.schema import (
     AttackSummary,
     Evaluation,
@@ -99,20 +99,28 @@ def strongest_attacks(evaluation: Evaluation) -> list[StrongestAttack]:
     return rows
 
 
-def _cw_sentence(up: dict[str, AttackSummary], st: dict[str, AttackSummary]) -> str | None:
-    if "cw_l2" not in up or "cw_l2" not in st:
-        return None
-    u = next(p for p in up["cw_l2"].points if p.epsilon is None)
-    s = next(p for p in st["cw_l2"].points if p.epsilon is None)
+def _minimum_norm_sentences(
+    up: dict[str, AttackSummary], st: dict[str, AttackSummary]
+) -> list[str]:
+    """How often each minimum-norm attack (CW-L2) fools both models, and how far it moves."""
 
     def size(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.2f}"
 
-    return (
-        f"Carlini-Wagner L2 fools {pct(s.success_rate)} of the student's correctly classified "
-        f"samples (median L2 {size(s.median_perturbation)}) and {pct(u.success_rate)} of the "
-        f"uploaded model's (median L2 {size(u.median_perturbation)})."
-    )
+    sentences = []
+    for name, attack in REGISTRY.items():
+        if not attack.minimum_norm or name not in up or name not in st:
+            continue
+        # Its unbounded run; the other points read that run at each budget.
+        u = next(p for p in up[name].points if p.epsilon is None)
+        s = next(p for p in st[name].points if p.epsilon is None)
+        unit = _norm_name(attack.norm)
+        sentences.append(
+            f"{st[name].title} fools {pct(s.success_rate)} of the student's correctly classified "
+            f"samples (median {unit} {size(s.median_perturbation)}) and {pct(u.success_rate)} of "
+            f"the uploaded model's (median {unit} {size(u.median_perturbation)})."
+        )
+    return sentences
 
 
 def _strongest_sentence(row: StrongestAttack, up_title: str, st_title: str) -> str:
@@ -127,8 +135,8 @@ def _strongest_sentence(row: StrongestAttack, up_title: str, st_title: str) -> s
 def _unverified_sentence(row: StrongestAttack) -> str:
     strong = ", ".join(
         name
-        for name, info in ATTACKS.items()
-        if info.sees_through_masking and info.norm == row.norm
+        for name, attack in REGISTRY.items()
+        if attack.sees_through_masking and attack.norm == row.norm
     )
     return (
         f"At {_norm_name(row.norm)} ε={row.epsilon:g} the student keeps {100 * row.gain:.0f} more "
@@ -165,7 +173,6 @@ def decide(evaluation: Evaluation) -> Verdict:
         _strongest_sentence(r, titles[r.uploaded_attack], titles[r.student_attack])
         for r in strongest
     ]
-    cw = _cw_sentence(up, st)
     best_gain = max(strongest, key=lambda r: r.gain, default=None)
     if gains and not detected:
         top = max(gains, key=lambda r: r.gain)
@@ -207,8 +214,7 @@ def decide(evaluation: Evaluation) -> Verdict:
         evidence = strongest_text
     evidence += [_unverified_sentence(r) for r in unverified]
     evidence += [_noisy_sentence(r, noise_margin(r, up, st)) for r in noisy]
-    if cw:
-        evidence.append(cw)
+    evidence += _minimum_norm_sentences(up, st)
     return Verdict(
         label=label,  # type: ignore[arg-type]
         headline=headline,

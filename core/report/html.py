@@ -60,8 +60,8 @@ def attack_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     return rows
 
 
-def render_report_html(report: Report) -> str:
-    """The whole report as one HTML string."""
+def render_html(report: Report) -> str:
+    """The report as one self-contained HTML page: verdict first, then the numbers and plots."""
     evaluation = report.evaluation
     context: dict[str, Any] = {
         "report": report,

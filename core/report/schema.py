@@ -1,8 +1,9 @@
-"""The report users act on: a versioned pydantic schema and its rendering.
+"""The report users act on: its versioned pydantic schema.
 
 ``report.json`` always validates against :class:`Report`; ``schemas/report.schema.json`` in the
 repository is generated from it (``python -m core.report.schema > schemas/report.schema.json``).
-No torch import here: the API and clients may read reports too.
+No torch import here: the API and clients may read reports too. The HTML page is rendered by
+:func:`core.report.html.render_html`, which imports this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class ExportSummary(_Section):
 
 
 class DistillationSummary(_Section):
+    # The epochs and steps come from core.plan.RunPlan (the auto rule lives there); why the
+    # student's budget is counted in steps: bench/results/student_steps.md.
     temperature: float
     teacher_epochs: int
     student_epochs: int = Field(description="Epochs the student trained (resolved when auto).")
@@ -96,14 +99,6 @@ class Report(_Section):
 def report_json_schema() -> dict[str, Any]:
     """The JSON Schema of ``report.json`` (committed as ``schemas/report.schema.json``)."""
     return Report.model_json_schema()
-
-
-def render_html(report: Report) -> str:
-    """The report as one self-contained HTML page: verdict first, then the numbers and plots."""
-    # Imported here: the HTML side pulls in Jinja2 and matplotlib, which JSON readers don't need.
-    from core.report.html import render_report_html
-
-    return render_report_html(report)
 
 
 if __name__ == "__main__":

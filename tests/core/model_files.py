@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from core.datasets.references import Dataset, load_dataset
-from core.intake.upload import build_zoo_model
+from core.intake.zoo import build_zoo_model
 
 FORMATS = ("torchscript", "torch_export", "onnx", "safetensors")
 SUFFIX = {"torchscript": ".pt", "torch_export": ".pt2", "onnx": ".onnx", "safetensors": ".st"}

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from core.errors import InvalidSpecError, JobCancelledError
 from core.intake.zoo import build_zoo_model
-from core.pipeline import STAGES, run
+from core.names import STAGES
+from core.pipeline import run
 from core.report.schema import Report
 from core.spec import AUTO_STUDENT_STEPS, HardenSpec
 from tests.core.model_files import FORMATS, digits, write_model

@@ -33,7 +33,9 @@ def services(tmp_path: Path) -> WorkerServices:
     )
 
 
-def queue_job(services: WorkerServices, spec: dict | None = None) -> str:
+def queue_job(
+    services: WorkerServices, spec: dict | None = None, *, dataset_name: str | None = None
+) -> str:
     job_id = uuid.uuid4().hex
     source = Path(services.settings.work_dir).parent / f"model-{job_id}"
     source.write_bytes(digits_torchscript())
@@ -47,6 +49,7 @@ def queue_job(services: WorkerServices, spec: dict | None = None) -> str:
             spec=QUICK_SPEC | (spec or {}),
             model_sha256=sha,
             model_format="torchscript",
+            dataset_name=dataset_name,
             artifacts={},
             cancel_requested=False,
             attempts=0,

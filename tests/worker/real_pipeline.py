@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from core.names import CancelFn, ProgressFn
 
 # The models are tiny: one thread is faster than two fighting over the shared cores (as in
 # tests/core/robust_models.py).
@@ -26,8 +27,6 @@ QUICK_SPEC: dict[str, Any] = {
     "student_epochs": 1,
     "evaluation": {"enabled": False},
 }
-
-ProgressHook = Callable[[str, int, int], None]
 
 
 @functools.cache
@@ -57,7 +56,7 @@ class RecordingPipeline:
     that point, as one from the core's own code would.
     """
 
-    hook: ProgressHook | None = None
+    hook: ProgressFn | None = None
     calls: list[Call] = field(default_factory=list)
     progress: list[tuple[str, int, int]] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)
@@ -69,8 +68,8 @@ class RecordingPipeline:
         dataset: Path | None,
         out_dir: Path,
         *,
-        on_progress: ProgressHook,
-        should_cancel: Callable[[], bool],
+        on_progress: ProgressFn,
+        should_cancel: CancelFn,
         device: str | None,
     ) -> Any:
         from core.pipeline import run

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from worker.progress import CancelCheck, ProgressReporter
+from core.names import STAGES
+from worker.progress import STAGE_WEIGHTS, CancelCheck, ProgressReporter
 
 
 class Clock:
@@ -68,3 +69,17 @@ def test_deadline_turns_should_cancel_true():
     assert not check()
     clock.now += 10
     assert check() and check.timed_out
+
+
+def test_every_pipeline_stage_has_a_weight_and_only_those():
+    assert set(STAGE_WEIGHTS) == set(STAGES)
+    assert all(weight > 0 for weight in STAGE_WEIGHTS.values())
+
+
+def test_progress_follows_the_pipeline_order_and_skips_evaluate_when_disabled():
+    for evaluation in (True, False):
+        report = ProgressReporter(lambda s, p: None, evaluation=evaluation)
+        stages = [stage for stage in STAGES if evaluation or stage != "evaluate"]
+        ends = [report.overall(stage, 1, 1) for stage in stages]
+        assert report.overall(STAGES[0], 0, 1) == 0.0 and ends[-1] == 1.0
+        assert ends == sorted(ends) and len(set(ends)) == len(ends)

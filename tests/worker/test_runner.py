@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
 from app.infra.artifacts import sha256_file
-from app.infra.db import Job
 from core.names import ARTIFACT_NAMES
 from core.report.schema import Report
 from core.spec import HardenSpec
@@ -30,12 +30,10 @@ def _stored_report(services: WorkerServices, job_id: str) -> Report:
 
 
 def _attach_dataset(services: WorkerServices, job_id: str, data: bytes, tmp_path: Path) -> None:
-    """What POST /harden does with a dataset file: store it and name it on the job."""
+    """What POST /harden does with a dataset file: store it (the job names it, queue_job's
+    ``dataset_name``)."""
     (tmp_path / "dataset").write_bytes(data)
     services.artifacts.put(job_id, "inputs/dataset.npz", tmp_path / "dataset")
-    with services.store.session() as session:
-        session.get(Job, job_id).dataset_name = "dataset.npz"
-        session.commit()
 
 
 def test_success_stores_artifacts_and_records_sha256(services: WorkerServices):
@@ -197,7 +195,7 @@ def test_harden_error_is_recorded_with_code_message_hint(services, tmp_path):
         x_test=x_test,
         y_test=rng.integers(0, 10, 10),
     )
-    job_id = queue_job(services, {"dataset": "upload"})
+    job_id = queue_job(services, {"dataset": "upload"}, dataset_name="dataset.npz")
     _attach_dataset(services, job_id, dataset, tmp_path)
     pipeline = RecordingPipeline()
     assert run_job(services, job_id, pipeline=pipeline) == "failed"
@@ -241,8 +239,23 @@ def test_deadline_fails_the_job_with_timeout(services):
     assert services.artifacts.job_names(job_id) == ["inputs/model"]
 
 
+def test_celery_soft_time_limit_fails_the_job_with_timeout(services):
+    job_id = queue_job(services)
+
+    def soft_limit_at_student(stage: str, done: int, total: int) -> None:
+        if stage == "student":
+            raise SoftTimeLimitExceeded()
+
+    pipeline = RecordingPipeline(hook=soft_limit_at_student)
+    assert run_job(services, job_id, pipeline=pipeline) == "failed"
+    job = services.store.get(job_id)
+    assert job.error_code == "timeout" and "time limit" in job.error_message
+    assert job.artifacts == {} and services.artifacts.job_names(job_id) == ["inputs/model"]
+    assert not (Path(services.settings.work_dir) / job_id).exists()
+
+
 def test_uploaded_dataset_is_given_to_the_pipeline(services, tmp_path):
-    job_id = queue_job(services, {"dataset": "upload"})
+    job_id = queue_job(services, {"dataset": "upload"}, dataset_name="dataset.npz")
     _attach_dataset(services, job_id, digits_like_npz(), tmp_path)
     pipeline = RecordingPipeline()
     assert run_job(services, job_id, pipeline=pipeline) == "succeeded"

@@ -1,22 +1,19 @@
-"""Liveness, readiness and the job-spec schema."""
+"""Liveness and readiness."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.infra.queue import broker_reachable
 from app.web import api_docs as docs
-from app.web.deps import Services, get_services
+from app.web.deps import ServicesDep
 from app.web.errors import NotReadyError
 from app.web.problem_docs import responses
 from app.web.schemas import Health, Readiness
-from core.spec import spec_json_schema
 
-router = APIRouter()
+router = APIRouter(tags=["health"])
 
 
 @router.get(
@@ -29,7 +26,6 @@ router = APIRouter()
             "content": docs.json_content(ok=("Up", {"status": "ok"})),
         }
     },
-    tags=["health"],
 )
 def healthz() -> dict[str, str]:
     """Liveness: answers as long as the process serves requests. No authentication."""
@@ -54,9 +50,8 @@ def healthz() -> dict[str, str]:
         },
         "not_ready",
     ),
-    tags=["health"],
 )
-async def readyz(services: Services = Depends(get_services)) -> JSONResponse:
+async def readyz(services: ServicesDep) -> JSONResponse:
     """Readiness: pings the job database and the Celery broker; 503 while either is down, so
     a load balancer sends no traffic to an instance that cannot accept jobs. No authentication.
     """
@@ -80,22 +75,3 @@ async def readyz(services: Services = Depends(get_services)) -> JSONResponse:
         hint="check HARDEN_DATABASE_URL / HARDEN_BROKER_URL and that those services run",
         checks=checks,
     )
-
-
-@router.get(
-    "/spec/schema",
-    summary="JSON Schema of the job config",
-    responses={
-        200: {
-            "description": "The JSON Schema (draft 2020-12) of HardenSpec.",
-            "content": docs.json_content(
-                abridged=("Two of its properties", docs.spec_schema_example())
-            ),
-        }
-    },
-    tags=["jobs"],
-)
-def spec_schema() -> dict[str, Any]:
-    """The schema of the `config` part of POST /harden: every field, its type, default and
-    allowed range. No authentication."""
-    return spec_json_schema()

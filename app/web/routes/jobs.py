@@ -1,27 +1,28 @@
-"""Job routes: submit, read, list, cancel, delete (the outputs are in app/web/routes/outputs.py)."""
+"""Job routes: list, read, follow (server-sent events), cancel, delete. Submitting is in
+app/web/routes/harden.py, the downloads in app/web/routes/outputs.py."""
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path as FilePath
-from typing import Annotated
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.infra.db import Job, JobState
 from app.infra.job_resource import JobOut, job_out
 from app.infra.store import is_terminal
 from app.web import api_docs as docs
-from app.web.deps import Services, current_owner, get_services
+from app.web.deps import OwnerDep, Services, ServicesDep
 from app.web.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.web.problem_docs import AUTH, responses
 from app.web.schemas import JobList
-from app.web.submit import submit
-from app.web.uploads import receive_form, remove
 
-router = APIRouter()
+router = APIRouter(prefix="/jobs", tags=["jobs"])
 # Deeper pages than this are refused (422) rather than sent to the database, whose integers
 # they would overflow (a 500 before).
 MAX_OFFSET = 10**9
@@ -62,41 +63,8 @@ def job_or_404(services: Services, job_id: str, owner: str) -> Job:
     return job
 
 
-@router.post(
-    "/harden",
-    status_code=202,
-    response_model=JobOut,
-    summary="Submit a model to harden",
-    description="Uploads are streamed to disk and refused past the size limit. The model format "
-    "is checked before the job is queued. With an `Idempotency-Key`, a retried POST returns the "
-    "job of the first one (200) instead of creating another.",
-    openapi_extra=docs.SUBMIT_FORM,
-    responses=docs.SUBMIT_RESPONSES,
-    tags=["jobs"],
-)
-async def post_harden(
-    request: Request,
-    owner: str = Depends(current_owner),
-    services: Services = Depends(get_services),
-    idempotency_key: Annotated[
-        str | None, Header(max_length=255, description="Retry-safe key chosen by the client.")
-    ] = None,
-) -> JSONResponse:
-    folder = FilePath(services.settings.upload_dir) / f"incoming-{uuid.uuid4().hex}"
-    try:
-        form = await receive_form(request, folder, services.settings.max_upload_bytes)
-        job, created = await run_in_threadpool(submit, services, owner, form, idempotency_key)
-    finally:
-        await run_in_threadpool(remove, folder)
-    return JSONResponse(
-        job_out(job).model_dump(mode="json"),
-        status_code=202 if created else 200,
-        headers={"Location": f"/jobs/{job.id}"},
-    )
-
-
 @router.get(
-    "/jobs",
+    "",
     response_model=JobList,
     summary="List your jobs, newest first",
     description="Only the caller's jobs (all jobs belong to 'anonymous' in open mode). Page with "
@@ -112,17 +80,16 @@ async def post_harden(
         *AUTH,
         "bad_page",
     ),
-    tags=["jobs"],
 )
 def list_jobs(
     request: Request,
-    state: JobState | None = Query(None, description="Only jobs in this state."),
-    limit: int = Query(20, ge=1, le=200, description="Jobs per page, 1..200."),
-    offset: int = Query(
-        0, ge=0, le=MAX_OFFSET, description="Jobs to skip (newest first), 0..1000000000."
-    ),
-    owner: str = Depends(current_owner),
-    services: Services = Depends(get_services),
+    owner: OwnerDep,
+    services: ServicesDep,
+    state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page, 1..200.")] = 20,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="Jobs to skip (newest first), 0..1000000000.")
+    ] = 0,
 ) -> JobList:
     _refuse_unknown_parameters(request, LIST_PARAMETERS)
     jobs, total = services.store.list_jobs(owner, state=state, limit=limit, offset=offset)
@@ -136,7 +103,7 @@ def list_jobs(
 
 
 @router.get(
-    "/jobs/{job_id}",
+    "/{job_id}",
     response_model=JobOut,
     summary="A job's state, stage, progress, timings and error",
     description="Poll this (or follow /jobs/{job_id}/events) until `state` is succeeded, failed "
@@ -154,16 +121,13 @@ def list_jobs(
         },
         *docs.JOB_404,
     ),
-    tags=["jobs"],
 )
-def get_job(
-    job_id: JobId, owner: str = Depends(current_owner), services: Services = Depends(get_services)
-) -> JobOut:
+def get_job(job_id: JobId, owner: OwnerDep, services: ServicesDep) -> JobOut:
     return job_out(job_or_404(services, job_id, owner))
 
 
 @router.post(
-    "/jobs/{job_id}/cancel",
+    "/{job_id}/cancel",
     response_model=JobOut,
     summary="Cancel a job",
     description="A queued job is cancelled at once; a running one stops within one training or "
@@ -183,11 +147,8 @@ def get_job(
         *docs.JOB_404,
         "job_already_ended",
     ),
-    tags=["jobs"],
 )
-def cancel_job(
-    job_id: JobId, owner: str = Depends(current_owner), services: Services = Depends(get_services)
-) -> JobOut:
+def cancel_job(job_id: JobId, owner: OwnerDep, services: ServicesDep) -> JobOut:
     job = job_or_404(services, job_id, owner)
     if is_terminal(job.state) and job.state != JobState.cancelled:
         raise ConflictError(
@@ -198,7 +159,7 @@ def cancel_job(
 
 
 @router.delete(
-    "/jobs/{job_id}",
+    "/{job_id}",
     status_code=204,
     summary="Delete a job and its artifacts",
     description="A running job is cancelled first.",
@@ -206,14 +167,71 @@ def cancel_job(
         {204: {"description": "Deleted: the job's row and every file of it are gone."}},
         *docs.JOB_404,
     ),
-    tags=["jobs"],
 )
-def delete_job(
-    job_id: JobId, owner: str = Depends(current_owner), services: Services = Depends(get_services)
-) -> Response:
+def delete_job(job_id: JobId, owner: OwnerDep, services: ServicesDep) -> Response:
     job = job_or_404(services, job_id, owner)
     if not is_terminal(job.state):
         services.store.request_cancel(job_id)
     services.store.delete(job_id)
     services.artifacts.delete_job(job_id)
     return Response(status_code=204)
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Server-sent events of the job's state and progress until it ends",
+    description="`event: job` with the job JSON whenever state, stage or progress changes; "
+    "`event: end` once it has ended; a comment every 15 s keeps proxies from closing the stream.",
+    response_class=StreamingResponse,
+    responses=responses(
+        {
+            200: {
+                "description": "An event stream (text/event-stream) that ends after `event: end`.",
+                "content": {
+                    "text/event-stream": {
+                        "schema": docs.SERVER_SENT_EVENT,
+                        "example": docs.event_stream_example(),
+                    }
+                },
+            }
+        },
+        *docs.JOB_404,
+    ),
+)
+async def job_events(
+    request: Request,
+    job_id: JobId,
+    owner: OwnerDep,
+    services: ServicesDep,
+) -> StreamingResponse:
+    await run_in_threadpool(job_or_404, services, job_id, owner)
+    return StreamingResponse(
+        _event_stream(request, services, job_id, owner),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _event_stream(
+    request: Request, services: Services, job_id: str, owner: str
+) -> AsyncIterator[str]:
+    last: tuple[Any, ...] | None = None
+    last_sent = time.monotonic()
+    while True:
+        job = await run_in_threadpool(services.store.get, job_id, owner)
+        if job is None:
+            yield 'event: end\ndata: {"state": "deleted"}\n\n'
+            return
+        key = (job.state, job.stage, round(job.progress, 3), job.cancel_requested)
+        if key != last:
+            last, last_sent = key, time.monotonic()
+            yield f"event: job\ndata: {json.dumps(job_out(job).model_dump(mode='json'))}\n\n"
+        if is_terminal(job.state):
+            yield f"event: end\ndata: {json.dumps({'state': str(job.state)})}\n\n"
+            return
+        if time.monotonic() - last_sent > 15:
+            last_sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(services.settings.events_poll_s)

@@ -1,31 +1,27 @@
-"""A job's outputs: its artifacts (model.onnx, report.json, report.html) and its server-sent
-progress events."""
+"""A job's outputs: downloading its artifacts (model.onnx, report.json, report.html)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.infra.db import JobState
-from app.infra.job_resource import ARTIFACT_TYPES, job_out
-from app.infra.store import is_terminal
+from app.infra.job_resource import ARTIFACT_TYPES
 from app.web import api_docs as docs
-from app.web.deps import Services, current_owner, get_services
+from app.web.deps import OwnerDep, ServicesDep
 from app.web.errors import JobNotDoneError, NotFoundError
-from app.web.problem_docs import responses
 from app.web.routes.jobs import JobId, job_or_404
 from core.names import ARTIFACT_NAMES
 
-router = APIRouter()
+router = APIRouter(prefix="/jobs/{job_id}", tags=["artifacts"])
+
+# The path parameter's type: a Literal, so the OpenAPI document lists the names inline (an Enum
+# would add a schema component). tests/app/web/test_jobs.py checks it equals ARTIFACT_NAMES.
+ArtifactName = Literal["model.onnx", "report.json", "report.html"]
 
 
 class _ArtifactName(Convertor[str]):
@@ -45,86 +41,24 @@ register_url_convertor("artifact_name", _ArtifactName())
 
 
 @router.get(
-    "/jobs/{job_id}/events",
-    summary="Server-sent events of the job's state and progress until it ends",
-    description="`event: job` with the job JSON whenever state, stage or progress changes; "
-    "`event: end` once it has ended; a comment every 15 s keeps proxies from closing the stream.",
-    response_class=StreamingResponse,
-    responses=responses(
-        {
-            200: {
-                "description": "An event stream (text/event-stream) that ends after `event: end`.",
-                "content": {
-                    "text/event-stream": {
-                        "schema": docs.SERVER_SENT_EVENT,
-                        "example": docs.event_stream_example(),
-                    }
-                },
-            }
-        },
-        *docs.JOB_404,
-    ),
-    tags=["jobs"],
-)
-async def job_events(
-    request: Request,
-    job_id: JobId,
-    owner: str = Depends(current_owner),
-    services: Services = Depends(get_services),
-) -> StreamingResponse:
-    await run_in_threadpool(job_or_404, services, job_id, owner)
-    return StreamingResponse(
-        _event_stream(request, services, job_id, owner),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-async def _event_stream(
-    request: Request, services: Services, job_id: str, owner: str
-) -> AsyncIterator[str]:
-    last: tuple[Any, ...] | None = None
-    last_sent = time.monotonic()
-    while True:
-        job = await run_in_threadpool(services.store.get, job_id, owner)
-        if job is None:
-            yield 'event: end\ndata: {"state": "deleted"}\n\n'
-            return
-        key = (job.state, job.stage, round(job.progress, 3), job.cancel_requested)
-        if key != last:
-            last, last_sent = key, time.monotonic()
-            yield f"event: job\ndata: {json.dumps(job_out(job).model_dump(mode='json'))}\n\n"
-        if is_terminal(job.state):
-            yield f"event: end\ndata: {json.dumps({'state': str(job.state)})}\n\n"
-            return
-        if time.monotonic() - last_sent > 15:
-            last_sent = time.monotonic()
-            yield ": keep-alive\n\n"
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(services.settings.events_poll_s)
-
-
-@router.get(
-    "/jobs/{job_id}/{artifact:artifact_name}",
+    "/{artifact:artifact_name}",
     summary="Download an artifact (model.onnx, report.json, report.html)",
     description="Streamed, with `ETag` = the file's sha256 (send `If-None-Match` to get 304). "
     "409 until the job has succeeded.",
     response_class=Response,
     responses=docs.DOWNLOAD_RESPONSES,
-    tags=["artifacts"],
 )
 def get_artifact(
     job_id: JobId,
     artifact: Annotated[
-        Literal["model.onnx", "report.json", "report.html"],
+        ArtifactName,
         Path(description="Which file: model.onnx, report.json or report.html."),
     ],
+    owner: OwnerDep,
+    services: ServicesDep,
     if_none_match: Annotated[
         str | None, Header(description="ETags of copies you hold; a match answers 304.")
     ] = None,
-    owner: str = Depends(current_owner),
-    services: Services = Depends(get_services),
 ) -> Response:
     job = job_or_404(services, job_id, owner)
     sha256 = (job.artifacts or {}).get(artifact)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import get_args
 
 from fastapi.testclient import TestClient
 
 from app.infra.artifacts import LocalStore
 from app.infra.store import JobStore
+from app.web.routes.outputs import ArtifactName
+from core.names import ARTIFACT_NAMES
 from tests.app.conftest import files_under, onnx_model_bytes
 from tests.app.web.test_submit import CONFIG, assert_problem, post
 
@@ -279,3 +282,11 @@ def test_openapi_documents_every_endpoint_and_error(api):
     assert "Problem" in doc["components"]["schemas"]
     assert doc["components"]["schemas"]["JobOut"].get("examples")
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_the_artifact_path_parameter_takes_exactly_the_core_artifact_names(api):
+    assert get_args(ArtifactName) == ARTIFACT_NAMES
+    operation = api.get("/openapi.json").json()["paths"]["/jobs/{job_id}/{artifact}"]["get"]
+    [parameter] = [p for p in operation["parameters"] if p["name"] == "artifact"]
+    assert parameter["schema"]["enum"] == list(ARTIFACT_NAMES)
+    assert all(name in operation["summary"] for name in ARTIFACT_NAMES)

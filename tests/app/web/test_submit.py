@@ -33,12 +33,7 @@ def post(
 
 
 def assert_nothing_left(store: JobStore, settings: Settings) -> None:
-    with store.session() as session:
-        from sqlalchemy import func, select
-
-        from app.infra.db import Job
-
-        assert session.scalar(select(func.count()).select_from(Job)) == 0
+    assert store.count_by_state() == {}
     assert files_under(settings.artifact_dir) == []
     assert files_under(settings.upload_dir) == []
 

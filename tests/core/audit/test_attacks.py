@@ -6,9 +6,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from core.audit import attacks
-from core.audit.attacks.apgd import checkpoints
+from core.audit.attacks.apgd import apgd, checkpoints
 from core.audit.attacks.base import dlr, margin
+from core.audit.attacks.cw import carlini_wagner_l2
+from core.audit.attacks.gradient import fgsm, pgd
+from core.audit.attacks.jsma import changed_fraction, jsma
+from core.audit.attacks.square import square_linf
+from core.audit.attacks.transfer import transfer
+from tests.core.audit.shifted import Shifted
 from tests.core.robust_models import digits, undefended
 
 TOL = 1e-5
@@ -20,35 +25,18 @@ def batch() -> tuple[nn.Module, Tensor, Tensor]:
     return undefended(), data.x_test[:60], data.y_test[:60]
 
 
-class Shifted(nn.Module):
-    """The digits model on inputs in [-1, 1]: checks attacks honour a non-default range."""
-
-    def __init__(self, base: nn.Module) -> None:
-        super().__init__()
-        self.base = base
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.base((x + 1) / 2)
-
-
 LINF_ATTACKS = {
-    "fgsm_ce": lambda m, x, y, e, b: attacks.fgsm(m, x, y, epsilon=e, bounds=b),
-    "fgsm_margin": lambda m, x, y, e, b: attacks.fgsm(m, x, y, epsilon=e, loss="margin", bounds=b),
-    "pgd_ce": lambda m, x, y, e, b: attacks.pgd(m, x, y, epsilon=e, steps=10, bounds=b),
-    "pgd_margin": lambda m, x, y, e, b: attacks.pgd(
-        m, x, y, epsilon=e, loss="margin", steps=10, bounds=b
-    ),
-    "apgd_ce": lambda m, x, y, e, b: attacks.apgd(
-        m, x, y, epsilon=e, loss="ce", steps=10, bounds=b
-    ),
-    "apgd_dlr": lambda m, x, y, e, b: attacks.apgd(m, x, y, epsilon=e, steps=10, bounds=b),
-    "square": lambda m, x, y, e, b: attacks.square_linf(m, x, y, epsilon=e, queries=100, bounds=b),
+    "fgsm_ce": lambda m, x, y, e, b: fgsm(m, x, y, epsilon=e, bounds=b),
+    "fgsm_margin": lambda m, x, y, e, b: fgsm(m, x, y, epsilon=e, loss="margin", bounds=b),
+    "pgd_ce": lambda m, x, y, e, b: pgd(m, x, y, epsilon=e, steps=10, bounds=b),
+    "pgd_margin": lambda m, x, y, e, b: pgd(m, x, y, epsilon=e, loss="margin", steps=10, bounds=b),
+    "apgd_ce": lambda m, x, y, e, b: apgd(m, x, y, epsilon=e, loss="ce", steps=10, bounds=b),
+    "apgd_dlr": lambda m, x, y, e, b: apgd(m, x, y, epsilon=e, steps=10, bounds=b),
+    "square": lambda m, x, y, e, b: square_linf(m, x, y, epsilon=e, queries=100, bounds=b),
 }
 L2_ATTACKS = {
-    "pgd_l2_ce": lambda m, x, y, e, b: attacks.pgd(
-        m, x, y, epsilon=e, norm="l2", steps=10, bounds=b
-    ),
-    "pgd_l2_margin": lambda m, x, y, e, b: attacks.pgd(
+    "pgd_l2_ce": lambda m, x, y, e, b: pgd(m, x, y, epsilon=e, norm="l2", steps=10, bounds=b),
+    "pgd_l2_margin": lambda m, x, y, e, b: pgd(
         m, x, y, epsilon=e, norm="l2", loss="margin", steps=10, bounds=b
     ),
 }
@@ -83,10 +71,10 @@ def test_reported_success_is_real(batch) -> None:
     """A sample reported as fooled really is misclassified by its stored adversarial."""
     model, x, y = batch
     for result in (
-        attacks.pgd(model, x, y, epsilon=0.1, loss="margin", steps=10),
-        attacks.apgd(model, x, y, epsilon=0.1, steps=10),
-        attacks.square_linf(model, x, y, epsilon=0.1, queries=100),
-        attacks.carlini_wagner_l2(model, x, y, binary_steps=2, iterations=30),
+        pgd(model, x, y, epsilon=0.1, loss="margin", steps=10),
+        apgd(model, x, y, epsilon=0.1, steps=10),
+        square_linf(model, x, y, epsilon=0.1, queries=100),
+        carlini_wagner_l2(model, x, y, binary_steps=2, iterations=30),
     ):
         with torch.no_grad():
             pred = model(result.adversarial).argmax(1)
@@ -103,14 +91,14 @@ def test_reported_success_is_real(batch) -> None:
 def test_pgd_at_least_as_strong_as_fgsm(batch, loss) -> None:
     model, x, y = batch
     for epsilon in (0.05, 0.1, 0.15):
-        one_step = attacks.fgsm(model, x, y, epsilon=epsilon, loss=loss)
-        iterated = attacks.pgd(model, x, y, epsilon=epsilon, loss=loss, steps=20)
+        one_step = fgsm(model, x, y, epsilon=epsilon, loss=loss)
+        iterated = pgd(model, x, y, epsilon=epsilon, loss=loss, steps=20)
         assert int(iterated.success.sum()) >= int(one_step.success.sum())
 
 
 def test_cw_l2_fools_an_undefended_model(batch) -> None:
     model, x, y = batch
-    result = attacks.carlini_wagner_l2(model, x, y, binary_steps=5, iterations=100)
+    result = carlini_wagner_l2(model, x, y, binary_steps=5, iterations=100)
     rate = float(result.success.sum() / result.correct_before.sum())
     assert rate >= 0.9
     # Inputs stay in range thanks to the tanh change of variables.
@@ -123,10 +111,10 @@ def test_cw_l2_fools_an_undefended_model(batch) -> None:
 @pytest.mark.parametrize("fraction", [0.05, 0.145])
 def test_jsma_respects_its_budget_and_only_increases(batch, outputs, saliency, fraction) -> None:
     model, x, y = batch
-    result = attacks.jsma(
+    result = jsma(
         model, x, y, num_classes=10, outputs=outputs, max_fraction=fraction, saliency=saliency
     )
-    changed = attacks.changed_fraction(result.adversarial, x)
+    changed = changed_fraction(result.adversarial, x)
     assert float(changed.max()) <= fraction + 1e-9
     assert bool((result.adversarial >= x).all())
     assert float(result.adversarial.max()) <= 1.0
@@ -135,11 +123,11 @@ def test_jsma_respects_its_budget_and_only_increases(batch, outputs, saliency, f
 @pytest.mark.parametrize("target_mode", ["random", "next"])
 def test_targeted_attacks_reach_their_target_when_successful(batch, target_mode) -> None:
     model, x, y = batch
-    jsma = attacks.jsma(model, x, y, num_classes=10, outputs="logits", target_mode=target_mode)
-    assert jsma.target is not None and bool((jsma.target != y).all())
-    targets = jsma.target
-    cw = attacks.carlini_wagner_l2(model, x, y, binary_steps=3, iterations=50, targets=targets)
-    for result in (jsma, cw):
+    saliency = jsma(model, x, y, num_classes=10, outputs="logits", target_mode=target_mode)
+    assert saliency.target is not None and bool((saliency.target != y).all())
+    targets = saliency.target
+    cw = carlini_wagner_l2(model, x, y, binary_steps=3, iterations=50, targets=targets)
+    for result in (saliency, cw):
         assert int(result.success.sum()) > 0
         with torch.no_grad():
             pred = model(result.adversarial).argmax(1)
@@ -150,8 +138,8 @@ def test_targeted_attacks_reach_their_target_when_successful(batch, target_mode)
 
 def test_random_targets_are_seeded(batch) -> None:
     model, x, y = batch
-    a = attacks.jsma(model, x[:10], y[:10], num_classes=10, seed=3, max_fraction=0.05)
-    b = attacks.jsma(model, x[:10], y[:10], num_classes=10, seed=3, max_fraction=0.05)
+    a = jsma(model, x[:10], y[:10], num_classes=10, seed=3, max_fraction=0.05)
+    b = jsma(model, x[:10], y[:10], num_classes=10, seed=3, max_fraction=0.05)
     assert a.target is not None and b.target is not None
     assert torch.equal(a.target, b.target) and torch.equal(a.adversarial, b.adversarial)
 
@@ -159,8 +147,8 @@ def test_random_targets_are_seeded(batch) -> None:
 def test_seeded_attacks_are_reproducible(batch) -> None:
     model, x, y = batch
     for run in (
-        lambda s: attacks.pgd(model, x, y, epsilon=0.1, steps=5, seed=s),
-        lambda s: attacks.square_linf(model, x, y, epsilon=0.1, queries=30, seed=s),
+        lambda s: pgd(model, x, y, epsilon=0.1, steps=5, seed=s),
+        lambda s: square_linf(model, x, y, epsilon=0.1, queries=30, seed=s),
     ):
         assert torch.equal(run(7).adversarial, run(7).adversarial)
 
@@ -168,7 +156,7 @@ def test_seeded_attacks_are_reproducible(batch) -> None:
 def test_step_hook_sees_every_step_and_can_stop_the_attack(batch) -> None:
     model, x, y = batch
     steps: list[tuple[int, int]] = []
-    attacks.carlini_wagner_l2(
+    carlini_wagner_l2(
         model, x, y, binary_steps=2, iterations=5, on_step=lambda s, t: steps.append((s, t))
     )
     assert steps == [(i, 10) for i in range(1, 11)]
@@ -180,10 +168,10 @@ def test_step_hook_sees_every_step_and_can_stop_the_attack(batch) -> None:
         raise Stop
 
     for run in (
-        lambda: attacks.pgd(model, x, y, epsilon=0.01, steps=5, on_step=stop),
-        lambda: attacks.apgd(model, x, y, epsilon=0.01, steps=5, on_step=stop),
-        lambda: attacks.jsma(model, x, y, num_classes=10, on_step=stop),
-        lambda: attacks.square_linf(model, x, y, epsilon=0.01, queries=5, on_step=stop),
+        lambda: pgd(model, x, y, epsilon=0.01, steps=5, on_step=stop),
+        lambda: apgd(model, x, y, epsilon=0.01, steps=5, on_step=stop),
+        lambda: jsma(model, x, y, num_classes=10, on_step=stop),
+        lambda: square_linf(model, x, y, epsilon=0.01, queries=5, on_step=stop),
     ):
         with pytest.raises(Stop):
             run()
@@ -207,7 +195,7 @@ def test_apgd_checkpoints_grow_and_stay_inside() -> None:
 
 def test_transfer_uses_source_adversarials(batch) -> None:
     model, x, y = batch
-    source = attacks.pgd(model, x, y, epsilon=0.2, loss="margin", steps=10)
-    applied = attacks.transfer(model, x, source.adversarial, y)
+    source = pgd(model, x, y, epsilon=0.2, loss="margin", steps=10)
+    applied = transfer(model, x, source.adversarial, y)
     # Transferring to the source itself reproduces the white-box result.
     assert torch.equal(applied.success, source.success)

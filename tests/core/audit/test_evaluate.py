@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from core.audit.catalogue import ATTACKS
 from core.audit.evaluate import draw_samples, evaluate
+from core.audit.registry import REGISTRY
 from core.audit.schema import (
     AttackPoint,
     AttackSummary,
@@ -131,7 +131,7 @@ def _synthetic(
 ) -> Evaluation:
     """Two models, one attack (by default a strong one): robust accuracy per epsilon given for
     the student."""
-    info = ATTACKS[attack]
+    info = REGISTRY[attack]
     eps = [0.1, 0.2]
 
     def model(robust: list[float], grad: float) -> ModelRobustness:
@@ -142,7 +142,7 @@ def _synthetic(
         ]  # fmt: skip
         summary = AttackSummary(
             attack=attack, title=info.title, norm="linf", loss=info.loss,
-            paper=info.paper, sees_through_masking=info.sees_through_masking, points=points,
+            paper=info.paper_attack, sees_through_masking=info.sees_through_masking, points=points,
         )  # fmt: skip
         gradient = GradientAmplitude(
             softmax_l1_mean=grad, softmax_l1_median=grad, margin_l1_mean=1, margin_l1_median=1

@@ -1,4 +1,5 @@
-"""The method: teacher start at T, the distilled student's logit scale, cancellation, progress."""
+"""The method: teacher start at T, the distilled student's logit scale, cancellation, progress,
+and its place in the registry of hardening methods."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ import pytest
 import torch
 from torch import nn
 
+from core.datasets.references import Dataset
 from core.errors import JobCancelledError
-from core.hardening.distillation import distill, logits_of
+from core.hardening.distillation import DefensiveDistillation
+from core.hardening.method import HardeningResult
+from core.hardening.registry import DEFAULT_METHOD, METHODS
 from core.hardening.scaling import OutputScale, scale_last_linear
+from core.hardening.training import logits_of
+from core.names import CancelFn, ProgressFn
+from core.plan import RunPlan
 from core.spec import HardenSpec
 from tests.core.model_files import FORMATS, digits, loaded_module, trained_mlp
 
@@ -44,6 +51,30 @@ def _spec(**overrides: object) -> HardenSpec:
     }
     values.update(overrides)
     return HardenSpec.model_validate(values)
+
+
+def distill(
+    upload: _Upload,
+    data: Dataset,
+    spec: HardenSpec,
+    *,
+    on_progress: ProgressFn = lambda stage, done, total: None,
+    should_cancel: CancelFn = lambda: False,
+) -> HardeningResult:
+    """Defensive distillation as the pipeline runs it: through the plan, on the CPU."""
+    plan = RunPlan.resolve(spec, dataset=spec.dataset, train_samples=len(data.y_train))
+    return DefensiveDistillation().harden(
+        upload,  # type: ignore[arg-type]  # only fresh_copy is used
+        data,
+        plan,
+        on_progress=on_progress,
+        should_cancel=should_cancel,
+    )
+
+
+def test_distillation_is_the_default_method() -> None:
+    assert METHODS[DEFAULT_METHOD].name == DEFAULT_METHOD == "distillation"
+    assert isinstance(METHODS[DEFAULT_METHOD], DefensiveDistillation)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

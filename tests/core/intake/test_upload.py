@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from core.errors import ModelDatasetMismatchError, UnsupportedModelError
-from core.intake.upload import ZOO, build_zoo_model, check_model_io, load_model
+from core.intake.upload import check_model_io, load_model
+from core.intake.zoo import ZOO, build_zoo_model
 
 SHAPE = (1, 8, 8)
 CLASSES = 10

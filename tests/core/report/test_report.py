@@ -13,12 +13,12 @@ import pytest
 
 from core.audit.evaluate import evaluate
 from core.datasets.references import Dataset
+from core.report.html import render_html
 from core.report.schema import (
     DistillationSummary,
     ExportSummary,
     ModelSummary,
     Report,
-    render_html,
     report_json_schema,
 )
 from core.spec import HardenSpec

@@ -1,0 +1,65 @@
+"""The interface every hardening method implements, and what one hands back to the pipeline.
+
+:mod:`core.pipeline` runs a method only through :class:`HardeningMethod`; the audit, the export and
+the report are the same for every method. Defensive distillation
+(:mod:`core.hardening.distillation`) is the first implementation; :mod:`core.hardening.registry`
+names them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from torch import Tensor, nn
+
+from core.names import CancelFn, ProgressFn
+
+if TYPE_CHECKING:
+    from core.datasets.references import Dataset
+    from core.intake.upload import LoadedModel
+    from core.plan import RunPlan
+
+
+@dataclass
+class HardeningResult:
+    """What a method produced. ``student`` is the hardened model, deployed at T=1; ``teacher`` is
+    the model it learnt from (its logits T-scaled) and ``soft_labels`` what it learnt.
+
+    Both models are bare (no normalisation layer): they expect the inputs the upload expects.
+    """
+
+    teacher: nn.Module
+    student: nn.Module
+    soft_labels: Tensor
+    teacher_losses: list[float] = field(default_factory=list)
+    student_losses: list[float] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage it ran
+    teacher_start: str = ""  # how the teacher was started from the upload, for the report
+
+
+class HardeningMethod(Protocol):
+    """One way of hardening an upload."""
+
+    @property
+    def name(self) -> str:
+        """The method's key in core.hardening.registry.METHODS."""
+        ...
+
+    @property
+    def title(self) -> str:
+        """What the method is, with its paper; written into the ONNX file's metadata."""
+        ...
+
+    def harden(
+        self,
+        uploaded: LoadedModel,
+        data: Dataset,
+        plan: RunPlan,
+        *,
+        on_progress: ProgressFn,
+        should_cancel: CancelFn,
+    ) -> HardeningResult:
+        """Harden ``uploaded`` on ``data`` as ``plan`` says, on ``plan.device``. Reports its own
+        stages through ``on_progress`` and raises JobCancelledError once ``should_cancel()``."""
+        ...

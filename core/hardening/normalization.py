@@ -1,0 +1,52 @@
+"""The per-channel normalisation a spec may name, applied to raw inputs.
+
+Uploads and hardened models stay bare (they expect normalised input, as the user trained them);
+training normalises the data tensors once, evaluation puts a :class:`Normalize` layer in front so
+attacks work in raw input space.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from core.spec import Normalization
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, put in front of a model that expects normalised input."""
+
+    def __init__(self, normalization: Normalization) -> None:
+        super().__init__()
+        self.mean: Tensor
+        self.std: Tensor
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def with_normalization(module: nn.Module, normalization: Normalization | None) -> nn.Module:
+    """``module`` taking raw inputs: a Normalize in front when the spec names a normalisation."""
+    if normalization is None:
+        return module
+    return nn.Sequential(Normalize(normalization).to(_device_of(module)), module)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for parameter in module.parameters():
+        return parameter.device
+    for buffer in module.buffers():
+        return buffer.device
+    return torch.device("cpu")
+
+
+def normalized_inputs(inputs: Tensor, normalization: Normalization | None) -> Tensor:
+    """Inputs as the bare model expects them. Normalising the whole tensor once (instead of a
+    Normalize layer on every batch) gives the same numbers at no per-step cost."""
+    if normalization is None:
+        return inputs
+    mean = torch.tensor(normalization.mean, device=inputs.device).view(1, -1, 1, 1)
+    std = torch.tensor(normalization.std, device=inputs.device).view(1, -1, 1, 1)
+    return (inputs - mean) / std

@@ -1,0 +1,107 @@
+"""What every hardening method trains with: the spec's optimiser, a training loop on in-memory
+tensors, batched inference, and stage timing with cancellation.
+
+Training runs on plain tensors already on the device, with batches drawn by a seeded index
+permutation: no DataLoader, so the loop costs what a hand-written PyTorch loop costs
+(bench/distill_overhead.py measures it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from core.errors import JobCancelledError
+from core.hardening.scaling import set_training_mode
+from core.names import CancelFn, ProgressFn
+from core.plan import RunPlan, steps_per_epoch
+from core.spec import HardenSpec
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+# How many inputs one inference pass takes (soft labels, accuracy): big enough to keep a GPU busy.
+INFERENCE_BATCH = 1024
+
+
+def make_optimizer(params: object, spec: HardenSpec) -> torch.optim.Optimizer:
+    """The spec's optimiser: Adam by default (SGD's step is divided by T at high temperature)."""
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.learning_rate, momentum=spec.momentum)  # type: ignore[arg-type]
+    return torch.optim.Adam(params, lr=spec.learning_rate)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def logits_of(module: nn.Module, inputs: Tensor, *, batch_size: int = INFERENCE_BATCH) -> Tensor:
+    """``module``'s logits for ``inputs`` in eval mode, batched, on the inputs' device."""
+    set_training_mode(module, False)
+    return torch.cat(
+        [module(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    )
+
+
+def _cancelled(message: str, stage: str) -> JobCancelledError:
+    return JobCancelledError(
+        message, hint="nothing was written; submit the job again to rerun it", stage=stage
+    )
+
+
+def train_epochs(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    loss_fn: LossFn,
+    *,
+    epochs: int,
+    plan: RunPlan,
+    stage: str,
+    generator: torch.Generator,
+    on_progress: ProgressFn,
+    should_cancel: CancelFn,
+) -> list[float]:
+    """Train ``model`` with the spec's optimiser at the plan's batch size on in-memory tensors;
+    returns the mean loss of each epoch. Calls ``should_cancel()`` before every step and
+    ``on_progress(stage, step, total)`` after it."""
+    optimizer = make_optimizer(model.parameters(), plan.spec)
+    count = len(inputs)
+    batch_size = plan.batch_size
+    total = epochs * steps_per_epoch(count, batch_size)
+    on_progress(stage, 0, total)
+    set_training_mode(model, True)
+    losses: list[float] = []
+    step = 0
+    for _ in range(epochs):
+        # The permutation is drawn on the CPU generator so a seed gives the same batches on any
+        # device; the loss sum stays on the device so there is one sync per epoch, not per step.
+        order = torch.randperm(count, generator=generator).to(inputs.device)
+        loss_sum = torch.zeros((), device=inputs.device)
+        for start in range(0, count, batch_size):
+            if should_cancel():
+                raise _cancelled(
+                    f"cancelled during {stage} training at step {step} of {total}", stage
+                )
+            index = order[start : start + batch_size]
+            loss = loss_fn(model(inputs[index]), targets[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(index)
+            step += 1
+            on_progress(stage, step, total)
+        losses.append(float(loss_sum) / count)
+    set_training_mode(model, False)
+    return losses
+
+
+@contextmanager
+def timed_stage(stage: str, should_cancel: CancelFn, timings: dict[str, float]) -> Iterator[None]:
+    """Check for cancellation before ``stage`` and record its seconds in ``timings`` once it
+    completes (long stages also check every step, e.g. train_epochs)."""
+    if should_cancel():
+        raise _cancelled(f"cancelled before {stage}", stage)
+    started = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - started

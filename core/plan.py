@@ -1,0 +1,105 @@
+"""The run plan: a job's spec resolved once, at the start of a run, into what will actually run.
+
+The spec is what the user submitted (``student_epochs`` may be unset, the dataset may come as an
+upload); the plan is the spec plus every decision taken from it and from the data: the dataset
+reference used, the teacher's and the student's epochs, the student's optimizer steps, the batch
+size and the device. The method, the report, the ONNX metadata and the accuracy note all read the
+plan, so they cannot disagree on a number. The student's auto budget is decided here and nowhere
+else. Torch-free, like the spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import InvalidSpecError
+from core.spec import (
+    AUTO_STUDENT_MIN_EPOCHS,
+    AUTO_STUDENT_STEPS,
+    STUDENT_EPOCHS_MAX,
+    HardenSpec,
+)
+
+
+def steps_per_epoch(train_samples: int, batch_size: int) -> int:
+    """Batches per epoch over ``train_samples`` images (the last one may be partial)."""
+    return max(1, -(-train_samples // batch_size))
+
+
+def auto_student_epochs(train_samples: int, batch_size: int) -> int:
+    """The student's epochs when the spec leaves them unset: the fewest that give
+    AUTO_STUDENT_STEPS optimizer steps, within [AUTO_STUDENT_MIN_EPOCHS, STUDENT_EPOCHS_MAX].
+
+    Steps, not epochs, because at temperature T the student's gradient is divided by T: a small
+    training set gives few steps per epoch. Measured in bench/results/student_steps.md.
+    """
+    needed = -(-AUTO_STUDENT_STEPS // steps_per_epoch(train_samples, batch_size))
+    return min(STUDENT_EPOCHS_MAX, max(AUTO_STUDENT_MIN_EPOCHS, needed))
+
+
+def dataset_reference(spec: HardenSpec, dataset_file: Path | None) -> str:
+    """The dataset a run uses: 'upload' when a file came with the job, else the spec's."""
+    # A dataset file sent with the job is what the user means unless the spec names another one
+    # explicitly; the spec's default (builtin:mnist) must not silently win over an upload.
+    if dataset_file is not None:
+        if "dataset" in spec.model_fields_set and spec.dataset != "upload":
+            raise InvalidSpecError(
+                f"a dataset file was given and the spec also names dataset {spec.dataset!r}",
+                hint="set dataset to 'upload' (or leave it out) to use the file, or send no file",
+            )
+        return "upload"
+    if spec.dataset == "upload":
+        raise InvalidSpecError(
+            "the spec's dataset is 'upload' but no dataset file was given",
+            hint="send the dataset file with the job, or name a dataset such as builtin:mnist",
+        )
+    return spec.dataset
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one run does, resolved once; build it with :meth:`resolve`."""
+
+    spec: HardenSpec  # as submitted: student_epochs may be None (auto)
+    dataset: str  # the reference loaded: the spec's, or 'upload'
+    train_samples: int
+    device: str  # e.g. 'cpu', 'cuda', 'cuda:1'
+    batch_size: int
+    steps_per_epoch: int
+    teacher_epochs: int
+    student_epochs: int
+    student_steps: int
+    student_epochs_auto: bool  # the spec left student_epochs unset
+
+    @classmethod
+    def resolve(
+        cls, spec: HardenSpec, *, dataset: str, train_samples: int, device: str = "cpu"
+    ) -> RunPlan:
+        """The plan of running ``spec`` on ``train_samples`` training images of ``dataset``."""
+        batches = steps_per_epoch(train_samples, spec.batch_size)
+        auto = spec.student_epochs is None
+        student_epochs = (
+            auto_student_epochs(train_samples, spec.batch_size)
+            if spec.student_epochs is None
+            else spec.student_epochs
+        )
+        return cls(
+            spec=spec,
+            dataset=dataset,
+            train_samples=train_samples,
+            device=device,
+            batch_size=spec.batch_size,
+            steps_per_epoch=batches,
+            teacher_epochs=spec.teacher_epochs,
+            student_epochs=student_epochs,
+            student_steps=batches * student_epochs,
+            student_epochs_auto=auto,
+        )
+
+    def spec_as_run(self) -> HardenSpec:
+        """The spec with the dataset and the student's epochs this run used filled in (the
+        report's ``spec`` section: submitting it again reruns the same job)."""
+        return self.spec.model_copy(
+            update={"dataset": self.dataset, "student_epochs": self.student_epochs}
+        )

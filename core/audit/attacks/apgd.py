@@ -18,15 +18,13 @@ from core.audit.attacks.base import (
     AttackResult,
     InputRange,
     StepHook,
+    active_gradient,
     check_last_iterate,
-    keep_fooled,
-    loss_gradient,
     no_hook,
     per_sample,
     predict,
     project_linf,
     seeded_generator,
-    still_correct,
 )
 
 MOMENTUM = 0.75
@@ -75,13 +73,12 @@ def apgd(
     marks = set(checkpoints(steps))
     last_mark = 0
     for k in range(steps):
-        active = still_correct(correct, success)
-        if len(active) == 0:
+        found = active_gradient(model, x_cur, labels, correct, success, x_best, loss_fn)
+        if found is None:
             on_step(steps, steps)
             break
-        xa, ya = x[active], labels[active]
-        grad, f, logits = loss_gradient(model, x_cur[active], ya, loss_fn)
-        keep_fooled(x_best, success, x_cur, active, logits.argmax(1) != ya)
+        active, grad, f = found
+        xa = x[active]
         increases[active] += (f > f_last[active]).float()
         f_last[active] = f
         better = f > f_max[active]

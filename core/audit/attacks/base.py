@@ -99,6 +99,28 @@ def keep_fooled(
     success[active[fooled]] = True
 
 
+def active_gradient(
+    model: nn.Module,
+    x_cur: Tensor,
+    labels: Tensor,
+    correct: Tensor,
+    success: Tensor,
+    x_best: Tensor,
+    loss: Callable[[Tensor, Tensor], Tensor],
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The start of one step of an iterative attack: (the samples still worked on, the loss
+    gradient at their iterates, their per-sample loss), or None when every sample is done.
+
+    Iterates that already fool the model are recorded first (:func:`keep_fooled`).
+    """
+    active = still_correct(correct, success)
+    if len(active) == 0:
+        return None
+    grad, values, logits = loss_gradient(model, x_cur[active], labels[active], loss)
+    keep_fooled(x_best, success, x_cur, active, logits.argmax(1) != labels[active])
+    return active, grad, values
+
+
 def check_last_iterate(
     model: nn.Module,
     x_cur: Tensor,

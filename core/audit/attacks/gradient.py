@@ -17,9 +17,9 @@ from core.audit.attacks.base import (
     AttackResult,
     InputRange,
     StepHook,
+    active_gradient,
     check_last_iterate,
     flat_norm,
-    keep_fooled,
     loss_gradient,
     no_hook,
     normalise_l2,
@@ -28,7 +28,6 @@ from core.audit.attacks.base import (
     project_l2,
     project_linf,
     seeded_generator,
-    still_correct,
 )
 
 Norm = Literal["linf", "l2"]
@@ -108,14 +107,13 @@ def pgd(
     x_cur = _project(x + start, x, epsilon, norm, bounds)
     loss_fn = LOSSES[loss]
     for step in range(steps):
-        active = still_correct(correct, success)
-        if len(active) == 0:
+        # The iterate that produced the gradient may already fool the model: it is kept.
+        found = active_gradient(model, x_cur, labels, correct, success, x_best, loss_fn)
+        if found is None:
             on_step(steps, steps)
             break
-        xa, ya = x[active], labels[active]
-        grad, _, logits = loss_gradient(model, x_cur[active], ya, loss_fn)
-        # The iterate that produced these logits may already fool the model: keep it.
-        keep_fooled(x_best, success, x_cur, active, logits.argmax(1) != ya)
+        active, grad, _ = found
+        xa = x[active]
         moved = _project(x_cur[active] + alpha * _step(grad, norm), xa, epsilon, norm, bounds)
         x_cur[active] = moved
         on_step(step + 1, steps)

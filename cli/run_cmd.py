@@ -126,11 +126,10 @@ def _summary(result: RunResult) -> str:
             f"  student/uploaded mean |logit|: {ratio:.1f}x (T={report.distillation.temperature:g})"
         )
     distillation = report.distillation
-    how = "auto: student_epochs unset" if distillation.student_epochs_auto else "as given"
     lines.append(
         f"  training: teacher {distillation.teacher_epochs} epochs, student "
         f"{distillation.student_epochs} epochs ({distillation.student_steps} optimizer steps; "
-        f"{how})"
+        f"stopped: {distillation.student_stop}; {distillation.student_parametrization})"
     )
     export = report.export
     lines.append(

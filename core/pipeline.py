@@ -106,7 +106,7 @@ def run(
                 "teacher": model_summary(result.teacher, device_inputs, device_labels),
                 "student": model_summary(result.student, device_inputs, device_labels),
             }
-            note = accuracy_note(models, plan)
+            note = accuracy_note(models, plan, result)
             if note:
                 notes.append(note)
             exported = export_onnx(

@@ -2,10 +2,11 @@
 
 The spec is what the user submitted (``student_epochs`` may be unset, the dataset may come as an
 upload); the plan is the spec plus every decision taken from it and from the data: the dataset
-reference used, the teacher's and the student's epochs, the student's optimizer steps, the batch
-size and the device. The method, the report, the ONNX metadata and the accuracy note all read the
-plan, so they cannot disagree on a number. The student's auto budget is decided here and nowhere
-else. Torch-free, like the spec.
+reference used, the teacher's epochs, the student's epoch budget (exact when set, a bound when
+auto), the batch size and the device. The method, the report, the ONNX metadata and the accuracy
+note all read the plan, so they cannot disagree on a number. The student's auto bound is decided
+here and nowhere else; when an auto student stops is the method's (it watches the loss). Torch-free,
+like the spec.
 """
 
 from __future__ import annotations
@@ -14,12 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InvalidSpecError
-from core.spec import (
-    AUTO_STUDENT_MIN_EPOCHS,
-    AUTO_STUDENT_STEPS,
-    STUDENT_EPOCHS_MAX,
-    HardenSpec,
-)
+from core.spec import STUDENT_EPOCHS_MAX, STUDENT_STEPS_MAX, HardenSpec
 
 
 def steps_per_epoch(train_samples: int, batch_size: int) -> int:
@@ -27,15 +23,13 @@ def steps_per_epoch(train_samples: int, batch_size: int) -> int:
     return max(1, -(-train_samples // batch_size))
 
 
-def auto_student_epochs(train_samples: int, batch_size: int) -> int:
-    """The student's epochs when the spec leaves them unset: the fewest that give
-    AUTO_STUDENT_STEPS optimizer steps, within [AUTO_STUDENT_MIN_EPOCHS, STUDENT_EPOCHS_MAX].
-
-    Steps, not epochs, because at temperature T the student's gradient is divided by T: a small
-    training set gives few steps per epoch. Measured in bench/results/student_steps.md.
+def student_epoch_budget(train_samples: int, batch_size: int) -> int:
+    """The most epochs an auto student may train: STUDENT_STEPS_MAX optimizer steps, at most
+    STUDENT_EPOCHS_MAX epochs. It stops earlier when its loss has converged
+    (core.hardening.training.Convergence); the bound only keeps a job from running on forever.
     """
-    needed = -(-AUTO_STUDENT_STEPS // steps_per_epoch(train_samples, batch_size))
-    return min(STUDENT_EPOCHS_MAX, max(AUTO_STUDENT_MIN_EPOCHS, needed))
+    needed = -(-STUDENT_STEPS_MAX // steps_per_epoch(train_samples, batch_size))
+    return max(1, min(STUDENT_EPOCHS_MAX, needed))
 
 
 def dataset_reference(spec: HardenSpec, dataset_file: Path | None) -> str:
@@ -68,8 +62,9 @@ class RunPlan:
     batch_size: int
     steps_per_epoch: int
     teacher_epochs: int
+    # Exact when the spec sets student_epochs; when auto, the most it may train (it stops at
+    # convergence). What it trained is in the method's result.
     student_epochs: int
-    student_steps: int
     student_epochs_auto: bool  # the spec left student_epochs unset
 
     @classmethod
@@ -80,7 +75,7 @@ class RunPlan:
         batches = steps_per_epoch(train_samples, spec.batch_size)
         auto = spec.student_epochs is None
         student_epochs = (
-            auto_student_epochs(train_samples, spec.batch_size)
+            student_epoch_budget(train_samples, spec.batch_size)
             if spec.student_epochs is None
             else spec.student_epochs
         )
@@ -93,13 +88,11 @@ class RunPlan:
             steps_per_epoch=batches,
             teacher_epochs=spec.teacher_epochs,
             student_epochs=student_epochs,
-            student_steps=batches * student_epochs,
             student_epochs_auto=auto,
         )
 
     def spec_as_run(self) -> HardenSpec:
-        """The spec with the dataset and the student's epochs this run used filled in (the
-        report's ``spec`` section: submitting it again reruns the same job)."""
-        return self.spec.model_copy(
-            update={"dataset": self.dataset, "student_epochs": self.student_epochs}
-        )
+        """The spec with the dataset this run used filled in (the report's ``spec`` section:
+        submitting it again reruns the same job; an auto student_epochs stays auto, and stops at
+        the same epoch, the run being deterministic for a seed on one device)."""
+        return self.spec.model_copy(update={"dataset": self.dataset})

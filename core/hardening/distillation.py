@@ -5,6 +5,15 @@
 2. Soft labels: ``softmax(teacher(x) / T)`` over the training set.
 3. Student: trained at the same T with soft cross-entropy against the soft labels.
 4. Deploy at T=1: the student's raw logits, about T times larger than an undistilled model's.
+
+How the student reaches its T-times logits is the one choice beyond the paper
+(``spec.student_parametrization``). In the paper's plain recipe the network's own weights must
+grow T-fold from their initialisation; Adam's steps do not scale with the gradient, so that takes
+thousands of steps, and BatchNorm networks stay tens of points below the upload. The default
+parametrises the student as a normally initialised network times a fixed T: the same function
+class, the same loss at T on the same soft labels and, once T is folded into the last linear
+layer, the same deployed model with T-times logits; only the optimiser's path differs
+(bench/results/student_accuracy.md measures both).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from torch import Tensor, nn
 from core.hardening.method import HardeningResult
 from core.hardening.normalization import normalized_inputs
 from core.hardening.scaling import OutputScale, scale_last_linear
-from core.hardening.training import LossFn, logits_of, timed_stage, train_epochs
+from core.hardening.training import Convergence, LossFn, logits_of, timed_stage, train_epochs
 from core.intake.zoo import build_zoo_model
 from core.names import CancelFn, ProgressFn
 
@@ -63,18 +72,39 @@ def _teacher_at_temperature(
 
 def _student(uploaded: LoadedModel, teacher: nn.Module, data: Dataset, plan: RunPlan) -> nn.Module:
     spec = plan.spec
-    if spec.student_architecture:
-        return build_zoo_model(
-            spec.student_architecture, num_classes=data.num_classes, input_shape=data.input_shape
-        )
-    if spec.student_init == "teacher":
+    if spec.student_init == "teacher" and not spec.student_architecture:
         # Starts at the teacher's scale (its logits are already T times the upload's). A state
         # dict copy, not deepcopy: deep-copied TorchScript parameters are not leaves.
         inner = teacher.module if isinstance(teacher, OutputScale) else teacher
         student = uploaded.fresh_copy(reinitialise=False)
         student.load_state_dict(inner.state_dict())
         return OutputScale(student, teacher.factor) if isinstance(teacher, OutputScale) else student
-    return uploaded.fresh_copy(reinitialise=True)
+    if spec.student_architecture:
+        network = build_zoo_model(
+            spec.student_architecture, num_classes=data.num_classes, input_shape=data.input_shape
+        )
+    else:
+        network = uploaded.fresh_copy(reinitialise=True)
+    if spec.student_parametrization == "output_scale":
+        return OutputScale(network, spec.temperature)
+    return network
+
+
+def _deployable(student: nn.Module, sample: Tensor) -> tuple[nn.Module, str]:
+    """The student as it is exported: an output multiplier folded into the last linear layer
+    (checked on ``sample``: the logits must not change), or kept where no layer can be proven."""
+    if not isinstance(student, OutputScale):
+        return student, "the trained network as is"
+    try:
+        folded = scale_last_linear(student.module, student.factor, sample=sample)
+    except ValueError:
+        return student, "the network's output multiplied by T (no last linear layer proven)"
+    return student.module, f"T folded into {folded}"
+
+
+def _soft_label_entropy(soft_labels: Tensor) -> float:
+    """Mean entropy of the soft labels: the least the student's cross-entropy can reach."""
+    return float(-(soft_labels * soft_labels.clamp_min(1e-30).log()).sum(dim=1).mean())
 
 
 class DefensiveDistillation:
@@ -94,7 +124,8 @@ class DefensiveDistillation:
         should_cancel: CancelFn,
     ) -> HardeningResult:
         """Distil ``uploaded`` on ``data``: the teacher trains ``plan.teacher_epochs``, the
-        student ``plan.student_epochs``, both at ``plan.spec.temperature``."""
+        student ``plan.student_epochs`` (when auto: until its loss converges, at most that), both
+        at ``plan.spec.temperature``."""
         spec = plan.spec
         device = torch.device(plan.device)
         temperature = spec.temperature
@@ -120,11 +151,20 @@ class DefensiveDistillation:
 
         with timed_stage("student", should_cancel, timings):
             student = _student(uploaded, teacher, data, plan).to(device)
+            convergence = Convergence(offset=_soft_label_entropy(soft_labels))
             student_losses = train_epochs(
                 student, inputs, soft_labels, loss, epochs=plan.student_epochs, plan=plan,
                 stage="student", generator=generator, on_progress=on_progress,
                 should_cancel=should_cancel,
+                convergence=convergence if plan.student_epochs_auto else None,
             )  # fmt: skip
+            student, deployed = _deployable(student, inputs[:64])
+        if not plan.student_epochs_auto:
+            stop = "epochs as set"
+        elif len(student_losses) < plan.student_epochs or convergence.reached(student_losses):
+            stop = "converged"
+        else:
+            stop = "step bound"
         return HardeningResult(
             teacher=teacher,
             student=student,
@@ -133,4 +173,10 @@ class DefensiveDistillation:
             student_losses=student_losses,
             timings=timings,
             teacher_start=teacher_start,
+            student_steps=len(student_losses) * plan.steps_per_epoch,
+            student_stop=stop,
+            student_final_divergence=(
+                convergence.excess(student_losses[-1]) if student_losses else None
+            ),
+            student_deployed=deployed,
         )

@@ -36,6 +36,12 @@ class HardeningResult:
     student_losses: list[float] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage it ran
     teacher_start: str = ""  # how the teacher was started from the upload, for the report
+    student_steps: int = 0  # optimizer steps the student trained
+    # Why its training stopped: 'converged', 'step bound' (auto, the plan's bound reached) or
+    # 'epochs as set' (the spec's student_epochs).
+    student_stop: str = ""
+    student_final_divergence: float | None = None  # last epoch's loss above its floor (KL)
+    student_deployed: str = ""  # how the student's T-times output became its deployed form
 
 
 class HardeningMethod(Protocol):

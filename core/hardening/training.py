@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +44,43 @@ def logits_of(module: nn.Module, inputs: Tensor, *, batch_size: int = INFERENCE_
     )
 
 
+@dataclass(frozen=True)
+class Convergence:
+    """When a training loss has stopped improving, checked after every epoch.
+
+    Converged: over the last ``window`` epochs the best loss improved by less than ``tolerance``
+    of all the improvement made since the first epoch, after at least ``min_epochs``; or the loss
+    is down to ``floor``. ``offset`` is subtracted from each epoch's loss first: for soft labels it
+    is their entropy, which the cross-entropy never goes below, so what is compared is the KL
+    divergence. Measured against the progress made, not against the loss itself: a divergence
+    that keeps shrinking by a few percent an epoch (a small MLP's does for hundreds of epochs)
+    no longer changes the student's accuracy (bench/results/student_accuracy.md). The window
+    spans several epochs because one epoch's mean loss is noisy (shuffled batches, BatchNorm).
+    """
+
+    offset: float = 0.0
+    window: int = 5
+    tolerance: float = 0.005
+    min_epochs: int = 10
+    floor: float = 1e-3
+
+    def excess(self, loss: float) -> float:
+        """The loss above what it can reach (the KL divergence for soft labels)."""
+        return max(0.0, loss - self.offset)
+
+    def reached(self, losses: list[float]) -> bool:
+        """Whether training with these per-epoch losses so far can stop."""
+        excess = [self.excess(loss) for loss in losses]
+        if excess and excess[-1] <= self.floor:
+            return True
+        if len(excess) < max(self.min_epochs, self.window + 1):
+            return False
+        best_before = min(excess[: -self.window])
+        best_recent = min(excess[-self.window :])
+        progress = excess[0] - best_recent
+        return best_before - best_recent <= self.tolerance * progress
+
+
 def _cancelled(message: str, stage: str) -> JobCancelledError:
     return JobCancelledError(
         message, hint="nothing was written; submit the job again to rerun it", stage=stage
@@ -61,10 +99,12 @@ def train_epochs(
     generator: torch.Generator,
     on_progress: ProgressFn,
     should_cancel: CancelFn,
+    convergence: Convergence | None = None,
 ) -> list[float]:
     """Train ``model`` with the spec's optimiser at the plan's batch size on in-memory tensors;
-    returns the mean loss of each epoch. Calls ``should_cancel()`` before every step and
-    ``on_progress(stage, step, total)`` after it."""
+    returns the mean loss of each epoch. At most ``epochs``; with ``convergence``, it stops at the
+    first epoch after which the losses have converged. Calls ``should_cancel()`` before every step
+    and ``on_progress(stage, step, total)`` after it (total: the most steps it may take)."""
     optimizer = make_optimizer(model.parameters(), plan.spec)
     count = len(inputs)
     batch_size = plan.batch_size
@@ -92,6 +132,9 @@ def train_epochs(
             step += 1
             on_progress(stage, step, total)
         losses.append(float(loss_sum) / count)
+        if convergence is not None and convergence.reached(losses):
+            on_progress(stage, total, total)
+            break
     set_training_mode(model, False)
     return losses
 

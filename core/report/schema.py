@@ -17,7 +17,9 @@ from core.audit.schema import Evaluation, Verdict
 
 # 1.1: export.max_rel_diff and export.prediction_agreement.
 # 1.2: distillation.student_epochs_auto and distillation.student_steps.
-REPORT_VERSION = "1.2"
+# 1.3: distillation.student_parametrization, student_stop, student_final_divergence,
+#      student_deployed; an auto student trains until its loss converges.
+REPORT_VERSION = "1.3"
 
 
 class _Section(BaseModel):
@@ -52,17 +54,33 @@ class ExportSummary(_Section):
 
 
 class DistillationSummary(_Section):
-    # The epochs and steps come from core.plan.RunPlan (the auto rule lives there); why the
-    # student's budget is counted in steps: bench/results/student_steps.md.
+    # The epoch budget comes from core.plan.RunPlan, when an auto student stops from
+    # core.hardening.training.Convergence; measured in bench/results/student_accuracy.md.
     temperature: float
     teacher_epochs: int
-    student_epochs: int = Field(description="Epochs the student trained (resolved when auto).")
+    student_epochs: int = Field(description="Epochs the student trained.")
     student_epochs_auto: bool = Field(
         False,
-        description="True when the spec left student_epochs unset and the epochs were resolved "
-        "from the training set's size (enough for a fixed number of optimizer steps).",
+        description="True when the spec left student_epochs unset: the student trained until "
+        "its soft-label loss converged, within a step bound.",
     )
     student_steps: int = Field(0, ge=0, description="Optimizer steps the student trained.")
+    student_stop: str = Field(
+        "",
+        description="Why the student's training stopped: 'converged', 'step bound' (auto, the "
+        "bound reached first) or 'epochs as set'.",
+    )
+    student_final_divergence: float | None = Field(
+        None,
+        description="The student's last-epoch loss above the soft labels' entropy: its KL "
+        "divergence to them (0 would be a perfect copy of the teacher at T).",
+    )
+    student_parametrization: str = Field(
+        "", description="output_scale or plain (core.spec.HardenSpec.student_parametrization)."
+    )
+    student_deployed: str = Field(
+        "", description="How the student's T-times output became the exported model."
+    )
     optimizer: str
     teacher_start: str = Field(description="How the teacher was started from the upload.")
     student_init: str

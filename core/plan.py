@@ -62,6 +62,7 @@ class RunPlan:
     batch_size: int
     steps_per_epoch: int
     teacher_epochs: int
+    teacher_learning_rate: float  # the spec's, else learning_rate / 10 (fine-tuning the upload)
     # Exact when the spec sets student_epochs; when auto, the most it may train (it stops at
     # convergence). What it trained is in the method's result.
     student_epochs: int
@@ -87,6 +88,11 @@ class RunPlan:
             batch_size=spec.batch_size,
             steps_per_epoch=batches,
             teacher_epochs=spec.teacher_epochs,
+            teacher_learning_rate=(
+                spec.teacher_learning_rate
+                if spec.teacher_learning_rate is not None
+                else spec.learning_rate / 10
+            ),
             student_epochs=student_epochs,
             student_epochs_auto=auto,
         )

@@ -141,7 +141,7 @@ class DefensiveDistillation:
             teacher_losses = train_epochs(
                 teacher, inputs, labels, loss, epochs=plan.teacher_epochs, plan=plan,
                 stage="teacher", generator=generator, on_progress=on_progress,
-                should_cancel=should_cancel,
+                should_cancel=should_cancel, learning_rate=plan.teacher_learning_rate,
             )  # fmt: skip
 
         with timed_stage("soft_labels", should_cancel, timings):

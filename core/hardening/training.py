@@ -28,11 +28,15 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 INFERENCE_BATCH = 1024
 
 
-def make_optimizer(params: object, spec: HardenSpec) -> torch.optim.Optimizer:
-    """The spec's optimiser: Adam by default (SGD's step is divided by T at high temperature)."""
+def make_optimizer(
+    params: object, spec: HardenSpec, learning_rate: float | None = None
+) -> torch.optim.Optimizer:
+    """The spec's optimiser: Adam by default (SGD's step is divided by T at high temperature),
+    at ``learning_rate`` (default: the spec's)."""
+    lr = spec.learning_rate if learning_rate is None else learning_rate
     if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.learning_rate, momentum=spec.momentum)  # type: ignore[arg-type]
-    return torch.optim.Adam(params, lr=spec.learning_rate)  # type: ignore[arg-type]
+        return torch.optim.SGD(params, lr=lr, momentum=spec.momentum)  # type: ignore[arg-type]
+    return torch.optim.Adam(params, lr=lr)  # type: ignore[arg-type]
 
 
 @torch.no_grad()
@@ -63,6 +67,12 @@ class Convergence:
     tolerance: float = 0.005
     min_epochs: int = 10
     floor: float = 1e-3
+    # Once converged, the learning rate is divided by ``1 / lr_decay`` for ``settle_epochs`` more
+    # epochs before training stops: at the plateau's learning rate the test accuracy still swings
+    # by a point from one epoch to the next, and a short low-rate finish removes that noise
+    # (bench/results/student_accuracy.md).
+    lr_decay: float = 0.1
+    settle_epochs: int = 5
 
     def excess(self, loss: float) -> float:
         """The loss above what it can reach (the KL divergence for soft labels)."""
@@ -100,12 +110,14 @@ def train_epochs(
     on_progress: ProgressFn,
     should_cancel: CancelFn,
     convergence: Convergence | None = None,
+    learning_rate: float | None = None,
 ) -> list[float]:
     """Train ``model`` with the spec's optimiser at the plan's batch size on in-memory tensors;
-    returns the mean loss of each epoch. At most ``epochs``; with ``convergence``, it stops at the
-    first epoch after which the losses have converged. Calls ``should_cancel()`` before every step
-    and ``on_progress(stage, step, total)`` after it (total: the most steps it may take)."""
-    optimizer = make_optimizer(model.parameters(), plan.spec)
+    returns the mean loss of each epoch. At most ``epochs``; with ``convergence``, once the losses
+    have converged it lowers the learning rate for ``convergence.settle_epochs`` and stops.
+    ``learning_rate`` overrides the spec's. Calls ``should_cancel()`` before every step and
+    ``on_progress(stage, step, total)`` after it (total: the most steps it may take)."""
+    optimizer = make_optimizer(model.parameters(), plan.spec, learning_rate)
     count = len(inputs)
     batch_size = plan.batch_size
     total = epochs * steps_per_epoch(count, batch_size)
@@ -113,7 +125,8 @@ def train_epochs(
     set_training_mode(model, True)
     losses: list[float] = []
     step = 0
-    for _ in range(epochs):
+    stop_after = epochs
+    for epoch in range(epochs):
         # The permutation is drawn on the CPU generator so a seed gives the same batches on any
         # device; the loss sum stays on the device so there is one sync per epoch, not per step.
         order = torch.randperm(count, generator=generator).to(inputs.device)
@@ -132,9 +145,14 @@ def train_epochs(
             step += 1
             on_progress(stage, step, total)
         losses.append(float(loss_sum) / count)
-        if convergence is not None and convergence.reached(losses):
-            on_progress(stage, total, total)
+        if epoch + 1 >= stop_after:
             break
+        if convergence is not None and stop_after == epochs and convergence.reached(losses):
+            for group in optimizer.param_groups:
+                group["lr"] *= convergence.lr_decay
+            stop_after = min(epochs, epoch + 1 + convergence.settle_epochs)
+    if stop_after < epochs:
+        on_progress(stage, total, total)
     set_training_mode(model, False)
     return losses
 

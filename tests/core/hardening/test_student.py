@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.audit.evaluate import evaluate
 from core.hardening.scaling import OutputScale
 from core.hardening.training import Convergence, logits_of
 from core.spec import HardenSpec
@@ -142,3 +143,27 @@ def test_convergence_compares_the_loss_above_its_floor() -> None:
     assert rule.reached([entropy + 1.0, entropy + 0.0005])  # below the floor: stop at once
     # Without the offset the same losses look far from done.
     assert not Convergence().reached([entropy + 1.0, entropy + 0.0005])
+
+
+def test_the_default_student_is_still_audited_as_masked() -> None:
+    # The output scale changes how the student trains, not what distillation does to it: the
+    # deployed logits are T-fold, the paper's attacks fail, the attacks that see through gradient
+    # masking do not, and the verdict says masked.
+    data = digits()
+    upload = trained_mlp()
+    result = distill(_Upload(upload), data, HardenSpec(dataset="builtin:digits"))
+    spec = HardenSpec(
+        dataset="builtin:digits",
+        evaluation={
+            "samples": 100,
+            "attacks": ["fgsm_ce", "pgd_linf_ce", "pgd_linf_margin", "jsma_softmax", "apgd_dlr"],
+            "epsilons_linf": [0.1, 0.3],
+            "pgd_steps": 20,
+        },
+    )
+    evaluation, verdict = evaluate(upload, result.student, data, spec, device="cpu")
+    assert verdict.label == "masked", verdict.headline
+    student = {a.attack: a for a in evaluation.models["student"].attacks}
+    margin = student["pgd_linf_margin"].points[-1].robust_accuracy
+    cross_entropy = student["pgd_linf_ce"].points[-1].robust_accuracy
+    assert margin < cross_entropy  # the loss that does not saturate wins

@@ -1,4 +1,5 @@
-"""How many student optimizer steps defensive distillation needs at T=100 (student_epochs="auto").
+"""How many student optimizer steps defensive distillation needs at T=100 (the former auto rule;
+bench/student_accuracy.py measures the current default).
 
 At temperature T the student's gradient is divided by T, so what it needs is a number of Adam
 steps, not of epochs: a small training set gives few steps per epoch. This trains an upload at

@@ -7,6 +7,8 @@ The schema is created by Alembic migrations (app/infra/migrations), never by ``c
 from __future__ import annotations
 
 import enum
+import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +67,20 @@ TERMINAL_STATES = frozenset(
 )
 
 
+# Job ids are uuid4 hex strings; anything else in a URL is no job (404) and never reaches the
+# database (a NUL byte in an id made PostgreSQL's driver raise: a 500).
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_job_id(text: str) -> bool:
+    """Whether ``text`` has the form of a job id (it may still name no job)."""
+    return _JOB_ID.fullmatch(text) is not None
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -117,6 +133,9 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+CONNECT_TIMEOUT_S = 5
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout because the API and the
     worker processes write the same file."""
@@ -132,7 +151,14 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        # A database host that drops packets would otherwise hold each request for the TCP
+        # timeout (minutes) before the API can answer 503; a refused connection fails at once.
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    # pool_pre_ping: connections that died with a database restart are replaced on checkout,
+    # so the service recovers by itself when the database is back.
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

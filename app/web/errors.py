@@ -40,6 +40,10 @@ class ServiceUnavailableError(HardenError):
     status = 503
 
 
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The job store cannot be reached (the database is down or unreachable): retry later."""
+
+
 class IdempotencyKeyReusedError(ConflictError):
     code = "idempotency_conflict"
 

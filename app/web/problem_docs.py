@@ -26,7 +26,7 @@ from app.web.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
 )
-from app.web.problems import problem_body
+from app.web.problems import DATABASE_DOWN_ERROR, problem_body
 from core.errors import (
     DatasetError,
     HardenError,
@@ -252,6 +252,12 @@ EXAMPLES: dict[str, ProblemExample] = {
         "the job queue is unreachable, the job was not created",
         "retry in a moment (with the same Idempotency-Key)",
     ),
+    "database_unreachable": ProblemExample(
+        ServiceUnavailableError,
+        "the job database is down or unreachable: nothing was changed",
+        DATABASE_DOWN_ERROR.message,
+        DATABASE_DOWN_ERROR.hint,
+    ),
     "not_ready": ProblemExample(
         NotReadyError,
         "the database or the broker is unreachable (checks says which)",
@@ -272,7 +278,8 @@ _LEADS = {
     503: "A dependency of the service is down; retry later.",
 }
 
-AUTH = ("no_api_key", "unknown_api_key")
+# Every route that checks a key reads the job database, which may be down.
+AUTH = ("no_api_key", "unknown_api_key", "database_unreachable")
 Responses = dict[int | str, dict[str, Any]]
 
 

@@ -11,14 +11,31 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match, Route
 
-from app.web.errors import InternalError, InvalidRequestError, MethodNotAllowedError, NotFoundError
+from app.web.errors import (
+    DatabaseUnavailableError,
+    InternalError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+)
 from core.errors import HardenError, InvalidSpecError
 
 log = logging.getLogger(__name__)
 PROBLEM_TYPE = "https://harden.dev/problems/"
+# What SQLAlchemy raises when the database cannot be reached (down, restarting, connection lost,
+# pool exhausted): the request is answered 503, and the engine's pre-ping reconnects by itself
+# once the database is back (no restart of the API).
+DATABASE_DOWN = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
+DATABASE_DOWN_ERROR = DatabaseUnavailableError(
+    "the job database is unreachable; nothing was changed",
+    hint="retry in a moment (a POST /harden with the same Idempotency-Key); GET /readyz says "
+    "which dependency is down",
+)
 
 
 class ProblemResponse(JSONResponse):
@@ -135,6 +152,13 @@ def install_problem_handlers(app: FastAPI, routers: Sequence[APIRouter] = ()) ->
             hint = f"use {' or '.join(allowed)}; /docs lists the endpoints and their methods"
         codes = {404: NotFoundError.code, 405: MethodNotAllowedError.code}
         return problem(status, codes.get(status, "http_error"), detail, hint=hint, headers=headers)
+
+    async def _database_down(_: Request, exc: Exception) -> ProblemResponse:
+        log.warning("the job database is unreachable: %s", exc.__class__.__name__)
+        return error_problem(DATABASE_DOWN_ERROR)
+
+    for error_class in DATABASE_DOWN:
+        app.add_exception_handler(error_class, _database_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> ProblemResponse:

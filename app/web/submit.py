@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from app.infra.db import Job, JobState
+from app.infra.db import Job, JobState, new_job_id
 from app.infra.netguard import HINT, NonPublicAddressError, UnresolvableHostError, public_addresses
 from app.infra.queue import enqueue_job
 from app.infra.store import IdempotencyConflict
@@ -146,7 +145,7 @@ def submit(
     if existing is not None:
         return _same_request(existing, model.sha256, dataset, spec_json), False
 
-    job_id = uuid.uuid4().hex
+    job_id = new_job_id()
     try:
         services.artifacts.put(job_id, "inputs/model", model.path, move=True)
         if dataset is not None and dataset_name:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.infra.db import Job, JobState
+from app.infra.db import Job, JobState, is_job_id
 from app.infra.job_resource import JobOut, job_out
 from app.infra.store import is_terminal
 from app.web import api_docs as docs
@@ -54,7 +54,7 @@ def _refuse_unknown_parameters(request: Request, known: tuple[str, ...]) -> None
 
 
 def job_or_404(services: Services, job_id: str, owner: str) -> Job:
-    job = services.store.get(job_id, owner)
+    job = services.store.get(job_id, owner) if is_job_id(job_id) else None
     if job is None:
         raise NotFoundError(
             f"no job {job_id!r}",

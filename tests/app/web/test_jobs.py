@@ -290,3 +290,20 @@ def test_the_artifact_path_parameter_takes_exactly_the_core_artifact_names(api):
     [parameter] = [p for p in operation["parameters"] if p["name"] == "artifact"]
     assert parameter["schema"]["enum"] == list(ARTIFACT_NAMES)
     assert all(name in operation["summary"] for name in ARTIFACT_NAMES)
+
+
+def test_an_id_that_is_no_job_id_is_a_404_before_the_store_is_asked(api, auth, store):
+    # A NUL byte reached PostgreSQL's driver and became a 500 (issue 15); ids are uuid4 hex.
+    job = submit(api, auth)
+    for method, url in [
+        ("GET", "/jobs/%00"),
+        ("GET", "/jobs/abc%00def/report.json"),
+        ("POST", "/jobs/%00/cancel"),
+        ("DELETE", "/jobs/%00"),
+        ("GET", "/jobs/%00/events"),
+        ("GET", f"/jobs/{job['id'].upper()}"),
+        ("GET", f"/jobs/{job['id']}x"),
+        ("GET", "/jobs/" + "%C3%A9" * 32),
+    ]:
+        assert_problem(api.request(method, url, headers=auth), 404, "not_found")
+    assert api.get(f"/jobs/{job['id']}", headers=auth).status_code == 200

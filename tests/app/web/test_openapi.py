@@ -22,7 +22,7 @@ from app.web import errors as app_errors
 from app.web.main import create_app
 from app.web.problem_docs import DEFAULT_LIMIT, EXAMPLE_JOB_ID, EXAMPLES
 from core import errors as core_errors
-from tests.app.conftest import digits_like_npz, onnx_model_bytes, pickle_bytes
+from tests.app.conftest import digits_like_npz, files_under, onnx_model_bytes, pickle_bytes
 from tests.app.web.test_jobs import finish, submit
 from tests.app.web.test_submit import CONFIG, post
 
@@ -387,8 +387,12 @@ def assert_answers_example(response: Any, name: str, job_id: str, limit: int) ->
     assert response.json() == json.loads(expected)
 
 
+# Replayed in test_database_down_examples, with a job store that cannot be reached.
+DATABASE_DOWN = ("database_unreachable",)
+
+
 def test_every_error_example_is_replayed():
-    assert set(EXAMPLES) == set(REPLAYS) | set(BROKER_DOWN)
+    assert set(EXAMPLES) == set(REPLAYS) | set(BROKER_DOWN) | set(DATABASE_DOWN)
 
 
 @pytest.mark.parametrize("name", sorted(REPLAYS))
@@ -404,3 +408,23 @@ def test_broker_down_examples_are_what_the_app_answers(settings):
         response = post(client, {}, onnx_model_bytes())
         assert_answers_example(response, "queue_unreachable", EXAMPLE_JOB_ID, limit)
         assert_answers_example(client.get("/readyz"), "not_ready", EXAMPLE_JOB_ID, limit)
+
+
+def test_database_down_examples_are_what_the_app_answers(settings):
+    # Nothing listens on port 1: every query fails to connect, as with a stopped database.
+    down = "postgresql+psycopg://postgres@127.0.0.1:1/harden"
+    settings = settings.model_copy(update={"database_url": down, "migrate_on_start": False})
+    limit = settings.max_upload_bytes
+    with TestClient(create_app(settings)) as client:
+        bearer = {"Authorization": "Bearer hk_anything"}
+        for response in (
+            client.get("/jobs", headers=bearer),
+            client.get(f"/jobs/{EXAMPLE_JOB_ID}", headers=bearer),
+            post(client, bearer, onnx_model_bytes()),
+        ):
+            assert_answers_example(response, "database_unreachable", EXAMPLE_JOB_ID, limit)
+    # Open mode reads no key: the submission gets as far as the store, and leaves no file.
+    with TestClient(create_app(settings.model_copy(update={"auth": "open"}))) as client:
+        response = post(client, {}, onnx_model_bytes(), dataset=digits_like_npz())
+        assert_answers_example(response, "database_unreachable", EXAMPLE_JOB_ID, limit)
+    assert files_under(settings.upload_dir) == [] and files_under(settings.artifact_dir) == []

@@ -106,11 +106,15 @@ def _requeue_interrupted_jobs(settings: Any) -> None:
     from app.infra.queue import enqueue_job, make_producer
     from app.infra.store import JobStore
 
-    interrupted = JobStore.from_url(settings.database_url).ids_in_state("running")
+    store = JobStore.from_url(settings.database_url)
+    interrupted = store.ids_in_state("running")
     if not interrupted:
         return
     producer = make_producer(settings)
     for job_id in interrupted:
+        # Back to queued: the dead worker's heartbeat may look fresh after a quick restart, and
+        # the runner takes over a running job only once its heartbeat is stale.
+        store.requeue_stalled(job_id, None)
         enqueue_job(producer, job_id, settings.queue)
     typer.echo(f"harden: queued {len(interrupted)} interrupted job(s) again", err=True)
 

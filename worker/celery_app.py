@@ -2,8 +2,9 @@
 
 Delivery is at-least-once on purpose: a job's message is acknowledged only when the task has
 returned (``acks_late``), so a worker killed mid-job (OOM, SIGKILL, lost machine) leaves it to be
-redelivered (``task_reject_on_worker_lost``; on Redis after the visibility timeout). The task is
-idempotent, so a second delivery is harmless.
+redelivered (``task_reject_on_worker_lost``; on Redis after the visibility timeout, long after the
+reaper of worker/reaper.py requeued the job whose heartbeat stopped). The task is idempotent and
+a job runs under one live worker at a time, so a second delivery is harmless.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from celery import Celery
 
 from app.infra.logs import connect_worker_logging
 from app.infra.settings import Settings, broker_transport_options, get_settings
+from worker.reaper import register_reaper
 from worker.retention import register_retention
 
 
@@ -49,3 +51,4 @@ app = celery_app
 celery_app.conf.worker_soft_shutdown_timeout = 60.0
 connect_worker_logging(get_settings())
 register_retention(celery_app)
+register_reaper(celery_app)

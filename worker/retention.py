@@ -82,8 +82,7 @@ def run_retention(settings: Settings) -> list[str]:
 def register_retention(celery_app: Celery, settings: Settings | None = None) -> Any:
     """Define the retention task on ``celery_app`` and schedule it with Celery beat.
 
-    Returns the task. The schedule entry routes it to :data:`MAINTENANCE_QUEUE` and lets a run
-    that waited longer than one interval expire instead of piling up.
+    Returns the task (see :func:`schedule_maintenance` for its schedule entry).
     """
     settings = settings or get_settings()
 
@@ -91,19 +90,23 @@ def register_retention(celery_app: Celery, settings: Settings | None = None) -> 
     def expire_finished_jobs_task() -> int:
         return len(run_retention(get_settings()))
 
+    interval_s = settings.retention_interval_s
+    schedule_maintenance(celery_app, "harden-retention", RETENTION_TASK, interval_s)
+    return expire_finished_jobs_task
+
+
+def schedule_maintenance(celery_app: Celery, entry: str, task_name: str, interval_s: float) -> None:
+    """Run ``task_name`` every ``interval_s`` seconds (Celery beat) on :data:`MAINTENANCE_QUEUE`;
+    a run that waited longer than one interval expires instead of piling up."""
     schedule = dict(celery_app.conf.beat_schedule or {})
-    schedule["harden-retention"] = {
-        "task": RETENTION_TASK,
-        "schedule": settings.retention_interval_s,
-        "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.retention_interval_s},
+    schedule[entry] = {
+        "task": task_name,
+        "schedule": interval_s,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": interval_s},
     }
     celery_app.conf.beat_schedule = schedule
     routes = celery_app.conf.task_routes
     if routes is None or isinstance(routes, dict):
         # Also routes a manual `.delay()`; a list of routers set elsewhere is left alone (the
         # schedule entry's own queue option still applies).
-        celery_app.conf.task_routes = {
-            **(routes or {}),
-            RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
-        }
-    return expire_finished_jobs_task
+        celery_app.conf.task_routes = {**(routes or {}), task_name: {"queue": MAINTENANCE_QUEUE}}

@@ -11,18 +11,20 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from app.infra.artifacts import ArtifactStore
-from app.infra.db import Job, JobState
+from app.infra.db import Job, JobState, utcnow
 from app.infra.settings import Settings
 from app.infra.store import JobError, JobStore, is_terminal
 from core.errors import HardenError, JobCancelledError
 from core.names import ARTIFACT_NAMES
 from core.spec import HardenSpec
+from worker.heartbeat import Heartbeat
 from worker.progress import CancelCheck, ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -80,45 +82,68 @@ def run_job(
     if job.cancel_requested:
         store.mark_cancelled(job_id)
         return JobState.cancelled
+    stale_before = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
+    if job.state == JobState.running and not _stalled(job, stale_before):
+        # A duplicate delivery (the reaper's requeue and Redis' own redelivery of the dead
+        # worker's message): the job runs under a live worker, which keeps it.
+        log.info("job %s is running under a live worker; duplicate delivery ignored", job_id)
+        return str(job.state)
     if job.attempts >= settings.max_attempts:
         # Each earlier attempt died without recording an outcome (OOM, hard limit, lost node).
-        store.mark_failed(
-            job_id,
-            JobError(
-                "worker_lost",
-                f"the job's worker died {job.attempts} times before finishing",
-                "the job may need more memory than a worker has: try a smaller batch_size or "
-                "fewer evaluation samples",
-            ),
-        )
+        store.mark_failed(job_id, worker_lost_error(job.attempts))
         return JobState.failed
-    if not store.mark_running(job_id):
+    attempt = store.mark_running(job_id, stale_before=stale_before)
+    if attempt is None:
         return str((store.get(job_id) or job).state)
 
     work = Path(settings.work_dir) / job_id
     shutil.rmtree(work, ignore_errors=True)  # leftovers of an attempt that died
+    heartbeat = Heartbeat(
+        lambda: store.heartbeat(job_id, attempt),
+        interval_s=settings.heartbeat_interval_s,
+        timeout_s=settings.heartbeat_timeout_s,
+    )
     try:
-        return _execute(services, job, work, pipeline)
+        with heartbeat:
+            return _execute(services, job, attempt, heartbeat, work, pipeline)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def worker_lost_error(attempts: int) -> JobError:
+    return JobError(
+        "worker_lost",
+        f"the job's worker died {attempts} times before finishing",
+        "the job may need more memory than a worker has: try a smaller batch_size or "
+        "fewer evaluation samples",
+    )
+
+
+def _stalled(job: Job, stale_before: datetime) -> bool:
+    last_sign_of_life = job.heartbeat_at or job.updated_at
+    return last_sign_of_life < stale_before
 
 
 def _execute(
     services: WorkerServices,
     job: Job,
+    attempt: int,
+    heartbeat: Heartbeat,
     work: Path,
     pipeline: Pipeline | None,
 ) -> str:
+    """Run attempt ``attempt`` of ``job``; every write is fenced by the attempt, so a worker
+    whose job was handed to another changes nothing."""
     store, settings = services.store, services.settings
     job_id = job.id
     spec = HardenSpec.model_validate(job.spec)
     reporter = ProgressReporter(
-        lambda stage, progress: store.set_progress(job_id, stage, progress),
+        lambda stage, progress: store.set_progress(job_id, stage, progress, attempt=attempt),
         interval_s=settings.progress_interval_s,
         evaluation=spec.evaluation.enabled,
     )
     cancel = CancelCheck(
-        lambda: store.cancel_requested(job_id),
+        lambda: heartbeat.lost or store.cancel_requested(job_id),
         interval_s=settings.progress_interval_s,
         deadline_s=settings.job_soft_time_limit_s,
     )
@@ -139,6 +164,8 @@ def _execute(
             should_cancel=cancel,
             device=settings.device,
         )
+        if heartbeat.lost:  # handed to another worker while the last stage ran
+            return _lost_race(services, job_id)
         outputs: dict[str, Path] = dict(result.artifacts)
         shas: dict[str, str] = {}
         for name in ARTIFACT_NAMES:
@@ -149,31 +176,36 @@ def _execute(
         timings = result.report.timings_s
         if timings:
             store.record_timings(job_id, {str(k): float(v) for k, v in timings.items()})
-        if not store.record_artifacts(job_id, shas) or not store.mark_succeeded(job_id, shas):
+        recorded = store.record_artifacts(job_id, shas, attempt=attempt)
+        if not recorded or not store.mark_succeeded(job_id, shas, attempt=attempt):
             return _lost_race(services, job_id)
         return JobState.succeeded
     except JobCancelledError:
         if cancel.timed_out:
-            store.mark_failed(job_id, timeout_error(settings.job_soft_time_limit_s))
+            store.mark_failed(
+                job_id, timeout_error(settings.job_soft_time_limit_s), attempt=attempt
+            )
             return JobState.failed
-        if store.get(job_id) is None:
+        if store.get(job_id) is None or heartbeat.lost:
+            log.warning("job %s is no longer this worker's (attempt %d); stopped", job_id, attempt)
             return _lost_race(services, job_id)
-        store.mark_cancelled(job_id)
+        store.mark_cancelled(job_id, attempt=attempt)
         return JobState.cancelled
     except SoftTimeLimitExceeded:
         # Raised into the task by Celery's soft time limit (prefork pool); the solo and thread
         # pools have none, there the CancelCheck deadline above stops the job.
-        store.mark_failed(job_id, timeout_error(settings.job_soft_time_limit_s))
+        store.mark_failed(job_id, timeout_error(settings.job_soft_time_limit_s), attempt=attempt)
         return JobState.failed
     except HardenError as exc:
         log.info("job %s failed: %s", job_id, exc)
-        store.mark_failed(job_id, JobError(exc.code, exc.message, exc.hint))
+        store.mark_failed(job_id, JobError(exc.code, exc.message, exc.hint), attempt=attempt)
         return JobState.failed
     except Exception:
         log.exception("job %s failed with an unexpected error", job_id)
         store.mark_failed(
             job_id,
-            JobError(
+            attempt=attempt,
+            error=JobError(
                 "internal",
                 "the worker failed unexpectedly while running the job",
                 "retry the job; if it fails again, report the job id to the operators (the "

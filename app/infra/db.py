@@ -116,6 +116,10 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # When the worker running the job last said it is alive (worker/heartbeat.py); the reaper
+    # (worker/reaper.py) requeues a running job whose heartbeat is older than
+    # HARDEN_HEARTBEAT_TIMEOUT_S: its worker died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # stage -> seconds (the report's timings_s), written by the worker when the job succeeds;
     # read by the API's /metrics for the stage-duration histogram (app/web/observability.py).
     timings_s: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)

@@ -44,6 +44,27 @@ class Settings(BaseSettings):
             "a job still running is handed to a second worker; unset: job_time_limit_s + 600."
         ),
     )
+    heartbeat_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often the worker running a job records that it is alive (heartbeat).",
+    )
+    heartbeat_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "A running job whose heartbeat is older than this lost its worker: the reaper "
+            "queues it again (counting HARDEN_MAX_ATTEMPTS). A worker that cannot record its "
+            "heartbeat for half of this stops the job itself, so two never run it at once. "
+            "At least 3 heartbeat intervals."
+        ),
+    )
+    reaper_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often the reaper looks for running jobs whose heartbeat stopped "
+        "(Celery beat, maintenance worker).",
+    )
     artifact_store: Literal["local", "s3"] = "local"
     artifact_dir: Path = Field(Path("var/artifacts"), description="LocalStore root folder.")
     s3_bucket: str = ""
@@ -100,6 +121,18 @@ class Settings(BaseSettings):
                 f"({limit} s): the Redis broker would hand a job that is still running to a "
                 f"second worker. Raise HARDEN_VISIBILITY_TIMEOUT_S above {limit}, or unset it "
                 f"to get HARDEN_JOB_TIME_LIMIT_S + {VISIBILITY_MARGIN_S} s"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat_outlasts_its_interval(self) -> Settings:
+        interval, timeout = self.heartbeat_interval_s, self.heartbeat_timeout_s
+        if timeout < 3 * interval:
+            raise ValueError(
+                f"HARDEN_HEARTBEAT_TIMEOUT_S ({timeout:g} s) must be at least 3 times "
+                f"HARDEN_HEARTBEAT_INTERVAL_S ({interval:g} s): a live worker that misses one "
+                "heartbeat would lose its job to the reaper. Raise the timeout to "
+                f"{3 * interval:g} s or more, or lower the interval"
             )
         return self
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -178,62 +178,100 @@ class JobStore:
             if finished_at is not None and isinstance(timings, dict)
         ]
 
-    def _update(self, job_id: str, states: Iterable[str] | None, **values: Any) -> bool:
+    def _update(
+        self,
+        job_id: str,
+        states: Iterable[str] | None,
+        *,
+        attempt: int | None = None,
+        condition: Any = None,
+        **values: Any,
+    ) -> bool:
+        """One conditional UPDATE of ``job_id``: only from ``states``, only while the job is in
+        ``attempt`` (a worker's writes stop counting once its job was handed to another) and
+        only where ``condition`` holds."""
         values.setdefault("updated_at", utcnow())
         with self._session() as session:
             stmt = update(Job).where(Job.id == job_id)
             if states is not None:
                 stmt = stmt.where(Job.state.in_([str(s) for s in states]))
+            if attempt is not None:
+                stmt = stmt.where(Job.attempts == attempt)
+            if condition is not None:
+                stmt = stmt.where(condition)
             result = session.execute(stmt.values(**values))
             session.commit()
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    def mark_running(self, job_id: str) -> bool:
-        """queued/running -> running, counting the attempt. False when the job is gone or ended
-        (a redelivered message for a finished job)."""
+    def mark_running(self, job_id: str, *, stale_before: datetime | None = None) -> int | None:
+        """queued -> running, counting the attempt; returns the attempt's number (the worker's
+        fencing token), or None when the job is gone, ended, or running under a live worker.
+
+        A job already running is taken over only when its worker is dead, i.e. its last sign of
+        life (heartbeat, else its last update) is older than ``stale_before``; without
+        ``stale_before`` any running job is taken (one worker, started after a crash)."""
+        now = utcnow()
+        running = Job.state == JobState.running
+        taken_over = running if stale_before is None else and_(running, _stalled(stale_before))
+        may_start = or_(Job.state == JobState.queued, taken_over)
         with self._session() as session:
-            now = utcnow()
-            result = session.execute(
+            attempt = session.scalar(
                 update(Job)
-                .where(Job.id == job_id, Job.state.in_([JobState.queued, JobState.running]))
+                .where(Job.id == job_id, may_start)
                 .values(
                     state=JobState.running,
                     attempts=Job.attempts + 1,
                     started_at=func.coalesce(Job.started_at, now),
+                    heartbeat_at=now,
                     updated_at=now,
                 )
+                .returning(Job.attempts)
             )
             session.commit()
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        return attempt
 
-    def set_progress(self, job_id: str, stage: str, progress: float) -> bool:
+    def heartbeat(self, job_id: str, attempt: int, *, now: datetime | None = None) -> bool:
+        """Record that the worker of ``attempt`` is alive. False when the job is no longer that
+        attempt's to run (ended, deleted, or handed to another worker): the worker must stop."""
         return self._update(
-            job_id, [JobState.running], stage=stage, progress=max(0.0, min(1.0, progress))
+            job_id, [JobState.running], attempt=attempt, heartbeat_at=now or utcnow()
         )
 
-    def record_artifacts(self, job_id: str, artifacts: dict[str, str]) -> bool:
-        """Record the output sha256s of a running job before marking it succeeded, so a worker
-        dying in between leaves a job whose redelivery finds its artifacts complete."""
-        return self._update(job_id, [JobState.running], artifacts=artifacts)
+    def stalled_jobs(self, stale_before: datetime) -> list[tuple[str, int]]:
+        """(id, attempts) of the running jobs whose last sign of life is older than
+        ``stale_before``: their worker died (the reaper's candidates), oldest first."""
+        with self._session() as session:
+            rows = session.execute(
+                select(Job.id, Job.attempts)
+                .where(Job.state == JobState.running, _stalled(stale_before))
+                .order_by(Job.updated_at)
+            ).all()
+        return [(job_id, int(attempts)) for job_id, attempts in rows]
 
-    def record_timings(self, job_id: str, timings_s: dict[str, float]) -> bool:
-        """Store the seconds each stage took (deployment wiring: the stage-duration metric)."""
-        return self._update(job_id, None, timings_s=timings_s)
-
-    def mark_succeeded(self, job_id: str, artifacts: dict[str, str]) -> bool:
+    def requeue_stalled(self, job_id: str, stale_before: datetime | None) -> bool:
+        """running -> queued for a job whose worker died (still stalled now: a heartbeat that
+        came back in the meantime wins); without ``stale_before``, any running job. Its
+        progress starts again from zero; ``attempts`` keeps counting."""
         return self._update(
             job_id,
-            [JobState.running, JobState.queued],
-            state=JobState.succeeded,
-            artifacts=artifacts,
-            progress=1.0,
-            finished_at=utcnow(),
+            [JobState.running],
+            condition=None if stale_before is None else _stalled(stale_before),
+            state=JobState.queued,
+            stage=None,
+            progress=0.0,
         )
 
-    def mark_failed(self, job_id: str, error: JobError) -> bool:
+    def undo_requeue(self, job_id: str, attempt: int) -> bool:
+        """queued -> running again when the requeued job could not be published: it stays
+        stalled, so the next reaper pass retries (unless a worker took it meanwhile)."""
+        return self._update(job_id, [JobState.queued], attempt=attempt, state=JobState.running)
+
+    def fail_stalled(self, job_id: str, stale_before: datetime, error: JobError) -> bool:
+        """running -> failed for a stalled job that used up its attempts."""
         return self._update(
             job_id,
-            [JobState.running, JobState.queued],
+            [JobState.running],
+            condition=_stalled(stale_before),
             state=JobState.failed,
             error_code=error.code,
             error_message=error.message,
@@ -241,10 +279,58 @@ class JobStore:
             finished_at=utcnow(),
         )
 
-    def mark_cancelled(self, job_id: str) -> bool:
+    def set_progress(
+        self, job_id: str, stage: str, progress: float, *, attempt: int | None = None
+    ) -> bool:
+        return self._update(
+            job_id,
+            [JobState.running],
+            attempt=attempt,
+            stage=stage,
+            progress=max(0.0, min(1.0, progress)),
+        )
+
+    def record_artifacts(
+        self, job_id: str, artifacts: dict[str, str], *, attempt: int | None = None
+    ) -> bool:
+        """Record the output sha256s of a running job before marking it succeeded, so a worker
+        dying in between leaves a job whose redelivery finds its artifacts complete."""
+        return self._update(job_id, [JobState.running], attempt=attempt, artifacts=artifacts)
+
+    def record_timings(self, job_id: str, timings_s: dict[str, float]) -> bool:
+        """Store the seconds each stage took (deployment wiring: the stage-duration metric)."""
+        return self._update(job_id, None, timings_s=timings_s)
+
+    def mark_succeeded(
+        self, job_id: str, artifacts: dict[str, str], *, attempt: int | None = None
+    ) -> bool:
         return self._update(
             job_id,
             [JobState.running, JobState.queued],
+            attempt=attempt,
+            state=JobState.succeeded,
+            artifacts=artifacts,
+            progress=1.0,
+            finished_at=utcnow(),
+        )
+
+    def mark_failed(self, job_id: str, error: JobError, *, attempt: int | None = None) -> bool:
+        return self._update(
+            job_id,
+            [JobState.running, JobState.queued],
+            attempt=attempt,
+            state=JobState.failed,
+            error_code=error.code,
+            error_message=error.message,
+            error_hint=error.hint or None,
+            finished_at=utcnow(),
+        )
+
+    def mark_cancelled(self, job_id: str, *, attempt: int | None = None) -> bool:
+        return self._update(
+            job_id,
+            [JobState.running, JobState.queued],
+            attempt=attempt,
             state=JobState.cancelled,
             error_code="cancelled",
             error_message="The job was cancelled on request.",
@@ -321,6 +407,12 @@ class JobStore:
     def list_api_keys(self) -> list[ApiKey]:
         with self._session() as session:
             return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def _stalled(stale_before: datetime) -> ColumnElement[bool]:
+    """The job's last sign of life is older than ``stale_before``: its heartbeat, or for a job
+    run by a worker without heartbeats (before migration 0003), its last update."""
+    return func.coalesce(Job.heartbeat_at, Job.updated_at) < stale_before
 
 
 def hash_api_key(key: str) -> str:

@@ -108,10 +108,15 @@ def test_sigkilled_worker_job_is_redelivered_and_finishes_once(
     # Redis redelivers the killed worker's job after the visibility timeout, which must outlast
     # the longest job (the settings refuse less): short limits, ample for this small job, keep
     # the wait short. (The solo pool enforces only the soft limit, through the runner.)
+    # No reaper runs here (tests/integration/test_faults.py has it): this is Redis' own
+    # redelivery, the fallback, which the runner accepts once the dead worker's heartbeat is
+    # older than the heartbeat timeout.
     redis_cluster.env |= {
         "HARDEN_JOB_SOFT_TIME_LIMIT_S": "30",
         "HARDEN_JOB_TIME_LIMIT_S": "32",
         "HARDEN_VISIBILITY_TIMEOUT_S": "35",
+        "HARDEN_HEARTBEAT_INTERVAL_S": "1",
+        "HARDEN_HEARTBEAT_TIMEOUT_S": "5",
     }
     redis_cluster.start_api()
     first = redis_cluster.start_worker("w1")

@@ -4,12 +4,13 @@ TorchScript digits classifier and a spec the real pipeline runs in well under a 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from app.infra.artifacts import LocalStore
-from app.infra.db import Job
+from app.infra.db import Job, utcnow
 from app.infra.migrate import upgrade
 from app.infra.settings import Settings
 from app.infra.store import JobStore
@@ -56,3 +57,12 @@ def queue_job(
         )
     )
     return job_id
+
+
+def worker_died(services: WorkerServices, job_id: str) -> int:
+    """A worker took ``job_id`` (queued or running) and died: its attempt number, its heartbeat
+    an hour old."""
+    attempt = services.store.mark_running(job_id)
+    assert attempt is not None
+    services.store.heartbeat(job_id, attempt, now=utcnow() - timedelta(hours=1))
+    return attempt

@@ -19,7 +19,7 @@ from core.names import ARTIFACT_NAMES
 from core.report.schema import Report
 from core.spec import HardenSpec
 from tests.app.conftest import digits_like_npz, npz_bytes
-from tests.worker.conftest import queue_job
+from tests.worker.conftest import queue_job, worker_died
 from tests.worker.real_pipeline import RecordingPipeline, digits_torchscript
 from worker.runner import WorkerServices, run_job
 
@@ -80,7 +80,7 @@ def test_redelivered_finished_job_is_not_redone(services):
 def _dead_attempt_with_all_artifacts(services, tmp_path) -> tuple[str, dict[str, str]]:
     """A running job whose worker stored every artifact, recorded them, then died."""
     job_id = queue_job(services)
-    services.store.mark_running(job_id)
+    worker_died(services, job_id)
     shas = {}
     for name in ARTIFACT_NAMES:
         (tmp_path / name).write_bytes(b"x")
@@ -117,7 +117,7 @@ def test_a_store_that_cannot_answer_does_not_strand_the_job(services, tmp_path, 
 
 def test_running_job_redelivered_after_a_crash_counts_attempts(services):
     job_id = queue_job(services)
-    services.store.mark_running(job_id)  # first worker took it, then died
+    worker_died(services, job_id)
     assert run_job(services, job_id) == "succeeded"
     assert services.store.get(job_id).attempts == 2
 
@@ -125,7 +125,7 @@ def test_running_job_redelivered_after_a_crash_counts_attempts(services):
 def test_too_many_attempts_fail_with_worker_lost(services):
     job_id = queue_job(services)
     for _ in range(3):
-        services.store.mark_running(job_id)
+        worker_died(services, job_id)
     pipeline = RecordingPipeline()
     assert run_job(services, job_id, pipeline=pipeline) == "failed"
     job = services.store.get(job_id)

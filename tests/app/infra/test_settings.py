@@ -76,3 +76,10 @@ def test_a_soft_time_limit_not_below_the_hard_one_is_refused(soft: int) -> None:
     with pytest.raises(ValidationError, match="HARDEN_JOB_SOFT_TIME_LIMIT_S .* must be below"):
         Settings(job_soft_time_limit_s=soft, job_time_limit_s=600)
     assert Settings(job_soft_time_limit_s=599, job_time_limit_s=600).job_soft_time_limit_s == 599
+
+
+def test_a_heartbeat_timeout_under_three_intervals_is_refused() -> None:
+    # One missed beat of a live worker must not hand its job to the reaper.
+    with pytest.raises(ValidationError, match="HARDEN_HEARTBEAT_TIMEOUT_S"):
+        Settings(heartbeat_interval_s=10, heartbeat_timeout_s=20)
+    assert Settings(heartbeat_interval_s=1, heartbeat_timeout_s=3).heartbeat_timeout_s == 3

@@ -138,7 +138,7 @@ def submit(
     spec = parse_spec(form.fields.get("config"), dataset_uploaded=dataset is not None)
     check_webhook_url(spec, allow_private=services.settings.webhook_allow_private)
     model_format = check_model(model.path, spec)
-    dataset_name = check_dataset_upload(dataset.path) if dataset else None
+    dataset_name = check_dataset_upload(dataset.path, spec.input_range) if dataset else None
     spec_json = spec.model_dump(mode="json")
 
     existing = services.store.find_by_idempotency_key(owner, idempotency_key)

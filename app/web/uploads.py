@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import anyio
-import numpy as np
 from fastapi import Request
 from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.web.errors import BadRequestError, PayloadTooLargeError
-from core.datasets.archives import check_declared_budget, is_tar
+from core.datasets.archives import check_archive_listing, is_tar
+from core.datasets.npz_upload import check_npz_upload
 from core.errors import DatasetError
-from core.names import NPZ_ARRAYS
 
 FILE_FIELDS = ("model", "dataset")
 TEXT_FIELDS = ("config",)
@@ -190,12 +189,15 @@ def remove(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_dataset_upload(path: Path) -> str:
-    """Cheap checks of an uploaded dataset (no torch); return the name to store it under.
+def check_dataset_upload(path: Path, input_range: tuple[float, float]) -> str:
+    """Check an uploaded dataset as far as the file alone allows (no torch, no model); return
+    the name to store it under.
 
-    An .npz must hold the four arrays with matching lengths and no object dtype; an archive must
-    open as zip or tar. The image layout and labels are checked by the worker
-    (core.datasets.references).
+    An .npz is checked as the worker will check it (core.datasets.npz_upload: arrays, headers
+    against their data, labels, pixel values against ``input_range``), streaming its images; an
+    archive's listing is checked (core.datasets.archives: entries outside it, links, devices,
+    size, truncation) without inflating its images. Only what needs the model (its input shape,
+    its number of classes) is left to the worker, which checks it before training.
     """
     with path.open("rb") as handle:
         head = handle.read(4)
@@ -203,17 +205,18 @@ def check_dataset_upload(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = [n for n in archive.namelist() if not n.endswith("/")]
-                if names and all(n.endswith(".npy") for n in names):
-                    _check_npz(archive, names)
-                    return "dataset.npz"
+                is_npz = bool(names) and all(n.endswith(".npy") for n in names)
+            # The listing first: a zip bomb is refused before anything is inflated.
+            check_archive_listing(path)
+            if is_npz:
+                with zipfile.ZipFile(path) as archive:
+                    check_npz_upload(archive, input_range)
+                return "dataset.npz"
         except zipfile.BadZipFile as exc:
             raise DatasetError(
                 f"the dataset upload is a damaged zip file ({exc})",
                 hint="re-create the .npz or .zip and upload it again",
             ) from exc
-        # Only the listing: inflating every entry here (zipfile's testzip) would let a small zip
-        # bomb cost the API minutes of CPU. The worker checks the data as it unpacks.
-        check_declared_budget(path)
         return "dataset.zip"
     if not is_tar(path):
         raise DatasetError(
@@ -221,45 +224,5 @@ def check_dataset_upload(path: Path) -> str:
             hint="send np.savez(..., x_train=, y_train=, x_test=, y_test=) or a zip/tar of "
             "image folders",
         )
-    check_declared_budget(path)
+    check_archive_listing(path)
     return "dataset.tar.gz" if head.startswith(b"\x1f\x8b") else "dataset.tar"
-
-
-def _check_npz(archive: zipfile.ZipFile, names: list[str]) -> None:
-    present = {n.removesuffix(".npy") for n in names}
-    missing = [a for a in NPZ_ARRAYS if a not in present]
-    if missing:
-        raise DatasetError(
-            f"the uploaded .npz lacks the array(s) {', '.join(missing)} "
-            f"(it has {', '.join(sorted(present)) or 'none'})",
-            hint="save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)",
-            missing=missing,
-        )
-    lengths = {}
-    for array in NPZ_ARRAYS:
-        # Only the .npy header is read: shape and dtype, never the data, never a pickle.
-        with archive.open(array + ".npy") as member:
-            try:
-                version = np.lib.format.read_magic(member)
-                shape, _, dtype = (
-                    np.lib.format.read_array_header_1_0(member)
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0(member)
-                )
-            except ValueError as exc:
-                raise DatasetError(
-                    f"{array} in the uploaded .npz is not a valid array ({exc})",
-                    hint="save plain numeric arrays with np.savez",
-                ) from exc
-        if dtype.hasobject:
-            raise DatasetError(
-                f"{array} in the uploaded .npz is an object array (it would need unpickling)",
-                hint="save numeric arrays (float32 images, integer labels)",
-            )
-        lengths[array] = shape[0] if shape else 0
-    for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
-        if lengths[x] != lengths[y] or lengths[x] == 0:
-            raise DatasetError(
-                f"{x} has {lengths[x]} samples but {y} has {lengths[y]} labels",
-                hint="give one label per image, and at least one image in each split",
-            )

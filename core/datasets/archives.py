@@ -7,9 +7,11 @@ number of files, so a hostile archive cannot write outside the temporary folder 
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -17,6 +19,8 @@ import numpy as np
 
 from core.errors import DatasetError
 
+# What reading a damaged or cut-off archive raises, from tarfile and the decompressors under it.
+_UNREADABLE = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 DEFAULT_MAX_BYTES = 2 * 1024**3
 DEFAULT_MAX_FILES = 200_000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -54,34 +58,79 @@ def _budget(count: int, total: int, max_files: int, max_bytes: int) -> None:
         )
 
 
-def check_declared_budget(
+def check_archive_listing(
     path: Path,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_files: int = DEFAULT_MAX_FILES,
 ) -> None:
-    """Refuse an archive whose own listing exceeds the budget, without inflating its data.
+    """Refuse, from its listing, an archive that unpacking would refuse: entries pointing
+    outside it (``..``, absolute paths), links, devices, a listing past the budget, and a
+    truncated archive. No entry's data is inflated into memory or onto disk.
 
     For the API process, which must not spend minutes inflating a zip bomb only to refuse it:
-    a zip's central directory gives every entry's size; a tar's headers are read in order and
-    the walk stops at the first one past the budget. Sizes can lie, so :func:`unpack_archive`
-    counts the real bytes again; this only makes the cheap refusal early.
+    a zip's central directory gives every entry's size and kind; a tar's headers are read in
+    order (a compressed tar is decompressed as a stream to do so, which also finds where it was
+    cut off) and the walk stops at the first entry refused. Sizes can lie, so
+    :func:`unpack_archive` checks everything again as it writes.
     """
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 infos = archive.infolist()
                 _budget(len(infos), sum(i.file_size for i in infos), max_files, max_bytes)
+                for info in infos:
+                    _check_zip_entry(info)
             return
-        total = 0
+        total = data_end = 0
         with tarfile.open(path, mode="r:*") as archive:
-            for count, info in enumerate(archive, start=1):
-                total += info.size
+            for count, entry in enumerate(archive, start=1):
+                _check_tar_entry(entry)
+                total += entry.size
                 _budget(count, total, max_files, max_bytes)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+                data_end = max(data_end, entry.offset_data + entry.size)
+            # tarfile stops quietly at the end of the data it has; the last entry's bytes must
+            # all be there, and a compressed stream must end properly (EOFError if cut off).
+            stream = archive.fileobj
+            assert stream is not None
+            while stream.read(1 << 20):
+                pass
+            if data_end > stream.tell():
+                raise EOFError(f"the archive ends {data_end - stream.tell()} bytes too early")
+    except (*_UNREADABLE, zipfile.BadZipFile) as exc:
         raise DatasetError(
-            f"the dataset archive cannot be read: {exc}", hint="re-create the archive"
+            f"the dataset archive cannot be read (truncated or damaged?): {exc}",
+            hint="re-create the archive and upload it again in full",
         ) from exc
+
+
+def _check_zip_entry(info: zipfile.ZipInfo) -> PurePosixPath:
+    member = _safe_member_path(info.filename)
+    # Zip entries made from symlinks carry S_IFLNK in the upper 16 bits of external_attr;
+    # other file types (devices, fifos) carry their own S_IFMT bits.
+    kind = (info.external_attr >> 16) & 0o170000
+    if kind == 0o120000:
+        raise DatasetError(
+            f"the archive entry {info.filename!r} is a symbolic link",
+            hint="store the image files themselves, not links",
+        )
+    if kind not in (0, 0o100000, 0o040000):
+        raise DatasetError(
+            f"the archive entry {info.filename!r} is a special file (device, fifo or socket)",
+            hint="store only folders and image files",
+        )
+    return member
+
+
+def _check_tar_entry(info: tarfile.TarInfo) -> PurePosixPath:
+    member = _safe_member_path(info.name)
+    if not (info.isfile() or info.isdir()):
+        kind = "link" if info.issym() or info.islnk() else "special file (device or fifo)"
+        raise DatasetError(
+            f"the archive entry {info.name!r} is a {kind}",
+            hint="store the image files themselves, not links or devices",
+        )
+    return member
 
 
 def unpack_archive(
@@ -106,11 +155,19 @@ def unpack_archive(
     return dest
 
 
+# gzip, bzip2 and xz: a file starting so is a compressed tar or nothing the service reads.
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
 def is_tar(path: Path) -> bool:
-    """Whether ``path`` opens as a tar archive (plain or compressed), by content."""
+    """Whether ``path`` is a tar archive (plain or compressed), by content: a compressed file
+    counts even when damaged or cut off, so that it is refused as such."""
     try:
+        with path.open("rb") as handle:
+            if handle.read(6).startswith(COMPRESSED_MAGIC):
+                return True
         return tarfile.is_tarfile(path)
-    except OSError:
+    except (OSError, EOFError, tarfile.TarError):
         return False
 
 
@@ -120,13 +177,7 @@ def _unpack_zip(path: Path, dest: Path, max_bytes: int, max_files: int) -> None:
         infos = archive.infolist()
         _budget(len(infos), 0, max_files, max_bytes)
         for info in infos:
-            member = _safe_member_path(info.filename)
-            # Zip entries made from symlinks carry S_IFLNK in the upper 16 bits of external_attr.
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                raise DatasetError(
-                    f"the archive entry {info.filename!r} is a symbolic link",
-                    hint="store the image files themselves, not links",
-                )
+            member = _check_zip_entry(info)
             target = dest.joinpath(*member.parts)
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -146,16 +197,10 @@ def _unpack_tar(path: Path, dest: Path, max_bytes: int, max_files: int) -> None:
         with tarfile.open(path, mode="r:*") as archive:
             for count, info in enumerate(archive, start=1):
                 _budget(count, total, max_files, max_bytes)
-                member = _safe_member_path(info.name)
+                member = _check_tar_entry(info)
                 if info.isdir():
                     dest.joinpath(*member.parts).mkdir(parents=True, exist_ok=True)
                     continue
-                if not info.isfile():
-                    kind = "link" if info.issym() or info.islnk() else "special file"
-                    raise DatasetError(
-                        f"the archive entry {info.name!r} is a {kind}",
-                        hint="store the image files themselves, not links or devices",
-                    )
                 total += info.size
                 _budget(count, total, max_files, max_bytes)
                 target = dest.joinpath(*member.parts)
@@ -165,7 +210,7 @@ def _unpack_tar(path: Path, dest: Path, max_bytes: int, max_files: int) -> None:
                     raise DatasetError(f"cannot read archive entry {info.name!r}")
                 with source, target.open("wb") as sink:
                     shutil.copyfileobj(source, sink)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except _UNREADABLE as exc:
         raise DatasetError(
             f"the tar archive cannot be read: {exc}", hint="re-create the archive"
         ) from exc

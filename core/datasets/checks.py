@@ -11,6 +11,10 @@ import numpy as np
 
 from core.errors import DatasetError
 
+# More classes than this is a label encoding gone wrong (ids, hashes), not a classifier: the
+# model's output layer and the one-hot arithmetic would be that wide.
+MAX_CLASSES = 100_000
+
 
 class CheckedArrays(NamedTuple):
     """Arrays that passed every check: float32 NCHW images, int64 labels."""
@@ -26,25 +30,39 @@ class CheckedArrays(NamedTuple):
 def _to_nchw(name: str, x: np.ndarray) -> np.ndarray:
     if x.ndim == 3:  # (N, H, W) grayscale
         return x[:, None, :, :]
-    if x.ndim != 4:
+    if _channels_last(name, x.shape):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+def _channels_last(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether a 4-D image array of ``shape`` is NHWC (else NCHW); refuses other layouts."""
+    if len(shape) != 4:
         raise DatasetError(
-            f"{name} has shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C)",
+            f"{name} has shape {shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C)",
             hint="store images as a 3-D or 4-D array",
         )
-    channels_first = x.shape[1] in (1, 3, 4)
-    channels_last = x.shape[3] in (1, 3, 4)
-    if channels_last and not channels_first:
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    if channels_first:
-        return x
+    channels_first = shape[1] in (1, 3, 4)
+    channels_last = shape[3] in (1, 3, 4)
+    if channels_first or channels_last:
+        return not channels_first
     raise DatasetError(
-        f"{name} has shape {x.shape}: no channel dimension of size 1, 3 or 4 in position 1 "
+        f"{name} has shape {shape}: no channel dimension of size 1, 3 or 4 in position 1 "
         "(NCHW) or last (NHWC)",
         hint="store images as (N, C, H, W) or (N, H, W, C) with 1, 3 or 4 channels",
     )
 
 
-def _check_labels(name: str, y: np.ndarray, n_images: int) -> np.ndarray:
+def image_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, H, W) of one image of an array of ``shape``, as :func:`validate_arrays` lays it out."""
+    if len(shape) == 3:
+        return (1, shape[1], shape[2])
+    if _channels_last(name, shape):
+        return (shape[3], shape[1], shape[2])
+    return (shape[1], shape[2], shape[3])
+
+
+def check_labels(name: str, y: np.ndarray, n_images: int) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -76,34 +94,35 @@ def _check_labels(name: str, y: np.ndarray, n_images: int) -> np.ndarray:
     return y
 
 
-def _scale(
-    name: str,
-    x: np.ndarray,
-    source_range: tuple[float, float] | None,
-    input_range: tuple[float, float],
-) -> np.ndarray:
-    low, high = input_range
-    if x.dtype == np.uint8:
-        source_range = (0.0, 255.0)
-    elif x.dtype.kind in "iu" or x.dtype == np.bool_:
+def stored_range(
+    name: str, dtype: np.dtype, source_range: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """The value range the images are stored in: 0..255 for uint8, else ``source_range``
+    (None: floats already in input units). Refuses other dtypes."""
+    if dtype == np.uint8:
+        return (0.0, 255.0)
+    if dtype.kind in "iu" or dtype == np.bool_:
         raise DatasetError(
-            f"{name} has dtype {x.dtype}; images must be uint8 (0..255) or floating point",
+            f"{name} has dtype {dtype}; images must be uint8 (0..255) or floating point",
             hint="convert to uint8 or to float32 values inside input_range",
         )
-    elif x.dtype.kind != "f":
+    if dtype.kind != "f":
         raise DatasetError(
-            f"{name} has dtype {x.dtype}; images must be uint8 or floating point",
+            f"{name} has dtype {dtype}; images must be uint8 or floating point",
             hint="convert to uint8 or float32",
         )
-    x = x.astype(np.float64)
-    if not np.all(np.isfinite(x)):
+    return source_range
+
+
+def check_values(
+    name: str, finite: bool, found: tuple[float, float], input_range: tuple[float, float]
+) -> None:
+    """Float images in input units: all finite, all inside ``input_range``."""
+    if not finite:
         raise DatasetError(
             f"{name} contains NaN or infinite values", hint="clean or drop those images"
         )
-    if source_range is not None:
-        src_low, src_high = source_range
-        return ((x - src_low) / (src_high - src_low) * (high - low) + low).astype(np.float32)
-    found_low, found_high = float(x.min()), float(x.max())
+    (low, high), (found_low, found_high) = input_range, found
     if found_low < low or found_high > high:
         raise DatasetError(
             f"{name} has values in [{found_low:g}, {found_high:g}], outside the input_range "
@@ -111,7 +130,63 @@ def _scale(
             hint="rescale the images into input_range, store them as uint8 0..255, or set the "
             "job's input_range to the range the model expects",
         )
+
+
+def _scale(
+    name: str,
+    x: np.ndarray,
+    source_range: tuple[float, float] | None,
+    input_range: tuple[float, float],
+) -> np.ndarray:
+    low, high = input_range
+    source_range = stored_range(name, x.dtype, source_range)
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        check_values(name, False, (0.0, 0.0), input_range)
+    if source_range is not None:
+        src_low, src_high = source_range
+        return ((x - src_low) / (src_high - src_low) * (high - low) + low).astype(np.float32)
+    check_values(name, True, (float(x.min()), float(x.max())), input_range)
     return x.astype(np.float32)
+
+
+def check_classes(
+    y_train: np.ndarray, y_test: np.ndarray, class_names: list[str] | None, ref: str = ""
+) -> list[str]:
+    """The class names (given, or ``"0"``..``"K-1"`` from the labels), once the labels are
+    known good: at least two classes trained, none past the last, none only in the test."""
+    if class_names is None:
+        num_classes = int(max(y_train.max(), y_test.max())) + 1
+        if num_classes > MAX_CLASSES:
+            raise DatasetError(
+                f"labels go up to {num_classes - 1}; at most {MAX_CLASSES} classes are supported",
+                hint="labels must be class indices 0..num_classes-1, numbered without gaps",
+                reference=ref,
+            )
+        class_names = [str(i) for i in range(num_classes)]
+    num_classes = len(class_names)
+    if num_classes < 2 or len(np.unique(y_train)) < 2:
+        raise DatasetError(
+            f"the training split has {len(np.unique(y_train))} class(es); a classifier needs "
+            "at least 2",
+            hint="include images of at least two classes",
+            reference=ref,
+        )
+    if y_train.max() >= num_classes or y_test.max() >= num_classes:
+        raise DatasetError(
+            f"labels go up to {int(max(y_train.max(), y_test.max()))} but there are only "
+            f"{num_classes} classes",
+            hint="labels must be class indices 0..num_classes-1",
+            reference=ref,
+        )
+    unseen = sorted(set(np.unique(y_test).tolist()) - set(np.unique(y_train).tolist()))
+    if unseen:
+        raise DatasetError(
+            f"y_test has labels {unseen[:10]} that never occur in y_train",
+            hint="every test class needs training images; check the label encoding",
+            reference=ref,
+        )
+    return class_names
 
 
 def validate_arrays(
@@ -138,34 +213,10 @@ def validate_arrays(
             hint="train and test images must have the same channels, height and width",
             reference=ref,
         )
-    y_train = _check_labels("y_train", y_train, len(x_train))
-    y_test = _check_labels("y_test", y_test, len(x_test))
-    if class_names is not None:
-        num_classes = len(class_names)
-    else:
-        num_classes = int(max(y_train.max(), y_test.max())) + 1
-        class_names = [str(i) for i in range(num_classes)]
-    if num_classes < 2 or len(np.unique(y_train)) < 2:
-        raise DatasetError(
-            f"the training split has {len(np.unique(y_train))} class(es); a classifier needs "
-            "at least 2",
-            hint="include images of at least two classes",
-            reference=ref,
-        )
-    if y_train.max() >= num_classes or y_test.max() >= num_classes:
-        raise DatasetError(
-            f"labels go up to {int(max(y_train.max(), y_test.max()))} but there are only "
-            f"{num_classes} classes",
-            hint="labels must be class indices 0..num_classes-1",
-            reference=ref,
-        )
-    unseen = sorted(set(np.unique(y_test).tolist()) - set(np.unique(y_train).tolist()))
-    if unseen:
-        raise DatasetError(
-            f"y_test has labels {unseen[:10]} that never occur in y_train",
-            hint="every test class needs training images; check the label encoding",
-            reference=ref,
-        )
+    y_train = check_labels("y_train", y_train, len(x_train))
+    y_test = check_labels("y_test", y_test, len(x_test))
+    class_names = check_classes(y_train, y_test, class_names, ref)
+    num_classes = len(class_names)
     x_train = _scale("x_train", x_train, source_range, input_range)
     x_test = _scale("x_test", x_test, source_range, input_range)
     return CheckedArrays(

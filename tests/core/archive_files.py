@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tarfile
 import zipfile
 
 
@@ -15,3 +16,60 @@ def zip_claiming(size: int) -> bytes:
     central = data.rfind(b"PK\x01\x02")  # the central directory entry
     data[central + 24 : central + 28] = size.to_bytes(4, "little")  # its uncompressed size
     return bytes(data)
+
+
+def _tar(entries: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:  # type: ignore[call-overload]
+        for info, data in entries:
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = ""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+def _zip(name: str, data: bytes = b"x", file_type: int = 0o100644) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        info = zipfile.ZipInfo(name)
+        info.external_attr = file_type << 16
+        archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def image_folder_tar_gz(images: int = 40) -> bytes:
+    """A well-formed image-folder .tar.gz (train/ and test/, two classes)."""
+    entries = [
+        _entry(f"{split}/{label}/{index}.png", data=bytes(range(256)) * 8)
+        for split in ("train", "test")
+        for label in ("a", "b")
+        for index in range(images // 4)
+    ]
+    return _tar(entries, "w:gz")
+
+
+def hostile_archives() -> dict[str, bytes]:
+    """Dataset archives the service must refuse at upload (422), by what is wrong with them."""
+    good_gz = image_folder_tar_gz()
+    plain = _tar([_entry(f"train/a/{i}.png", data=b"\1" * 5000) for i in range(4)])
+    return {
+        "tar: ../ entry": _tar([_entry("../escaped.png", data=b"x")]),
+        "tar: absolute path": _tar([_entry("/etc/cron.d/escaped", data=b"x")]),
+        "tar: symlink": _tar([_entry("train/a/x.png", tarfile.SYMTYPE, link="/etc/passwd")]),
+        "tar: hardlink": _tar([_entry("train/a/x.png", tarfile.LNKTYPE, link="/etc/passwd")]),
+        "tar: character device": _tar([_entry("train/a/tty", tarfile.CHRTYPE)]),
+        "tar: fifo": _tar([_entry("train/a/pipe", tarfile.FIFOTYPE)]),
+        "zip: ../ entry": _zip("../escaped.png"),
+        "zip: absolute path": _zip("/tmp/escaped.png"),
+        "zip: symlink": _zip("train/a/x.png", b"/etc/passwd", 0o120777),
+        "zip: device": _zip("train/a/tty", b"", 0o020644),
+        "tar.gz: truncated in half": good_gz[: len(good_gz) // 2],
+        "tar.gz: cut before its end": good_gz[:-5],
+        "tar.gz: header only": good_gz[:12],
+        "tar: cut inside an entry": plain[: 512 * 3 + 100],
+    }

@@ -11,8 +11,14 @@ from fastapi.testclient import TestClient
 
 from app.infra.settings import Settings
 from app.infra.store import JobStore
-from tests.app.conftest import digits_like_npz, files_under, onnx_model_bytes, pickle_bytes
-from tests.core.archive_files import zip_claiming
+from tests.app.conftest import (
+    digits_like_npz,
+    files_under,
+    hostile_npz,
+    onnx_model_bytes,
+    pickle_bytes,
+)
+from tests.core.archive_files import hostile_archives, image_folder_tar_gz, zip_claiming
 
 CONFIG = {"dataset": "builtin:digits", "student_epochs": 1, "evaluation": {"enabled": False}}
 
@@ -378,3 +384,20 @@ def test_private_webhook_is_accepted_when_the_operator_allows_it(settings: Setti
         for url in NON_PUBLIC_WEBHOOKS:
             response = post(client, {}, onnx_model_bytes(), config=CONFIG | {"webhook_url": url})
             assert response.status_code == 202, response.text
+
+
+HOSTILE_DATASETS = hostile_npz() | hostile_archives()
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_DATASETS))
+def test_a_dataset_the_worker_would_refuse_is_refused_at_upload(case, api, auth, store, settings):
+    response = post(api, auth, onnx_model_bytes(), dataset=HOSTILE_DATASETS[case])
+    body = assert_problem(response, 422, "invalid_dataset")
+    assert body["hint"], body
+    assert_nothing_left(store, settings)
+
+
+def test_a_well_formed_image_folder_archive_is_accepted(api, auth, store):
+    response = post(api, auth, onnx_model_bytes(), dataset=image_folder_tar_gz())
+    assert response.status_code == 202, response.text
+    assert store.get(response.json()["id"]).dataset_name == "dataset.tar.gz"

@@ -249,7 +249,7 @@ def test_archive_size_and_count_bounds(tmp_path: Path) -> None:
 
 
 def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
-    from core.datasets.archives import check_declared_budget
+    from core.datasets.archives import check_archive_listing
     from tests.core.archive_files import zip_claiming
 
     # A zip whose one entry claims 3 GiB: the listing alone is refused; the (tiny, and now
@@ -257,8 +257,8 @@ def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
     path = tmp_path / "bomb.zip"
     path.write_bytes(zip_claiming(3 * 1024**3))
     with pytest.raises(DatasetError, match="unpacks to more than"):
-        check_declared_budget(path)
-    check_declared_budget(path, max_bytes=4 * 1024**3)  # within budget: the listing is fine
+        check_archive_listing(path)
+    check_archive_listing(path, max_bytes=4 * 1024**3)  # within budget: the listing is fine
 
     tar_path = tmp_path / "many.tar.gz"
     with tarfile.open(tar_path, "w:gz") as archive:
@@ -267,7 +267,7 @@ def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
             info.size = 1000
             archive.addfile(info, io.BytesIO(b"\0" * 1000))
     with pytest.raises(DatasetError, match="more than 3 files"):
-        check_declared_budget(tar_path, max_files=3)
+        check_archive_listing(tar_path, max_files=3)
     with pytest.raises(DatasetError, match="unpacks to more than"):
-        check_declared_budget(tar_path, max_bytes=2500)
-    check_declared_budget(tar_path)
+        check_archive_listing(tar_path, max_bytes=2500)
+    check_archive_listing(tar_path)

@@ -1,0 +1,171 @@
+"""An uploaded ``.npz`` dataset checked as the worker would check it, without loading its images:
+torch-free, for the API, so a file the worker would refuse is refused at upload (422).
+
+The labels are read whole (one integer per image); the images are streamed through in chunks,
+so memory stays small whatever their size. Every ``.npy`` header is checked against the bytes
+that follow it: a header whose shape lies is refused, not trusted.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from typing import IO, NamedTuple
+
+import numpy as np
+
+from core.datasets.archives import DEFAULT_MAX_BYTES
+from core.datasets.checks import (
+    check_classes,
+    check_labels,
+    check_values,
+    image_shape,
+    stored_range,
+)
+from core.errors import DatasetError
+from core.names import NPZ_ARRAYS
+
+CHUNK_BYTES = 8 * 1024 * 1024
+SAVE_HINT = "save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+
+
+class _Header(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def check_npz_upload(
+    archive: zipfile.ZipFile,
+    input_range: tuple[float, float],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> None:
+    """Refuse (:class:`DatasetError`) an .npz that ``core.datasets.references`` would refuse:
+    missing arrays, object arrays, headers that lie about their data, empty splits, image
+    layouts it cannot read or that differ between splits, labels that are not class indices
+    (negative, fractional, past :data:`core.datasets.checks.MAX_CLASSES`, test classes never
+    trained), NaN or infinite pixels and float pixels outside ``input_range``."""
+    present = {n.removesuffix(".npy") for n in archive.namelist() if not n.endswith("/")}
+    missing = [a for a in NPZ_ARRAYS if a not in present]
+    if missing:
+        raise DatasetError(
+            f"the uploaded .npz lacks the array(s) {', '.join(missing)} "
+            f"(it has {', '.join(sorted(present)) or 'none'})",
+            hint=SAVE_HINT,
+            missing=missing,
+        )
+    try:
+        headers = {name: _read_header(archive, name) for name in NPZ_ARRAYS}
+        total = sum(header.nbytes for header in headers.values())
+        if total > max_bytes:
+            raise DatasetError(
+                f"the .npz headers declare {total} bytes of arrays, more than the {max_bytes} "
+                "a job may load",
+                hint="upload fewer or smaller images",
+            )
+        shapes = {}
+        for split in ("x_train", "x_test"):
+            if not headers[split].shape or headers[split].shape[0] == 0:
+                raise DatasetError(f"{split} is empty", hint="both splits need at least one image")
+            shapes[split] = image_shape(split, headers[split].shape)
+        if shapes["x_train"] != shapes["x_test"]:
+            raise DatasetError(
+                f"x_train images have shape {shapes['x_train']} but x_test images "
+                f"{shapes['x_test']}",
+                hint="train and test images must have the same channels, height and width",
+            )
+        labels = {
+            y: check_labels(y, _read_labels(archive, y, headers[y]), headers[x].shape[0])
+            for x, y in (("x_train", "y_train"), ("x_test", "y_test"))
+        }
+        check_classes(labels["y_train"], labels["y_test"], None)
+        for split in ("x_train", "x_test"):
+            _scan_images(archive, split, headers[split], input_range)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DatasetError(
+            f"the uploaded .npz cannot be read (truncated or damaged?): {exc}",
+            hint="re-create it with np.savez and upload it again in full",
+        ) from exc
+
+
+def _open_array(archive: zipfile.ZipFile, name: str) -> IO[bytes]:
+    return archive.open(name + ".npy")
+
+
+def _read_header(archive: zipfile.ZipFile, name: str) -> _Header:
+    with _open_array(archive, name) as member:
+        return _header(member, name)
+
+
+def _header(member: IO[bytes], name: str) -> _Header:
+    """Reads the magic and header of one .npy member (never its data, never a pickle)."""
+    try:
+        version = np.lib.format.read_magic(member)
+        shape, _, dtype = (
+            np.lib.format.read_array_header_1_0(member)
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0(member)
+        )
+    except ValueError as exc:
+        raise DatasetError(
+            f"{name} in the uploaded .npz is not a valid array ({exc})",
+            hint="save plain numeric arrays with np.savez",
+        ) from exc
+    if dtype.hasobject:
+        raise DatasetError(
+            f"{name} in the uploaded .npz is an object array (it would need unpickling)",
+            hint="save numeric arrays (float32 images, integer labels)",
+        )
+    return _Header(tuple(int(n) for n in shape), dtype)
+
+
+def _lying_header(name: str, header: _Header, found: str) -> DatasetError:
+    return DatasetError(
+        f"{name}'s header says shape {header.shape} of {header.dtype} ({header.nbytes} bytes) "
+        f"but {found}",
+        hint="the file was cut off or altered: " + SAVE_HINT,
+    )
+
+
+def _read_labels(archive: zipfile.ZipFile, name: str, header: _Header) -> np.ndarray:
+    with _open_array(archive, name) as member:
+        _header(member, name)
+        data = member.read(header.nbytes + 1)
+    if len(data) != header.nbytes:
+        raise _lying_header(name, header, f"{len(data)} bytes follow it")
+    if header.dtype.kind not in "iubf":
+        raise DatasetError(
+            f"{name} has dtype {header.dtype}; labels must be integers",
+            hint="store class indices as an integer array",
+        )
+    return np.frombuffer(data, dtype=header.dtype).reshape(header.shape)
+
+
+def _scan_images(
+    archive: zipfile.ZipFile, name: str, header: _Header, input_range: tuple[float, float]
+) -> None:
+    floats = stored_range(name, header.dtype, None) is None
+    itemsize = header.dtype.itemsize
+    chunk_bytes = max(itemsize, CHUNK_BYTES - CHUNK_BYTES % itemsize)
+    seen, finite = 0, True
+    low, high = math.inf, -math.inf
+    with _open_array(archive, name) as member:
+        _header(member, name)
+        while seen < header.nbytes:
+            chunk = member.read(min(chunk_bytes, header.nbytes - seen))
+            if not chunk:
+                raise _lying_header(name, header, f"only {seen} bytes follow it")
+            seen += len(chunk)
+            if floats:
+                values = np.frombuffer(chunk, dtype=header.dtype)
+                finite = finite and bool(np.all(np.isfinite(values)))
+                if finite:
+                    low, high = min(low, float(values.min())), max(high, float(values.max()))
+        if member.read(1):
+            raise _lying_header(name, header, "more bytes follow it")
+    if floats:
+        check_values(name, finite, (low, high), input_range)

@@ -127,6 +127,13 @@ class EvaluationSpec(_Strict):
             raise ValueError("every epsilon must be > 0 and <= 1000 (in input units)")
         return sorted(set(values))
 
+    @field_validator("attacks")
+    @classmethod
+    def _each_once(cls, names: list[AttackName]) -> list[AttackName]:
+        # An attack named twice (or 50,000 times) would only repeat the same work: each runs
+        # once, in the order of first mention.
+        return list(dict.fromkeys(names))
+
 
 class HardenSpec(_Strict):
     """Parameters of one hardening job (defensive distillation, Papernot et al. 2016)."""

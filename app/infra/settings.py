@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         512 * 1024 * 1024, ge=1, description="Largest model or dataset upload accepted (413 past)."
     )
+    max_evaluation_steps: int = Field(
+        100_000_000,
+        ge=1,
+        description=(
+            "Largest robustness evaluation a job may ask for, in worst-case attack steps "
+            "(core/evaluation_cost.py: one model pass on one sample, every attack at its full "
+            "budget on both models). The default job needs about 1.4 million; AutoAttack on "
+            "1,000 samples about 52 million. Past it, POST /harden answers 422."
+        ),
+    )
     auth: Literal["open", "keys"] = Field(
         "keys", description="'keys': Bearer API keys required; 'open': no auth, owner 'anonymous'."
     )

@@ -234,6 +234,7 @@ SUBMIT_RESPONSES = responses(
     "config_not_json",
     "config_out_of_range",
     "webhook_not_public",
+    "evaluation_too_large",
     "dataset_path",
     "npz_missing_arrays",
     "no_model_part",

@@ -27,6 +27,7 @@ from app.web.errors import (
     ServiceUnavailableError,
 )
 from app.web.problems import DATABASE_DOWN_ERROR, problem_body
+from app.web.submit import evaluation_too_large
 from core.errors import (
     DatasetError,
     HardenError,
@@ -34,6 +35,7 @@ from core.errors import (
     UnsafeModelError,
     UnsupportedModelError,
 )
+from core.spec import HardenSpec
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_REF = "#/components/schemas/Problem"
@@ -61,6 +63,26 @@ class ProblemExample:
 
 def _field_error(field_name: str, message: str, kind: str) -> dict[str, Any]:
     return {"errors": [{"field": field_name, "message": message, "type": kind}]}
+
+
+# A config whose evaluation passes the default HARDEN_MAX_EVALUATION_STEPS (replayed in the tests).
+COSTLY_CONFIG = {
+    "dataset": "builtin:digits",
+    "evaluation": {"samples": 10_000, "samples_slow": 10_000, "pgd_steps": 1000},
+}
+DEFAULT_EVALUATION_LIMIT = 100_000_000  # Settings.max_evaluation_steps' default
+
+
+def _costly_example() -> ProblemExample:
+    error = evaluation_too_large(HardenSpec.model_validate(COSTLY_CONFIG), DEFAULT_EVALUATION_LIMIT)
+    assert error is not None
+    return ProblemExample(
+        InvalidSpecError,
+        "the spec's worst-case evaluation passes HARDEN_MAX_EVALUATION_STEPS attack steps",
+        error.message,
+        error.hint,
+        {k: v for k, v in error.fields.items() if k not in ("code", "hint")},
+    )
 
 
 _LIMIT_MESSAGE = "Input should be greater than or equal to 1"
@@ -203,6 +225,7 @@ EXAMPLES: dict[str, ProblemExample] = {
         "your network",
         _field_error("config.webhook_url", _PRIVATE_MESSAGE, "webhook_not_public"),
     ),
+    "evaluation_too_large": _costly_example(),
     "dataset_path": ProblemExample(
         DatasetError,
         "config.dataset names a path on the server, or 'upload' without a dataset part",
@@ -211,7 +234,9 @@ EXAMPLES: dict[str, ProblemExample] = {
     ),
     "npz_missing_arrays": ProblemExample(
         DatasetError,
-        "the dataset upload lacks arrays, mismatches labels or is no .npz, zip or tar",
+        "the dataset upload is no .npz, zip or tar, or the worker would refuse it: arrays "
+        "missing or lying about their size, labels that are no class indices, NaN pixels, "
+        "archive entries outside the archive, links, devices, a truncated archive",
         "the uploaded .npz lacks the array(s) x_test (it has x_train, y_test, y_train)",
         "save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)",
         {"missing": ["x_test"]},

@@ -22,6 +22,7 @@ from app.web.errors import IdempotencyKeyReusedError, ServiceUnavailableError
 from app.web.problems import spec_error
 from app.web.uploads import ParsedForm, check_dataset_upload
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
+from core.evaluation_cost import evaluation_steps
 from core.intake.sniff import sniff_format
 from core.names import BUILTIN_DATASETS
 from core.spec import ZOO_ARCHITECTURES, HardenSpec
@@ -97,6 +98,37 @@ def _webhook_error(exc: ValueError, kind: str, hint: str) -> InvalidSpecError:
     )
 
 
+def check_evaluation_cost(spec: HardenSpec, limit: int) -> None:
+    """Refuse a spec whose worst-case evaluation exceeds ``limit`` attack steps."""
+    error = evaluation_too_large(spec, limit)
+    if error is not None:
+        raise error
+
+
+def evaluation_too_large(spec: HardenSpec, limit: int) -> InvalidSpecError | None:
+    """The refusal of a spec whose worst-case evaluation exceeds ``limit`` attack steps
+    (core.evaluation_cost), naming the limit and the largest attacks; None within it."""
+    steps = evaluation_steps(spec)
+    total = sum(steps.values())
+    if total <= limit:
+        return None
+    largest = sorted(steps.items(), key=lambda item: -item[1])[:3]
+    parts = ", ".join(f"{name} {count:,}" for name, count in largest)
+    message = (
+        f"the robustness evaluation would take up to {total:,} attack steps, more than this "
+        f"service's limit of {limit:,} (HARDEN_MAX_EVALUATION_STEPS); largest: {parts}"
+    )
+    return InvalidSpecError(
+        f"The job config is invalid: config.evaluation: {message}",
+        hint="lower evaluation.samples / samples_slow, pgd_steps, cw_iterations or "
+        "square_queries, use fewer epsilons, or drop attacks from evaluation.attacks; an "
+        "attack step is one model pass on one sample (core/evaluation_cost.py)",
+        errors=[{"field": "config.evaluation", "message": message, "type": "evaluation_too_large"}],
+        limit_steps=limit,
+        steps=total,
+    )
+
+
 def check_model(path: Path, spec: HardenSpec) -> str:
     """The upload's format, by content; pickles, unknown files and a safetensors file without
     the zoo architecture its weights belong to are refused."""
@@ -137,6 +169,7 @@ def submit(
     dataset = form.files.get("dataset")
     spec = parse_spec(form.fields.get("config"), dataset_uploaded=dataset is not None)
     check_webhook_url(spec, allow_private=services.settings.webhook_allow_private)
+    check_evaluation_cost(spec, services.settings.max_evaluation_steps)
     model_format = check_model(model.path, spec)
     dataset_name = check_dataset_upload(dataset.path, spec.input_range) if dataset else None
     spec_json = spec.model_dump(mode="json")

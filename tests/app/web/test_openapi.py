@@ -20,7 +20,7 @@ from app.infra.settings import Settings
 from app.infra.store import JobError, JobStore
 from app.web import errors as app_errors
 from app.web.main import create_app
-from app.web.problem_docs import DEFAULT_LIMIT, EXAMPLE_JOB_ID, EXAMPLES
+from app.web.problem_docs import COSTLY_CONFIG, DEFAULT_LIMIT, EXAMPLE_JOB_ID, EXAMPLES
 from core import errors as core_errors
 from tests.app.conftest import digits_like_npz, files_under, onnx_model_bytes, pickle_bytes
 from tests.app.web.test_jobs import finish, submit
@@ -359,6 +359,9 @@ REPLAYS: dict[str, Replay] = {
         lambda api, auth: post(
             api, auth, onnx_model_bytes(), CONFIG | {"webhook_url": "http://127.0.0.1/hook"}
         )
+    ),
+    "evaluation_too_large": _plain(
+        lambda api, auth: post(api, auth, onnx_model_bytes(), COSTLY_CONFIG)
     ),
     "dataset_path": _plain(
         lambda api, auth: post(api, auth, onnx_model_bytes(), {"dataset": "/data/cifar.npz"})

@@ -401,3 +401,23 @@ def test_a_well_formed_image_folder_archive_is_accepted(api, auth, store):
     response = post(api, auth, onnx_model_bytes(), dataset=image_folder_tar_gz())
     assert response.status_code == 202, response.text
     assert store.get(response.json()["id"]).dataset_name == "dataset.tar.gz"
+
+
+def test_attacks_named_many_times_run_once_each(api, auth):
+    attacks = ["fgsm_ce"] * 50_000 + ["cw_l2", "fgsm_ce"]
+    config = CONFIG | {"evaluation": {"attacks": attacks}}
+    response = post(api, auth, onnx_model_bytes(), config)
+    assert response.status_code == 202, response.text
+    assert response.json()["spec"]["evaluation"]["attacks"] == ["fgsm_ce", "cw_l2"]
+
+
+def test_an_evaluation_past_the_limit_is_refused_naming_it(api, auth, store, settings):
+    config = CONFIG | {"evaluation": {"samples": 10_000, "pgd_steps": 1000}}
+    body = assert_problem(post(api, auth, onnx_model_bytes(), config), 422, "invalid_spec")
+    assert "HARDEN_MAX_EVALUATION_STEPS" in body["detail"] and "100,000,000" in body["detail"]
+    assert body["limit_steps"] == settings.max_evaluation_steps < body["steps"]
+    assert body["errors"][0]["field"] == "config.evaluation" and "pgd_steps" in body["hint"]
+    assert_nothing_left(store, settings)
+    # The evaluation switched off costs nothing, whatever its budgets say.
+    off = CONFIG | {"evaluation": {"enabled": False, "samples": 10_000, "pgd_steps": 1000}}
+    assert post(api, auth, onnx_model_bytes(), off).status_code == 202

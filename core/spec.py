@@ -28,12 +28,29 @@ AttackName = Literal[
     "cw_l2",
     "apgd_ce",
     "apgd_dlr",
+    "apgd_t",
+    "fab_t",
     "square",
     "transfer",
 ]
 
-# By default every attack runs, in the order of AttackName: one list to keep, not two.
-DEFAULT_ATTACKS: tuple[AttackName, ...] = get_args(AttackName)
+# The attacks AutoAttack's standard version runs (Croce & Hein 2020), in the order of AttackName.
+AUTOATTACK_ATTACKS: tuple[AttackName, ...] = ("apgd_ce", "apgd_t", "fab_t", "square")
+# By default every attack runs, in the order of AttackName, except the two only the autoattack
+# preset needs (APGD-T and FAB-T attack 9 target classes each: 9 times the cost of APGD-DLR).
+DEFAULT_ATTACKS: tuple[AttackName, ...] = tuple(
+    name for name in get_args(AttackName) if name not in ("apgd_t", "fab_t")
+)
+
+EvaluationPreset = Literal["default", "autoattack"]
+# What the autoattack preset fixes, as AutoAttack's standard version runs it: 100 iterations of
+# APGD-CE, APGD-T and FAB-T, 9 target classes, Square with 5,000 queries. A job may ask for more,
+# never for less: the preset's name is a promise about the evaluation's strength.
+AUTOATTACK_MINIMUMS: dict[str, int] = {
+    "pgd_steps": 100,
+    "target_classes": 9,
+    "square_queries": 5000,
+}
 
 # The names of core.intake.zoo.ZOO, here so that the API (no torch) refuses an unknown
 # architecture at submit instead of a worker failing the job later (tests check both lists agree).
@@ -83,6 +100,16 @@ class EvaluationSpec(_Strict):
     """The threat model and the attack budgets of the robustness audit."""
 
     enabled: bool = Field(True, description="Run the robustness evaluation at all.")
+    preset: EvaluationPreset = Field(
+        "default",
+        description=(
+            "'default': the fields below as given. 'autoattack': AutoAttack's standard version "
+            "(Croce & Hein 2020): APGD-CE, APGD-T, FAB-T and Square on the same samples, "
+            "robust only if every attack failed on a sample; attacks defaults to those four "
+            "(more may be added), pgd_steps to 100, target_classes to 9, square_queries to "
+            "5,000 (none may be set lower), samples_slow to samples (it may not differ)."
+        ),
+    )
     attacks: list[AttackName] = Field(
         default_factory=lambda: list(DEFAULT_ATTACKS),
         description="Attacks to run, for the uploaded model and the student side by side.",
@@ -106,9 +133,26 @@ class EvaluationSpec(_Strict):
         50,
         ge=1,
         le=10_000,
-        description="Test samples attacked by the slow ones (JSMA, CW-L2, Square).",
+        description=(
+            "Test samples attacked by the slow ones (JSMA, CW-L2, Square), the first of the "
+            "samples; the autoattack preset attacks all samples with every attack."
+        ),
     )
-    pgd_steps: int = Field(20, ge=1, le=1000, description="Iterations of PGD and APGD.")
+    pgd_steps: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Iterations of PGD and APGD, and of APGD-T and FAB-T per target class.",
+    )
+    target_classes: int = Field(
+        9,
+        ge=1,
+        le=1000,
+        description=(
+            "APGD-T and FAB-T: the most likely wrong classes attacked in turn (AutoAttack: 9; "
+            "fewer when the dataset has fewer other classes)."
+        ),
+    )
     cw_binary_steps: int = Field(5, ge=1, le=20, description="CW-L2 binary-search steps.")
     cw_iterations: int = Field(100, ge=1, le=10_000, description="CW-L2 Adam steps per search.")
     jsma_max_fraction: float = Field(
@@ -133,6 +177,37 @@ class EvaluationSpec(_Strict):
         # An attack named twice (or 50,000 times) would only repeat the same work: each runs
         # once, in the order of first mention.
         return list(dict.fromkeys(names))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: object) -> object:
+        """Fill in what the autoattack preset fixes; refuse what would weaken it."""
+        if not isinstance(data, dict) or data.get("preset") != "autoattack":
+            return data
+        given = dict(data)
+        attacks = given.setdefault("attacks", list(AUTOATTACK_ATTACKS))
+        if isinstance(attacks, list | tuple):
+            missing = [name for name in AUTOATTACK_ATTACKS if name not in attacks]
+            if missing:
+                raise ValueError(
+                    f"the autoattack preset runs {', '.join(AUTOATTACK_ATTACKS)}; attacks lacks "
+                    f"{', '.join(missing)}: add them, or leave attacks unset"
+                )
+        for name, minimum in AUTOATTACK_MINIMUMS.items():
+            value = given.setdefault(name, minimum)
+            if isinstance(value, int | float) and value < minimum:
+                raise ValueError(
+                    f"the autoattack preset needs {name} >= {minimum} (AutoAttack's standard "
+                    f"version), got {value}: raise it, or leave it unset"
+                )
+        samples = given.setdefault("samples", EvaluationSpec.model_fields["samples"].default)
+        slow = given.setdefault("samples_slow", samples)
+        if str(slow) != str(samples):
+            raise ValueError(
+                "the autoattack preset runs every attack on the same samples: leave samples_slow "
+                f"unset or equal to samples ({samples}), got {slow}"
+            )
+        return given
 
 
 class HardenSpec(_Strict):

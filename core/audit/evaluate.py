@@ -25,6 +25,7 @@ from core.audit.schema import (
     Verdict,
 )
 from core.audit.verdict import decide
+from core.audit.worst_case import SampleOutcomes
 from core.datasets.references import Dataset
 from core.device import pick_device
 from core.errors import JobCancelledError
@@ -141,6 +142,7 @@ def _attack_model(
     num_classes: int,
     progress: _Progress,
     transfer_sources: TransferSources,
+    outcomes: SampleOutcomes,
 ) -> list[AttackSummary]:
     fast, slow = (x, y), (x[: ev.samples_slow], y[: ev.samples_slow])
     source_names = {REGISTRY[name].transfer_from for name in ev.attacks}
@@ -171,9 +173,12 @@ def _attack_model(
                 sizes = perturbation_sizes(attack.norm, result.adversarial, xs)
             summary.points.append(_point(result, epsilon, seconds, sizes))
             if attack.minimum_norm and sizes is not None:
-                summary.points += [
-                    _thresholded(result, sizes, e) for e in norm_budgets(attack.norm, ev)
-                ]
+                for e in norm_budgets(attack.norm, ev):
+                    summary.points.append(_thresholded(result, sizes, e))
+                    fooled = result.success & (sizes <= e)
+                    outcomes.add(name, attack.norm, e, result.correct_before & ~fooled)
+            elif epsilon is not None:
+                outcomes.add(name, attack.norm, epsilon, result.correct_before & ~result.success)
             if role == "uploaded" and name in source_names:
                 transfer_sources[(name, epsilon)] = result.adversarial
             progress.finish_job()
@@ -211,8 +216,13 @@ def evaluate(
     device: str | torch.device | None = None,
     on_progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    method: str | None = None,
 ) -> tuple[Evaluation, Verdict]:
-    """Attack both deployed models (raw logits, eval mode) and decide the verdict."""
+    """Attack both deployed models (raw logits, eval mode) and decide the verdict.
+
+    ``method``: the title of the hardening method that made ``student``, named in the verdict
+    when given (the audit is the same for every method).
+    """
     ev = spec.evaluation
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
@@ -234,19 +244,23 @@ def evaluate(
         t0 = time.perf_counter()
         with torch.no_grad():
             logits = model(x)
+        outcomes = SampleOutcomes()
         summaries = _attack_model(
-            role, model, x, y, ev, bounds, data.num_classes, progress, transfer_sources
+            role, model, x, y, ev, bounds, data.num_classes, progress, transfer_sources, outcomes
         )
         models[role] = ModelRobustness(
             clean_accuracy=float((logits.argmax(1) == y).float().mean()),
             mean_abs_logit=float(logits.abs().mean()),
             gradient=gradient_amplitude(model, x, y),
             attacks=summaries,
+            worst_case=outcomes.worst_case(),
             seconds=time.perf_counter() - t0,
         )
     evaluation = Evaluation(
         samples=len(x),
         samples_slow=min(ev.samples_slow, len(x)),
+        preset=ev.preset,
+        method=method,
         seed=ev.seed,
         device=str(dev),
         input_range=bounds,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from core.audit.registry import REGISTRY
+from core.audit.registry import AUTOATTACK_REQUIRED, REGISTRY, AutoAttackRole
 from core.audit.schema import (
     AttackPoint,
     AttackSummary,
@@ -49,6 +49,31 @@ def robust_at(summary: AttackSummary | None, epsilon: float) -> float | None:
     return None if point is None else point.robust_accuracy
 
 
+_ROLE_TITLES: dict[AutoAttackRole, str] = {
+    "apgd_ce": "APGD-CE",
+    "apgd_dlr": "APGD-T (or APGD-DLR)",
+    "fab": "FAB-T",
+    "square": "Square",
+}
+
+
+def autoattack_missing(
+    norm: str, epsilon: float, up: dict[str, AttackSummary], st: dict[str, AttackSummary]
+) -> list[str]:
+    """The AutoAttack components (Croce & Hein 2020) that did not run at this budget on both
+    models: APGD-CE, APGD on a DLR loss (APGD-T or APGD-DLR) and Square. Empty: a gain here was
+    measured with AutoAttack's strength. They are all L-inf attacks, so an L2 budget lacks all."""
+    ran = {
+        role
+        for name, attack in REGISTRY.items()
+        if (role := attack.autoattack_role) is not None
+        and attack.norm == norm
+        and robust_at(up.get(name), epsilon) is not None
+        and robust_at(st.get(name), epsilon) is not None
+    }
+    return [_ROLE_TITLES[role] for role in AUTOATTACK_REQUIRED if role not in ran]
+
+
 def _success(summary: AttackSummary | None) -> Iterable[tuple[float | None, float]]:
     return [] if summary is None else [(p.epsilon, p.success_rate) for p in summary.points]
 
@@ -71,8 +96,9 @@ def paper_gain(up: dict[str, AttackSummary], st: dict[str, AttackSummary]) -> li
             # An L0 budget is a fraction of features, not an ε.
             where = f" at ε={eps:g}" if attack.norm != "l0" else ""
             sentences.append(
-                f"The paper's attack {up[name].title}{where} fools {pct(u_rate)} of the uploaded "
-                f"model's correctly classified samples but only {pct(s_rate)} of the student's."
+                f"The distillation paper's attack {up[name].title}{where} fools {pct(u_rate)} of "
+                "the uploaded model's correctly classified samples but only "
+                f"{pct(s_rate)} of the hardened model's."
             )
     return sentences
 
@@ -86,7 +112,7 @@ def _vanishing_gradients(evaluation: Evaluation) -> MaskingSign:
         sign="vanishing softmax gradients",
         detected=detected,
         evidence=(
-            f"The student's median L1 norm of the softmax input-gradient is "
+            f"The hardened model's median L1 norm of the softmax input-gradient is "
             f"{'exactly 0' if st.softmax_l1_median == 0 else f'{st.softmax_l1_median:.3g}'} "
             f"(uploaded model: {up.softmax_l1_median:.3g}, ratio {ratio:.2g}); its logit-margin "
             "gradient is "
@@ -121,7 +147,7 @@ def _loss_gap(
             up_gap = up_weak - up_strong if up_weak is not None and up_strong is not None else 0.0
             if gap >= LOSS_GAP and gap > up_gap + 0.10 and gap > worst[0]:
                 worst = (gap, (
-                    f"At ε={eps:g}, {st[weak].title} leaves the student "
+                    f"At ε={eps:g}, {st[weak].title} leaves the hardened model "
                     f"{pct(point.robust_accuracy)} robust accuracy but {st[strong].title} only "
                     f"{pct(strong_ra)} (on the uploaded model the gap is "
                     f"{100 * up_gap:.0f} points): "
@@ -147,7 +173,7 @@ def _black_box_wins(st: dict[str, AttackSummary], epsilons: list[float]) -> Mask
         (w_ra, w_name), (b_ra, b_name) = min(white), min(black)
         if w_ra - b_ra >= BLACK_BOX_GAP and w_ra - b_ra > worst[0]:
             worst = (w_ra - b_ra, (
-                f"At ε={eps:g}, {st[b_name].title} (no gradient of the student) leaves it "
+                f"At ε={eps:g}, {st[b_name].title} (no gradient of the hardened model) leaves it "
                 f"{pct(b_ra)} robust accuracy, below the {pct(w_ra)} of the best white-box "
                 f"cross-entropy attack ({st[w_name].title})."
             ))  # fmt: skip
@@ -183,7 +209,7 @@ def _flat_in_epsilon(student: ModelRobustness, strongest: list[StrongestAttack])
                 sign="robust accuracy does not fall as ε grows",
                 detected=True,
                 evidence=(
-                    f"Under {summary.title}, the student's robust accuracy goes from "
+                    f"Under {summary.title}, the hardened model's robust accuracy goes from "
                     f"{pct(first.robust_accuracy)} at ε={first.epsilon:g} to "
                     f"{pct(last.robust_accuracy)} at ε={last.epsilon:g}, while the strongest "
                     f"attack at ε={last.epsilon:g} leaves only {pct(best)}: larger budgets do "

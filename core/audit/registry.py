@@ -18,7 +18,9 @@ from core.audit.runs import (
     jsma_runner,
     norm_budgets,
     pgd_runner,
+    run_apgd_targeted,
     run_carlini_wagner_l2,
+    run_fab_targeted,
     run_square,
     run_transfer,
 )
@@ -26,6 +28,12 @@ from core.audit.schema import ThreatNorm
 from core.spec import AttackName, EvaluationSpec
 
 PerturbationUnit = Literal["linf", "l2", "fraction_changed"]
+# The part an attack plays in AutoAttack (Croce & Hein 2020): APGD on cross-entropy, APGD on a
+# DLR loss (targeted in the standard version), FAB-T and Square.
+AutoAttackRole = Literal["apgd_ce", "apgd_dlr", "fab", "square"]
+# The roles a gain must have been measured by before the verdict calls it real: the three
+# AutoAttack components that do not overlap (FAB-T rarely adds to them; Croce & Hein 2020).
+AUTOATTACK_REQUIRED: tuple[AutoAttackRole, ...] = ("apgd_ce", "apgd_dlr", "square")
 _UNIT_OF_NORM: dict[ThreatNorm, PerturbationUnit] = {
     "linf": "linf",
     "l2": "l2",
@@ -59,6 +67,9 @@ class Attack:
     loss_counterpart: AttackName | None = None
     # The attack whose adversarials on the uploaded model this one applies to the student.
     transfer_from: AttackName | None = None
+    # Its part in AutoAttack, if any: the verdict calls a gain real only where the required
+    # roles (AUTOATTACK_REQUIRED) all ran.
+    autoattack_role: AutoAttackRole | None = None
     note: str | None = None  # shown on the models it attacks
     source_note: str | None = None  # shown on the model that supplies a transfer's adversarials
 
@@ -117,15 +128,27 @@ _ATTACKS = (
     ),
     Attack(
         name="apgd_ce", title="APGD, cross-entropy", norm="linf", loss="ce",
-        run=apgd_runner("ce"), loss_counterpart="apgd_dlr",
+        run=apgd_runner("ce"), loss_counterpart="apgd_dlr", autoattack_role="apgd_ce",
     ),
     Attack(
         name="apgd_dlr", title="APGD, DLR (scale-invariant)", norm="linf", loss="dlr",
-        run=apgd_runner("dlr"), sees_through_masking=True,
+        run=apgd_runner("dlr"), sees_through_masking=True, autoattack_role="apgd_dlr",
+    ),
+    Attack(
+        name="apgd_t", title="APGD-T, targeted DLR", norm="linf", loss="dlr",
+        run=run_apgd_targeted, sees_through_masking=True, autoattack_role="apgd_dlr",
+        note="Towards each of the most likely wrong classes in turn; any misclassification "
+        "counts, as in AutoAttack.",
+    ),
+    Attack(
+        name="fab_t", title="FAB-T (targeted boundary attack)", norm="linf", loss="margin",
+        run=run_fab_targeted, sees_through_masking=True, autoattack_role="fab",
+        note="Towards each of the most likely wrong classes in turn; any misclassification "
+        "within the budget counts, as in AutoAttack.",
     ),
     Attack(
         name="square", title="Square (gradient-free)", norm="linf", loss="margin", run=run_square,
-        sees_through_masking=True, black_box=True, slow=True,
+        sees_through_masking=True, black_box=True, slow=True, autoattack_role="square",
     ),
     Attack(
         name="transfer", title="Transfer from the uploaded model", norm="linf", loss="transfer",

@@ -12,9 +12,10 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from core.audit.attacks.apgd import apgd
+from core.audit.attacks.apgd import apgd, apgd_targeted
 from core.audit.attacks.base import AttackResult, InputRange, StepHook, no_hook
 from core.audit.attacks.cw import carlini_wagner_l2
+from core.audit.attacks.fab import fab_targeted
 from core.audit.attacks.gradient import fgsm, perturbation_size, pgd
 from core.audit.attacks.jsma import changed_fraction, jsma
 from core.audit.attacks.square import square_linf
@@ -103,6 +104,23 @@ def apgd_runner(loss: str) -> AttackRunner:
     return run
 
 
+def run_apgd_targeted(call: AttackCall) -> AttackResult:
+    """APGD-T (L-inf, targeted DLR) towards the spec's number of target classes."""
+    return apgd_targeted(
+        call.model, call.x, call.labels, epsilon=call.budget, steps=call.settings.pgd_steps,
+        target_classes=call.settings.target_classes, bounds=call.bounds,
+        seed=call.settings.seed, on_step=call.on_step,
+    )  # fmt: skip
+
+
+def run_fab_targeted(call: AttackCall) -> AttackResult:
+    """FAB-T (L-inf) within the budget, towards the spec's number of target classes."""
+    return fab_targeted(
+        call.model, call.x, call.labels, epsilon=call.budget, steps=call.settings.pgd_steps,
+        target_classes=call.settings.target_classes, bounds=call.bounds, on_step=call.on_step,
+    )  # fmt: skip
+
+
 def jsma_runner(outputs: Literal["softmax", "logits"]) -> AttackRunner:
     """JSMA on ``outputs``, changing at most the budget's fraction of the features."""
 
@@ -124,12 +142,17 @@ def run_carlini_wagner_l2(call: AttackCall) -> AttackResult:
     )  # fmt: skip
 
 
+# Square's initial square size (fraction of the pixels): AutoAttack's standard version uses 0.8
+# for L-inf (Croce & Hein 2020), with 5,000 queries; the default evaluation keeps its 0.1.
+SQUARE_P_INIT = {"default": 0.1, "autoattack": 0.8}
+
+
 def run_square(call: AttackCall) -> AttackResult:
     """Square (L-inf) with the spec's query budget."""
     return square_linf(
         call.model, call.x, call.labels, epsilon=call.budget,
-        queries=call.settings.square_queries, bounds=call.bounds, seed=call.settings.seed,
-        on_step=call.on_step,
+        queries=call.settings.square_queries, p_init=SQUARE_P_INIT[call.settings.preset],
+        bounds=call.bounds, seed=call.settings.seed, on_step=call.on_step,
     )  # fmt: skip
 
 

@@ -71,6 +71,26 @@ class GradientAmplitude(_Section):
     margin_l1: list[float] = Field(default_factory=list, description="Per-sample values.")
 
 
+class WorstCase(_Section):
+    """At one budget, the per-sample worst case over every attack run on one model: a sample is
+    robust only if every attack failed on it (AutoAttack's robust accuracy, Croce & Hein 2020).
+    Never above the lowest single attack's robust accuracy on the same samples."""
+
+    norm: Literal["linf", "l2"]
+    epsilon: float
+    samples: int = Field(
+        ge=1, description="Samples every attack below ran on (a prefix when a slow one ran)."
+    )
+    attacks: list[str] = Field(description="The attacks run at this budget.")
+    robust_accuracy: float = Field(
+        ge=0, le=1, description="Correct and fooled by no attack / samples: the worst case."
+    )
+    min_mean_robust_accuracy: float = Field(
+        ge=0, le=1, description="The minimum over attacks of each one's robust accuracy, here."
+    )
+    min_mean_attack: str = Field(description="The attack with that minimum.")
+
+
 class ModelRobustness(_Section):
     """Everything measured on one model."""
 
@@ -78,6 +98,9 @@ class ModelRobustness(_Section):
     mean_abs_logit: float = Field(ge=0)
     gradient: GradientAmplitude
     attacks: list[AttackSummary] = Field(default_factory=list)
+    worst_case: list[WorstCase] = Field(
+        default_factory=list, description="Per budget (L-inf, L2), the per-sample worst case."
+    )
     seconds: float = Field(ge=0)
 
 
@@ -86,6 +109,12 @@ class Evaluation(_Section):
 
     samples: int = Field(ge=1)
     samples_slow: int = Field(ge=1, description="Samples for JSMA, CW-L2 and Square (a prefix).")
+    preset: Literal["default", "autoattack"] = Field(
+        "default", description="The evaluation's preset (core.spec.EvaluationSpec.preset)."
+    )
+    method: str | None = Field(
+        None, description="The hardening method that made the hardened model, when known."
+    )
     seed: int
     device: str
     input_range: tuple[float, float]
@@ -106,6 +135,18 @@ class StrongestAttack(_Section):
     student_attack: str
     student_robust_accuracy: float
     gain: float = Field(description="Student minus uploaded robust accuracy (points / 100).")
+    uploaded_worst_case: float | None = Field(
+        None, description="The uploaded model's per-sample worst case over attacks here."
+    )
+    student_worst_case: float | None = Field(None, description="The student's, likewise.")
+    worst_case_samples: int | None = Field(
+        None, description="Samples both worst cases are measured on."
+    )
+    autoattack_missing: list[str] = Field(
+        default_factory=list,
+        description="AutoAttack components (APGD-CE, APGD-DLR/T, Square) that did not run here "
+        "on both models; a gain counts as real only where none is missing.",
+    )
 
 
 class MaskingSign(_Section):

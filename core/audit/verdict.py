@@ -1,18 +1,27 @@
-"""The verdict: is the student's robustness real, or are its gradients masked?
+"""The verdict: is the hardened model's robustness real, or are its gradients masked?
 
 Decided on the strongest attack per budget (the lowest robust accuracy over every attack,
-including logit-margin, DLR, gradient-free and transfer attacks), student against uploaded, and
-on the symptoms of gradient masking listed by Athalye, Carlini & Wagner (ICML 2018):
-vanishing gradients, loss-specific failure, black-box beating white-box, and budgets that do not
-help (collected in :mod:`core.audit.evidence`). Carlini & Wagner (2016) showed defensive
-distillation is exactly such a case.
+including logit-margin, DLR, gradient-free and transfer attacks) and the per-sample worst case
+over all of them, hardened ("student") against uploaded, and on the symptoms of gradient masking
+listed by Athalye, Carlini & Wagner (ICML 2018): vanishing gradients, loss-specific failure,
+black-box beating white-box, and budgets that do not help (collected in
+:mod:`core.audit.evidence`). Carlini & Wagner (2016) showed defensive distillation is exactly such
+a case. A gain is real only where AutoAttack's components (Croce & Hein 2020) measured it and no
+masking sign shows: the same rule for every hardening method.
 """
 
 from __future__ import annotations
 
 import math
 
-from core.audit.evidence import masking_signs, paper_gain, pct, point_at, robust_at
+from core.audit.evidence import (
+    autoattack_missing,
+    masking_signs,
+    paper_gain,
+    pct,
+    point_at,
+    robust_at,
+)
 from core.audit.registry import REGISTRY
 from core.audit.schema import (
     AttackSummary,
@@ -20,6 +29,7 @@ from core.audit.schema import (
     ModelRobustness,
     StrongestAttack,
     Verdict,
+    WorstCase,
 )
 
 GAIN_THRESHOLD = 0.05  # robust accuracy gain (5 points) that counts as real at one budget
@@ -40,7 +50,11 @@ def _by_name(model: ModelRobustness) -> dict[str, AttackSummary]:
 def noise_margin(
     row: StrongestAttack, up: dict[str, AttackSummary], st: dict[str, AttackSummary]
 ) -> float:
-    """1.96 standard errors of ``row.gain`` given the samples behind each robust accuracy."""
+    """1.96 standard errors of :func:`decisive_gain` given the samples behind each side."""
+    if row.worst_case_samples and row.uploaded_worst_case is not None:
+        n = row.worst_case_samples
+        p_up, p_st = row.uploaded_worst_case, row.student_worst_case or 0.0
+        return NOISE_Z * math.sqrt(p_up * (1 - p_up) / n + p_st * (1 - p_st) / n)
     at_up = point_at(up[row.uploaded_attack], row.epsilon)
     at_st = point_at(st[row.student_attack], row.epsilon)
     n_up = at_up.samples if at_up else 0
@@ -49,6 +63,20 @@ def noise_margin(
         return 1.0
     p_up, p_st = row.uploaded_robust_accuracy, row.student_robust_accuracy
     return NOISE_Z * math.sqrt(p_up * (1 - p_up) / n_up + p_st * (1 - p_st) / n_st)
+
+
+def decisive_gain(row: StrongestAttack) -> float:
+    """The gain the verdict weighs: of the per-sample worst cases where both were measured (what
+    AutoAttack reports), else of the strongest single attacks."""
+    if row.uploaded_worst_case is not None and row.student_worst_case is not None:
+        return row.student_worst_case - row.uploaded_worst_case
+    return row.gain
+
+
+def _worst_at(model: ModelRobustness, norm: str, epsilon: float) -> WorstCase | None:
+    return next(
+        (w for w in model.worst_case if w.norm == norm and abs(w.epsilon - epsilon) < 1e-12), None
+    )
 
 
 def _strong_attack_run(
@@ -79,12 +107,18 @@ def _strongest_for(model: ModelRobustness, norm: str, epsilon: float) -> tuple[s
 def strongest_attacks(evaluation: Evaluation) -> list[StrongestAttack]:
     """Per norm and budget, the attack leaving the lowest robust accuracy on each model."""
     uploaded, student = evaluation.models["uploaded"], evaluation.models["student"]
+    by_up, by_st = _by_name(uploaded), _by_name(student)
     rows = []
     for norm, epsilons in (("linf", evaluation.epsilons_linf), ("l2", evaluation.epsilons_l2)):
         for epsilon in epsilons:
             up, st = _strongest_for(uploaded, norm, epsilon), _strongest_for(student, norm, epsilon)
             if up is None or st is None:
                 continue
+            worst_up, worst_st = (
+                _worst_at(uploaded, norm, epsilon),
+                _worst_at(student, norm, epsilon),
+            )
+            both = worst_up is not None and worst_st is not None
             rows.append(
                 StrongestAttack(
                     norm=norm,  # type: ignore[arg-type]
@@ -94,6 +128,12 @@ def strongest_attacks(evaluation: Evaluation) -> list[StrongestAttack]:
                     student_attack=st[0],
                     student_robust_accuracy=st[1],
                     gain=st[1] - up[1],
+                    uploaded_worst_case=worst_up.robust_accuracy if both and worst_up else None,
+                    student_worst_case=worst_st.robust_accuracy if both and worst_st else None,
+                    worst_case_samples=(
+                        min(worst_up.samples, worst_st.samples) if worst_up and worst_st else None
+                    ),
+                    autoattack_missing=autoattack_missing(norm, epsilon, by_up, by_st),
                 )
             )
     return rows
@@ -116,19 +156,26 @@ def _minimum_norm_sentences(
         s = next(p for p in st[name].points if p.epsilon is None)
         unit = _norm_name(attack.norm)
         sentences.append(
-            f"{st[name].title} fools {pct(s.success_rate)} of the student's correctly classified "
-            f"samples (median {unit} {size(s.median_perturbation)}) and {pct(u.success_rate)} of "
-            f"the uploaded model's (median {unit} {size(u.median_perturbation)})."
+            f"{st[name].title} fools {pct(s.success_rate)} of the hardened model's correctly "
+            f"classified samples (median {unit} {size(s.median_perturbation)}) and "
+            f"{pct(u.success_rate)} of the uploaded model's "
+            f"(median {unit} {size(u.median_perturbation)})."
         )
     return sentences
 
 
 def _strongest_sentence(row: StrongestAttack, up_title: str, st_title: str) -> str:
+    worst = ""
+    if row.uploaded_worst_case is not None and row.student_worst_case is not None:
+        worst = (
+            f" Per-sample worst case over every attack: {pct(row.uploaded_worst_case)} and "
+            f"{pct(row.student_worst_case)}, a change of {100 * decisive_gain(row):+.0f} points."
+        )
     return (
         f"Strongest attack at {_norm_name(row.norm)} ε={row.epsilon:g}: uploaded model "
-        f"{pct(row.uploaded_robust_accuracy)} robust accuracy ({up_title}), student "
+        f"{pct(row.uploaded_robust_accuracy)} robust accuracy ({up_title}), hardened model "
         f"{pct(row.student_robust_accuracy)} ({st_title}), a change of "
-        f"{100 * row.gain:+.0f} points."
+        f"{100 * row.gain:+.0f} points." + worst
     )
 
 
@@ -139,32 +186,79 @@ def _unverified_sentence(row: StrongestAttack) -> str:
         if attack.sees_through_masking and attack.norm == row.norm
     )
     return (
-        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the student keeps {100 * row.gain:.0f} more "
-        "points of robust accuracy, but only attacks that follow the softmax or cross-entropy ran "
-        "there; those are the attacks distillation defeats by masking, so this is not counted as "
-        f"a gain. Add one of {strong} to the evaluation's attacks to measure it."
+        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the hardened model keeps "
+        f"{100 * decisive_gain(row):.0f} more points of robust accuracy, but only attacks that "
+        "follow the softmax or cross-entropy ran there; those are the attacks gradient masking "
+        f"defeats, so this is not counted as a gain. Add one of {strong} to the evaluation's "
+        "attacks to measure it."
     )
 
 
 def _noisy_sentence(row: StrongestAttack, margin: float) -> str:
     return (
-        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the student keeps {100 * row.gain:.0f} more "
-        f"points of robust accuracy, within the sampling noise of the attacked samples (±"
-        f"{100 * margin:.0f} points at 95%): not counted as a gain. Attack more samples to tell."
+        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the hardened model keeps "
+        f"{100 * decisive_gain(row):.0f} more points of robust accuracy, within the sampling "
+        f"noise of the attacked samples (±{100 * margin:.0f} points at 95%): not counted as a "
+        "gain. Attack more samples to tell."
     )
 
 
+def _not_autoattack_sentence(row: StrongestAttack) -> str:
+    where = f"At {_norm_name(row.norm)} ε={row.epsilon:g}"
+    if row.norm != "linf":
+        return (
+            f"{where} the hardened model keeps {100 * decisive_gain(row):.0f} more points of "
+            "robust accuracy, but AutoAttack's components attack L-inf only in this audit: an "
+            "L2 gain is shown, not counted as real."
+        )
+    return (
+        f"{where} the hardened model keeps {100 * decisive_gain(row):.0f} more points of robust "
+        f"accuracy, but {' and '.join(row.autoattack_missing)} of AutoAttack did not run there "
+        "on both models: not counted as a gain until an AutoAttack-strength evaluation agrees. "
+        "Run the evaluation with preset 'autoattack' (or add apgd_ce, apgd_t and square to its "
+        "attacks)."
+    )
+
+
+def _masked_headline(method: str | None, best_gain: StrongestAttack | None) -> str:
+    # Name the method only when the evaluation knows it: any method may mask gradients.
+    opening = (
+        f"Masked: {method} hides the hardened model's gradients instead of removing adversarial "
+        "examples."
+        if method
+        else "Masked: the hardened model's gradients are hidden, its adversarial examples are "
+        "not removed."
+    )
+    strongest = "."
+    if best_gain is not None:
+        strongest = (
+            f" (strongest attack at {_norm_name(best_gain.norm)} ε={best_gain.epsilon:g}: "
+            f"{pct(best_gain.student_robust_accuracy)} robust accuracy for the hardened model vs "
+            f"{pct(best_gain.uploaded_robust_accuracy)} for the uploaded model)."
+        )
+    return opening + " Attacks that see through the masking still fool it" + strongest
+
+
 def decide(evaluation: Evaluation) -> Verdict:
-    """``masked``, ``no measurable gain`` or ``real gain``, with the evidence in sentences."""
+    """``masked``, ``no measurable gain`` or ``real gain``, with the evidence in sentences.
+
+    ``real gain`` needs, at some budget: a gain of the per-sample worst case (else of the
+    strongest attack) of at least GAIN_THRESHOLD and beyond sampling noise, measured by an attack
+    that sees through masking and by AutoAttack's components (APGD-CE, APGD-T or APGD-DLR,
+    Square) on both models, and no sign of gradient masking anywhere.
+    """
     uploaded, student = evaluation.models["uploaded"], evaluation.models["student"]
     up, st = _by_name(uploaded), _by_name(student)
     strongest = strongest_attacks(evaluation)
     # A gain counts only where an attack that sees through masking was run (a gain under the
-    # softmax/cross-entropy attacks alone is what distillation fakes) and beyond sampling noise.
-    candidates = [row for row in strongest if row.gain >= GAIN_THRESHOLD]
+    # softmax/cross-entropy attacks alone is what masking fakes), where AutoAttack's components
+    # agree, and beyond sampling noise.
+    candidates = [row for row in strongest if decisive_gain(row) >= GAIN_THRESHOLD]
     unverified = [r for r in candidates if not _strong_attack_run(r.norm, r.epsilon, up, st)]
-    noisy = [r for r in candidates if r not in unverified and r.gain < noise_margin(r, up, st)]
-    gains = [r for r in candidates if r not in unverified and r not in noisy]
+    not_autoattack = [r for r in candidates if r not in unverified and r.autoattack_missing]
+    checked = [r for r in candidates if r not in unverified and r not in not_autoattack]
+    noisy = [r for r in checked if decisive_gain(r) < noise_margin(r, up, st)]
+    gains = [r for r in checked if r not in noisy]
     paper = paper_gain(up, st)
     signs = masking_signs(evaluation, up, st, strongest)
     detected = [s for s in signs if s.detected]
@@ -175,28 +269,20 @@ def decide(evaluation: Evaluation) -> Verdict:
     ]
     best_gain = max(strongest, key=lambda r: r.gain, default=None)
     if gains and not detected:
-        top = max(gains, key=lambda r: r.gain)
+        top = max(gains, key=decisive_gain)
         label = "real gain"
+        made_by = f" ({evaluation.method})" if evaluation.method else ""
         headline = (
-            f"Real gain: against the strongest attack tried, the student keeps "
-            f"{100 * top.gain:.0f} more points of robust accuracy at {_norm_name(top.norm)} "
-            f"ε={top.epsilon:g} ({titles[top.student_attack]}), and no sign of gradient masking "
-            "was found. Stronger, adaptive attacks may still lower it."
+            f"Real gain: under AutoAttack's attacks and every other attack tried, the hardened "
+            f"model{made_by} keeps {100 * decisive_gain(top):.0f} more points of robust accuracy "
+            f"at {_norm_name(top.norm)} ε={top.epsilon:g} (strongest: "
+            f"{titles[top.student_attack]}), and no sign of gradient masking was found. "
+            "Stronger, adaptive attacks may still lower it."
         )
         evidence = strongest_text + paper
     elif gains or detected or paper:
         label = "masked"
-        headline = (
-            "Masked: distillation hides the student's gradients instead of removing adversarial "
-            "examples. Attacks that see through the masking still fool it"
-            + (
-                f" (strongest attack at {_norm_name(best_gain.norm)} ε={best_gain.epsilon:g}: "
-                f"{pct(best_gain.student_robust_accuracy)} robust accuracy for the student vs "
-                f"{pct(best_gain.uploaded_robust_accuracy)} for the uploaded model)."
-                if best_gain is not None
-                else "."
-            )
-        )
+        headline = _masked_headline(evaluation.method, best_gain)
         evidence = paper + [s.evidence for s in detected] + strongest_text
         if gains:
             evidence.append(
@@ -206,12 +292,13 @@ def decide(evaluation: Evaluation) -> Verdict:
     else:
         label = "no measurable gain"
         headline = (
-            "No measurable gain: against the strongest attack at every budget, the student's "
-            f"robust accuracy is below the uploaded model's, less than {100 * GAIN_THRESHOLD:.0f} "
-            "points above it, or above it only within sampling noise or under attacks that "
-            "masking defeats."
+            "No measurable gain: against the strongest attack at every budget, the hardened "
+            f"model's robust accuracy is below the uploaded model's, less than "
+            f"{100 * GAIN_THRESHOLD:.0f} points above it, or above it only within sampling noise, "
+            "under attacks that masking defeats, or without AutoAttack's attacks to confirm it."
         )
         evidence = strongest_text
+    evidence += [_not_autoattack_sentence(r) for r in not_autoattack]
     evidence += [_unverified_sentence(r) for r in unverified]
     evidence += [_noisy_sentence(r, noise_margin(r, up, st)) for r in noisy]
     evidence += _minimum_norm_sentences(up, st)

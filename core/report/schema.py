@@ -19,7 +19,9 @@ from core.audit.schema import Evaluation, Verdict
 # 1.2: distillation.student_epochs_auto and distillation.student_steps.
 # 1.3: distillation.student_parametrization, student_stop, student_final_divergence,
 #      student_deployed; an auto student trains until its loss converges.
-REPORT_VERSION = "1.3"
+# 1.4: evaluation.preset (autoattack), evaluation.method, models.*.worst_case (per-sample worst
+#      case over attacks), verdict.strongest[].*_worst_case and autoattack_missing.
+REPORT_VERSION = "1.4"
 
 
 class _Section(BaseModel):

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from core.audit.attacks.base import (
     LOSSES,
+    TARGETED_LOSSES,
     AttackResult,
     InputRange,
     StepHook,
@@ -26,6 +27,7 @@ from core.audit.attacks.base import (
     project_linf,
     seeded_generator,
 )
+from core.audit.attacks.targets import over_top_targets
 
 MOMENTUM = 0.75
 RHO = 0.75  # a step-size halving happens when under 75% of the steps since the last checkpoint
@@ -52,9 +54,14 @@ def apgd(
     bounds: InputRange = (0.0, 1.0),
     seed: int = 0,
     on_step: StepHook = no_hook,
+    targets: Tensor | None = None,
 ) -> AttackResult:
-    """APGD-CE (``loss="ce"``) or APGD-DLR (``loss="dlr"``), untargeted, L-infinity."""
-    loss_fn = LOSSES[loss]
+    """APGD-CE (``loss="ce"``) or APGD-DLR (``loss="dlr"``), L-infinity.
+
+    With ``targets`` it follows the targeted version of ``loss`` towards each sample's target
+    class (APGD-T); success is still any misclassification, as AutoAttack counts it.
+    """
+    loss_fn = LOSSES[loss] if targets is None else TARGETED_LOSSES[loss]
     gen = seeded_generator(seed)
     correct = predict(model, x) == labels
     success = torch.zeros_like(correct)
@@ -73,7 +80,7 @@ def apgd(
     marks = set(checkpoints(steps))
     last_mark = 0
     for k in range(steps):
-        found = active_gradient(model, x_cur, labels, correct, success, x_best, loss_fn)
+        found = active_gradient(model, x_cur, labels, correct, success, x_best, loss_fn, targets)
         if found is None:
             on_step(steps, steps)
             break
@@ -114,3 +121,33 @@ def apgd(
         on_step(k + 1, steps)
     check_last_iterate(model, x_cur, labels, correct, success, x_best)
     return AttackResult(x_best.detach(), success, correct)
+
+
+def apgd_targeted(
+    model: nn.Module,
+    x: Tensor,
+    labels: Tensor,
+    *,
+    epsilon: float,
+    steps: int = 100,
+    target_classes: int = 9,
+    bounds: InputRange = (0.0, 1.0),
+    seed: int = 0,
+    on_step: StepHook = no_hook,
+) -> AttackResult:
+    """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, once per target class among
+    the ``target_classes`` most likely wrong ones, on the samples no earlier target fooled.
+
+    Aiming at one class at a time finds adversarials that the untargeted loss, which follows only
+    the runner-up class, misses (AutoAttack's standard version uses the 9 top classes).
+    """
+
+    def towards(xs: Tensor, ys: Tensor, targets: Tensor, hook: StepHook) -> AttackResult:
+        return apgd(
+            model, xs, ys, epsilon=epsilon, loss="dlr", steps=steps, bounds=bounds, seed=seed,
+            on_step=hook, targets=targets,
+        )  # fmt: skip
+
+    return over_top_targets(
+        model, x, labels, target_classes=target_classes, run=towards, on_step=on_step
+    )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -64,15 +66,34 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+def targeted_dlr(logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
+    """Targeted DLR of Croce & Hein 2020: ``-(z_y - z_t) / (z_1 - (z_3 + z_4) / 2)``.
+
+    Scale-invariant like :func:`dlr`; the denominator skips z_2, which may be the target itself.
+    With fewer than four classes the last sorted logit stands in for the missing ones.
+    """
+    ordered = logits.sort(1, descending=True).values
+    last = logits.shape[1] - 1
+    spread = ordered[:, 0] - (ordered[:, min(2, last)] + ordered[:, min(3, last)]) / 2
+    target_logit = logits.gather(1, targets[:, None]).squeeze(1)
+    true_logit = logits.gather(1, labels[:, None]).squeeze(1)
+    return (target_logit - true_logit) / (spread + 1e-12)
+
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+TargetedLossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+LOSSES: dict[str, LossFn] = {
     "ce": cross_entropy,
     "margin": margin,
     "dlr": dlr,
 }
+# The losses an attack follows towards a given class (APGD-T).
+TARGETED_LOSSES: dict[str, TargetedLossFn] = {"dlr": targeted_dlr}
 
 
 def loss_gradient(
-    model: nn.Module, x: Tensor, labels: Tensor, loss: Callable[[Tensor, Tensor], Tensor]
+    model: nn.Module, x: Tensor, labels: Tensor, loss: LossFn
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(gradient of the summed per-sample loss w.r.t. ``x``, per-sample loss, logits)."""
     x = x.detach().requires_grad_(True)
@@ -106,17 +127,22 @@ def active_gradient(
     correct: Tensor,
     success: Tensor,
     x_best: Tensor,
-    loss: Callable[[Tensor, Tensor], Tensor],
+    loss: LossFn | TargetedLossFn,
+    targets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """The start of one step of an iterative attack: (the samples still worked on, the loss
     gradient at their iterates, their per-sample loss), or None when every sample is done.
 
+    With ``targets``, ``loss`` is a targeted loss and gets each sample's target class too.
     Iterates that already fool the model are recorded first (:func:`keep_fooled`).
     """
     active = still_correct(correct, success)
     if len(active) == 0:
         return None
-    grad, values, logits = loss_gradient(model, x_cur[active], labels[active], loss)
+    loss_of = cast(LossFn, loss)
+    if targets is not None:
+        loss_of = partial(cast(Callable[..., Tensor], loss), targets=targets[active])
+    grad, values, logits = loss_gradient(model, x_cur[active], labels[active], loss_of)
     keep_fooled(x_best, success, x_cur, active, logits.argmax(1) != labels[active])
     return active, grad, values
 

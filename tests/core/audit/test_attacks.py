@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from core.audit.attacks.apgd import apgd, checkpoints
+from core.audit.attacks.apgd import apgd, apgd_targeted, checkpoints
 from core.audit.attacks.base import dlr, margin
 from core.audit.attacks.cw import carlini_wagner_l2
+from core.audit.attacks.fab import fab_targeted
 from core.audit.attacks.gradient import fgsm, pgd
 from core.audit.attacks.jsma import changed_fraction, jsma
 from core.audit.attacks.square import square_linf
@@ -32,6 +33,12 @@ LINF_ATTACKS = {
     "pgd_margin": lambda m, x, y, e, b: pgd(m, x, y, epsilon=e, loss="margin", steps=10, bounds=b),
     "apgd_ce": lambda m, x, y, e, b: apgd(m, x, y, epsilon=e, loss="ce", steps=10, bounds=b),
     "apgd_dlr": lambda m, x, y, e, b: apgd(m, x, y, epsilon=e, steps=10, bounds=b),
+    "apgd_t": lambda m, x, y, e, b: apgd_targeted(
+        m, x, y, epsilon=e, steps=10, target_classes=3, bounds=b
+    ),
+    "fab_t": lambda m, x, y, e, b: fab_targeted(
+        m, x, y, epsilon=e, steps=10, target_classes=3, bounds=b
+    ),
     "square": lambda m, x, y, e, b: square_linf(m, x, y, epsilon=e, queries=100, bounds=b),
 }
 L2_ATTACKS = {
@@ -73,6 +80,8 @@ def test_reported_success_is_real(batch) -> None:
     for result in (
         pgd(model, x, y, epsilon=0.1, loss="margin", steps=10),
         apgd(model, x, y, epsilon=0.1, steps=10),
+        apgd_targeted(model, x, y, epsilon=0.1, steps=10, target_classes=3),
+        fab_targeted(model, x, y, epsilon=0.1, steps=10, target_classes=3),
         square_linf(model, x, y, epsilon=0.1, queries=100),
         carlini_wagner_l2(model, x, y, binary_steps=2, iterations=30),
     ):

@@ -123,32 +123,40 @@ def test_progress_is_reported_and_cancellation_honoured() -> None:
     assert polls == 16  # stopped at the first poll that said cancel
 
 
+# The AutoAttack components a gain must be measured by before it counts as real.
+AUTOATTACK = ("apgd_ce", "apgd_dlr", "square")
+
+
 def _synthetic(
     student_pgd: list[float],
     student_softmax_grad: float,
     samples: int = 100,
     attack: str = "pgd_linf_margin",
+    also: tuple[str, ...] = AUTOATTACK,
 ) -> Evaluation:
-    """Two models, one attack (by default a strong one): robust accuracy per epsilon given for
-    the student."""
-    info = REGISTRY[attack]
+    """Two models, ``attack`` (by default a strong one) and the attacks in ``also``, all leaving
+    the same robust accuracy per epsilon (given for the student)."""
     eps = [0.1, 0.2]
 
-    def model(robust: list[float], grad: float) -> ModelRobustness:
+    def summary(name: str, robust: list[float]) -> AttackSummary:
+        info = REGISTRY[name]
         points = [
             AttackPoint(epsilon=e, samples=samples, correct_before=round(0.95 * samples),
                         success_rate=1 - r / 0.95, robust_accuracy=r, seconds=0.1)
             for e, r in zip(eps, robust, strict=True)
         ]  # fmt: skip
-        summary = AttackSummary(
-            attack=attack, title=info.title, norm="linf", loss=info.loss,
+        return AttackSummary(
+            attack=name, title=info.title, norm="linf", loss=info.loss,
             paper=info.paper_attack, sees_through_masking=info.sees_through_masking, points=points,
         )  # fmt: skip
+
+    def model(robust: list[float], grad: float) -> ModelRobustness:
         gradient = GradientAmplitude(
             softmax_l1_mean=grad, softmax_l1_median=grad, margin_l1_mean=1, margin_l1_median=1
         )
+        attacks = [summary(name, robust) for name in dict.fromkeys([attack, *also])]
         return ModelRobustness(
-            clean_accuracy=0.95, mean_abs_logit=5, gradient=gradient, attacks=[summary], seconds=1
+            clean_accuracy=0.95, mean_abs_logit=5, gradient=gradient, attacks=attacks, seconds=1
         )
 
     return Evaluation(
@@ -174,7 +182,7 @@ def test_verdict_rule_real_gain_needs_strongest_gain_and_no_masking() -> None:
 def test_verdict_gain_under_masked_attacks_only_is_not_real() -> None:
     # The same 30-point gain as above, but measured only by cross-entropy PGD, which distillation
     # defeats by saturating the softmax: no attack that sees through masking ran at those budgets.
-    verdict = decide(_synthetic([0.60, 0.20], 0.2, attack="pgd_linf_ce"))
+    verdict = decide(_synthetic([0.60, 0.20], 0.2, attack="pgd_linf_ce", also=()))
     assert verdict.label != "real gain" and not verdict.gains
     assert any("not counted as a gain" in line for line in verdict.evidence)
     assert any("apgd_dlr" in line for line in verdict.evidence)  # says which attack to add

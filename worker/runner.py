@@ -7,6 +7,7 @@ without redoing the work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Callable
@@ -96,8 +97,11 @@ def run_job(
     if attempt is None:
         return str((store.get(job_id) or job).state)
 
-    work = Path(settings.work_dir) / job_id
-    shutil.rmtree(work, ignore_errors=True)  # leftovers of an attempt that died
+    # A folder per attempt: a worker that lost the job (frozen, then woken) must not delete
+    # the files of the attempt that took it over. Earlier attempts' leftovers go.
+    job_dir = Path(settings.work_dir) / job_id
+    shutil.rmtree(job_dir, ignore_errors=True)
+    work = job_dir / f"attempt-{attempt}"
     heartbeat = Heartbeat(
         lambda: store.heartbeat(job_id, attempt),
         interval_s=settings.heartbeat_interval_s,
@@ -108,6 +112,8 @@ def run_job(
             return _execute(services, job, attempt, heartbeat, work, pipeline)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another attempt's folder is not ours to remove
+            job_dir.rmdir()
 
 
 def worker_lost_error(attempts: int) -> JobError:

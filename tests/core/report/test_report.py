@@ -132,3 +132,17 @@ def test_html_without_evaluation_makes_no_robustness_claim() -> None:
     html = render_html(_report(with_evaluation=False))
     assert "no verdict" in html
     assert not re.search(r"robust(?!\s+accuracy)", html, flags=re.IGNORECASE)
+
+
+def test_html_shows_the_worst_case_beside_the_strongest_attack(report: Report) -> None:
+    html = render_html(report)
+    assert report.verdict is not None and report.evaluation is not None
+    assert "per-sample worst case" in html
+    for row in report.verdict.strongest:
+        # Both worst cases are in the report and on the page.
+        assert row.uploaded_worst_case is not None and row.student_worst_case is not None
+        assert f"{100 * row.student_worst_case:.1f}%" in html
+    for model in report.evaluation.models.values():
+        assert {(w.norm, w.epsilon) for w in model.worst_case} >= {
+            ("linf", e) for e in report.evaluation.epsilons_linf
+        }

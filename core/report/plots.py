@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from core.audit.schema import Evaluation  # noqa: E402
 
-_ROLES = (("uploaded", "uploaded model"), ("student", "distilled student"))
+_ROLES = (("uploaded", "uploaded model"), ("student", "hardened model"))
 
 
 def _data_uri(figure: Figure) -> str:
@@ -28,7 +28,8 @@ def _data_uri(figure: Figure) -> str:
 
 
 def robust_accuracy_plots(evaluation: Evaluation) -> dict[str, str]:
-    """Per norm, robust accuracy vs epsilon per attack, uploaded and student side by side."""
+    """Per norm, robust accuracy vs epsilon per attack and the per-sample worst case over them
+    (thick black), uploaded and hardened model side by side."""
     plots = {}
     for norm, label in (("linf", "L-inf ε"), ("l2", "L2 ε")):
         figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
@@ -53,6 +54,18 @@ def robust_accuracy_plots(evaluation: Evaluation) -> dict[str, str]:
                     style,
                     marker="o",
                     label=summary.title,
+                )
+            worst = sorted(
+                (w.epsilon, w.robust_accuracy) for w in model.worst_case if w.norm == norm
+            )
+            if worst:
+                axis.plot(
+                    [e for e, _ in worst],
+                    [100 * r for _, r in worst],
+                    color="black",
+                    linewidth=2.5,
+                    marker="s",
+                    label="worst case per sample",
                 )
             axis.set_title(f"{title} (clean {100 * model.clean_accuracy:.1f}%)")
             axis.set_xlabel(label)

@@ -120,17 +120,33 @@ def _summary(result: RunResult) -> str:
         if name in models:
             m = models[name]
             lines.append(f"  {name:<10}{m.clean_accuracy:>10.4f}{m.mean_abs_logit:>15.2f}")
-    if "uploaded" in models and "student" in models and models["uploaded"].mean_abs_logit > 0:
+    lines.append(f"  method: {report.method_title or report.method}")
+    distillation = report.distillation
+    if distillation is not None and models["uploaded"].mean_abs_logit > 0:
         ratio = models["student"].mean_abs_logit / models["uploaded"].mean_abs_logit
         lines.append(
-            f"  student/uploaded mean |logit|: {ratio:.1f}x (T={report.distillation.temperature:g})"
+            f"  student/uploaded mean |logit|: {ratio:.1f}x (T={distillation.temperature:g})"
         )
-    distillation = report.distillation
-    lines.append(
-        f"  training: teacher {distillation.teacher_epochs} epochs, student "
-        f"{distillation.student_epochs} epochs ({distillation.student_steps} optimizer steps; "
-        f"stopped: {distillation.student_stop}; {distillation.student_parametrization})"
-    )
+        lines.append(
+            f"  training: teacher {distillation.teacher_epochs} epochs, student "
+            f"{distillation.student_epochs} epochs ({distillation.student_steps} optimizer "
+            f"steps; stopped: {distillation.student_stop}; "
+            f"{distillation.student_parametrization})"
+        )
+    robust = report.robust_training
+    if robust is not None:
+        lines.append(
+            f"  training: {robust.epochs} epochs against {robust.norm} ε={robust.epsilon:g} "
+            f"({'FGSM, random start' if robust.fast else f'PGD-{robust.steps}'}), kept epoch "
+            f"{robust.best_epoch} (held-out PGD accuracy "
+            f"{100 * max(robust.held_out_robust_accuracy, default=0):.0f}%)"
+        )
+    for other in report.comparison:
+        label = other.verdict.label if other.verdict is not None else "not audited"
+        lines.append(
+            f"  compared: {other.method}: accuracy {other.student.clean_accuracy:.4f}, "
+            f"verdict {label}, {other.training_s:.0f}s training"
+        )
     export = report.export
     lines.append(
         f"  ONNX parity: max |onnxruntime - torch| = {export.max_abs_diff:.2e} "

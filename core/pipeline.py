@@ -11,24 +11,34 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torch import Tensor
+
 from core.audit.evaluate import evaluate
-from core.datasets.references import load_dataset
+from core.datasets.references import Dataset, load_dataset
 from core.deploy.onnx_export import export_onnx
 from core.device import pick_device
+from core.hardening.method import HardeningMethod
 from core.hardening.normalization import normalized_inputs, with_normalization
-from core.hardening.registry import DEFAULT_METHOD, METHODS
+from core.hardening.registry import METHODS
 from core.hardening.scaling import set_training_mode
 from core.hardening.training import timed_stage
-from core.intake.upload import check_model_io, load_model
+from core.intake.upload import LoadedModel, check_model_io, load_model
 from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON, CancelFn, ProgressFn
 from core.plan import RunPlan, dataset_reference
-from core.report.build import accuracy_note, build_report, model_summary, onnx_metadata
+from core.report.build import (
+    accuracy_note,
+    build_report,
+    method_comparison,
+    model_summary,
+    onnx_metadata,
+)
 from core.report.html import render_html
-from core.report.schema import Report
+from core.report.schema import MethodComparison, Report
 from core.spec import HardenSpec
 
 PARITY_SAMPLES = 64
@@ -49,6 +59,41 @@ def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def _compare(
+    method: HardeningMethod,
+    uploaded: LoadedModel,
+    data: Dataset,
+    plan: RunPlan,
+    test_inputs: Tensor,
+    test_labels: Tensor,
+    progress: ProgressFn,
+    cancel: CancelFn,
+) -> MethodComparison:
+    """Run one more method on the same upload and audit its model beside the job's own; its
+    stages are reported as part of ``evaluate`` (the job's model is already exported)."""
+
+    def quiet(stage: str, done: int, total: int) -> None:
+        progress("evaluate", 0, 1)
+
+    started = time.perf_counter()
+    result = method.harden(uploaded, data, plan, on_progress=quiet, should_cancel=cancel)
+    training_s = time.perf_counter() - started
+    spec = plan.spec
+    evaluation = verdict = None
+    if spec.evaluation.enabled:
+        set_training_mode(result.student, False)
+        evaluation, verdict = evaluate(
+            with_normalization(uploaded.module, spec.normalization),
+            with_normalization(result.student.to(test_inputs.device), spec.normalization),
+            data, spec, device=test_inputs.device, on_progress=quiet, should_cancel=cancel,
+            method=method.title,
+        )  # fmt: skip
+    return method_comparison(
+        method, result, model_summary(result.student, test_inputs, test_labels),
+        training_s=training_s, evaluation=evaluation, verdict=verdict,
+    )  # fmt: skip
+
+
 def run(
     spec: HardenSpec,
     model_file: Path,
@@ -59,12 +104,14 @@ def run(
     should_cancel: CancelFn | None = None,
     device: str | None = None,
 ) -> RunResult:
-    """Harden ``model_file`` by defensive distillation and write model.onnx, report.json and
-    report.html to ``out_dir``. Raises HardenError subclasses for bad input and cancellation."""
+    """Harden ``model_file`` with the spec's method(s) (defensive distillation by default) and
+    write the first method's model.onnx, report.json and report.html to ``out_dir``.
+    Raises HardenError subclasses for bad input and cancellation."""
     progress: ProgressFn = on_progress or (lambda stage, done, total: None)
     cancel: CancelFn = should_cancel or (lambda: False)
     torch_device = pick_device(device)
-    method = METHODS[DEFAULT_METHOD]
+    methods = [METHODS[name] for name in spec.methods]
+    method = methods[0]
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     timings: dict[str, float] = {}
     notes: list[str] = []
@@ -101,11 +148,10 @@ def run(
             device_inputs = test_inputs.to(torch_device)
             device_labels = data.y_test.to(torch_device)
             uploaded_module = uploaded.module.to(torch_device)
-            models = {
-                "uploaded": model_summary(uploaded_module, device_inputs, device_labels),
-                "teacher": model_summary(result.teacher, device_inputs, device_labels),
-                "student": model_summary(result.student, device_inputs, device_labels),
-            }
+            models = {"uploaded": model_summary(uploaded_module, device_inputs, device_labels)}
+            if result.teacher is not None:
+                models["teacher"] = model_summary(result.teacher, device_inputs, device_labels)
+            models["student"] = model_summary(result.student, device_inputs, device_labels)
             note = accuracy_note(models, plan, result)
             if note:
                 notes.append(note)
@@ -138,14 +184,19 @@ def run(
                     device=torch_device,
                     on_progress=progress,
                     should_cancel=cancel,
+                    method=method.title,
                 )
+        comparison = [
+            _compare(other, uploaded, data, plan, device_inputs, device_labels, progress, cancel)
+            for other in methods[1:]
+        ]
 
         with timed_stage("report", cancel, timings):
             progress("report", 0, 1)
             report = build_report(
                 plan, Path(model_file), uploaded, data, models, result, exported,
                 created_at=created_at, notes=notes, timings=timings,
-                evaluation=evaluation, verdict=verdict,
+                evaluation=evaluation, verdict=verdict, method=method, comparison=comparison,
             )  # fmt: skip
             _write_text(staging[REPORT_HTML], render_html(report))
         report = report.model_copy(update={"timings_s": dict(timings), "notes": list(notes)})

@@ -210,8 +210,79 @@ class EvaluationSpec(_Strict):
         return given
 
 
+# The hardening methods a job can run (core.hardening.registry.METHODS; a test checks both agree).
+# Defensive distillation is the paper this service implements and the default; the others are
+# the methods that hold up under adaptive attacks (issue: hardening that holds).
+HardeningMethodName = Literal["distillation", "adversarial", "trades", "robust_distillation"]
+HARDENING_METHODS: tuple[HardeningMethodName, ...] = get_args(HardeningMethodName)
+
+
+class RobustTrainingSpec(_Strict):
+    """How the methods that train against attacks train: ``adversarial`` (PGD adversarial
+    training, Madry et al. 2018), ``trades`` (Zhang et al. 2019) and ``robust_distillation``
+    (ARD, Goldblum et al. 2020). Defensive distillation ignores it."""
+
+    norm: Literal["linf", "l2"] = Field("linf", description="Norm of the training budget.")
+    epsilon: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description=(
+            "Training budget in input units. Unset: the largest audited budget of that norm "
+            "(evaluation.epsilons_linf or epsilons_l2): train for the strongest threat audited."
+        ),
+    )
+    steps: int = Field(10, ge=1, le=100, description="PGD steps of the inner maximisation.")
+    step_size: float | None = Field(
+        None, gt=0, le=1000, description="PGD step size. Unset: 2.5 * epsilon / steps (Madry)."
+    )
+    fast: bool = Field(
+        False,
+        description=(
+            "One FGSM step from a random start at 1.25 * epsilon (Wong et al. 2020) instead of "
+            "PGD: about steps/1 times cheaper per batch. Guarded against catastrophic "
+            "overfitting: PGD accuracy on a held-out batch each epoch; when it collapses the "
+            "best epoch is restored and training goes on with PGD."
+        ),
+    )
+    epochs: int = Field(20, ge=1, le=500, description="Epochs of training against attacks.")
+    warmup_epochs: int = Field(
+        5,
+        ge=0,
+        le=500,
+        description=(
+            "Epochs over which the budget grows linearly from 0 to epsilon: a large budget from "
+            "the first step can stall training at chance (seen with epsilon 0.3 on MNIST)."
+        ),
+    )
+    start: Literal["upload", "scratch"] = Field(
+        "upload",
+        description="'upload': fine-tune the uploaded model; 'scratch': re-initialise it first.",
+    )
+    trades_beta: float = Field(
+        6.0, gt=0, le=100, description="TRADES: weight of the robustness (KL) term (paper: 6)."
+    )
+    distillation_alpha: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description=(
+            "robust_distillation: weight of the teacher's soft labels at T on adversarial "
+            "inputs against the hard labels' cross-entropy on clean inputs (ARD: 1 - alpha)."
+        ),
+    )
+    teacher: Literal["adversarial", "upload"] = Field(
+        "adversarial",
+        description=(
+            "robust_distillation's teacher: 'adversarial' trains one from the upload first "
+            "(PGD); 'upload' uses the upload as it is (when it is already robust)."
+        ),
+    )
+
+
 class HardenSpec(_Strict):
-    """Parameters of one hardening job (defensive distillation, Papernot et al. 2016)."""
+    """Parameters of one hardening job: defensive distillation (Papernot et al. 2016) by default,
+    or the methods that train against attacks (``method``, ``robust``)."""
 
     dataset: str = Field(
         "builtin:mnist",
@@ -223,6 +294,18 @@ class HardenSpec(_Strict):
         ),
         examples=["builtin:digits"],
     )
+    method: HardeningMethodName | list[HardeningMethodName] = Field(
+        "distillation",
+        description=(
+            "Hardening method, or several to compare side by side (the first one's model is "
+            "the job's model.onnx): 'distillation' (defensive distillation, the paper; the "
+            "default), 'adversarial' (PGD adversarial training), 'trades' (TRADES), "
+            "'robust_distillation' (ARD: an adversarially trained teacher's soft labels at T "
+            "on adversarial inputs). The last three are set by 'robust'."
+        ),
+        examples=["distillation", ["distillation", "adversarial"]],
+    )
+    robust: RobustTrainingSpec = Field(default_factory=RobustTrainingSpec)
     temperature: float = Field(
         100.0,
         ge=1.0,
@@ -305,6 +388,34 @@ class HardenSpec(_Strict):
     webhook_url: HttpUrl | None = Field(
         None, description="Service only: signed POST (HMAC-SHA256) here when the job ends."
     )
+
+    @field_validator("method")
+    @classmethod
+    def _methods(
+        cls, value: HardeningMethodName | list[HardeningMethodName]
+    ) -> HardeningMethodName | list[HardeningMethodName]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("method lists no method: name at least one, e.g. 'adversarial'")
+            if len(set(value)) != len(value):
+                raise ValueError("method names a method twice: list each method once")
+        return value
+
+    @property
+    def methods(self) -> tuple[HardeningMethodName, ...]:
+        """The methods to run, in order; the first one's model is the job's model.onnx."""
+        return tuple(self.method) if isinstance(self.method, list) else (self.method,)
+
+    def robust_epsilon(self) -> float:
+        """The robust methods' training budget: ``robust.epsilon``, else the largest audited one."""
+        if self.robust.epsilon is not None:
+            return self.robust.epsilon
+        audited = (
+            self.evaluation.epsilons_linf
+            if self.robust.norm == "linf"
+            else (self.evaluation.epsilons_l2)
+        )
+        return max(audited)
 
     @field_validator("dataset")
     @classmethod

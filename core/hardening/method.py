@@ -22,16 +22,38 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class RobustTraining:
+    """How a method that trains against attacks trained: its budget and what the held-out check
+    saw (core.hardening.perturb.HeldOutCheck)."""
+
+    norm: str
+    epsilon: float
+    steps: int  # PGD steps of the inner maximisation (1 for a fast FGSM epoch)
+    step_size: float
+    fast: bool
+    warmup_epochs: int
+    epochs: int  # epochs trained
+    best_epoch: int  # 1-based: the epoch whose weights were kept
+    held_out_samples: int
+    held_out_robust_accuracy: list[float] = field(default_factory=list)  # PGD, per epoch
+    losses: list[float] = field(default_factory=list)  # per epoch
+    fell_back_at: int | None = None  # 1-based epoch where fast training collapsed, went to PGD
+    parameters: dict[str, float] = field(default_factory=dict)  # e.g. TRADES' beta
+
+
+@dataclass
 class HardeningResult:
     """What a method produced. ``student`` is the hardened model, deployed at T=1; ``teacher`` is
-    the model it learnt from (its logits T-scaled) and ``soft_labels`` what it learnt.
+    the model it learnt from, if any (distillation's has T-scaled logits) and ``soft_labels``
+    what it learnt (distillation only). ``robust`` records training against attacks.
 
-    Both models are bare (no normalisation layer): they expect the inputs the upload expects.
+    The models are bare (no normalisation layer): they expect the inputs the upload expects.
     """
 
-    teacher: nn.Module
+    teacher: nn.Module | None
     student: nn.Module
-    soft_labels: Tensor
+    soft_labels: Tensor | None = None
+    robust: RobustTraining | None = None
     teacher_losses: list[float] = field(default_factory=list)
     student_losses: list[float] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage it ran

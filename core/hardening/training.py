@@ -23,6 +23,11 @@ from core.plan import RunPlan, steps_per_epoch
 from core.spec import HardenSpec
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+# A loss that needs the model and the batch's inputs, not only its logits: adversarial training
+# perturbs the inputs first (core.hardening.adversarial).
+BatchLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
+# Called after each epoch with the epoch's index and the per-epoch losses so far; True stops.
+EpochHook = Callable[[int, list[float]], bool]
 
 # How many inputs one inference pass takes (soft labels, accuracy): big enough to keep a GPU busy.
 INFERENCE_BATCH = 1024
@@ -101,8 +106,10 @@ def train_epochs(
     model: nn.Module,
     inputs: Tensor,
     targets: Tensor,
-    loss_fn: LossFn,
+    loss_fn: LossFn | None = None,
     *,
+    batch_loss: BatchLoss | None = None,
+    after_epoch: EpochHook | None = None,
     epochs: int,
     plan: RunPlan,
     stage: str,
@@ -116,13 +123,24 @@ def train_epochs(
     returns the mean loss of each epoch. At most ``epochs``; with ``convergence``, once the losses
     have converged it lowers the learning rate for ``convergence.settle_epochs`` and stops.
     ``learning_rate`` overrides the spec's. Calls ``should_cancel()`` before every step and
-    ``on_progress(stage, step, total)`` after it (total: the most steps it may take)."""
+    ``on_progress(stage, step, total)`` after it (total: the most steps it may take).
+
+    The loss is ``loss_fn(model(x), targets)``, or ``batch_loss(model, x, targets)`` where the
+    loss needs the inputs themselves; ``after_epoch`` may stop training early by returning True.
+    """
+    if batch_loss is None:
+        if loss_fn is None:
+            raise TypeError("train_epochs needs loss_fn or batch_loss")
+        outputs_loss = loss_fn
+
+        def batch_loss(module: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+            return outputs_loss(module(x), target)
+
     optimizer = make_optimizer(model.parameters(), plan.spec, learning_rate)
     count = len(inputs)
     batch_size = plan.batch_size
     total = epochs * steps_per_epoch(count, batch_size)
     on_progress(stage, 0, total)
-    set_training_mode(model, True)
     losses: list[float] = []
     step = 0
     stop_after = epochs
@@ -130,6 +148,7 @@ def train_epochs(
         # The permutation is drawn on the CPU generator so a seed gives the same batches on any
         # device; the loss sum stays on the device so there is one sync per epoch, not per step.
         order = torch.randperm(count, generator=generator).to(inputs.device)
+        set_training_mode(model, True)  # again each epoch: an after_epoch check may evaluate
         loss_sum = torch.zeros((), device=inputs.device)
         for start in range(0, count, batch_size):
             if should_cancel():
@@ -137,7 +156,7 @@ def train_epochs(
                     f"cancelled during {stage} training at step {step} of {total}", stage
                 )
             index = order[start : start + batch_size]
-            loss = loss_fn(model(inputs[index]), targets[index])
+            loss = batch_loss(model, inputs[index], targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -145,6 +164,8 @@ def train_epochs(
             step += 1
             on_progress(stage, step, total)
         losses.append(float(loss_sum) / count)
+        if after_epoch is not None and after_epoch(epoch, losses):
+            stop_after = epoch + 1
         if epoch + 1 >= stop_after:
             break
         if convergence is not None and stop_after == epochs and convergence.reached(losses):

@@ -15,12 +15,19 @@ from torch import Tensor, nn
 from core.audit.schema import Evaluation, Verdict
 from core.datasets.references import Dataset
 from core.deploy.onnx_export import ExportResult
-from core.hardening.method import HardeningResult
+from core.hardening.method import HardeningMethod, HardeningResult, RobustTraining
 from core.hardening.training import logits_of
 from core.intake.upload import LoadedModel
 from core.names import MODEL_ONNX
 from core.plan import RunPlan
-from core.report.schema import DistillationSummary, ExportSummary, ModelSummary, Report
+from core.report.schema import (
+    DistillationSummary,
+    ExportSummary,
+    MethodComparison,
+    ModelSummary,
+    Report,
+    RobustTrainingSummary,
+)
 
 
 def software_versions() -> dict[str, str]:
@@ -82,6 +89,14 @@ def accuracy_note(
     drop = models["uploaded"].clean_accuracy - models["student"].clean_accuracy
     if drop <= ACCURACY_DROP_NOTE:
         return None
+    if result.robust is not None:
+        # Training against attacks trades clean accuracy for robustness (Tsipras et al. 2019):
+        # the cost is stated, not treated as a failure.
+        return (
+            f"the hardened model's clean accuracy is {100 * drop:.1f} points below the uploaded "
+            f"model's: the price of training against {result.robust.norm} attacks of size "
+            f"{result.robust.epsilon:g}; a smaller robust.epsilon (or a larger model) costs less"
+        )
     advice = (
         "use the default student_parametrization 'output_scale'"
         if plan.spec.student_parametrization == "plain"
@@ -108,9 +123,32 @@ def build_report(
     timings: dict[str, float],
     evaluation: Evaluation | None,
     verdict: Verdict | None,
+    method: HardeningMethod,
+    comparison: list[MethodComparison],
 ) -> Report:
     """The report of one run (validated by its pydantic model)."""
     spec = plan.spec
+    distillation = (
+        DistillationSummary(
+            temperature=spec.temperature,
+            teacher_epochs=plan.teacher_epochs,
+            student_epochs=len(result.student_losses),
+            student_epochs_auto=plan.student_epochs_auto,
+            student_steps=result.student_steps,
+            student_stop=result.student_stop,
+            student_final_divergence=result.student_final_divergence,
+            student_parametrization=spec.student_parametrization,
+            student_deployed=result.student_deployed,
+            optimizer=spec.optimizer,
+            teacher_start=result.teacher_start,
+            student_init=spec.student_architecture or spec.student_init,
+            train_samples=plan.train_samples,
+            teacher_loss_history=result.teacher_losses,
+            student_loss_history=result.student_losses,
+        )
+        if method.name == "distillation"
+        else None
+    )
     return Report(
         created_at=created_at,
         software=software_versions(),
@@ -133,23 +171,10 @@ def build_report(
             },
         },
         models=models,
-        distillation=DistillationSummary(
-            temperature=spec.temperature,
-            teacher_epochs=plan.teacher_epochs,
-            student_epochs=len(result.student_losses),
-            student_epochs_auto=plan.student_epochs_auto,
-            student_steps=result.student_steps,
-            student_stop=result.student_stop,
-            student_final_divergence=result.student_final_divergence,
-            student_parametrization=spec.student_parametrization,
-            student_deployed=result.student_deployed,
-            optimizer=spec.optimizer,
-            teacher_start=result.teacher_start,
-            student_init=spec.student_architecture or spec.student_init,
-            train_samples=plan.train_samples,
-            teacher_loss_history=result.teacher_losses,
-            student_loss_history=result.student_losses,
-        ),
+        method=method.name,
+        method_title=method.title,
+        distillation=distillation,
+        robust_training=robust_summary(result.robust),
         export=ExportSummary(
             file=MODEL_ONNX,
             sha256=exported.sha256,
@@ -164,4 +189,36 @@ def build_report(
         notes=notes,
         evaluation=evaluation,
         verdict=verdict,
+        comparison=comparison,
     )
+
+
+def robust_summary(record: RobustTraining | None) -> RobustTrainingSummary | None:
+    """The report's record of training against attacks (None for distillation)."""
+    if record is None:
+        return None
+    return RobustTrainingSummary(
+        norm=record.norm, epsilon=record.epsilon, steps=record.steps,
+        step_size=record.step_size, fast=record.fast, warmup_epochs=record.warmup_epochs,
+        epochs=record.epochs, best_epoch=record.best_epoch,
+        held_out_samples=record.held_out_samples,
+        held_out_robust_accuracy=record.held_out_robust_accuracy,
+        fell_back_at=record.fell_back_at, parameters=record.parameters,
+        loss_history=record.losses,
+    )  # fmt: skip
+
+
+def method_comparison(
+    method: HardeningMethod,
+    result: HardeningResult,
+    student: ModelSummary,
+    *,
+    training_s: float,
+    evaluation: Evaluation | None,
+    verdict: Verdict | None,
+) -> MethodComparison:
+    """One compared method's row of the report."""
+    return MethodComparison(
+        method=method.name, method_title=method.title, training_s=training_s, student=student,
+        robust_training=robust_summary(result.robust), evaluation=evaluation, verdict=verdict,
+    )  # fmt: skip

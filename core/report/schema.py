@@ -19,7 +19,9 @@ from core.audit.schema import Evaluation, Verdict
 # 1.2: distillation.student_epochs_auto and distillation.student_steps.
 # 1.3: distillation.student_parametrization, student_stop, student_final_divergence,
 #      student_deployed; an auto student trains until its loss converges.
-# 1.4: evaluation.preset (autoattack), evaluation.method, models.*.worst_case (per-sample worst
+# 1.4: method, method_title, robust_training and comparison (hardening methods beyond
+#      distillation; distillation is null for a method that does not distil);
+#      evaluation.preset (autoattack), evaluation.method, models.*.worst_case (per-sample worst
 #      case over attacks), verdict.strongest[].*_worst_case and autoattack_missing.
 REPORT_VERSION = "1.4"
 
@@ -91,6 +93,45 @@ class DistillationSummary(_Section):
     student_loss_history: list[float] = Field(default_factory=list)
 
 
+class RobustTrainingSummary(_Section):
+    """How a method that trains against attacks trained (core.hardening.method.RobustTraining)."""
+
+    norm: str
+    epsilon: float = Field(description="Training budget, in input units.")
+    steps: int = Field(description="PGD steps of the inner maximisation.")
+    step_size: float
+    fast: bool = Field(description="Single-step FGSM from a random start (Wong et al. 2020).")
+    warmup_epochs: int = Field(description="Epochs over which epsilon grew linearly from 0.")
+    epochs: int = Field(description="Epochs trained.")
+    best_epoch: int = Field(description="The epoch whose weights were kept (1-based).")
+    held_out_samples: int = Field(description="Training samples held out for the PGD check.")
+    held_out_robust_accuracy: list[float] = Field(
+        default_factory=list,
+        description="PGD robust accuracy at the full budget on the held-out samples, per epoch.",
+    )
+    fell_back_at: int | None = Field(
+        None,
+        description="Epoch (1-based) where fast training lost half its best held-out robust "
+        "accuracy (catastrophic overfitting) and went on with PGD from the best epoch.",
+    )
+    parameters: dict[str, float] = Field(
+        default_factory=dict, description="Method parameters, e.g. TRADES' beta."
+    )
+    loss_history: list[float] = Field(default_factory=list)
+
+
+class MethodComparison(_Section):
+    """One more method run on the same upload and audited beside the job's own model."""
+
+    method: str
+    method_title: str
+    training_s: float = Field(description="Seconds its training took.")
+    student: ModelSummary = Field(description="Its model's clean behaviour on the test split.")
+    robust_training: RobustTrainingSummary | None = None
+    evaluation: Evaluation | None = None
+    verdict: Verdict | None = None
+
+
 class Report(_Section):
     """Everything a hardening job produced, in one document."""
 
@@ -105,7 +146,14 @@ class Report(_Section):
     models: dict[str, ModelSummary] = Field(
         description="Clean accuracy per model: 'uploaded', 'teacher', 'student'."
     )
-    distillation: DistillationSummary
+    method: str = Field("distillation", description="The hardening method of model.onnx.")
+    method_title: str = Field("", description="The method, with its paper.")
+    distillation: DistillationSummary | None = Field(
+        None, description="Defensive distillation's record; null for other methods."
+    )
+    robust_training: RobustTrainingSummary | None = Field(
+        None, description="Training against attacks; null for defensive distillation."
+    )
     export: ExportSummary
     timings_s: dict[str, float] = Field(description="Seconds per pipeline stage.")
     notes: list[str] = Field(
@@ -114,6 +162,11 @@ class Report(_Section):
     # Filled by core.audit.evaluate; None when evaluation is disabled.
     evaluation: Evaluation | None = None
     verdict: Verdict | None = None
+    comparison: list[MethodComparison] = Field(
+        default_factory=list,
+        description="The other methods the spec named, each run on the same upload and audited "
+        "the same way, for a side-by-side comparison (their models are not exported).",
+    )
 
 
 def report_json_schema() -> dict[str, Any]:

@@ -22,8 +22,9 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 # A Redis db of its own: some workers here use a short visibility timeout, which must not touch
-# other users' unacknowledged messages in db 0.
-REDIS_DB = 13
+# other users' unacknowledged messages in db 0. Two test runs at once on one machine give each its
+# own db through HARDEN_TEST_REDIS_DB.
+REDIS_DB = int(os.environ.get("HARDEN_TEST_REDIS_DB", "13"))
 
 
 def free_port() -> int:

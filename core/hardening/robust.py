@@ -1,0 +1,310 @@
+"""Hardening that holds up under adaptive attacks, unlike defensive distillation's masking:
+
+- ``adversarial``: PGD adversarial training (Madry et al., ICLR 2018),
+  ``min_θ E max_δ CE(f(x+δ), y)``; with ``robust.fast``, one FGSM step from a random start
+  at 1.25 ε (Wong et al., ICLR 2020).
+- ``trades``: TRADES (Zhang et al., ICML 2019), ``CE(f(x), y) + β KL(f(x) ‖ f(x'))`` with ``x'``
+  maximising that KL: the trade-off between clean and robust accuracy made explicit.
+- ``robust_distillation``: Adversarially Robust Distillation (Goldblum et al., AAAI 2020): a robust
+  teacher's soft labels at T on clean inputs, matched by the student on adversarial ones:
+  ``α T² KL(t(x)/T ‖ s(x')/T) + (1 - α) CE(s(x), y)``, ``x'`` maximising the student's CE.
+
+All share the budget (``spec.robust``), a linear warm-up of ε, and a held-out PGD check each epoch
+that keeps the most robust epoch and guards fast training (core.hardening.perturb).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.hardening.method import HardeningResult, RobustTraining
+from core.hardening.normalization import with_normalization
+from core.hardening.perturb import Budget, HeldOutCheck, held_out_split, perturb
+from core.hardening.training import BatchLoss, logits_of, timed_stage, train_epochs
+from core.intake.zoo import build_zoo_model
+from core.names import CancelFn, ProgressFn
+
+if TYPE_CHECKING:
+    from core.datasets.references import Dataset
+    from core.intake.upload import LoadedModel
+    from core.plan import RunPlan
+
+# TRADES starts its inner maximisation this close to x (Zhang et al.'s 0.001 * N(0, 1)): at x
+# itself the KL's gradient is zero.
+TRADES_START_SCALE = 1e-3
+# Wong et al.'s fast training steps 1.25 ε from a uniform random start inside the ball.
+FAST_STEP = 1.25
+
+
+@dataclass
+class _Schedule:
+    """What changes between epochs: the warm-up's ε and whether fast training fell back to PGD."""
+
+    budget: Budget
+    warmup_epochs: int
+    fast: bool
+    epoch: int = 0
+    fell_back_at: int | None = None
+
+    def current(self) -> Budget:
+        if self.warmup_epochs <= 0:
+            return self.budget
+        return self.budget.at((self.epoch + 1) / self.warmup_epochs)
+
+
+def _adversarial_inputs(
+    model: nn.Module, x: Tensor, labels: Tensor, schedule: _Schedule, generator: torch.Generator
+) -> Tensor:
+    """Madry's inner max of the cross-entropy (or Wong's single random-start FGSM step)."""
+    budget = schedule.current()
+    start = budget.uniform_start(x, generator)
+
+    def objective(logits: Tensor) -> Tensor:
+        return F.cross_entropy(logits, labels, reduction="sum")
+
+    if schedule.fast:
+        return perturb(
+            model, x, objective, budget, start=start, steps=1,
+            step_size=FAST_STEP * budget.epsilon,
+        )  # fmt: skip
+    return perturb(model, x, objective, budget, start=start)
+
+
+def _pgd_loss(schedule: _Schedule, generator: torch.Generator) -> BatchLoss:
+    def loss(model: nn.Module, x: Tensor, labels: Tensor) -> Tensor:
+        x_adv = _adversarial_inputs(model, x, labels, schedule, generator)
+        return F.cross_entropy(model(x_adv), labels)
+
+    return loss
+
+
+def _trades_loss(schedule: _Schedule, beta: float, generator: torch.Generator) -> BatchLoss:
+    def loss(model: nn.Module, x: Tensor, labels: Tensor) -> Tensor:
+        budget = schedule.current()
+        with torch.no_grad():
+            model.eval()
+            clean = F.softmax(model(x), dim=1)
+        noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
+
+        def divergence(logits: Tensor) -> Tensor:
+            return F.kl_div(F.log_softmax(logits, dim=1), clean, reduction="sum")
+
+        start = budget.project(x + TRADES_START_SCALE * noise, x)
+        x_adv = perturb(model, x, divergence, budget, start=start)
+        logits = model(x)
+        robust_term = F.kl_div(
+            F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean"
+        )
+        return F.cross_entropy(logits, labels) + beta * robust_term
+
+    return loss
+
+
+def _ard_loss(
+    schedule: _Schedule,
+    labels: Tensor,
+    teacher_probs: Tensor,
+    temperature: float,
+    alpha: float,
+    generator: torch.Generator,
+) -> BatchLoss:
+    """ARD's loss; the batch's targets are row numbers into ``labels`` and ``teacher_probs``."""
+
+    def loss(model: nn.Module, x: Tensor, rows: Tensor) -> Tensor:
+        y = labels[rows]
+        x_adv = _adversarial_inputs(model, x, y, schedule, generator)
+        # T² keeps the soft term's gradient the size of the hard one's (Hinton et al. 2015).
+        soft = F.kl_div(
+            F.log_softmax(model(x_adv) / temperature, dim=1), teacher_probs[rows],
+            reduction="batchmean",
+        ) * temperature**2  # fmt: skip
+        if alpha >= 1:
+            return soft
+        return alpha * soft + (1 - alpha) * F.cross_entropy(model(x), y)
+
+    return loss
+
+
+def _fit(
+    model: nn.Module,
+    data: Dataset,
+    plan: RunPlan,
+    loss_for: str,
+    *,
+    stage: str,
+    on_progress: ProgressFn,
+    should_cancel: CancelFn,
+    teacher_probs: Tensor | None = None,
+) -> RobustTraining:
+    """Train ``model`` (bare) in place against attacks with the loss ``loss_for`` names; returns
+    what happened. Inputs stay raw: the spec's normalisation sits in front of the model, so the
+    budget is in input units like the audit's."""
+    spec = plan.spec
+    device = torch.device(plan.device)
+    robust = spec.robust
+    cpu_generator = torch.Generator().manual_seed(spec.seed)
+    generator = torch.Generator(device=device).manual_seed(spec.seed)
+    train_rows, held_rows = held_out_split(len(data.y_train), cpu_generator)
+    x = data.x_train.to(device)
+    y = data.y_train.to(device)
+    wrapped = with_normalization(model.to(device), spec.normalization)
+    budget = Budget.of(spec)
+    schedule = _Schedule(budget, robust.warmup_epochs, robust.fast)
+    check = HeldOutCheck(wrapped, x[held_rows], y[held_rows], budget, spec.seed)
+    train_inputs = x[train_rows.to(device)]
+    if loss_for == "trades":
+        batch_loss = _trades_loss(schedule, robust.trades_beta, generator)
+        targets = y[train_rows.to(device)]
+    elif loss_for == "ard":
+        assert teacher_probs is not None
+        batch_loss = _ard_loss(
+            schedule, y[train_rows.to(device)], teacher_probs[train_rows.to(device)],
+            spec.temperature, robust.distillation_alpha, generator,
+        )  # fmt: skip
+        targets = torch.arange(len(train_rows), device=device)
+    else:
+        batch_loss = _pgd_loss(schedule, generator)
+        targets = y[train_rows.to(device)]
+
+    def after_epoch(epoch: int, losses: list[float]) -> bool:
+        check.record(epoch)
+        if schedule.fast and epoch >= schedule.warmup_epochs and check.collapsed():
+            check.restore_best()
+            schedule.fast = False
+            schedule.fell_back_at = epoch + 1
+        schedule.epoch = epoch + 1
+        return False
+
+    losses = train_epochs(
+        wrapped, train_inputs, targets, batch_loss=batch_loss, epochs=robust.epochs, plan=plan,
+        stage=stage, generator=cpu_generator, on_progress=on_progress,
+        should_cancel=should_cancel, after_epoch=after_epoch,
+    )  # fmt: skip
+    check.restore_best()
+    return RobustTraining(
+        norm=budget.norm, epsilon=budget.epsilon, steps=budget.steps,
+        step_size=budget.step_size, fast=robust.fast, warmup_epochs=robust.warmup_epochs,
+        epochs=len(losses), best_epoch=check.best_epoch + 1, held_out_samples=len(held_rows),
+        held_out_robust_accuracy=check.accuracies, losses=losses,
+        fell_back_at=schedule.fell_back_at,
+    )  # fmt: skip
+
+
+def _start(uploaded: LoadedModel, plan: RunPlan) -> nn.Module:
+    return uploaded.fresh_copy(reinitialise=plan.spec.robust.start == "scratch")
+
+
+class _Trained:
+    """A method whose model is the upload trained in place against attacks with one loss."""
+
+    name = ""
+    title = ""
+    loss = ""
+
+    def harden(
+        self,
+        uploaded: LoadedModel,
+        data: Dataset,
+        plan: RunPlan,
+        *,
+        on_progress: ProgressFn,
+        should_cancel: CancelFn,
+    ) -> HardeningResult:
+        torch.manual_seed(plan.spec.seed)
+        timings: dict[str, float] = {}
+        with timed_stage("student", should_cancel, timings):
+            model = _start(uploaded, plan)
+            record = _fit(
+                model, data, plan, self.loss, stage="student", on_progress=on_progress,
+                should_cancel=should_cancel,
+            )  # fmt: skip
+        if self.loss == "trades":
+            record.parameters["beta"] = plan.spec.robust.trades_beta
+        return HardeningResult(
+            teacher=None, student=model, robust=record, timings=timings,
+            student_losses=record.losses,
+            student_steps=record.epochs * plan.steps_per_epoch, student_stop="epochs as set",
+            student_deployed="the trained network as is",
+        )  # fmt: skip
+
+
+class AdversarialTraining(_Trained):
+    """PGD adversarial training (or its fast FGSM variant) of the upload; stage ``student``."""
+
+    name = "adversarial"
+    title = "PGD adversarial training (Madry et al., ICLR 2018)"
+    loss = "pgd"
+
+
+class Trades(_Trained):
+    """TRADES training of the upload; stage ``student``."""
+
+    name = "trades"
+    title = "TRADES (Zhang et al., ICML 2019)"
+    loss = "trades"
+
+
+class RobustDistillation:
+    """ARD: an adversarially trained teacher (or the upload as is), then a student of the same
+    architecture (or ``spec.student_architecture``) on its soft labels at T, on adversarial
+    inputs. Stages ``teacher``, ``soft_labels``, ``student``."""
+
+    name = "robust_distillation"
+    title = "adversarially robust distillation (Goldblum et al., AAAI 2020)"
+
+    def harden(
+        self,
+        uploaded: LoadedModel,
+        data: Dataset,
+        plan: RunPlan,
+        *,
+        on_progress: ProgressFn,
+        should_cancel: CancelFn,
+    ) -> HardeningResult:
+        spec = plan.spec
+        device = torch.device(plan.device)
+        torch.manual_seed(spec.seed)
+        timings: dict[str, float] = {}
+        teacher_losses: list[float] = []
+        with timed_stage("teacher", should_cancel, timings):
+            teacher = _start(uploaded, plan).to(device)
+            if spec.robust.teacher == "adversarial":
+                teacher_losses = _fit(
+                    teacher, data, plan, "pgd", stage="teacher", on_progress=on_progress,
+                    should_cancel=should_cancel,
+                ).losses  # fmt: skip
+        with timed_stage("soft_labels", should_cancel, timings):
+            on_progress("soft_labels", 0, 1)
+            inputs = data.x_train.to(device)
+            teacher_logits = logits_of(with_normalization(teacher, spec.normalization), inputs)
+            soft_labels = torch.softmax(teacher_logits / spec.temperature, dim=1)
+            on_progress("soft_labels", 1, 1)
+        with timed_stage("student", should_cancel, timings):
+            if spec.student_architecture:
+                student = build_zoo_model(
+                    spec.student_architecture, num_classes=data.num_classes,
+                    input_shape=data.input_shape,
+                )  # fmt: skip
+            else:
+                student = uploaded.fresh_copy(reinitialise=True)
+            record = _fit(
+                student, data, plan, "ard", stage="student", on_progress=on_progress,
+                should_cancel=should_cancel, teacher_probs=soft_labels,
+            )  # fmt: skip
+        record.parameters.update(temperature=spec.temperature, alpha=spec.robust.distillation_alpha)
+        return HardeningResult(
+            teacher=teacher, student=student, soft_labels=soft_labels, robust=record,
+            timings=timings, teacher_losses=teacher_losses, student_losses=record.losses,
+            student_steps=record.epochs * plan.steps_per_epoch, student_stop="epochs as set",
+            student_deployed="the trained network as is",
+            teacher_start=(
+                "the upload, adversarially trained (PGD)"
+                if spec.robust.teacher == "adversarial"
+                else "the upload as it is"
+            ),
+        )  # fmt: skip

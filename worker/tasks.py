@@ -10,6 +10,7 @@ import httpx
 from celery.signals import worker_process_init
 
 from app.infra.artifacts import make_store
+from app.infra.db import DATABASE_UNREACHABLE
 from app.infra.logs import job_context
 from app.infra.queue import RUN_JOB_TASK, WEBHOOK_TASK
 from app.infra.settings import get_settings
@@ -47,6 +48,14 @@ def _fresh_connections(**_: Any) -> None:
     reject_on_worker_lost=True,
     soft_time_limit=_settings.job_soft_time_limit_s,
     time_limit=_settings.job_time_limit_s,
+    # The job database unreachable: the message would be acknowledged with the job still
+    # queued and nothing left to run it. Retried instead (a new message, 5 s growing to a
+    # minute apart) for as long as the outage lasts.
+    autoretry_for=DATABASE_UNREACHABLE,
+    retry_backoff=5,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=None,
 )
 def harden_job(job_id: str) -> str:
     """Harden the model of job ``job_id`` (its state is re-read from the job store)."""

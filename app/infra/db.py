@@ -26,6 +26,8 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -138,6 +140,10 @@ class ApiKey(Base):
 
 
 CONNECT_TIMEOUT_S = 5
+# What SQLAlchemy raises when the database cannot be reached (down, restarting, connection lost,
+# pool exhausted): the API answers 503, a worker retries the task later. The engine's pre-ping
+# reconnects by itself once the database is back (no restart).
+DATABASE_UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
 
 
 def make_engine(url: str) -> Engine:

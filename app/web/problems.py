@@ -11,11 +11,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match, Route
 
+from app.infra.db import DATABASE_UNREACHABLE
 from app.web.errors import (
     DatabaseUnavailableError,
     InternalError,
@@ -27,10 +26,6 @@ from core.errors import HardenError, InvalidSpecError
 
 log = logging.getLogger(__name__)
 PROBLEM_TYPE = "https://harden.dev/problems/"
-# What SQLAlchemy raises when the database cannot be reached (down, restarting, connection lost,
-# pool exhausted): the request is answered 503, and the engine's pre-ping reconnects by itself
-# once the database is back (no restart of the API).
-DATABASE_DOWN = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
 DATABASE_DOWN_ERROR = DatabaseUnavailableError(
     "the job database is unreachable; nothing was changed",
     hint="retry in a moment (a POST /harden with the same Idempotency-Key); GET /readyz says "
@@ -157,7 +152,7 @@ def install_problem_handlers(app: FastAPI, routers: Sequence[APIRouter] = ()) ->
         log.warning("the job database is unreachable: %s", exc.__class__.__name__)
         return error_problem(DATABASE_DOWN_ERROR)
 
-    for error_class in DATABASE_DOWN:
+    for error_class in DATABASE_UNREACHABLE:
         app.add_exception_handler(error_class, _database_down)
 
     @app.exception_handler(Exception)

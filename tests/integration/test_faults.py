@@ -48,31 +48,14 @@ FAST_REAPER = {
 SLOW = FAST | {"student_epochs": 150, "batch_size": 16}
 
 
-def start_maintenance(cluster: Cluster) -> subprocess.Popen[bytes]:
-    """The compose file's maintenance service: a worker on the maintenance queue with beat."""
-    log = (cluster.workdir / "maintenance.log").open("wb")
+def start_celery(cluster: Cluster, name: str, *args: str) -> subprocess.Popen[bytes]:
+    """``celery -A worker.celery_app worker`` itself (``harden worker`` migrates the database
+    first, which a worker started during a database outage cannot)."""
+    log = (cluster.workdir / f"{name}.log").open("wb")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--beat",
-            "--schedule",
-            str(cluster.workdir / "celerybeat-schedule"),
-            "--queues",
-            MAINTENANCE_QUEUE,
-            "--pool",
-            "solo",
-            "--hostname",
-            "maintenance@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
+        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool", "solo"]
+        + ["--hostname", f"{name}@%h", "--without-gossip", "--without-mingle"]
+        + ["--loglevel", "INFO", *args],
         cwd=cluster.workdir,
         env=cluster.env,
         stdout=log,
@@ -80,13 +63,16 @@ def start_maintenance(cluster: Cluster) -> subprocess.Popen[bytes]:
         start_new_session=True,
     )
     cluster.processes.append(process)
-    wait_for(
-        lambda: " ready." in cluster.log("maintenance"),
-        60,
-        "maintenance worker ready",
-        lambda: cluster.log("maintenance"),
-    )
+    wait_for(lambda: " ready." in cluster.log(name), 60, f"{name} ready", lambda: cluster.log(name))
     return process
+
+
+def start_maintenance(cluster: Cluster) -> subprocess.Popen[bytes]:
+    """The compose file's maintenance service: a worker on the maintenance queue with beat."""
+    schedule = str(cluster.workdir / "celerybeat-schedule")
+    return start_celery(
+        cluster, "maintenance", "--beat", "--schedule", schedule, "--queues", MAINTENANCE_QUEUE
+    )
 
 
 @pytest.fixture
@@ -274,6 +260,15 @@ def test_a_database_outage_answers_503_and_recovers_without_a_restart(
         return answers
 
     private_postgres.stop()
+    # A worker started during the outage takes the queued job's message: it must retry, not
+    # acknowledge it and leave the job queued with nothing behind it.
+    start_celery(redis_cluster, "w1", "--queues", redis_cluster.env["HARDEN_QUEUE"])
+    wait_for(
+        lambda: "Retry in" in redis_cluster.log("w1"),
+        60,
+        "the worker retrying the job",
+        lambda: redis_cluster.log("w1"),
+    )
     down = requests("down:")
     for name in ("POST /harden", "GET /jobs/{id}", "GET /jobs", "POST /jobs/{id}/cancel"):
         body = down[name].json()
@@ -287,6 +282,9 @@ def test_a_database_outage_answers_503_and_recovers_without_a_restart(
     assert up["POST /harden"].status_code == 202, up["POST /harden"].text
     assert up["GET /jobs/{id}"].status_code == 200 and up["GET /jobs"].json()["total"] == 2
     assert up["GET /readyz"].status_code == 200
+    with HardenClient(redis_cluster.url, key) as client:
+        done = client.wait(before, timeout_s=150, poll_s=0.5)
+    assert done["state"] == "succeeded" and done["attempts"] == 1, redis_cluster.log("w1")
     # Nothing half-written by the refused submission: two jobs, each with its inputs.
     artifacts = Path(redis_cluster.env["HARDEN_ARTIFACT_DIR"])
     assert len([d for d in artifacts.iterdir() if d.is_dir()]) == 2

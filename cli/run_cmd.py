@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from core.pipeline import RunResult  # torch: imported only for type checking here
 
 # Fields with a dedicated option (dataset) or not scalars / not meaningful locally.
-_NOT_OPTIONS = {"dataset", "input_range", "normalization", "evaluation", "webhook_url"}
+# Sections (evaluation, robust) and structured values come from --config's JSON.
+_NOT_OPTIONS = {"dataset", "input_range", "normalization", "evaluation", "robust", "webhook_url"}
 _FIXED = ("model", "dataset", "dataset_file", "out", "config", "no_evaluation", "device")
 
 
@@ -47,6 +48,8 @@ def spec_options() -> dict[str, tuple[Any, str]]:
         if name in _NOT_OPTIONS:
             continue
         kind, choices = _option_type(info)
+        if name == "method":
+            choices = " Several: comma-separated, e.g. adversarial,distillation."
         options[name] = (kind, (info.description or "") + choices)
     return options
 
@@ -68,6 +71,9 @@ def build_spec(
         if not isinstance(values, dict):
             raise typer.BadParameter(f"{config} must hold a JSON object of spec fields")
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("method"), str) and "," in values["method"]:
+        # --method adversarial,distillation: several methods, side by side.
+        values["method"] = [name.strip() for name in values["method"].split(",")]
     if dataset is not None:
         values["dataset"] = dataset
     if no_evaluation:
@@ -174,7 +180,8 @@ def _fail(message: str, hint: str = "") -> typer.Exit:
 
 
 def run_command(**kwargs: Any) -> None:
-    """Harden MODEL by defensive distillation and write model.onnx and the report to --out."""
+    """Harden MODEL (defensive distillation unless --method says otherwise) and write model.onnx
+    and the report to --out."""
     from core.errors import HardenError
 
     fixed = {name: kwargs.pop(name) for name in _FIXED}

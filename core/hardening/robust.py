@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from core.hardening.method import HardeningResult, RobustTraining
 from core.hardening.normalization import with_normalization
 from core.hardening.perturb import Budget, HeldOutCheck, held_out_split, perturb
+from core.hardening.scaling import set_training_mode
 from core.hardening.training import BatchLoss, logits_of, timed_stage, train_epochs
 from core.intake.zoo import build_zoo_model
 from core.names import CancelFn, ProgressFn
@@ -87,7 +88,7 @@ def _trades_loss(schedule: _Schedule, beta: float, generator: torch.Generator) -
     def loss(model: nn.Module, x: Tensor, labels: Tensor) -> Tensor:
         budget = schedule.current()
         with torch.no_grad():
-            model.eval()
+            set_training_mode(model, False)
             clean = F.softmax(model(x), dim=1)
         noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from core.audit.attacks.gradient import pgd
+from core.errors import JobCancelledError
 from core.hardening.method import HardeningResult
 from core.hardening.perturb import Budget, HeldOutCheck, perturb
 from core.hardening.registry import METHODS
@@ -172,3 +173,21 @@ def test_two_methods_run_side_by_side_in_one_report(tmp_path: Path) -> None:
     assert robust_accuracies(report.evaluation) == robust_accuracies(other.evaluation)
     html = (out / "report.html").read_text()
     assert "Methods side by side" in html and "PGD adversarial training" in html
+
+
+def test_training_against_attacks_honours_cancel_and_reports_progress(tmp_path: Path) -> None:
+    data = digits()
+    uploaded = load_model(
+        write_model("torchscript", tmp_path), num_classes=10, input_shape=data.input_shape
+    )
+    spec = HardenSpec(dataset="builtin:digits", method="trades", robust={"epochs": 3})
+    plan = RunPlan.resolve(spec, dataset=spec.dataset, train_samples=len(data.y_train))
+    seen: list[tuple[str, int, int]] = []
+    polls = iter(range(1000))
+    with pytest.raises(JobCancelledError):
+        METHODS["trades"].harden(
+            uploaded, data, plan, on_progress=lambda *event: seen.append(event),
+            should_cancel=lambda: next(polls) >= 4,
+        )  # fmt: skip
+    assert seen and all(stage == "student" for stage, _, _ in seen)
+    assert max(done for _, done, _ in seen) >= 2  # it trained some steps, then stopped

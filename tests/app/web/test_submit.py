@@ -157,6 +157,30 @@ def test_out_of_range_value_is_refused(api, auth, store, settings):
 
 
 @pytest.mark.parametrize(
+    "config",
+    [
+        {"method": "madry"},
+        {"method": []},
+        {"method": ["adversarial", "adversarial"]},
+        {"method": "trades", "robust": {"trades_beta": 0}},
+        {"method": "adversarial", "robust": {"epsilon": -0.1}},
+    ],
+    ids=["unknown", "empty", "twice", "beta", "epsilon"],
+)
+def test_a_bad_hardening_method_is_refused_at_submit(api, auth, store, settings, config):
+    response = post(api, auth, onnx_model_bytes(), config=CONFIG | config)
+    body = assert_problem(response, 422, "invalid_spec")
+    assert body["errors"][0]["field"].startswith(("config.method", "config.robust"))
+    assert_nothing_left(store, settings)
+
+
+def test_several_hardening_methods_are_accepted(api, auth, store):
+    config = CONFIG | {"method": ["adversarial", "distillation"], "robust": {"fast": True}}
+    response = post(api, auth, onnx_model_bytes(), config=config)
+    assert response.status_code == 202, response.text
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [
         ("temperature", "NaN"),

@@ -207,7 +207,7 @@ def check_dataset_upload(path: Path, input_range: tuple[float, float]) -> str:
                 names = [n for n in archive.namelist() if not n.endswith("/")]
                 is_npz = bool(names) and all(n.endswith(".npy") for n in names)
             # The listing first: a zip bomb is refused before anything is inflated.
-            check_archive_listing(path)
+            check_archive_listing(path, image_folder=not is_npz)
             if is_npz:
                 with zipfile.ZipFile(path) as archive:
                     check_npz_upload(archive, input_range)

@@ -17,13 +17,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from core.datasets.layout import image_folder_layout
 from core.errors import DatasetError
 
 # What reading a damaged or cut-off archive raises, from tarfile and the decompressors under it.
 _UNREADABLE = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 DEFAULT_MAX_BYTES = 2 * 1024**3
 DEFAULT_MAX_FILES = 200_000
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 @dataclass
@@ -63,10 +63,13 @@ def check_archive_listing(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_files: int = DEFAULT_MAX_FILES,
+    image_folder: bool = True,
 ) -> None:
-    """Refuse, from its listing, an archive that unpacking would refuse: entries pointing
-    outside it (``..``, absolute paths), links, devices, a listing past the budget, and a
-    truncated archive. No entry's data is inflated into memory or onto disk.
+    """Refuse, from its listing, an archive that unpacking or reading would refuse: entries
+    pointing outside it (``..``, absolute paths), links, devices, a listing past the budget, a
+    truncated archive, and a layout without train/<class>/ and test/<class>/ images
+    (:mod:`core.datasets.layout`; not for an .npz, ``image_folder=False``). No entry's data is
+    inflated into memory or onto disk.
 
     For the API process, which must not spend minutes inflating a zip bomb only to refuse it:
     a zip's central directory gives every entry's size and kind; a tar's headers are read in
@@ -74,18 +77,24 @@ def check_archive_listing(
     cut off) and the walk stops at the first entry refused. Sizes can lie, so
     :func:`unpack_archive` checks everything again as it writes.
     """
+    dirs: list[PurePosixPath] = []
+    files: list[PurePosixPath] = []
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 infos = archive.infolist()
                 _budget(len(infos), sum(i.file_size for i in infos), max_files, max_bytes)
                 for info in infos:
-                    _check_zip_entry(info)
+                    member = _check_zip_entry(info)
+                    (dirs if info.is_dir() else files).append(member)
+            if image_folder:
+                image_folder_layout(dirs, files)
             return
         total = data_end = 0
         with tarfile.open(path, mode="r:*") as archive:
             for count, entry in enumerate(archive, start=1):
-                _check_tar_entry(entry)
+                member = _check_tar_entry(entry)
+                (dirs if entry.isdir() else files).append(member)
                 total += entry.size
                 _budget(count, total, max_files, max_bytes)
                 data_end = max(data_end, entry.offset_data + entry.size)
@@ -97,6 +106,8 @@ def check_archive_listing(
                 pass
             if data_end > stream.tell():
                 raise EOFError(f"the archive ends {data_end - stream.tell()} bytes too early")
+        if image_folder:
+            image_folder_layout(dirs, files)
     except (*_UNREADABLE, zipfile.BadZipFile) as exc:
         raise DatasetError(
             f"the dataset archive cannot be read (truncated or damaged?): {exc}",
@@ -216,51 +227,27 @@ def _unpack_tar(path: Path, dest: Path, max_bytes: int, max_files: int) -> None:
         ) from exc
 
 
-def _split_root(root: Path) -> Path:
-    if (root / "train").is_dir():
-        return root
-    children = [c for c in root.iterdir() if c.is_dir() and not c.name.startswith(("_", "."))]
-    if len(children) == 1 and (children[0] / "train").is_dir():
-        return children[0]
-    raise DatasetError(
-        "the archive has no train/ folder",
-        hint="lay images out as train/<class>/<image> and test/<class>/<image>",
-    )
-
-
-def _class_dirs(split: Path) -> list[str]:
-    if not split.is_dir():
-        raise DatasetError(
-            f"the archive has no {split.name}/ folder",
-            hint="lay images out as train/<class>/<image> and test/<class>/<image>",
-        )
-    return sorted(c.name for c in split.iterdir() if c.is_dir() and not c.name.startswith("."))
-
-
 def read_image_folder(root: Path) -> ImageFolder:
     """Read ``train/<class>/*`` and ``test/<class>/*`` images under ``root``."""
     from PIL import Image, UnidentifiedImageError
 
-    base = _split_root(root)
-    train_classes = _class_dirs(base / "train")
-    test_classes = _class_dirs(base / "test")
-    if train_classes != test_classes:
-        only_train = sorted(set(train_classes) - set(test_classes))
-        only_test = sorted(set(test_classes) - set(train_classes))
-        raise DatasetError(
-            f"train/ and test/ have different class folders (only in train: {only_train}, "
-            f"only in test: {only_test})",
-            hint="give both splits the same class folder names",
-        )
+    dirs: list[PurePosixPath] = []
+    files: list[PurePosixPath] = []
+    for path in root.rglob("*"):
+        relative = PurePosixPath(path.relative_to(root).as_posix())
+        if path.is_dir():
+            dirs.append(relative)
+        elif path.is_file():
+            files.append(relative)
+    layout = image_folder_layout(dirs, files)
     reference: tuple[tuple[int, int], str, str] | None = None
     arrays: dict[str, tuple[list[np.ndarray], list[int]]] = {}
     for split in ("train", "test"):
         images: list[np.ndarray] = []
         labels: list[int] = []
-        for label, name in enumerate(train_classes):
-            for file in sorted((base / split / name).iterdir()):
-                if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
-                    continue
+        for label, name in enumerate(layout.classes):
+            for relative in layout.images[split][name]:
+                file = root.joinpath(*relative.parts)
                 rel = f"{split}/{name}/{file.name}"
                 try:
                     with Image.open(file) as image:
@@ -299,5 +286,5 @@ def read_image_folder(root: Path) -> ImageFolder:
         y_train=np.asarray(arrays["train"][1], dtype=np.int64),
         x_test=np.stack(arrays["test"][0]),
         y_test=np.asarray(arrays["test"][1], dtype=np.int64),
-        class_names=train_classes,
+        class_names=layout.classes,
     )

@@ -72,4 +72,18 @@ def hostile_archives() -> dict[str, bytes]:
         "tar.gz: cut before its end": good_gz[:-5],
         "tar.gz: header only": good_gz[:12],
         "tar: cut inside an entry": plain[: 512 * 3 + 100],
+        "tar: no train/ folder": _tar([_entry("images/a/1.png", data=b"x")]),
+        "tar: no test/ folder": plain,
+        "zip: train/ and test/ classes differ": _zip_tree(
+            ["train/cat/1.png", "train/dog/2.png", "test/cat/3.png", "test/bird/4.png"]
+        ),
+        "zip: test/ holds no images": _zip_tree(["train/a/1.png", "test/a/notes.txt"]),
     }
+
+
+def _zip_tree(names: list[str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            archive.writestr(name, b"x")
+    return buffer.getvalue()

@@ -258,7 +258,9 @@ def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
     path.write_bytes(zip_claiming(3 * 1024**3))
     with pytest.raises(DatasetError, match="unpacks to more than"):
         check_archive_listing(path)
-    check_archive_listing(path, max_bytes=4 * 1024**3)  # within budget: the listing is fine
+    # Within budget: the listing passes the budget and its layout is read (no test/ here).
+    with pytest.raises(DatasetError, match="no test/ folder"):
+        check_archive_listing(path, max_bytes=4 * 1024**3)
 
     tar_path = tmp_path / "many.tar.gz"
     with tarfile.open(tar_path, "w:gz") as archive:
@@ -270,4 +272,5 @@ def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
         check_archive_listing(tar_path, max_files=3)
     with pytest.raises(DatasetError, match="unpacks to more than"):
         check_archive_listing(tar_path, max_bytes=2500)
-    check_archive_listing(tar_path)
+    with pytest.raises(DatasetError, match="no test/ folder"):  # within budget: layout read
+        check_archive_listing(tar_path)

@@ -113,7 +113,14 @@ def main() -> None:
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.save(torch.jit.script(upload), str(model_file))
         started = time.perf_counter()
-        result = run(spec, model_file, None, Path(tmp) / "out")
+        stages: list[str] = []
+
+        def show(stage: str, done: int, total: int) -> None:
+            if not stages or stages[-1] != stage:  # one line per stage, on stderr
+                stages.append(stage)
+                print(f"[{time.perf_counter() - started:6.0f} s] {stage}", file=sys.stderr)
+
+        result = run(spec, model_file, None, Path(tmp) / "out", on_progress=show)
         elapsed = time.perf_counter() - started
         if args.out:
             args.out.write_text(result.report.model_dump_json(indent=2))

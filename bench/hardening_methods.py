@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -77,6 +78,13 @@ def main() -> None:
         "adversarially trained model, for robust_distillation with --robust-teacher upload)",
     )
     parser.add_argument(
+        "--upload",
+        type=Path,
+        help="a model file in any format the service takes (e.g. the model.onnx a previous run "
+        "kept with --keep-model) to upload instead of the undefended CNN",
+    )
+    parser.add_argument("--keep-model", type=Path, help="copy the first method's model.onnx here")
+    parser.add_argument(
         "--robust-teacher", choices=["adversarial", "upload"], default="adversarial"
     )
     args = parser.parse_args()
@@ -120,8 +128,12 @@ def main() -> None:
                 stages.append(stage)
                 print(f"[{time.perf_counter() - started:6.0f} s] {stage}", file=sys.stderr)
 
+        if args.upload:
+            model_file = args.upload
         result = run(spec, model_file, None, Path(tmp) / "out", on_progress=show)
         elapsed = time.perf_counter() - started
+        if args.keep_model:
+            shutil.copyfile(result.artifacts["model.onnx"], args.keep_model)
         if args.out:
             args.out.write_text(result.report.model_dump_json(indent=2))
     report = result.report
@@ -139,7 +151,7 @@ def main() -> None:
         return "-" if value is None else f"{100 * value:.1f}%"
 
     cells = " | ".join(pct(up_worst.get(eps)) for eps in args.epsilons)
-    name = "upload" if args.upload_state else "upload (undefended)"
+    name = "upload" if args.upload_state or args.upload else "upload (undefended)"
     print(f"| {name} | {pct(uploaded)} | {cells} | - | - |")
     for method, clean, worst, label, seconds in _rows(report):
         cells = " | ".join(pct(worst.get(eps)) for eps in args.epsilons)

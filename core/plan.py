@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.datasets.fetched_refs import is_fetched_reference
 from core.errors import InvalidSpecError
 from core.spec import STUDENT_EPOCHS_MAX, STUDENT_STEPS_MAX, HardenSpec
 
@@ -37,6 +38,8 @@ def dataset_reference(spec: HardenSpec, dataset_file: Path | None) -> str:
     # A dataset file sent with the job is what the user means unless the spec names another one
     # explicitly; the spec's default (builtin:mnist) must not silently win over an upload.
     if dataset_file is not None:
+        if is_fetched_reference(spec.dataset):
+            return spec.dataset  # a registered or remote dataset, fetched by the worker
         if "dataset" in spec.model_fields_set and spec.dataset != "upload":
             raise InvalidSpecError(
                 f"a dataset file was given and the spec also names dataset {spec.dataset!r}",

@@ -10,6 +10,12 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
+from core.datasets.fetched_refs import (
+    FORMS,
+    RemoteRef,
+    is_fetched_reference,
+    parse_fetched_reference,
+)
 from core.names import BUILTIN_DATASETS
 
 SPEC_VERSION = 1
@@ -289,10 +295,22 @@ class HardenSpec(_Strict):
         min_length=1,
         max_length=2048,
         description=(
-            "Dataset reference: builtin:mnist, builtin:digits, file:///path (.npz or image-folder "
-            "archive), a plain local path, or 'upload' when a dataset file is sent with the job."
+            "Dataset reference: builtin:mnist, builtin:digits, 'upload' when a dataset file is "
+            "sent with the job, dataset:<id> or dataset:sha256:<hex> (registered with POST "
+            "/datasets), s3://bucket/key or https://host/path (fetched by the worker; optionally "
+            "ending in #sha256=<hex>); harden run also reads a local path or file:///path (.npz "
+            "or image-folder archive)."
         ),
         examples=["builtin:digits"],
+    )
+    dataset_sha256: str | None = Field(
+        None,
+        pattern="^[0-9a-f]{64}$",
+        description=(
+            "Pins the dataset a dataset:<id>, s3:// or https:// reference names: the job fails "
+            "(before training) when the file's sha256 differs. Same as ending the reference in "
+            "#sha256=<hex>."
+        ),
     )
     method: HardeningMethodName | list[HardeningMethodName] = Field(
         "distillation",
@@ -424,12 +442,33 @@ class HardenSpec(_Strict):
             raise ValueError(
                 f"unknown builtin dataset {ref!r}: use one of {', '.join(BUILTIN_DATASETS)}"
             )
+        if is_fetched_reference(ref):
+            parse_fetched_reference(ref)  # a malformed one raises, naming the right form
+            return ref
         if "://" in ref and not ref.startswith("file://"):
+            scheme = ref.split("://", 1)[0]
             raise ValueError(
-                f"dataset URI scheme of {ref!r} is not supported: use file://, builtin:, "
-                "a local path, or upload the file with the job"
+                f"dataset URI scheme {scheme!r} of {ref!r} is not supported: use "
+                f"{', '.join(BUILTIN_DATASETS)}, {FORMS}, or upload the file with the job "
+                "(harden run also reads a local path)"
             )
         return ref
+
+    @model_validator(mode="after")
+    def _dataset_pin(self) -> HardenSpec:
+        if self.dataset_sha256 is None:
+            return self
+        if not is_fetched_reference(self.dataset) or self.dataset.startswith("dataset:sha256:"):
+            raise ValueError(
+                "dataset_sha256 pins a dataset the service fetches (dataset:<id>, s3://, "
+                f"https://), not {self.dataset!r}: remove dataset_sha256"
+            )
+        pinned = parse_fetched_reference(self.dataset)
+        if isinstance(pinned, RemoteRef) and pinned.sha256 not in (None, self.dataset_sha256):
+            raise ValueError(
+                "dataset_sha256 and the #sha256= pin of the dataset reference differ: keep one"
+            )
+        return self
 
     @field_validator("input_range")
     @classmethod

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from core.datasets.checks import CheckedArrays, validate_arrays
+from core.datasets.fetched_refs import FORMS, is_fetched_reference
 from core.errors import DatasetError
 from core.names import BUILTIN_DATASETS, NPZ_ARRAYS
 
@@ -86,6 +87,16 @@ def _resolve_path(ref: str, upload: Path | None) -> Path:
                 hint="send the dataset file with the job, or name a builtin dataset",
             )
         return Path(upload)
+    if is_fetched_reference(ref):
+        if upload is None:
+            raise DatasetError(
+                f"{ref!r} names a dataset the service's worker fetches; harden run reads "
+                "local files only",
+                hint="download the file and give its local path, or submit the job to the "
+                "service (harden submit)",
+                reference=ref,
+            )
+        return Path(upload)  # the worker fetched it
     parsed = urlparse(ref)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
@@ -99,8 +110,8 @@ def _resolve_path(ref: str, upload: Path | None) -> Path:
     if parsed.scheme and len(parsed.scheme) > 1 and "://" in ref:
         raise DatasetError(
             f"dataset URI scheme {parsed.scheme!r} is not supported",
-            hint="use builtin:mnist, builtin:digits, file:///path, a local path, or upload the "
-            "file with the job",
+            hint=f"use builtin:mnist, builtin:digits, file:///path or a local path; the service "
+            f"also takes {FORMS}",
             reference=ref,
         )
     return Path(ref)

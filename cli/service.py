@@ -139,6 +139,7 @@ def worker(
     from worker.celery_app import celery_app
 
     settings = get_settings()
+    _check_device(settings.device)
     upgrade(settings.database_url)
     argv = [
         "worker",
@@ -152,6 +153,19 @@ def worker(
     if hostname:
         argv.append(f"--hostname={hostname}")
     celery_app.worker_main(argv)
+
+
+def _check_device(device: str | None) -> None:
+    """Stop a worker told a device this machine lacks before it takes any job."""
+    from core.device import pick_device
+    from core.errors import DeviceError
+
+    try:
+        resolved = pick_device(device)
+    except DeviceError as error:
+        typer.echo(f"harden worker: HARDEN_DEVICE: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"harden worker: jobs run on {resolved}", err=True)
 
 
 @db_app.command("upgrade")

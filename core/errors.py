@@ -67,3 +67,11 @@ class JobCancelledError(HardenError):
 
     code = "cancelled"
     status = 409
+
+
+class DeviceError(HardenError):
+    """The device a worker or a run was told to use does not exist on this machine: an
+    operator's setting (HARDEN_DEVICE, --device), not the job's fault."""
+
+    code = "device_unavailable"
+    status = 503

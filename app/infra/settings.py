@@ -5,6 +5,7 @@ Only app/ and worker/ read settings; the core gets plain arguments.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -104,7 +105,12 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(
         0.5, ge=0, description="Least time between two progress writes / cancel-flag reads."
     )
-    device: str | None = Field(None, description="Force a device ('cpu', 'cuda:1'); default auto.")
+    device: str | None = Field(
+        None,
+        description="The worker's device: 'cpu', 'cuda' or 'cuda:N' (one worker per GPU on a "
+        "machine with several); unset: the first GPU if any, else the CPU. A GPU this machine "
+        "lacks stops the worker at start (docs/deploy.md).",
+    )
     migrate_on_start: bool = Field(True, description="Run 'alembic upgrade head' at start.")
     events_poll_s: float = Field(0.5, gt=0, description="How often /events polls the job store.")
     # --- deployment (app/web/observability.py, worker/retention.py) ------------------------------
@@ -155,6 +161,18 @@ class Settings(BaseSettings):
                 f"({hard} s): past the soft limit a job fails cleanly with code 'timeout', past "
                 "the hard one its worker process is killed. Lower the soft limit (a few minutes "
                 "below the hard one is enough)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _device_is_a_device_name(self) -> Settings:
+        # Only the form is checked here (the web process has no torch); whether the GPU exists
+        # is checked when the worker starts (core.device.pick_device).
+        device = self.device
+        if device is not None and not re.fullmatch(r"cpu|cuda(:\d{1,3})?", device.strip().lower()):
+            raise ValueError(
+                f"HARDEN_DEVICE ({device!r}) is not a device: use 'cpu', 'cuda' or 'cuda:N' "
+                "(N: the GPU's index, one worker per GPU), or unset it to pick automatically"
             )
         return self
 

@@ -19,6 +19,10 @@ import pytest
             "HARDEN_JOB_SOFT_TIME_LIMIT_S (700 s) must be below HARDEN_JOB_TIME_LIMIT_S",
         ),
         ("worker", {"HARDEN_MAX_ATTEMPTS": "0"}, "HARDEN_MAX_ATTEMPTS: Input should be greater"),
+        ("worker", {"HARDEN_DEVICE": "gpu0"}, "HARDEN_DEVICE ('gpu0') is not a device"),
+        # A well-formed device this machine lacks (no CI machine has 100 GPUs): the worker stops
+        # before it takes a job, instead of failing every job or running them on cuda:0.
+        ("worker", {"HARDEN_DEVICE": "cuda:99"}, "HARDEN_DEVICE: device 'cuda:99' was asked"),
     ],
 )
 def test_an_invalid_setting_exits_2_naming_it_without_a_traceback(

@@ -45,7 +45,8 @@ def main() -> None:
         "# Default evaluation on the MNIST CNN pair (T=1 upload vs T=100 student)",
         "",
         f"EvaluationSpec defaults: {ev.samples} samples ({ev.samples_slow} for JSMA/CW/Square), "
-        f"L-inf eps {ev.epsilons_linf}, L2 eps {ev.epsilons_l2}, {ev.pgd_steps} PGD/APGD steps, "
+        f"L-inf eps {evaluation.epsilons_linf}, L2 eps {evaluation.epsilons_l2}, "
+        f"{ev.pgd_steps} PGD/APGD steps, "
         f"CW {ev.cw_binary_steps}x{ev.cw_iterations}, Square {ev.square_queries} queries. "
         f"Total wall time **{timer.seconds:.0f} s** on CPU ({args.threads} torch threads, "
         "2 shared cores).",

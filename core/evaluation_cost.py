@@ -27,7 +27,10 @@ JSMA_REFERENCE_CLASSES = 10
 def _steps_per_sample(name: str, evaluation: EvaluationSpec) -> int:
     """The attack steps of attack ``name`` on one sample, over all of its budgets."""
     steps = evaluation.pgd_steps
-    linf, l2 = len(evaluation.epsilons_linf), len(evaluation.epsilons_l2)
+    # Before the data is known an unset threat model reads as mnist's, the preset with the most
+    # budgets (core.threat_models): the bound stays an upper bound.
+    linf = len(evaluation.budgets("linf", (0.0, 1.0)))
+    l2 = len(evaluation.budgets("l2", (0.0, 1.0)))
     jsma_iterations = math.ceil(evaluation.jsma_max_fraction * JSMA_REFERENCE_FEATURES / 2)
     known = {
         "fgsm_ce": linf,

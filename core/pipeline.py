@@ -123,6 +123,10 @@ def run(
             progress("load", 0, 2)
             reference = dataset_reference(spec, dataset)
             data = load_dataset(reference, upload=dataset, input_range=spec.input_range)
+            # The threat model's budgets depend on the data; every later stage reads this spec.
+            spec = spec.for_input_shape(data.input_shape)
+            if any(name != "distillation" for name in spec.methods):
+                spec.robust_epsilon()  # refuses a robust norm with no budget now, not mid-run
             plan = RunPlan.resolve(
                 spec,
                 dataset=reference,

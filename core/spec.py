@@ -16,7 +16,15 @@ from core.datasets.fetched_refs import (
     is_fetched_reference,
     parse_fetched_reference,
 )
+from core.errors import InvalidSpecError
+from core.mlflow_spec import MlflowSpec
 from core.names import BUILTIN_DATASETS
+from core.threat_models import (
+    PRESET_BUDGETS,
+    THREAT_MODEL_RULE,
+    ThreatModelName,
+    threat_model_for_shape,
+)
 
 SPEC_VERSION = 1
 
@@ -42,6 +50,8 @@ AttackName = Literal[
 
 # The attacks AutoAttack's standard version runs (Croce & Hein 2020), in the order of AttackName.
 AUTOATTACK_ATTACKS: tuple[AttackName, ...] = ("apgd_ce", "apgd_t", "fab_t", "square")
+# The attacks that run at every L2 budget (cw_l2 searches the smallest perturbation instead).
+L2_BUDGET_ATTACKS: tuple[AttackName, ...] = ("pgd_l2_ce", "pgd_l2_margin")
 # By default every attack runs, in the order of AttackName, except the two only the autoattack
 # preset needs (APGD-T and FAB-T attack 9 target classes each: 9 times the cost of APGD-DLR).
 DEFAULT_ATTACKS: tuple[AttackName, ...] = tuple(
@@ -120,17 +130,29 @@ class EvaluationSpec(_Strict):
         default_factory=lambda: list(DEFAULT_ATTACKS),
         description="Attacks to run, for the uploaded model and the student side by side.",
     )
-    epsilons_linf: list[float] = Field(
-        default_factory=lambda: [0.1, 0.2, 0.3],
-        min_length=1,
-        max_length=16,
-        description="L-infinity budgets, in input units (defaults suit inputs in [0, 1]).",
+    threat_model: ThreatModelName | None = Field(
+        None,
+        description=(
+            "Preset of the default budgets: 'mnist' (L-inf 0.1/0.2/0.3, L2 1/2/3), 'cifar' "
+            "(L-inf 2/255, 4/255, 8/255, L2 0.25/0.5), 'imagenet' (L-inf 1/255, 2/255, 4/255, no "
+            "L2), times the width of input_range. Unset: chosen from the input shape ("
+            + THREAT_MODEL_RULE
+            + "); the report states which. Budgets given below override the preset's."
+        ),
     )
-    epsilons_l2: list[float] = Field(
-        default_factory=lambda: [1.0, 2.0, 3.0],
+    epsilons_linf: list[float] | None = Field(
+        None,
         min_length=1,
         max_length=16,
-        description="L2 budgets, in input units (defaults suit 28x28 inputs in [0, 1]).",
+        description="L-infinity budgets, in input units. Unset: the threat model's.",
+    )
+    epsilons_l2: list[float] | None = Field(
+        None,
+        max_length=16,
+        description=(
+            "L2 budgets, in input units. Unset: the threat model's. May be empty when no "
+            "budgeted L2 attack (pgd_l2_ce, pgd_l2_margin) runs."
+        ),
     )
     samples: int = Field(
         100, ge=1, le=10_000, description="Test samples attacked by the fast attacks."
@@ -172,10 +194,51 @@ class EvaluationSpec(_Strict):
 
     @field_validator("epsilons_linf", "epsilons_l2")
     @classmethod
-    def _positive(cls, values: list[float]) -> list[float]:
+    def _positive(cls, values: list[float] | None) -> list[float] | None:
+        if values is None:
+            return None
         if any(not (0 < v <= 1000) for v in values):
             raise ValueError("every epsilon must be > 0 and <= 1000 (in input units)")
         return sorted(set(values))
+
+    @model_validator(mode="after")
+    def _l2_budgets_for_l2_attacks(self) -> EvaluationSpec:
+        budgeted = [name for name in self.attacks if name in L2_BUDGET_ATTACKS]
+        if self.epsilons_l2 == [] and budgeted:
+            raise ValueError(
+                f"epsilons_l2 is empty but attacks include {', '.join(budgeted)}, which attack "
+                "at L2 budgets: give L2 budgets, leave epsilons_l2 unset (the threat model's), "
+                "or leave those attacks out of attacks"
+            )
+        return self
+
+    def budgets(self, norm: Literal["linf", "l2"], input_range: tuple[float, float]) -> list[float]:
+        """The audited budgets of ``norm``: the spec's, else the threat model's preset (mnist's
+        until :meth:`for_input_shape` has chosen one) times the width of ``input_range``."""
+        given = self.epsilons_linf if norm == "linf" else self.epsilons_l2
+        if given is not None:
+            return list(given)
+        linf, l2 = PRESET_BUDGETS[self.threat_model or "mnist"]
+        width = float(input_range[1]) - float(input_range[0])
+        return [epsilon * width for epsilon in (linf if norm == "linf" else l2)]
+
+    def for_input_shape(self, input_shape: tuple[int, int, int]) -> EvaluationSpec:
+        """This spec with its threat model chosen from ``input_shape`` where unset."""
+        if self.threat_model is not None:
+            return self
+        return self.model_copy(update={"threat_model": threat_model_for_shape(input_shape)})
+
+    def resolved(
+        self, input_shape: tuple[int, int, int], input_range: tuple[float, float]
+    ) -> EvaluationSpec:
+        """This spec with its threat model and both budget lists filled in for the data."""
+        chosen = self.for_input_shape(input_shape)
+        return chosen.model_copy(
+            update={
+                "epsilons_linf": chosen.budgets("linf", input_range),
+                "epsilons_l2": chosen.budgets("l2", input_range),
+            }
+        )
 
     @field_validator("attacks")
     @classmethod
@@ -406,6 +469,11 @@ class HardenSpec(_Strict):
     webhook_url: HttpUrl | None = Field(
         None, description="Service only: signed POST (HMAC-SHA256) here when the job ends."
     )
+    mlflow: MlflowSpec | None = Field(
+        None,
+        description="Service only: log the run and register model.onnx in MLflow when the job "
+        "succeeds (core/mlflow_spec.py). Unset: the service's HARDEN_MLFLOW_* defaults, if any.",
+    )
 
     @field_validator("method")
     @classmethod
@@ -428,12 +496,33 @@ class HardenSpec(_Strict):
         """The robust methods' training budget: ``robust.epsilon``, else the largest audited one."""
         if self.robust.epsilon is not None:
             return self.robust.epsilon
-        audited = (
-            self.evaluation.epsilons_linf
-            if self.robust.norm == "linf"
-            else (self.evaluation.epsilons_l2)
-        )
+        audited = self.evaluation.budgets(self.robust.norm, self.input_range)
+        if not audited:
+            raise InvalidSpecError(
+                f"robust.norm is {self.robust.norm} but the evaluation audits no "
+                f"{self.robust.norm} budget (threat model {self.evaluation.threat_model or 'unset'}"
+                ") to train for",
+                hint="set robust.epsilon, or give evaluation.epsilons_l2",
+            )
         return max(audited)
+
+    @model_validator(mode="after")
+    def _robust_budget(self) -> HardenSpec:
+        trains_against_attacks = any(name != "distillation" for name in self.methods)
+        if trains_against_attacks and self.robust.epsilon is None:
+            try:
+                self.robust_epsilon()
+            except InvalidSpecError as exc:
+                raise ValueError(f"{exc.message}: {exc.hint}") from exc
+        return self
+
+    def for_input_shape(self, input_shape: tuple[int, int, int]) -> HardenSpec:
+        """This spec with the evaluation's threat model chosen from ``input_shape`` where unset
+        (:mod:`core.threat_models`), once the data is known."""
+        evaluation = self.evaluation.for_input_shape(input_shape)
+        if evaluation is self.evaluation:
+            return self
+        return self.model_copy(update={"evaluation": evaluation})
 
     @field_validator("dataset")
     @classmethod

@@ -223,9 +223,9 @@ def evaluate(
     ``method``: the title of the hardening method that made ``student``, named in the verdict
     when given (the audit is the same for every method).
     """
-    ev = spec.evaluation
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
+    ev = spec.evaluation.resolved(data.input_shape, bounds)
     # A transfer attack reuses its source attack's adversarials on the uploaded model.
     ev = _with_transfer_sources(ev)
     progress = _Progress(
@@ -264,8 +264,9 @@ def evaluate(
         seed=ev.seed,
         device=str(dev),
         input_range=bounds,
-        epsilons_linf=list(ev.epsilons_linf),
-        epsilons_l2=list(ev.epsilons_l2),
+        threat_model=ev.threat_model,
+        epsilons_linf=ev.budgets("linf", bounds),
+        epsilons_l2=ev.budgets("l2", bounds),
         models=models,
         seconds=time.perf_counter() - started,
     )

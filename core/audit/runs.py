@@ -51,11 +51,11 @@ AttackRunner = Callable[[AttackCall], AttackResult]
 
 
 def norm_budgets(norm: ThreatNorm, settings: EvaluationSpec) -> list[float]:
-    """The spec's budgets for ``norm``: epsilons for L-inf and L2, the changed fraction for L0."""
-    if norm == "linf":
-        return list(settings.epsilons_linf)
-    if norm == "l2":
-        return list(settings.epsilons_l2)
+    """The spec's budgets for ``norm``: epsilons for L-inf and L2, the changed fraction for L0.
+    :func:`core.audit.evaluate.evaluate` fills in the threat model's epsilons for the data first;
+    a spec without them reads the preset's for inputs in [0, 1]."""
+    if norm in ("linf", "l2"):
+        return settings.budgets(norm, (0.0, 1.0))  # type: ignore[arg-type]
     return [settings.jsma_max_fraction]
 
 

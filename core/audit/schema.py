@@ -118,6 +118,11 @@ class Evaluation(_Section):
     seed: int
     device: str
     input_range: tuple[float, float]
+    threat_model: str | None = Field(
+        None,
+        description="The threat-model preset of the default budgets (core.threat_models): "
+        "given in the spec or chosen from the input shape; budgets the spec gave override it.",
+    )
     epsilons_linf: list[float]
     epsilons_l2: list[float]
     success_definition: str = SUCCESS_DEFINITION

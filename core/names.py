@@ -7,7 +7,7 @@ Torch-free, so the web process, the workers, the CLI and the core all read them 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Literal
 
 # The files a succeeded job produces, in the order they are written and listed.
 MODEL_ONNX: Final = "model.onnx"
@@ -22,6 +22,9 @@ BUILTIN_DATASETS: Final = ("builtin:mnist", "builtin:digits")
 
 # The arrays an uploaded .npz dataset must hold.
 NPZ_ARRAYS: Final = ("x_train", "y_train", "x_test", "y_test")
+
+# The audit's verdict on a hardened model (core.audit.verdict.decide).
+VerdictLabel = Literal["masked", "no measurable gain", "real gain"]
 
 # on_progress(stage, done, total): called by long core functions; the worker wires it to the job
 # store, the CLI to a progress bar.

@@ -169,6 +169,9 @@ def _execute(
             on_progress=reporter,
             should_cancel=cancel,
             device=settings.device,
+            precision=settings.training_precision,
+            channels_last=settings.channels_last,
+            cudnn_benchmark=settings.cudnn_benchmark,
         )
         if heartbeat.lost:  # handed to another worker while the last stage ran
             return _lost_race(services, job_id)
@@ -182,7 +185,9 @@ def _execute(
         timings = result.report.timings_s
         if timings:
             store.record_timings(job_id, {str(k): float(v) for k, v in timings.items()})
-        recorded = store.record_artifacts(job_id, shas, attempt=attempt)
+        summary = result.report.verdict_summary()
+        verdict = summary.model_dump(mode="json") if summary is not None else None
+        recorded = store.record_artifacts(job_id, shas, verdict=verdict, attempt=attempt)
         if not recorded or not store.mark_succeeded(job_id, shas, attempt=attempt):
             return _lost_race(services, job_id)
         return JobState.succeeded

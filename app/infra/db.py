@@ -125,6 +125,9 @@ class Job(Base):
     # stage -> seconds (the report's timings_s), written by the worker when the job succeeds;
     # read by the API's /metrics for the stage-duration histogram (app/web/observability.py).
     timings_s: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
+    # The audit's verdict with its numbers (core.report.summary.VerdictSummary), written by the
+    # worker with the artifacts of a job that succeeded with the evaluation on.
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class ApiKey(Base):

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from app.infra.db import Job, JobState
 from core.names import ARTIFACT_NAMES, MODEL_ONNX, REPORT_HTML, REPORT_JSON
+from core.report.summary import VerdictSummary
 
 ARTIFACT_TYPES = {
     MODEL_ONNX: "application/octet-stream",
@@ -102,6 +103,11 @@ class JobOut(BaseModel):
     artifacts: dict[str, ArtifactOut] = Field(
         description="Downloadable outputs (when the job succeeded), by name."
     )
+    verdict: VerdictSummary | None = Field(
+        description="The robustness audit's verdict on model.onnx with the clean and "
+        "strongest-attack accuracies of both models, once the job succeeded; null before, and "
+        "for a job run without the evaluation. report.json has the evidence.",
+    )
     links: dict[str, str] = Field(
         description="URL paths of the job: self, events, cancel and the three downloads."
     )
@@ -114,7 +120,9 @@ def job_out(job: Job) -> JobOut:
     if job.error_code:
         error = ErrorOut(code=job.error_code, message=job.error_message or "", hint=job.error_hint)
     artifacts = {}
+    verdict = None
     if job.state == JobState.succeeded:
+        verdict = VerdictSummary.model_validate(job.verdict) if job.verdict else None
         artifacts = {
             name: ArtifactOut(href=f"{base}/{name}", sha256=sha, content_type=ARTIFACT_TYPES[name])
             for name, sha in sorted((job.artifacts or {}).items())
@@ -136,5 +144,18 @@ def job_out(job: Job) -> JobOut:
         model_format=job.model_format,
         dataset_sha256=job.dataset_sha256,
         artifacts=artifacts,
+        verdict=verdict,
         links=job_links(job.id),
     )
+
+
+def job_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a job as the API, webhooks and ``harden status`` show it (committed as
+    ``schemas/job.schema.json``)."""
+    return JobOut.model_json_schema()
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(job_json_schema(), indent=2, sort_keys=True))

@@ -291,11 +291,19 @@ class JobStore:
         )
 
     def record_artifacts(
-        self, job_id: str, artifacts: dict[str, str], *, attempt: int | None = None
+        self,
+        job_id: str,
+        artifacts: dict[str, str],
+        *,
+        verdict: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> bool:
-        """Record the output sha256s of a running job before marking it succeeded, so a worker
-        dying in between leaves a job whose redelivery finds its artifacts complete."""
-        return self._update(job_id, [JobState.running], attempt=attempt, artifacts=artifacts)
+        """Record the output sha256s of a running job, and its verdict, before marking it
+        succeeded, so a worker dying in between leaves a job whose redelivery finds its
+        artifacts (and verdict) complete."""
+        return self._update(
+            job_id, [JobState.running], attempt=attempt, artifacts=artifacts, verdict=verdict
+        )
 
     def record_timings(self, job_id: str, timings_s: dict[str, float]) -> bool:
         """Store the seconds each stage took (deployment wiring: the stage-duration metric)."""

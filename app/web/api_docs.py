@@ -16,6 +16,7 @@ from app.infra.job_resource import JobOut, job_out
 from app.web.problem_docs import AUTH, EXAMPLE_JOB_ID, responses
 from app.web.schemas import JobList
 from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON
+from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 from core.spec import HardenSpec, spec_json_schema
 
 _SUBMITTED = datetime(2026, 11, 25, 7, 0, 0, tzinfo=UTC)
@@ -56,8 +57,34 @@ def job_example(state: JobState, job_id: str = EXAMPLE_JOB_ID, **row: Any) -> di
 
 QUEUED = job_example(JobState.queued)
 RUNNING = job_example(JobState.running, stage="student", progress=0.42)
+# The verdict of a default distillation job (its numbers are illustrative).
+_VERDICT = VerdictSummary(
+    label="masked",
+    headline="Masked: Defensive distillation (Papernot et al. 2016) hides the hardened model's "
+    "gradients instead of removing adversarial examples. Attacks that see through the masking "
+    "still fool it (strongest attack at L-inf ε=0.3: 0.0% robust accuracy for the hardened "
+    "model vs 0.0% for the uploaded model).",
+    method="distillation",
+    clean_accuracy=CleanAccuracy(uploaded=0.973, student=0.966),
+    robust=[
+        RobustAt(
+            norm="linf",
+            epsilon=0.3,
+            uploaded_robust_accuracy=0.0,
+            student_robust_accuracy=0.0,
+            uploaded_attack="pgd_linf_ce",
+            student_attack="pgd_linf_margin",
+            uploaded_worst_case=0.0,
+            student_worst_case=0.0,
+        )
+    ],
+).model_dump(mode="json")
 SUCCEEDED = job_example(
-    JobState.succeeded, stage="report", progress=1.0, artifacts=dict(_ARTIFACT_SHAS)
+    JobState.succeeded,
+    stage="report",
+    progress=1.0,
+    artifacts=dict(_ARTIFACT_SHAS),
+    verdict=_VERDICT,
 )
 FAILED = job_example(
     JobState.failed,

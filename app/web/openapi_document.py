@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.encoders import jsonable_encoder
 from fastapi.routing import APIRoute
 
-from app.web.api_docs import JOB_PAGE, RUNNING
+from app.web.api_docs import JOB_PAGE, RUNNING, SUCCEEDED
 from app.web.problem_docs import PROBLEM_REF
 from app.web.schemas import Problem
 
@@ -90,5 +90,5 @@ def _restore_examples(document: dict[str, Any], routers: Sequence[APIRouter]) ->
                         if key in content:
                             target[key] = jsonable_encoder(content[key])
     schemas = document["components"]["schemas"]
-    schemas["JobOut"]["examples"] = [RUNNING]
+    schemas["JobOut"]["examples"] = [RUNNING, SUCCEEDED]
     schemas["JobList"]["examples"] = [JOB_PAGE]

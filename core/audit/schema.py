@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-VerdictLabel = Literal["masked", "no measurable gain", "real gain"]
+from core.names import VerdictLabel
+
 ThreatNorm = Literal["linf", "l2", "l0"]
 
 SUCCESS_DEFINITION = (

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.audit.schema import Evaluation, Verdict
+from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 
 # 1.1: export.max_rel_diff and export.prediction_agreement.
 # 1.2: distillation.student_epochs_auto and distillation.student_steps.
@@ -23,7 +24,8 @@ from core.audit.schema import Evaluation, Verdict
 #      distillation; distillation is null for a method that does not distil);
 #      evaluation.preset (autoattack), evaluation.method, models.*.worst_case (per-sample worst
 #      case over attacks), verdict.strongest[].*_worst_case and autoattack_missing.
-REPORT_VERSION = "1.4"
+# 1.5: export.outputs and export.output_temperature (T-scaled logits or plain logits).
+REPORT_VERSION = "1.5"
 
 
 class _Section(BaseModel):
@@ -54,6 +56,14 @@ class ExportSummary(_Section):
     )
     prediction_agreement: float = Field(
         1.0, ge=0, le=1, description="Fraction of those samples given the same class by both."
+    )
+    output_temperature: float | None = Field(
+        None,
+        description="T when the file outputs T-scaled logits (defensive distillation: about T "
+        "times an undistilled model's, softmax saturated); null for plain logits.",
+    )
+    outputs: str = Field(
+        "", description="What the file outputs and how to read it, in one sentence."
     )
 
 
@@ -167,6 +177,34 @@ class Report(_Section):
         description="The other methods the spec named, each run on the same upload and audited "
         "the same way, for a side-by-side comparison (their models are not exported).",
     )
+
+    def verdict_summary(self) -> VerdictSummary | None:
+        """The verdict on model.onnx in a few numbers (the job resource's ``verdict``); None
+        when the run was not audited."""
+        if self.verdict is None:
+            return None
+        return VerdictSummary(
+            label=self.verdict.label,
+            headline=self.verdict.headline,
+            method=self.method,
+            clean_accuracy=CleanAccuracy(
+                uploaded=self.models["uploaded"].clean_accuracy,
+                student=self.models["student"].clean_accuracy,
+            ),
+            robust=[
+                RobustAt(
+                    norm=row.norm,
+                    epsilon=row.epsilon,
+                    uploaded_robust_accuracy=row.uploaded_robust_accuracy,
+                    student_robust_accuracy=row.student_robust_accuracy,
+                    uploaded_attack=row.uploaded_attack,
+                    student_attack=row.student_attack,
+                    uploaded_worst_case=row.uploaded_worst_case,
+                    student_worst_case=row.student_worst_case,
+                )
+                for row in self.verdict.strongest
+            ],
+        )
 
 
 def report_json_schema() -> dict[str, Any]:

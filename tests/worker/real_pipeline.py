@@ -28,6 +28,17 @@ QUICK_SPEC: dict[str, Any] = {
     "evaluation": {"enabled": False},
 }
 
+#: An audit small enough for the service's tests (about a second on digits): two attacks, one
+#: of them past the masking, at one budget per norm, on a few samples. It decides a verdict.
+TINY_EVALUATION: dict[str, Any] = {
+    "attacks": ["fgsm_ce", "pgd_linf_margin", "pgd_l2_margin"],
+    "epsilons_linf": [0.1],
+    "epsilons_l2": [1.0],
+    "samples": 20,
+    "samples_slow": 10,
+    "pgd_steps": 3,
+}
+
 
 @functools.cache
 def digits_torchscript() -> bytes:
@@ -71,6 +82,7 @@ class RecordingPipeline:
         on_progress: ProgressFn,
         should_cancel: CancelFn,
         device: str | None,
+        **compute: Any,  # precision, channels_last, cudnn_benchmark: passed on as they came
     ) -> Any:
         from core.pipeline import run
 
@@ -90,6 +102,7 @@ class RecordingPipeline:
             on_progress=progress,
             should_cancel=should_cancel,
             device=device,
+            **compute,
         )
         self.results.append(result)
         return result

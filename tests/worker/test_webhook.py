@@ -14,7 +14,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from app.infra import netguard
+from core.report.schema import Report
 from tests.worker.conftest import queue_job
+from tests.worker.real_pipeline import TINY_EVALUATION
+from worker.runner import run_job
 from worker.webhook import SIGNATURE_HEADER, WebhookDeliveryError, deliver_webhook
 
 
@@ -53,6 +56,23 @@ def test_final_job_is_posted_with_a_valid_signature(services, receiver):
     job = json.loads(body)
     assert job["id"] == job_id and job["state"] == "cancelled"
     assert headers["X-Harden-Event"] == "job.cancelled"
+
+
+def test_a_succeeded_jobs_webhook_carries_the_verdict_of_its_report(services, receiver):
+    url, received, _ = receiver
+    job_id = queue_job(services, {"webhook_url": url, "evaluation": TINY_EVALUATION})
+    assert run_job(services, job_id) == "succeeded"
+    assert deliver_webhook(services.store, job_id, "s3cret", allow_private=True) == 204
+    verdict = json.loads(received[0][1])["verdict"]
+    report_path = services.artifacts.local_path(job_id, "report.json")
+    report = Report.model_validate_json(report_path.read_text(encoding="utf-8"))
+    assert report.verdict is not None
+    assert verdict == report.verdict_summary().model_dump(mode="json")
+    assert verdict["label"] == report.verdict.label and verdict["headline"]
+    assert verdict["clean_accuracy"]["student"] == report.models["student"].clean_accuracy
+    assert [(r["norm"], r["epsilon"]) for r in verdict["robust"]] == [("linf", 0.1), ("l2", 1.0)]
+    # The job store holds it, as the worker recorded it with the artifacts.
+    assert services.store.get(job_id).verdict == verdict
 
 
 def test_error_status_raises_for_a_retry(services, receiver):

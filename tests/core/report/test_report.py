@@ -146,3 +146,21 @@ def test_html_shows_the_worst_case_beside_the_strongest_attack(report: Report) -
         assert {(w.norm, w.epsilon) for w in model.worst_case} >= {
             ("linf", e) for e in report.evaluation.epsilons_linf
         }
+
+
+def test_the_verdict_summary_is_the_verdict_with_its_numbers(report: Report) -> None:
+    summary = report.verdict_summary()
+    assert report.verdict is not None and summary is not None
+    assert (summary.label, summary.headline) == (report.verdict.label, report.verdict.headline)
+    assert summary.method == report.method == "distillation"
+    assert summary.clean_accuracy.uploaded == report.models["uploaded"].clean_accuracy
+    rows = [(r.norm, r.epsilon, r.student_robust_accuracy) for r in summary.robust]
+    assert rows == [
+        (r.norm, r.epsilon, r.student_robust_accuracy) for r in report.verdict.strongest
+    ]
+    assert {(r.norm, r.epsilon) for r in summary.robust} == {
+        ("linf", 0.1), ("linf", 0.3), ("l2", 0.5), ("l2", 2.0)
+    }  # fmt: skip
+    for row in summary.robust:
+        assert row.student_decisive <= row.student_robust_accuracy
+    assert _report(with_evaluation=False).verdict_summary() is None

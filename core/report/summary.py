@@ -1,0 +1,82 @@
+"""The verdict in a few numbers: what a pipeline acts on without reading ``report.json``.
+
+The job resource (``GET /jobs/{id}``, the job list, webhook bodies), ``harden status``, the
+Python client's ``wait()`` and the CLI's ``--fail-on`` gates all carry this one model. It is built
+from a report by :meth:`core.report.schema.Report.verdict_summary`. Pydantic only: the web
+process, which must stay free of torch and of the audit code, imports it too.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.names import VerdictLabel
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CleanAccuracy(_Strict):
+    """Accuracy on the held-out test split, without attack."""
+
+    uploaded: float = Field(ge=0, le=1, description="The uploaded model's.")
+    student: float = Field(ge=0, le=1, description="The hardened model's (model.onnx).")
+
+
+class RobustAt(_Strict):
+    """Both models under the strongest attack at one norm and budget (the report's
+    ``verdict.strongest`` row)."""
+
+    norm: Literal["linf", "l2"] = Field(description="The threat model's norm.")
+    epsilon: float = Field(description="The budget, in input units.")
+    uploaded_robust_accuracy: float = Field(
+        ge=0, le=1, description="The uploaded model's robust accuracy under its strongest attack."
+    )
+    student_robust_accuracy: float = Field(
+        ge=0, le=1, description="The hardened model's robust accuracy under its strongest attack."
+    )
+    uploaded_attack: str = Field(description="The attack strongest on the uploaded model.")
+    student_attack: str = Field(description="The attack strongest on the hardened model.")
+    uploaded_worst_case: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The uploaded model's per-sample worst case over every attack (a sample "
+        "counts only if every attack failed on it); null where not measured on both models.",
+    )
+    student_worst_case: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The hardened model's per-sample worst case over every attack; null where "
+        "not measured on both models.",
+    )
+
+    @property
+    def student_decisive(self) -> float:
+        """The hardened model's robust accuracy the verdict weighs: its per-sample worst case
+        where measured (never above the strongest single attack), else the strongest attack's."""
+        if self.student_worst_case is not None:
+            return min(self.student_worst_case, self.student_robust_accuracy)
+        return self.student_robust_accuracy
+
+
+class VerdictSummary(_Strict):
+    """The audit's verdict on model.onnx with the numbers behind it."""
+
+    label: VerdictLabel = Field(
+        description="'masked' (the gain, if any, is gradient masking), 'no measurable gain' or "
+        "'real gain' (README: Reading the report)."
+    )
+    headline: str = Field(description="The verdict in one or two sentences, for people.")
+    method: str = Field(description="The hardening method of model.onnx, e.g. 'distillation'.")
+    clean_accuracy: CleanAccuracy = Field(
+        description="Both models' accuracy on the held-out test split, without attack."
+    )
+    robust: list[RobustAt] = Field(
+        default_factory=list,
+        description="Per norm and budget audited, both models under the strongest attack.",
+    )

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Engine,
@@ -107,6 +108,9 @@ class Job(Base):
     model_format: Mapped[str] = mapped_column(String(32))
     dataset_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     dataset_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The registered dataset (POST /datasets) the job reads, for dataset:<id> or
+    # dataset:sha256:<hex>; a dataset that queued or running jobs use cannot be deleted.
+    dataset_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     # name -> sha256 of every output artifact, filled when the job succeeds.
     artifacts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -140,6 +144,27 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class Dataset(Base):
+    """A dataset uploaded once (POST /datasets) and checked then; jobs name it
+    ``dataset:<id>``. Its file lives in the ArtifactStore under ``<id>/<file_name>`` (ids are
+    uuid4 hex, as job ids: the two never collide)."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (
+        UniqueConstraint("owner", "sha256", name="uq_datasets_owner_sha256"),
+        Index("ix_datasets_owner_created", "owner", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # dataset.npz, dataset.zip, dataset.tar or dataset.tar.gz: what the upload check found.
+    file_name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 CONNECT_TIMEOUT_S = 5

@@ -128,6 +128,35 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="How often the retention task runs (Celery beat)."
     )
 
+    # --- datasets a worker fetches (worker/dataset_fetch.py) ------------------------------------
+    dataset_url_allow_private: bool = Field(
+        False,
+        description="Let https:// dataset URLs reach loopback, private, link-local and other "
+        "non-public addresses, and allow plain http:// (a file server inside your network); "
+        "false: refused at submit (422) and at fetch.",
+    )
+    dataset_fetch_max_bytes: int = Field(
+        4 * 1024**3,
+        ge=1,
+        description="Largest s3:// or https:// dataset a worker downloads; past it the job "
+        "fails (invalid_dataset).",
+    )
+    dataset_fetch_timeout_s: float = Field(
+        900.0, gt=0, description="Longest a worker spends downloading one remote dataset."
+    )
+    dataset_s3_endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint of s3:// dataset references (MinIO, Ceph); unset: "
+        "HARDEN_S3_ENDPOINT_URL, else AWS. Credentials come from the environment (AWS_*), as "
+        "for the artifact store.",
+    )
+    dataset_cache_bytes: int = Field(
+        20 * 1024**3,
+        ge=0,
+        description="Each worker keeps fetched datasets by sha256 under work_dir/dataset-cache, "
+        "up to this many bytes (least recently used go first); 0 keeps none.",
+    )
+
     @model_validator(mode="after")
     def _visibility_outlasts_the_longest_job(self) -> Settings:
         timeout, limit = self.visibility_timeout_s, self.job_time_limit_s

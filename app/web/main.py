@@ -17,6 +17,7 @@ from app.web.deps import Services
 from app.web.observability import install as install_metrics_and_logging
 from app.web.openapi_document import install_openapi
 from app.web.problems import install_problem_handlers
+from app.web.routes.datasets import router as datasets_router
 from app.web.routes.harden import router as harden_router
 from app.web.routes.health import router as health_router
 from app.web.routes.jobs import router as jobs_router
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts=make_store(settings),
         producer=make_producer(settings),
     )
-    routers = [health_router, harden_router, jobs_router, outputs_router]
+    routers = [health_router, harden_router, jobs_router, outputs_router, datasets_router]
     install_problem_handlers(app, routers)
     for router in routers:
         app.include_router(router)

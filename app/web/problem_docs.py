@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.web.dataset_refs import DATASET_PATH_HINT, DATASET_URL_HINT, REGISTER_HINT
 from app.web.errors import (
     AuthError,
     BadRequestError,
@@ -40,6 +41,7 @@ from core.spec import HardenSpec
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_REF = "#/components/schemas/Problem"
 EXAMPLE_JOB_ID = "0b5c1b7f6f7e4b3e9a0c2d4e6f8a1b2c"
+EXAMPLE_DATASET_ID = "7d2e9c4a1b3f4e6d8c0a2b4d6f8e1a3c"
 DEFAULT_LIMIT = 512 * 1024 * 1024  # Settings.max_upload_bytes' default, as the example shows
 
 
@@ -90,6 +92,7 @@ _KEY_MESSAGE = "String should have at most 255 characters"
 _TEMPERATURE_MESSAGE = "Input should be greater than or equal to 1"
 _PRIVATE_MESSAGE = "127.0.0.1 is not a public address (loopback, private, link-local or reserved)"
 _REQUEST_HINT = "Fix the listed fields; the OpenAPI document at /docs describes each one."
+_RANGE_MESSAGE = "input_range must be a JSON list [low, high] with low < high, got '[1, 0]'"
 
 EXAMPLES: dict[str, ProblemExample] = {
     # 400: the upload itself is not a usable form
@@ -230,7 +233,22 @@ EXAMPLES: dict[str, ProblemExample] = {
         DatasetError,
         "config.dataset names a path on the server, or 'upload' without a dataset part",
         "the service does not read dataset paths ('/data/cifar.npz')",
-        "upload the .npz or archive as the 'dataset' part, or use builtin:mnist, builtin:digits",
+        DATASET_PATH_HINT,
+    ),
+    "unknown_registered_dataset": ProblemExample(
+        DatasetError,
+        "config.dataset is dataset:<id> or dataset:sha256:<hex> and no such dataset belongs to "
+        "the caller's API key",
+        f"no registered dataset dataset:{EXAMPLE_DATASET_ID} belongs to this API key",
+        REGISTER_HINT,
+    ),
+    "dataset_url_not_public": ProblemExample(
+        DatasetError,
+        "config.dataset is an https:// URL whose host is not public, or an http:// URL "
+        "(both only with HARDEN_DATASET_URL_ALLOW_PRIVATE)",
+        "config.dataset: 127.0.0.1 is not a public address (loopback, private, link-local or "
+        "reserved)",
+        DATASET_URL_HINT,
     ),
     "npz_missing_arrays": ProblemExample(
         DatasetError,
@@ -270,6 +288,48 @@ EXAMPLES: dict[str, ProblemExample] = {
         "safetensors.torch.save_file(model.state_dict(), path) plus a zoo architecture name",
         {"format": "pickle"},
     ),
+    # registered datasets (POST /datasets)
+    "dataset_not_multipart": ProblemExample(
+        BadRequestError,
+        "the body is not multipart/form-data",
+        "POST /datasets takes multipart/form-data",
+        "send the dataset as a file part named 'dataset' (curl -F dataset=@data.npz)",
+    ),
+    "dataset_too_large": ProblemExample(
+        PayloadTooLargeError,
+        "the dataset passes HARDEN_MAX_UPLOAD_BYTES",
+        f"the 'dataset' upload is larger than the limit of {DEFAULT_LIMIT} bytes",
+        "send a smaller file, or ask the operator to raise HARDEN_MAX_UPLOAD_BYTES",
+        {"limit_bytes": DEFAULT_LIMIT},
+    ),
+    "no_dataset_part": ProblemExample(
+        DatasetError,
+        "the form has no 'dataset' file part",
+        "the request has no 'dataset' file part",
+        "send the dataset as a file part named 'dataset' (curl -F dataset=@data.npz)",
+    ),
+    "bad_input_range": ProblemExample(
+        InvalidRequestError,
+        "the 'input_range' part is not a JSON [low, high] with low < high",
+        f"The request is invalid: form.input_range: {_RANGE_MESSAGE}",
+        "send e.g. input_range=[0, 1] (the range of the models' inputs), or leave it out for "
+        "[0, 1]",
+        _field_error("form.input_range", _RANGE_MESSAGE, "input_range"),
+    ),
+    "unknown_dataset": ProblemExample(
+        NotFoundError,
+        "no dataset with this id belongs to the caller's API key",
+        f"no dataset {EXAMPLE_DATASET_ID!r}",
+        "check the id (GET /datasets lists yours); datasets of other API keys are not visible",
+    ),
+    "dataset_in_use": ProblemExample(
+        ConflictError,
+        "a queued or running job reads the dataset (job_ids lists them)",
+        f"dataset {EXAMPLE_DATASET_ID} is read by queued or running jobs: {EXAMPLE_JOB_ID}",
+        "wait for those jobs to end, or cancel them (POST /jobs/{id}/cancel), then delete the "
+        "dataset",
+        {"job_ids": [EXAMPLE_JOB_ID]},
+    ),
     # 503
     "queue_unreachable": ProblemExample(
         ServiceUnavailableError,
@@ -297,7 +357,8 @@ _LEADS = {
     400: "The body is not a well-formed upload.",
     401: "No valid API key (only when the service runs with HARDEN_AUTH=keys).",
     404: "Nothing of the caller's at this URL.",
-    409: "The request conflicts with the job's state or an earlier request.",
+    409: "The request conflicts with the state of a job (or of the jobs reading a dataset) or "
+    "an earlier request.",
     413: "An upload is over its size limit; it was refused while streaming and nothing was kept.",
     422: "The request is refused before anything is stored or queued.",
     503: "A dependency of the service is down; retry later.",

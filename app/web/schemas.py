@@ -74,6 +74,9 @@ class Problem(BaseModel):
     job_id: str | None = Field(
         None, description="idempotency_conflict: the job created with this Idempotency-Key."
     )
+    job_ids: list[str] | None = Field(
+        None, description="conflict (DELETE /datasets/{id}): the queued or running jobs reading it."
+    )
     state: str | None = Field(None, description="job_not_done: the job's current state.")
     checks: dict[str, bool] | None = Field(
         None, description="not_ready: which dependency (database, broker) is reachable."

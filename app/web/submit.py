@@ -17,10 +17,12 @@ from app.infra.db import Job, JobState, new_job_id
 from app.infra.netguard import HINT, NonPublicAddressError, UnresolvableHostError, public_addresses
 from app.infra.queue import enqueue_job
 from app.infra.store import IdempotencyConflict
+from app.web.dataset_refs import DATASET_PATH_HINT, FetchedDataset, check_fetched_dataset
 from app.web.deps import Services
 from app.web.errors import IdempotencyKeyReusedError, ServiceUnavailableError
 from app.web.problems import spec_error
 from app.web.uploads import ParsedForm, check_dataset_upload
+from core.datasets.fetched_refs import is_fetched_reference
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
 from core.evaluation_cost import evaluation_steps
 from core.intake.sniff import sniff_format
@@ -66,12 +68,12 @@ def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> HardenSpec
             hint="add the file as a 'dataset' part (curl -F dataset=@data.npz), or name a "
             f"builtin dataset: {', '.join(BUILTIN_DATASETS)}",
         )
-    if not dataset_uploaded and spec.dataset not in BUILTIN_DATASETS:
+    fetched = is_fetched_reference(spec.dataset)
+    if not dataset_uploaded and spec.dataset not in BUILTIN_DATASETS and not fetched:
         # A remote caller must not make the worker read files on the server's disk.
         raise DatasetError(
             f"the service does not read dataset paths ({spec.dataset!r})",
-            hint=f"upload the .npz or archive as the 'dataset' part, or use "
-            f"{', '.join(BUILTIN_DATASETS)}",
+            hint=DATASET_PATH_HINT,
         )
     return spec
 
@@ -172,11 +174,14 @@ def submit(
     check_evaluation_cost(spec, services.settings.max_evaluation_steps)
     model_format = check_model(model.path, spec)
     dataset_name = check_dataset_upload(dataset.path, spec.input_range) if dataset else None
+    fetched = FetchedDataset(None, dataset.sha256 if dataset else None)
+    if dataset is None and is_fetched_reference(spec.dataset):
+        fetched = check_fetched_dataset(services, owner, spec)
     spec_json = spec.model_dump(mode="json")
 
     existing = services.store.find_by_idempotency_key(owner, idempotency_key)
     if existing is not None:
-        return _same_request(existing, model.sha256, dataset, spec_json), False
+        return _same_request(existing, model.sha256, fetched.sha256, spec_json), False
 
     job_id = new_job_id()
     try:
@@ -192,8 +197,9 @@ def submit(
             idempotency_key=idempotency_key or None,
             model_sha256=model.sha256,
             model_format=model_format,
-            dataset_sha256=dataset.sha256 if dataset else None,
+            dataset_sha256=fetched.sha256,
             dataset_name=dataset_name,
+            dataset_id=fetched.dataset_id,
             artifacts={},
             cancel_requested=False,
             attempts=0,
@@ -202,7 +208,7 @@ def submit(
     except IdempotencyConflict as race:
         # The same key was used by a concurrent request that won the insert.
         services.artifacts.delete_job(job_id)
-        return _same_request(race.job, model.sha256, dataset, spec_json), False
+        return _same_request(race.job, model.sha256, fetched.sha256, spec_json), False
     except BaseException:
         services.artifacts.delete_job(job_id)
         raise
@@ -219,8 +225,9 @@ def submit(
     return job, True
 
 
-def _same_request(job: Job, model_sha256: str, dataset: Any, spec_json: dict[str, Any]) -> Job:
-    dataset_sha256 = dataset.sha256 if dataset else None
+def _same_request(
+    job: Job, model_sha256: str, dataset_sha256: str | None, spec_json: dict[str, Any]
+) -> Job:
     if (job.model_sha256, job.dataset_sha256, job.spec) != (
         model_sha256,
         dataset_sha256,

@@ -24,9 +24,27 @@ from core.datasets.archives import check_archive_listing, is_tar
 from core.datasets.npz_upload import check_npz_upload
 from core.errors import DatasetError
 
-FILE_FIELDS = ("model", "dataset")
-TEXT_FIELDS = ("config",)
 MAX_TEXT_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FormShape:
+    """The parts one endpoint's multipart form takes, and how to say so when a part is wrong."""
+
+    endpoint: str
+    file_fields: tuple[str, ...]
+    text_fields: tuple[str, ...]
+    parts_hint: str  # for an unknown part
+    first_file_hint: str  # for a body that is no multipart form
+
+
+JOB_FORM = FormShape(
+    "POST /harden",
+    ("model", "dataset"),
+    ("config",),
+    "send the parts 'model' (file), optional 'dataset' (file) and 'config' (JSON text)",
+    "send the model as a file part named 'model' (curl -F model=@model.pt)",
+)
 
 
 @dataclass
@@ -49,8 +67,9 @@ class ParsedForm:
 class _Collector:
     """python-multipart callbacks writing file parts to ``folder``."""
 
-    def __init__(self, folder: Path, max_bytes: int) -> None:
+    def __init__(self, folder: Path, max_bytes: int, shape: FormShape) -> None:
         self.folder = folder
+        self.shape = shape
         self.max_bytes = max_bytes
         self.form = ParsedForm()
         self._header_field = b""
@@ -91,7 +110,7 @@ class _Collector:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
-        if self._name in FILE_FIELDS:
+        if self._name in self.shape.file_fields:
             if self._name in self.form.files:
                 raise BadRequestError(
                     f"the form has two '{self._name}' parts", hint="send each file once"
@@ -100,12 +119,8 @@ class _Collector:
             self._file = SavedFile(self._name, (filename or b"").decode("utf-8", "replace"), path)
             self._handle = path.open("wb")
             self._digest = hashlib.sha256()
-        elif self._name not in TEXT_FIELDS:
-            raise BadRequestError(
-                f"unknown form field {self._name!r}",
-                hint="send the parts 'model' (file), optional 'dataset' (file) and 'config' "
-                "(JSON text)",
-            )
+        elif self._name not in self.shape.text_fields:
+            raise BadRequestError(f"unknown form field {self._name!r}", hint=self.shape.parts_hint)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -144,18 +159,21 @@ class _Collector:
             self._handle.close()
 
 
-async def receive_form(request: Request, folder: Path, max_bytes: int) -> ParsedForm:
-    """Parse the multipart body into ``folder`` (created; the caller removes it on error)."""
+async def receive_form(
+    request: Request, folder: Path, max_bytes: int, shape: FormShape = JOB_FORM
+) -> ParsedForm:
+    """Parse the multipart body into ``folder`` (created; the caller removes it on error); only
+    the parts ``shape`` names are taken."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise BadRequestError(
-            "POST /harden takes multipart/form-data",
-            hint="send the model as a file part named 'model' (curl -F model=@model.pt)",
+            f"{shape.endpoint} takes multipart/form-data", hint=shape.first_file_hint
         )
     declared = request.headers.get("content-length")
-    # Two files plus the config can never legitimately exceed this: refuse without reading.
-    if declared and declared.isdigit() and int(declared) > 2 * max_bytes + 2 * MAX_TEXT_BYTES:
+    # The files plus the text parts can never legitimately exceed this: refuse without reading.
+    most = len(shape.file_fields) * max_bytes + (len(shape.text_fields) + 1) * MAX_TEXT_BYTES
+    if declared and declared.isdigit() and int(declared) > most:
         raise PayloadTooLargeError(
             f"the request body ({declared} bytes) is larger than the upload limit of "
             f"{max_bytes} bytes per file",
@@ -163,7 +181,7 @@ async def receive_form(request: Request, folder: Path, max_bytes: int) -> Parsed
             limit_bytes=max_bytes,
         )
     folder.mkdir(parents=True, exist_ok=True)
-    collector = _Collector(folder, max_bytes)
+    collector = _Collector(folder, max_bytes, shape)
     parser = MultipartParser(boundary, cast(Any, collector.callbacks()))
     try:
         async for chunk in request.stream():

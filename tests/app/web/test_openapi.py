@@ -20,7 +20,13 @@ from app.infra.settings import Settings
 from app.infra.store import JobError, JobStore
 from app.web import errors as app_errors
 from app.web.main import create_app
-from app.web.problem_docs import COSTLY_CONFIG, DEFAULT_LIMIT, EXAMPLE_JOB_ID, EXAMPLES
+from app.web.problem_docs import (
+    COSTLY_CONFIG,
+    DEFAULT_LIMIT,
+    EXAMPLE_DATASET_ID,
+    EXAMPLE_JOB_ID,
+    EXAMPLES,
+)
 from core import errors as core_errors
 from tests.app.conftest import digits_like_npz, files_under, onnx_model_bytes, pickle_bytes
 from tests.app.web.test_jobs import finish, submit
@@ -101,7 +107,7 @@ def test_every_operation_has_a_summary_and_a_description(document):
         if not operation.get("summary") or not operation.get("description")
     ]
     assert not missing, missing
-    assert len(list(operations(document))) == 10
+    assert len(list(operations(document))) == 14
 
 
 def test_every_response_has_a_specific_description(document):
@@ -265,8 +271,8 @@ def test_operations_with_constrained_parameters_document_their_422(document):
 Replay = Callable[[TestClient, dict[str, str], JobStore, Settings, Path], tuple[Any, str]]
 
 
-def _job(api: TestClient, auth: dict[str, str]) -> str:
-    job_id: str = submit(api, auth)["id"]
+def _job(api: TestClient, auth: dict[str, str], **config: object) -> str:
+    job_id: str = submit(api, auth, **config)["id"]
     return job_id
 
 
@@ -313,6 +319,27 @@ def _reused_key(api, auth, store, settings, tmp_path):
     job_id = post(api, auth, onnx_model_bytes(), extra_headers=key).json()["id"]
     changed = CONFIG | {"temperature": 20}
     return post(api, auth, onnx_model_bytes(), config=changed, extra_headers=key), job_id
+
+
+def _dataset_in_use(api, auth, store, settings, tmp_path):
+    files = {"dataset": ("d.npz", digits_like_npz())}
+    dataset = api.post("/datasets", files=files, headers=auth).json()
+    job_id = _job(api, auth, dataset=dataset["reference"])
+    response = api.delete(f"/datasets/{dataset['id']}", headers=auth)
+    body = response.json()
+    # The example's ids, for the comparison with the documented body.
+    text = json.dumps(body).replace(dataset["id"], EXAMPLE_DATASET_ID)
+    return _Answer(response.status_code, response.headers, json.loads(text)), job_id
+
+
+class _Answer:
+    """A response whose body had its generated ids replaced by the example's."""
+
+    def __init__(self, status_code: int, headers: Any, body: Any) -> None:
+        self.status_code, self.headers, self.text, self._body = status_code, headers, "", body
+
+    def json(self) -> Any:
+        return self._body
 
 
 def _plain(request: Callable[[TestClient, dict[str, str]], Any]) -> Replay:
@@ -377,6 +404,37 @@ REPLAYS: dict[str, Replay] = {
     "empty_model": _plain(lambda api, auth: post(api, auth, b"")),
     "unknown_model_format": _plain(lambda api, auth: post(api, auth, b"not a model at all")),
     "pickle_model": _plain(lambda api, auth: post(api, auth, pickle_bytes())),
+    "unknown_registered_dataset": _plain(
+        lambda api, auth: post(
+            api, auth, onnx_model_bytes(), CONFIG | {"dataset": f"dataset:{EXAMPLE_DATASET_ID}"}
+        )
+    ),
+    "dataset_url_not_public": _plain(
+        lambda api, auth: post(
+            api, auth, onnx_model_bytes(), CONFIG | {"dataset": "https://127.0.0.1/d.npz"}
+        )
+    ),
+    "dataset_not_multipart": _plain(lambda api, auth: api.post("/datasets", json={}, headers=auth)),
+    "dataset_too_large": _plain(
+        lambda api, auth: api.post(
+            "/datasets", files={"dataset": ("d.npz", b"\0" * 70_000)}, headers=auth
+        )
+    ),
+    "no_dataset_part": _plain(
+        lambda api, auth: api.post("/datasets", files={"name": (None, "x")}, headers=auth)
+    ),
+    "bad_input_range": _plain(
+        lambda api, auth: api.post(
+            "/datasets",
+            files={"dataset": ("d.npz", digits_like_npz())},
+            data={"input_range": "[1, 0]"},
+            headers=auth,
+        )
+    ),
+    "unknown_dataset": _plain(
+        lambda api, auth: api.get(f"/datasets/{EXAMPLE_DATASET_ID}", headers=auth)
+    ),
+    "dataset_in_use": _dataset_in_use,
 }
 # Replayed in test_broker_down_examples, with a broker that cannot be reached.
 BROKER_DOWN = ("queue_unreachable", "not_ready")

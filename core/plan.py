@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.compute import Compute
 from core.datasets.fetched_refs import is_fetched_reference
 from core.errors import InvalidSpecError
 from core.spec import STUDENT_EPOCHS_MAX, STUDENT_STEPS_MAX, HardenSpec
@@ -70,10 +71,18 @@ class RunPlan:
     # convergence). What it trained is in the method's result.
     student_epochs: int
     student_epochs_auto: bool  # the spec left student_epochs unset
+    # Training precision, memory layout and cuDNN autotuning on the device (core.compute).
+    compute: Compute = Compute()
 
     @classmethod
     def resolve(
-        cls, spec: HardenSpec, *, dataset: str, train_samples: int, device: str = "cpu"
+        cls,
+        spec: HardenSpec,
+        *,
+        dataset: str,
+        train_samples: int,
+        device: str = "cpu",
+        compute: Compute | None = None,
     ) -> RunPlan:
         """The plan of running ``spec`` on ``train_samples`` training images of ``dataset``."""
         batches = steps_per_epoch(train_samples, spec.batch_size)
@@ -98,6 +107,7 @@ class RunPlan:
             ),
             student_epochs=student_epochs,
             student_epochs_auto=auto,
+            compute=compute or Compute(),
         )
 
     def spec_as_run(self) -> HardenSpec:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from core.compute import Compute
 from core.errors import JobCancelledError
 from core.hardening.scaling import set_training_mode
 from core.names import CancelFn, ProgressFn
@@ -136,6 +137,9 @@ def train_epochs(
         def batch_loss(module: nn.Module, x: Tensor, target: Tensor) -> Tensor:
             return outputs_loss(module(x), target)
 
+    compute = plan.compute
+    if compute.channels_last:
+        model.to(memory_format=torch.channels_last)  # before the optimiser sees the parameters
     optimizer = make_optimizer(model.parameters(), plan.spec, learning_rate)
     count = len(inputs)
     batch_size = plan.batch_size
@@ -156,7 +160,11 @@ def train_epochs(
                     f"cancelled during {stage} training at step {step} of {total}", stage
                 )
             index = order[start : start + batch_size]
-            loss = batch_loss(model, inputs[index], targets[index])
+            batch = inputs[index]
+            if compute.channels_last and batch.dim() == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with training_autocast(compute, inputs.device):
+                loss = batch_loss(model, batch, targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -175,7 +183,17 @@ def train_epochs(
     if stop_after < epochs:
         on_progress(stage, total, total)
     set_training_mode(model, False)
+    if compute.channels_last:
+        model.to(memory_format=torch.contiguous_format)  # what export and the audit expect
     return losses
+
+
+def training_autocast(compute: Compute, device: torch.device) -> AbstractContextManager[object]:
+    """bfloat16 autocast of one training step where ``compute`` asks for it, else nothing at all
+    (not a disabled autocast: float32 runs are exactly what they were)."""
+    if compute.training_precision != "bfloat16":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 @contextmanager

@@ -89,7 +89,8 @@ def apgd(
         increases[active] += (f > f_last[active]).float()
         f_last[active] = f
         better = f > f_max[active]
-        x_max[active[better]] = x_cur[active[better]]
+        # torch.where, not a boolean index: no wait for the device to count the rows each step.
+        x_max[active] = torch.where(per_sample(better, xa), x_cur[active], x_max[active])
         f_max[active] = torch.maximum(f_max[active], f)
         reset = torch.zeros(len(active), dtype=torch.bool, device=x.device)
         if k in marks:
@@ -98,7 +99,7 @@ def apgd(
                 f_max_at_checkpoint[active] == f_max[active]
             )
             reset = stalled | unchanged
-            eta[active[reset]] /= 2
+            eta[active] = torch.where(reset, eta[active] / 2, eta[active])
             increases[active] = 0
             eta_at_checkpoint[active] = eta[active]
             f_max_at_checkpoint[active] = f_max[active]

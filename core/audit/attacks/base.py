@@ -114,10 +114,13 @@ def keep_fooled(
     """Record, in place, the iterates ``x_cur[active[fooled]]`` as found adversarials.
 
     An iterative attack keeps the first adversarial it finds for a sample: a sample counts as
-    fooled if any iterate fooled it, even if a later step would move it back.
+    fooled if any iterate fooled it, even if a later step would move it back. Written with
+    ``torch.where`` over the active rows, not a boolean index: a boolean index waits for the
+    device to count the fooled rows, once per step (the samples still active are only ever
+    unfooled, so the result is the same).
     """
-    x_best[active[fooled]] = x_cur[active[fooled]]
-    success[active[fooled]] = True
+    x_best[active] = torch.where(per_sample(fooled, x_cur), x_cur[active], x_best[active])
+    success[active] |= fooled
 
 
 def active_gradient(

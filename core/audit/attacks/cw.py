@@ -92,7 +92,8 @@ def carlini_wagner_l2(
                 l2 = l2_squared.detach().sqrt()
                 better = fooled & (l2 < best_l2)
                 best_l2 = torch.where(better, l2, best_l2)
-                best_adv[better] = x_adv.detach()[better]
+                # torch.where, not a boolean index: no device sync per iteration.
+                best_adv = torch.where(per_sample(better, xs), x_adv.detach(), best_adv)
                 fooled_this_round |= fooled
             step += 1
             on_step(step, total)

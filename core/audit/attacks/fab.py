@@ -115,8 +115,9 @@ def fab_towards(
         fooled = predict(model, new) != labels[active]
         sizes = _linf(new - clean)
         better = fooled & (sizes < best[active])
-        x_best[active[better]] = new[better]
-        best[active[better]] = sizes[better]
+        # torch.where, not a boolean index: no device sync per step.
+        x_best[active] = torch.where(per_sample(better, new), new, x_best[active])
+        best[active] = torch.where(better, sizes, best[active])
         # Back towards the clean sample from an adversarial: the search continues nearer to it.
         new = torch.where(per_sample(fooled, new), clean + BETA * (new - clean), new)
         x_cur[active] = new

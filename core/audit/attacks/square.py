@@ -96,8 +96,9 @@ def square_linf(
         candidate = (xa + delta).clamp(*bounds)
         cand_margin = _margin_of(model, candidate, labels[active])
         improved = cand_margin < best_margin[active]
-        x_cur[active[improved]] = candidate[improved]
-        best_margin[active[improved]] = cand_margin[improved]
+        # torch.where, not a boolean index: no device sync per query.
+        x_cur[active] = torch.where(improved.view(-1, 1, 1, 1), candidate, x_cur[active])
+        best_margin[active] = torch.where(improved, cand_margin, best_margin[active])
         on_step(i + 1, total)
     success = correct & (predict(model, x_cur) != labels)
     x_adv = torch.where(success.view(-1, 1, 1, 1) | correct.view(-1, 1, 1, 1), x_cur, x)

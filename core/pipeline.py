@@ -9,6 +9,7 @@ staged under temporary names in ``out_dir`` and renamed only when every stage su
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from core.audit.evaluate import evaluate
 from core.datasets.references import Dataset, load_dataset
-from core.deploy.onnx_export import export_onnx
+from core.deploy.onnx_export import export_onnx, stamp_metadata
 from core.device import pick_device
 from core.hardening.method import HardeningMethod
 from core.hardening.normalization import normalized_inputs, with_normalization
@@ -165,7 +166,7 @@ def run(
                 sample=test_inputs[:PARITY_SAMPLES],
                 opset=spec.onnx_opset,
                 metadata=onnx_metadata(
-                    plan, data, uploaded, method=method.title, created_at=created_at
+                    plan, data, uploaded, method=method, result=result, created_at=created_at
                 ),
             )
             if exported.opset != spec.onnx_opset:
@@ -190,6 +191,10 @@ def run(
                     should_cancel=cancel,
                     method=method.title,
                 )
+        # The verdict is known only now: the ONNX file says it too (or that it was not audited).
+        label = verdict.label if verdict is not None else "not audited"
+        sha256 = stamp_metadata(staging[MODEL_ONNX], {"verdict": label})
+        exported = dataclasses.replace(exported, sha256=sha256)
         comparison = [
             _compare(other, uploaded, data, plan, device_inputs, device_labels, progress, cancel)
             for other in methods[1:]

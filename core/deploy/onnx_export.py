@@ -223,3 +223,23 @@ def export_onnx(
         max_rel_diff=max_rel_diff,
         prediction_agreement=agreement,
     )
+
+
+def stamp_metadata(path: Path, entries: dict[str, str]) -> str:
+    """Add (or overwrite) ``entries`` in the metadata_props of the ONNX file at ``path``, the
+    graph untouched; returns the file's new sha256. Used for what is known only after the export
+    (the audit's verdict). Written under a temporary name and renamed, as :func:`export_onnx`."""
+    path = Path(path)
+    proto = onnx.load(str(path))
+    kept = {p.key: p.value for p in proto.metadata_props} | entries
+    del proto.metadata_props[:]
+    for key, value in sorted(kept.items()):
+        proto.metadata_props.add(key=str(key), value=str(value))
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        onnx.save(proto, str(tmp), save_as_external_data=False)
+        sha256 = file_sha256(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sha256

@@ -179,4 +179,5 @@ class DefensiveDistillation:
                 convergence.excess(student_losses[-1]) if student_losses else None
             ),
             student_deployed=deployed,
+            output_temperature=spec.temperature,
         )

@@ -64,6 +64,11 @@ class HardeningResult:
     student_stop: str = ""
     student_final_divergence: float | None = None  # last epoch's loss above its floor (KL)
     student_deployed: str = ""  # how the student's T-times output became its deployed form
+    # T when the deployed student outputs T-scaled logits (defensive distillation: trained at T,
+    # deployed at T=1, its logits are about T times an undistilled model's and their softmax is
+    # saturated); None when it outputs plain logits (training against attacks, ARD: its student
+    # matches the teacher's soft labels at T, so its logits have the teacher's scale).
+    output_temperature: float | None = None
 
 
 class HardeningMethod(Protocol):

@@ -51,16 +51,48 @@ def model_summary(module: nn.Module, inputs: Tensor, labels: Tensor) -> ModelSum
     )
 
 
+def outputs_sentence(result: HardeningResult) -> str:
+    """What model.onnx outputs and how to read it, in one sentence (the report and the ONNX
+    metadata say the same)."""
+    temperature = result.output_temperature
+    if temperature is None:
+        return (
+            "model.onnx outputs plain logits, on the scale of an undefended model's: their "
+            "softmax gives the model's class probabilities."
+        )
+    return (
+        f"model.onnx outputs T-scaled logits (T={temperature:g}: about {temperature:g} times an "
+        "undistilled model's), so their softmax is saturated, near one-hot, and no calibrated "
+        f"probability; take softmax(logits / {temperature:g}) for probabilities on the uploaded "
+        "model's scale."
+    )
+
+
 def onnx_metadata(
-    plan: RunPlan, data: Dataset, uploaded: LoadedModel, *, method: str, created_at: str
+    plan: RunPlan,
+    data: Dataset,
+    uploaded: LoadedModel,
+    *,
+    method: HardeningMethod,
+    result: HardeningResult,
+    created_at: str,
 ) -> dict[str, str]:
-    """The ONNX file's metadata_props: how the student was made (``method``: the hardening
-    method's title) and what input it expects."""
+    """The ONNX file's metadata_props: how the student was made, what input it expects and
+    what it outputs (``outputs``: ``t_scaled_logits`` for defensive distillation, with its
+    ``temperature``; ``logits`` otherwise). The pipeline adds the audit's ``verdict`` once the
+    evaluation has run (:func:`core.deploy.onnx_export.stamp_metadata`)."""
     spec = plan.spec
     versions = software_versions()
+    outputs: dict[str, str] = {"outputs": "logits", "outputs_note": outputs_sentence(result)}
+    if result.output_temperature is not None:
+        outputs |= {
+            "outputs": "t_scaled_logits",
+            "temperature": repr(result.output_temperature),
+            # The paper's word for it: the student is deployed at T=1, i.e. its raw logits.
+            "deployed_temperature": "1",
+        }
     return {
-        "temperature": repr(spec.temperature),
-        "deployed_temperature": "1",
+        **outputs,
         "classes": json.dumps(data.class_names),
         "input_shape": json.dumps([-1, *data.input_shape]),
         "input_range": json.dumps(list(spec.input_range)),
@@ -73,7 +105,8 @@ def onnx_metadata(
         "seed": str(spec.seed),
         "software": json.dumps({k: versions[k] for k in ("torch", "onnx", "harden")}),
         "created_at": created_at,
-        "method": method,
+        "method": method.name,
+        "method_title": method.title,
     }
 
 
@@ -184,6 +217,8 @@ def build_report(
             max_rel_diff=exported.max_rel_diff,
             prediction_agreement=exported.prediction_agreement,
             exporter=exported.exporter,
+            output_temperature=result.output_temperature,
+            outputs=outputs_sentence(result),
         ),
         timings_s=timings,
         notes=notes,

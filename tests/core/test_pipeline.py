@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -81,6 +82,14 @@ def test_each_format_is_hardened_end_to_end(fmt: str, tmp_path: Path) -> None:
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     meta = {p.key: p.value for p in proto.metadata_props}
     assert float(meta["temperature"]) == 50.0
+    # Distillation's outputs are T-scaled logits, and the file says so (and how to read them);
+    # the report says the same in the same sentence. Not audited here: no verdict to record.
+    assert meta["outputs"] == "t_scaled_logits" and meta["outputs_note"] == report.export.outputs
+    assert (
+        "softmax(logits / 50)" in report.export.outputs and report.export.output_temperature == 50
+    )
+    assert (meta["method"], meta["verdict"]) == ("distillation", "not audited")
+    assert report.export.sha256 == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     assert json.loads(meta["classes"]) == digits().class_names
     assert meta["uploaded_model_sha256"] == report.input["model"]["sha256"]
     assert {"input_shape", "input_range", "normalization", "dataset", "seed", "software"} <= set(

@@ -11,6 +11,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import onnx
 import pytest
 
 from app.infra import netguard
@@ -71,8 +72,11 @@ def test_a_succeeded_jobs_webhook_carries_the_verdict_of_its_report(services, re
     assert verdict["label"] == report.verdict.label and verdict["headline"]
     assert verdict["clean_accuracy"]["student"] == report.models["student"].clean_accuracy
     assert [(r["norm"], r["epsilon"]) for r in verdict["robust"]] == [("linf", 0.1), ("l2", 1.0)]
-    # The job store holds it, as the worker recorded it with the artifacts.
+    # The job store holds it, as the worker recorded it with the artifacts; model.onnx too.
     assert services.store.get(job_id).verdict == verdict
+    model = onnx.load(str(services.artifacts.local_path(job_id, "model.onnx")))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert (meta["verdict"], meta["outputs"]) == (verdict["label"], "t_scaled_logits")
 
 
 def test_error_status_raises_for_a_retry(services, receiver):

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
+from markupsafe import escape
 from torch import nn
 
 from core.audit.attacks.gradient import pgd
@@ -159,6 +161,13 @@ def test_two_methods_run_side_by_side_in_one_report(tmp_path: Path) -> None:
     report = Report.model_validate_json((out / "report.json").read_text())
     assert report == result.report
     assert report.method == "adversarial" and report.distillation is None
+    # Its model.onnx outputs plain logits and records its verdict; no temperature is claimed.
+    meta = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    assert report.verdict is not None and meta["verdict"] == report.verdict.label
+    assert (meta["method"], meta["outputs"]) == ("adversarial", "logits")
+    assert "temperature" not in meta and report.export.output_temperature is None
+    assert meta["outputs_note"] == report.export.outputs and "plain logits" in meta["outputs_note"]
+    assert str(escape(report.export.outputs)) in (out / "report.html").read_text()
     assert report.robust_training is not None and report.robust_training.epsilon == EPSILON
     assert set(report.models) == {"uploaded", "student"}  # adversarial training has no teacher
     (other,) = report.comparison

@@ -20,9 +20,10 @@ from pathlib import Path
 from torch import Tensor
 
 from core.audit.evaluate import evaluate
+from core.compute import Compute, Precision
 from core.datasets.references import Dataset, load_dataset
 from core.deploy.onnx_export import export_onnx, stamp_metadata
-from core.device import pick_device
+from core.device import pick_device, supports_bfloat16, use_device
 from core.hardening.method import HardeningMethod
 from core.hardening.normalization import normalized_inputs, with_normalization
 from core.hardening.registry import METHODS
@@ -104,13 +105,23 @@ def run(
     on_progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
     device: str | None = None,
+    precision: Precision = "auto",
+    channels_last: bool = True,
+    cudnn_benchmark: bool = True,
 ) -> RunResult:
     """Harden ``model_file`` with the spec's method(s) (defensive distillation by default) and
     write the first method's model.onnx, report.json and report.html to ``out_dir``.
-    Raises HardenError subclasses for bad input and cancellation."""
+    Raises HardenError subclasses for bad input and cancellation; DeviceError for a ``device``
+    this machine lacks. ``precision``, ``channels_last`` and ``cudnn_benchmark`` say how a GPU
+    is used (core.compute; on the CPU only ``precision='bfloat16'`` changes anything)."""
     progress: ProgressFn = on_progress or (lambda stage, done, total: None)
     cancel: CancelFn = should_cancel or (lambda: False)
     torch_device = pick_device(device)
+    compute = Compute.resolve(
+        str(torch_device), precision=precision, channels_last=channels_last,
+        cudnn_benchmark=cudnn_benchmark, bfloat16_supported=supports_bfloat16(torch_device),
+    )  # fmt: skip
+    use_device(torch_device, cudnn_benchmark=compute.cudnn_benchmark)
     methods = [METHODS[name] for name in spec.methods]
     method = methods[0]
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -133,6 +144,7 @@ def run(
                 dataset=reference,
                 train_samples=len(data.y_train),
                 device=str(torch_device),
+                compute=compute,
             )
             progress("load", 1, 2)
             uploaded = load_model(

@@ -240,7 +240,8 @@ def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
             default=None,
             annotation=Annotated[
                 Path | None,
-                typer.Option(exists=True, dir_okay=False, help="A dataset file (.npz or archive)."),
+                # Checked by the loader, which names the forms it reads in one error line.
+                typer.Option(help="A dataset file (.npz or archive) or a folder of class folders."),
             ],
         ),
         inspect.Parameter(

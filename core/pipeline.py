@@ -134,7 +134,10 @@ def run(
         with timed_stage("load", cancel, timings):
             progress("load", 0, 2)
             reference = dataset_reference(spec, dataset)
-            data = load_dataset(reference, upload=dataset, input_range=spec.input_range)
+            data = load_dataset(
+                reference, upload=dataset, input_range=spec.input_range,
+                test_fraction=spec.test_fraction, seed=spec.seed,
+            )  # fmt: skip
             # The threat model's budgets depend on the data; every later stage reads this spec.
             spec = spec.for_input_shape(data.input_shape)
             if any(name != "distillation" for name in spec.methods):

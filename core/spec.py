@@ -362,7 +362,8 @@ class HardenSpec(_Strict):
             "sent with the job, dataset:<id> or dataset:sha256:<hex> (registered with POST "
             "/datasets), s3://bucket/key or https://host/path (fetched by the worker; optionally "
             "ending in #sha256=<hex>); harden run also reads a local path or file:///path (.npz "
-            "or image-folder archive)."
+            "or image-folder archive) or a folder of images (<class>/<image>, optionally under "
+            "train/ and test/)."
         ),
         examples=["builtin:digits"],
     )
@@ -373,6 +374,17 @@ class HardenSpec(_Strict):
             "Pins the dataset a dataset:<id>, s3:// or https:// reference names: the job fails "
             "(before training) when the file's sha256 differs. Same as ending the reference in "
             "#sha256=<hex>."
+        ),
+    )
+    test_fraction: float = Field(
+        0.2,
+        ge=0.01,
+        le=0.9,
+        description=(
+            "Share of the images held out as the test split when the dataset has none of its "
+            "own (an .npz with only x and y, image folders without train/ and test/): "
+            "stratified by class, seeded with seed; the report's dataset_split records it. "
+            "Allowed: 0.01..0.9."
         ),
     )
     method: HardeningMethodName | list[HardeningMethodName] = Field(

@@ -1,6 +1,7 @@
-"""Image-folder dataset archives (.zip, .tar, .tar.gz): safe unpacking and reading.
+"""Image-folder dataset archives (.zip, .tar, .tar.gz): safe unpacking and listing checks.
 
-Layout: ``train/<class>/<image>`` and ``test/<class>/<image>``, optionally under one top folder.
+Layout: :mod:`core.datasets.layout`; the unpacked images are read by
+:mod:`core.datasets.image_folder`.
 Unpacking refuses absolute paths, ``..``, links and devices, and bounds the total size and the
 number of files, so a hostile archive cannot write outside the temporary folder or fill the disk.
 """
@@ -12,29 +13,16 @@ import shutil
 import tarfile
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
-from core.datasets.layout import image_folder_layout
+from core.datasets.layout import DATASET_FORMS, image_folder_layout
 from core.errors import DatasetError
 
 # What reading a damaged or cut-off archive raises, from tarfile and the decompressors under it.
 _UNREADABLE = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 DEFAULT_MAX_BYTES = 2 * 1024**3
-DEFAULT_MAX_FILES = 200_000
-
-
-@dataclass
-class ImageFolder:
-    """Arrays read from an image-folder tree (uint8 NCHW images, class-index labels)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: list[str]
+# 200,000 images and their class folders fit; an inode budget, the byte budget applies too.
+DEFAULT_MAX_FILES = 1_000_000
 
 
 def _safe_member_path(name: str) -> PurePosixPath:
@@ -42,7 +30,7 @@ def _safe_member_path(name: str) -> PurePosixPath:
     if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
         raise DatasetError(
             f"the archive entry {name!r} points outside the archive",
-            hint="build the archive with relative paths (train/<class>/<image>)",
+            hint="build the archive with relative paths (<class>/<image>)",
         )
     return path
 
@@ -67,8 +55,8 @@ def check_archive_listing(
 ) -> None:
     """Refuse, from its listing, an archive that unpacking or reading would refuse: entries
     pointing outside it (``..``, absolute paths), links, devices, a listing past the budget, a
-    truncated archive, and a layout without train/<class>/ and test/<class>/ images
-    (:mod:`core.datasets.layout`; not for an .npz, ``image_folder=False``). No entry's data is
+    truncated archive, and a layout :mod:`core.datasets.layout` refuses (not for an .npz,
+    ``image_folder=False``). No entry's data is
     inflated into memory or onto disk.
 
     For the API process, which must not spend minutes inflating a zip bomb only to refuse it:
@@ -160,8 +148,7 @@ def unpack_archive(
     else:
         raise DatasetError(
             "the dataset file is neither an .npz, a zip nor a tar archive",
-            hint="upload an .npz with x_train/y_train/x_test/y_test or an image-folder archive "
-            "(.zip, .tar, .tar.gz) with train/<class>/ and test/<class>/ folders",
+            hint=f"use {DATASET_FORMS}",
         )
     return dest
 
@@ -225,66 +212,3 @@ def _unpack_tar(path: Path, dest: Path, max_bytes: int, max_files: int) -> None:
         raise DatasetError(
             f"the tar archive cannot be read: {exc}", hint="re-create the archive"
         ) from exc
-
-
-def read_image_folder(root: Path) -> ImageFolder:
-    """Read ``train/<class>/*`` and ``test/<class>/*`` images under ``root``."""
-    from PIL import Image, UnidentifiedImageError
-
-    dirs: list[PurePosixPath] = []
-    files: list[PurePosixPath] = []
-    for path in root.rglob("*"):
-        relative = PurePosixPath(path.relative_to(root).as_posix())
-        if path.is_dir():
-            dirs.append(relative)
-        elif path.is_file():
-            files.append(relative)
-    layout = image_folder_layout(dirs, files)
-    reference: tuple[tuple[int, int], str, str] | None = None
-    arrays: dict[str, tuple[list[np.ndarray], list[int]]] = {}
-    for split in ("train", "test"):
-        images: list[np.ndarray] = []
-        labels: list[int] = []
-        for label, name in enumerate(layout.classes):
-            for relative in layout.images[split][name]:
-                file = root.joinpath(*relative.parts)
-                rel = f"{split}/{name}/{file.name}"
-                try:
-                    with Image.open(file) as image:
-                        image.load()
-                        size, mode = image.size, image.mode
-                        pixels = np.asarray(image)
-                except (UnidentifiedImageError, OSError, ValueError) as exc:
-                    raise DatasetError(
-                        f"cannot read image {rel}: {exc}", hint="remove or re-save that file"
-                    ) from exc
-                if reference is None:
-                    reference = (size, mode, rel)
-                elif (size, mode) != reference[:2]:
-                    raise DatasetError(
-                        f"image {rel} is {size[0]}x{size[1]} {mode} but {reference[2]} is "
-                        f"{reference[0][0]}x{reference[0][1]} {reference[1]}",
-                        hint="resize and convert all images to one size and colour mode",
-                    )
-                if pixels.dtype != np.uint8:
-                    raise DatasetError(
-                        f"image {rel} has {pixels.dtype} pixels (mode {mode})",
-                        hint="save images with 8 bits per channel (mode L, RGB or RGBA)",
-                    )
-                # Stored channels-first, so no H/W-vs-channel guessing happens later.
-                hwc = pixels if pixels.ndim == 3 else pixels[:, :, None]
-                images.append(hwc.transpose(2, 0, 1))
-                labels.append(label)
-        if not images:
-            raise DatasetError(
-                f"the archive's {split}/ folder holds no images",
-                hint=f"add .png or .jpg files under {split}/<class>/",
-            )
-        arrays[split] = (images, labels)
-    return ImageFolder(
-        x_train=np.stack(arrays["train"][0]),
-        y_train=np.asarray(arrays["train"][1], dtype=np.int64),
-        x_test=np.stack(arrays["test"][0]),
-        y_test=np.asarray(arrays["test"][1], dtype=np.int64),
-        class_names=layout.classes,
-    )

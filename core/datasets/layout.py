@@ -1,9 +1,11 @@
 """The layout of an image-folder dataset, from its paths alone (torch-free, no file opened).
 
-``train/<class>/<image>`` and ``test/<class>/<image>``, optionally under one top folder. The
-worker applies it to the unpacked folder (:func:`core.datasets.archives.read_image_folder`), the
-API to an archive's listing (:func:`core.datasets.archives.check_archive_listing`), so both
-refuse the same archives with the same words.
+Either ``<class>/<image>`` (no split: the run splits it by ``test_fraction``), ``train/<class>/``
+alone (the same), or ``train/<class>/<image>`` and ``test/<class>/<image>``; optionally under one
+top folder. The worker and ``harden run`` apply it to the unpacked folder or a local directory
+(:func:`core.datasets.image_folder.read_image_folder`), the API to an archive's listing
+(:func:`core.datasets.archives.check_archive_listing`), so all refuse the same datasets with the
+same words.
 """
 
 from __future__ import annotations
@@ -16,17 +18,37 @@ from core.errors import DatasetError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 SPLITS = ("train", "test")
-LAYOUT_HINT = "lay images out as train/<class>/<image> and test/<class>/<image>"
+# The one wording of the dataset forms, shared by every refusal of a layout or a file.
+LAYOUT_HINT = (
+    "lay images out as <class>/<image> (split into train and test by test_fraction) or as "
+    "train/<class>/<image> and test/<class>/<image>"
+)
+DATASET_FORMS = (
+    "an .npz with x and y (split by test_fraction) or x_train, y_train, x_test, y_test, or a "
+    "folder or archive (.zip, .tar, .tar.gz) of images as <class>/<image> or "
+    "train/<class>/<image> and test/<class>/<image>"
+)
+# A stratified split puts at least one image of every class on each side.
+MIN_IMAGES_PER_CLASS = 2
 
 
 @dataclass(frozen=True)
 class ImageFolderLayout:
-    """Where the splits are (``base``), the class names (sorted; label = index) and each
-    split's image files per class, sorted by name; paths relative to the archive's root."""
+    """Where the images are (``base``), the class names (sorted; label = index) and each split's
+    image files per class, sorted by name; paths relative to the root. ``images`` has the keys
+    ``train`` and ``test`` when the folder gives its split, else the one key ``all``."""
 
     base: PurePosixPath
     classes: list[str]
     images: dict[str, dict[str, list[PurePosixPath]]]
+
+    @property
+    def split_given(self) -> bool:
+        return "test" in self.images
+
+    def counts(self) -> dict[str, int]:
+        """Images per split."""
+        return {split: sum(map(len, per.values())) for split, per in self.images.items()}
 
 
 def image_folder_layout(
@@ -39,13 +61,15 @@ def image_folder_layout(
     for path in [*folders, *files]:
         folders.update(p for p in path.parents if p != PurePosixPath("."))
     base = _base(folders)
-    classes: dict[str, list[str]] = {}
-    for split in SPLITS:
-        if base / split not in folders:
-            raise DatasetError(f"the archive has no {split}/ folder", hint=LAYOUT_HINT)
-        classes[split] = sorted(
-            d.name for d in folders if d.parent == base / split and not d.name.startswith(".")
-        )
+    if base / "train" not in folders:
+        if base / "test" in folders:
+            raise DatasetError(
+                "the dataset has a test/ folder but no train/ folder", hint=LAYOUT_HINT
+            )
+        return _unsplit(base, folders, files)
+    if base / "test" not in folders:
+        return _unsplit(base / "train", folders, files)
+    classes = {split: _class_folders(base / split, folders) for split in SPLITS}
     if classes["train"] != classes["test"]:
         only_train = sorted(set(classes["train"]) - set(classes["test"]))
         only_test = sorted(set(classes["test"]) - set(classes["train"]))
@@ -54,30 +78,66 @@ def image_folder_layout(
             f"only in test: {only_test})",
             hint="give both splits the same class folder names",
         )
-    images: dict[str, dict[str, list[PurePosixPath]]] = {}
+    images = {split: _images(base / split, classes["train"], files) for split in SPLITS}
     for split in SPLITS:
-        per_class: dict[str, list[PurePosixPath]] = {name: [] for name in classes["train"]}
-        for file in files:
-            folder = file.parent
-            in_a_class = folder.parent == base / split and folder.name in per_class
-            if in_a_class and file.suffix.lower() in IMAGE_SUFFIXES:
-                per_class[folder.name].append(file)
-        if not any(per_class.values()):
+        if not any(images[split].values()):
             raise DatasetError(
-                f"the archive's {split}/ folder holds no images",
+                f"the dataset's {split}/ folder holds no images",
                 hint=f"add .png or .jpg files under {split}/<class>/",
             )
-        images[split] = {name: sorted(paths) for name, paths in per_class.items()}
     return ImageFolderLayout(base, classes["train"], images)
 
 
+def _class_folders(parent: PurePosixPath, folders: set[PurePosixPath]) -> list[str]:
+    return sorted(d.name for d in folders if d.parent == parent and not d.name.startswith("."))
+
+
+def _images(
+    parent: PurePosixPath, classes: list[str], files: list[PurePosixPath]
+) -> dict[str, list[PurePosixPath]]:
+    per_class: dict[str, list[PurePosixPath]] = {name: [] for name in classes}
+    for file in files:
+        folder = file.parent
+        in_a_class = folder.parent == parent and folder.name in per_class
+        if in_a_class and file.suffix.lower() in IMAGE_SUFFIXES:
+            per_class[folder.name].append(file)
+    return {name: sorted(paths) for name, paths in per_class.items()}
+
+
+def _unsplit(
+    parent: PurePosixPath, folders: set[PurePosixPath], files: list[PurePosixPath]
+) -> ImageFolderLayout:
+    """Class folders without a test split: each needs enough images to be split."""
+    classes = _class_folders(parent, folders)
+    images = _images(parent, classes, files)
+    where = f"{parent}/" if parent != PurePosixPath() else "the dataset's top folder"
+    if len(classes) < 2:
+        raise DatasetError(
+            f"{where} has {len(classes)} class folder(s); a classifier needs at least 2",
+            hint=LAYOUT_HINT,
+        )
+    few = [name for name, paths in images.items() if len(paths) < MIN_IMAGES_PER_CLASS]
+    if few:
+        raise DatasetError(
+            f"class folder(s) {few[:10]} in {where} hold fewer than {MIN_IMAGES_PER_CLASS} "
+            "images, too few to split into train and test",
+            hint="add images to those classes or remove their folders",
+        )
+    return ImageFolderLayout(parent, classes, {"all": images})
+
+
 def _base(folders: set[PurePosixPath]) -> PurePosixPath:
+    """The folder the dataset starts in: the root, or its one top folder (an archive of a
+    folder) when the root holds nothing else."""
     root = PurePosixPath()
     if root / "train" in folders:
         return root
     children = [
         d for d in folders if d.parent == root and d != root and not d.name.startswith(("_", "."))
     ]
-    if len(children) == 1 and children[0] / "train" in folders:
-        return children[0]
-    raise DatasetError("the archive has no train/ folder", hint=LAYOUT_HINT)
+    if len(children) == 1:
+        only = children[0]
+        holds_folders = any(d.parent == only for d in folders)
+        if only / "train" in folders or holds_folders:
+            return only
+    return root

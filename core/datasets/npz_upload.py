@@ -22,11 +22,12 @@ from core.datasets.checks import (
     image_shape,
     stored_range,
 )
+from core.datasets.layout import MIN_IMAGES_PER_CLASS
+from core.datasets.npz_file import NPZ_HINT, UNSPLIT_ARRAYS, missing_arrays_error, npz_form
 from core.errors import DatasetError
-from core.names import NPZ_ARRAYS
 
 CHUNK_BYTES = 8 * 1024 * 1024
-SAVE_HINT = "save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+SAVE_HINT = NPZ_HINT
 
 
 class _Header(NamedTuple):
@@ -49,17 +50,12 @@ def check_npz_upload(
     layouts it cannot read or that differ between splits, labels that are not class indices
     (negative, fractional, past :data:`core.datasets.checks.MAX_CLASSES`, test classes never
     trained), NaN or infinite pixels and float pixels outside ``input_range``."""
-    present = {n.removesuffix(".npy") for n in archive.namelist() if not n.endswith("/")}
-    missing = [a for a in NPZ_ARRAYS if a not in present]
-    if missing:
-        raise DatasetError(
-            f"the uploaded .npz lacks the array(s) {', '.join(missing)} "
-            f"(it has {', '.join(sorted(present)) or 'none'})",
-            hint=SAVE_HINT,
-            missing=missing,
-        )
+    present = sorted(n.removesuffix(".npy") for n in archive.namelist() if not n.endswith("/"))
+    form = npz_form(present)
+    if form is None:
+        raise missing_arrays_error(present)
     try:
-        headers = {name: _read_header(archive, name) for name in NPZ_ARRAYS}
+        headers = {name: _read_header(archive, name) for name in form}
         total = sum(header.nbytes for header in headers.values())
         if total > max_bytes:
             raise DatasetError(
@@ -67,12 +63,17 @@ def check_npz_upload(
                 "a job may load",
                 hint="upload fewer or smaller images",
             )
+        pairs = (
+            (("x", "y"),)
+            if form == UNSPLIT_ARRAYS
+            else (("x_train", "y_train"), ("x_test", "y_test"))
+        )
         shapes = {}
-        for split in ("x_train", "x_test"):
-            if not headers[split].shape or headers[split].shape[0] == 0:
-                raise DatasetError(f"{split} is empty", hint="both splits need at least one image")
-            shapes[split] = image_shape(split, headers[split].shape)
-        if shapes["x_train"] != shapes["x_test"]:
+        for x, _ in pairs:
+            if not headers[x].shape or headers[x].shape[0] == 0:
+                raise DatasetError(f"{x} is empty", hint="both splits need at least one image")
+            shapes[x] = image_shape(x, headers[x].shape)
+        if len(set(shapes.values())) > 1:
             raise DatasetError(
                 f"x_train images have shape {shapes['x_train']} but x_test images "
                 f"{shapes['x_test']}",
@@ -80,16 +81,33 @@ def check_npz_upload(
             )
         labels = {
             y: check_labels(y, _read_labels(archive, y, headers[y]), headers[x].shape[0])
-            for x, y in (("x_train", "y_train"), ("x_test", "y_test"))
+            for x, y in pairs
         }
-        check_classes(labels["y_train"], labels["y_test"], None)
-        for split in ("x_train", "x_test"):
-            _scan_images(archive, split, headers[split], input_range)
+        if form == UNSPLIT_ARRAYS:
+            _check_splittable(labels["y"])
+        else:
+            check_classes(labels["y_train"], labels["y_test"], None)
+        for x, _ in pairs:
+            _scan_images(archive, x, headers[x], input_range)
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise DatasetError(
             f"the uploaded .npz cannot be read (truncated or damaged?): {exc}",
             hint="re-create it with np.savez and upload it again in full",
         ) from exc
+
+
+def _check_splittable(labels: np.ndarray) -> None:
+    """x and y alone are split by the job's test_fraction, stratified: every class needs an
+    image on each side (the worker also checks the fraction itself)."""
+    check_classes(labels, labels, None)
+    counts = np.bincount(labels)
+    few = [int(c) for c in np.flatnonzero((counts > 0) & (counts < MIN_IMAGES_PER_CLASS))]
+    if few:
+        raise DatasetError(
+            f"classes {few[:10]} have fewer than {MIN_IMAGES_PER_CLASS} images in y, too few to "
+            "split into train and test",
+            hint="add images to those classes, or " + NPZ_HINT,
+        )
 
 
 def _open_array(archive: zipfile.ZipFile, name: str) -> IO[bytes]:

@@ -1,8 +1,10 @@
-"""Dataset references -> tensors: builtin:mnist, builtin:digits, .npz files, image-folder archives.
+"""Dataset references -> tensors: builtin:mnist, builtin:digits, .npz files, image-folder
+archives and directories.
 
-Every loader ends in :func:`core.datasets.checks.validate_arrays`, which checks the arrays (shapes,
-labels, finiteness, value range) and brings them to float32 NCHW inside the job's ``input_range``;
-:func:`_to_dataset` then wraps them as tensors.
+Every loader checks the arrays (shapes, labels, finiteness, value range; builtins and .npz files
+through :func:`core.datasets.checks.validate_arrays`, image folders image by image in
+:mod:`core.datasets.image_folder`) and brings them to float32 NCHW inside the job's
+``input_range``; :func:`_to_dataset` then wraps them as tensors.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from torch import Tensor
 
 from core.datasets.checks import CheckedArrays, validate_arrays
 from core.datasets.fetched_refs import FORMS, is_fetched_reference
+from core.datasets.layout import DATASET_FORMS
+from core.datasets.npz_file import read_npz
+from core.datasets.split import DEFAULT_TEST_FRACTION, SplitRecord
 from core.errors import DatasetError
-from core.names import BUILTIN_DATASETS, NPZ_ARRAYS
+from core.names import BUILTIN_DATASETS
 
 # The builtin train/test splits use this constant, not the job's seed: a test accuracy is only
 # comparable across jobs (and with the paper's figures) when every job is scored on the same
@@ -44,6 +49,14 @@ class Dataset:
     class_names: list[str]
     reference: str  # what the user asked for, e.g. "builtin:mnist"
     input_shape: tuple[int, int, int]  # (C, H, W)
+    split: SplitRecord = SplitRecord("given")  # where the train/test split came from
+
+
+@dataclass(frozen=True)
+class _SplitSettings:
+    input_range: tuple[float, float]
+    test_fraction: float
+    seed: int
 
 
 def load_dataset(
@@ -51,11 +64,14 @@ def load_dataset(
     *,
     upload: Path | None = None,
     input_range: tuple[float, float] = (0.0, 1.0),
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
 ) -> Dataset:
-    """Load the dataset ``ref`` names (or the uploaded file when ``ref`` is 'upload').
+    """Load the dataset ``ref`` names (or the uploaded file when ``ref`` is 'upload'): a
+    builtin, an .npz, an image-folder archive or a local image-folder directory.
 
-    No job seed: builtin splits are fixed (``BUILTIN_SPLIT_SEED``) and file datasets come with
-    their own split.
+    Builtin splits are fixed (``BUILTIN_SPLIT_SEED``); a file or folder without a test split of
+    its own is split by ``test_fraction`` (stratified, seeded with ``seed``).
     """
     low, high = float(input_range[0]), float(input_range[1])
     if not low < high:
@@ -68,7 +84,7 @@ def load_dataset(
         checked = validate_arrays(
             ref, x_train, y_train, x_test, y_test, None, (0.0, 1.0), (low, high)
         )
-        return _to_dataset(ref, checked)
+        return _to_dataset(ref, checked, SplitRecord("builtin", seed=BUILTIN_SPLIT_SEED))
     if ref.startswith("builtin:"):
         raise DatasetError(
             f"unknown builtin dataset {ref!r}",
@@ -76,7 +92,7 @@ def load_dataset(
             reference=ref,
         )
     path = _resolve_path(ref, upload)
-    return _load_file(ref, path, (low, high))
+    return _load_file(ref, path, _SplitSettings((low, high), test_fraction, seed))
 
 
 def _resolve_path(ref: str, upload: Path | None) -> Path:
@@ -117,11 +133,18 @@ def _resolve_path(ref: str, upload: Path | None) -> Path:
     return Path(ref)
 
 
-def _load_file(ref: str, path: Path, input_range: tuple[float, float]) -> Dataset:
+def _load_file(ref: str, path: Path, split: _SplitSettings) -> Dataset:
+    if path.is_dir():
+        from core.datasets.image_folder import read_image_folder
+
+        checked, record = read_image_folder(
+            path, split.input_range, test_fraction=split.test_fraction, seed=split.seed
+        )
+        return _to_dataset(ref, checked, record)
     if not path.is_file():
         raise DatasetError(
-            f"dataset file {str(path)!r} does not exist or is not a file",
-            hint="check the path, or use builtin:mnist / builtin:digits",
+            f"dataset {str(path)!r} does not exist",
+            hint=f"check the path; give {DATASET_FORMS}, or use builtin:mnist / builtin:digits",
             reference=ref,
         )
     try:
@@ -132,23 +155,20 @@ def _load_file(ref: str, path: Path, input_range: tuple[float, float]) -> Datase
             f"cannot read dataset file {str(path)!r}: {exc}", hint="check the file's permissions"
         ) from exc
     if head.startswith(_ZIP_MAGIC) and _is_npz(path):
-        return _load_npz(ref, path, input_range)
-    from core.datasets.archives import read_image_folder, unpack_archive
+        checked, record = read_npz(
+            ref, path, split.input_range, test_fraction=split.test_fraction, seed=split.seed
+        )
+        return _to_dataset(ref, checked, record)
+    from core.datasets.archives import unpack_archive
+    from core.datasets.image_folder import read_image_folder
 
     with tempfile.TemporaryDirectory(prefix="harden-data-") as tmp:
         root = unpack_archive(path, Path(tmp))
-        folder = read_image_folder(root)
-        checked = validate_arrays(
-            ref,
-            folder.x_train,
-            folder.y_train,
-            folder.x_test,
-            folder.y_test,
-            folder.class_names,
-            None,
-            input_range,
+        # The images land in a memory-mapped scratch file, so the unpacked folder can go.
+        checked, record = read_image_folder(
+            root, split.input_range, test_fraction=split.test_fraction, seed=split.seed
         )
-        return _to_dataset(ref, checked)
+        return _to_dataset(ref, checked, record)
 
 
 def _is_npz(path: Path) -> bool:
@@ -159,48 +179,6 @@ def _is_npz(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False
     return bool(names) and all(n.endswith(".npy") for n in names)
-
-
-def _load_npz(ref: str, path: Path, input_range: tuple[float, float]) -> Dataset:
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        # allow_pickle=False: an object array would be unpickled, i.e. run the uploader's code.
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [name for name in NPZ_ARRAYS if name not in npz.files]
-            if missing:
-                raise DatasetError(
-                    f"the .npz file lacks the array(s) {', '.join(missing)} "
-                    f"(it has: {', '.join(npz.files) or 'none'})",
-                    hint="save it with np.savez(path, x_train=..., y_train=..., x_test=..., "
-                    "y_test=...)",
-                    reference=ref,
-                )
-            for name in NPZ_ARRAYS:
-                arrays[name] = npz[name]
-    except DatasetError:
-        raise
-    except ValueError as exc:
-        raise DatasetError(
-            f"the .npz file holds object arrays, which are refused ({exc})",
-            hint="store images and labels as numeric arrays (uint8 or float32 images, integer "
-            "labels)",
-            reference=ref,
-        ) from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DatasetError(
-            f"cannot read the .npz file: {exc}", hint="re-save it with np.savez", reference=ref
-        ) from exc
-    checked = validate_arrays(
-        ref,
-        arrays["x_train"],
-        arrays["y_train"],
-        arrays["x_test"],
-        arrays["y_test"],
-        None,
-        None,
-        input_range,
-    )
-    return _to_dataset(ref, checked)
 
 
 def _mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -235,9 +213,12 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_train, y_train, x_test, y_test
 
 
-def _to_dataset(ref: str, checked: CheckedArrays) -> Dataset:
+def _to_dataset(
+    ref: str, checked: CheckedArrays, split: SplitRecord = SplitRecord("given")
+) -> Dataset:
     channels, height, width = (int(s) for s in checked.x_train.shape[1:])
     return Dataset(
+        # from_numpy shares the arrays' memory: a memory-mapped image folder stays on disk.
         x_train=torch.from_numpy(checked.x_train),
         y_train=torch.from_numpy(checked.y_train),
         x_test=torch.from_numpy(checked.x_test),
@@ -246,4 +227,5 @@ def _to_dataset(ref: str, checked: CheckedArrays) -> Dataset:
         class_names=checked.class_names,
         reference=ref,
         input_shape=(channels, height, width),
+        split=split,
     )

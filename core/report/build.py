@@ -21,6 +21,7 @@ from core.intake.upload import LoadedModel
 from core.names import MODEL_ONNX
 from core.plan import RunPlan
 from core.report.schema import (
+    DatasetSplit,
     DistillationSummary,
     ExportSummary,
     MethodComparison,
@@ -142,6 +143,19 @@ def accuracy_note(
     )
 
 
+def dataset_split(data: Dataset, train_samples: int) -> DatasetSplit:
+    """Where the run's train/test split came from, and its sizes."""
+    split = data.split
+    return DatasetSplit(
+        source=split.source,
+        train_samples=train_samples,
+        test_samples=len(data.y_test),
+        split_by_test_fraction=split.source == "test_fraction",
+        test_fraction=split.test_fraction,
+        seed=split.seed,
+    )
+
+
 def build_report(
     plan: RunPlan,
     model_file: Path,
@@ -203,6 +217,7 @@ def build_report(
                 "test_samples": int(len(data.y_test)),
             },
         },
+        dataset_split=dataset_split(data, plan.train_samples),
         models=models,
         method=method.name,
         method_title=method.title,

@@ -9,7 +9,7 @@ No torch import here: the API and clients may read reports too. The HTML page is
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +25,9 @@ from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 #      evaluation.preset (autoattack), evaluation.method, models.*.worst_case (per-sample worst
 #      case over attacks), verdict.strongest[].*_worst_case and autoattack_missing.
 # 1.5: export.outputs and export.output_temperature (T-scaled logits or plain logits).
-REPORT_VERSION = "1.5"
+# 1.6: dataset_split (where the train/test split came from: the dataset's own, a seeded
+#      stratified test_fraction split, or a builtin's fixed one), evaluation.threat_model.
+REPORT_VERSION = "1.6"
 
 
 class _Section(BaseModel):
@@ -38,6 +40,22 @@ class ModelSummary(_Section):
     clean_accuracy: float = Field(ge=0, le=1)
     mean_abs_logit: float = Field(ge=0)
     test_samples: int = Field(ge=1)
+
+
+class DatasetSplit(_Section):
+    """The run's train/test split and where it came from."""
+
+    source: Literal["given", "test_fraction", "builtin"] = Field(
+        description="'given': the dataset's own (train/ and test/ folders, or x_train/x_test); "
+        "'test_fraction': split here, stratified by class; 'builtin': the builtin's fixed split."
+    )
+    train_samples: int = Field(ge=1)
+    test_samples: int = Field(ge=1)
+    split_by_test_fraction: bool
+    test_fraction: float | None = Field(None, description="The share held out, when split here.")
+    seed: int | None = Field(
+        None, description="The split's seed (the job's seed, when split here)."
+    )
 
 
 class ExportSummary(_Section):
@@ -152,6 +170,9 @@ class Report(_Section):
     spec: dict[str, Any] = Field(description="The resolved job spec (core.spec.HardenSpec).")
     input: dict[str, Any] = Field(
         description="Upload: format, sha256, architecture; dataset facts."
+    )
+    dataset_split: DatasetSplit | None = Field(
+        None, description="The train/test split the run used and where it came from."
     )
     models: dict[str, ModelSummary] = Field(
         description="Clean accuracy per model: 'uploaded', 'teacher', 'student'."

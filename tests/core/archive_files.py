@@ -72,8 +72,12 @@ def hostile_archives() -> dict[str, bytes]:
         "tar.gz: cut before its end": good_gz[:-5],
         "tar.gz: header only": good_gz[:12],
         "tar: cut inside an entry": plain[: 512 * 3 + 100],
-        "tar: no train/ folder": _tar([_entry("images/a/1.png", data=b"x")]),
-        "tar: no test/ folder": plain,
+        "tar: one class folder, nothing to split": _tar([_entry("images/a/1.png", data=b"x")]),
+        "tar: train/ alone, one class": plain,
+        "tar: test/ without train/": _tar([_entry("test/a/1.png", data=b"x")]),
+        "zip: a class with one image, too few to split": _zip_tree(
+            ["cat/1.png", "cat/2.png", "dog/3.png"]
+        ),
         "zip: train/ and test/ classes differ": _zip_tree(
             ["train/cat/1.png", "train/dog/2.png", "test/cat/3.png", "test/bird/4.png"]
         ),

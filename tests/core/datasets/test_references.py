@@ -265,8 +265,8 @@ def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
     path.write_bytes(zip_claiming(3 * 1024**3))
     with pytest.raises(DatasetError, match="unpacks to more than"):
         check_archive_listing(path)
-    # Within budget: the listing passes the budget and its layout is read (no test/ here).
-    with pytest.raises(DatasetError, match="no test/ folder"):
+    # Within budget: the listing passes the budget and its layout is read (one class only).
+    with pytest.raises(DatasetError, match="a classifier needs at least 2"):
         check_archive_listing(path, max_bytes=4 * 1024**3)
 
     tar_path = tmp_path / "many.tar.gz"
@@ -279,5 +279,6 @@ def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
         check_archive_listing(tar_path, max_files=3)
     with pytest.raises(DatasetError, match="unpacks to more than"):
         check_archive_listing(tar_path, max_bytes=2500)
-    with pytest.raises(DatasetError, match="no test/ folder"):  # within budget: layout read
+    # Within budget: the layout is read (one class in train/, nothing to split).
+    with pytest.raises(DatasetError, match="a classifier needs at least 2"):
         check_archive_listing(tar_path)

@@ -33,14 +33,15 @@ RUN pip install --no-cache-dir \
 
 # Then the service and its other dependencies from PyPI. The installed torch (2.14.1+cpu,
 # +cu130, ...) satisfies the ==2.14.1 pin, so pip keeps it instead of fetching the default build.
-# The s3 extra brings boto3, the S3 artifact store's client (HARDEN_ARTIFACT_STORE=s3).
+# The s3 extra brings boto3, the S3 artifact store's client (HARDEN_ARTIFACT_STORE=s3); the
+# mlflow extra the MLflow client of the hand-off (HARDEN_MLFLOW_TRACKING_URI, a job's mlflow).
 COPY pyproject.toml README.md ./
 COPY core ./core
 COPY app ./app
 COPY worker ./worker
 COPY cli ./cli
 COPY client ./client
-RUN pip install --no-cache-dir -c constraints.txt ./client ".[s3]"
+RUN pip install --no-cache-dir -c constraints.txt ./client ".[s3,mlflow]"
 
 # ---- final: the virtualenv on a clean slim base, run as an unprivileged user -----------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS final

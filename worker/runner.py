@@ -26,6 +26,7 @@ from core.errors import HardenError, JobCancelledError
 from core.names import ARTIFACT_NAMES
 from core.spec import HardenSpec
 from worker.heartbeat import Heartbeat
+from worker.mlflow_handoff import job_handoff
 from worker.progress import CancelCheck, ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -174,17 +175,23 @@ def _execute(
             return _lost_race(services, job_id)
         outputs: dict[str, Path] = dict(result.artifacts)
         shas: dict[str, str] = {}
+        # The MLflow hand-off reads the files once they are stored: keep the work copies then.
+        handoff = spec.mlflow is not None or settings.mlflow_tracking_uri is not None
         for name in ARTIFACT_NAMES:
             if name not in outputs:
                 raise RuntimeError(f"the pipeline produced no {name}")
-            shas[name] = services.artifacts.put(job_id, name, Path(outputs[name]), move=True)
+            shas[name] = services.artifacts.put(job_id, name, Path(outputs[name]), move=not handoff)
         # Deployment wiring: per-stage seconds for GET /metrics (app/web/observability.py).
         timings = result.report.timings_s
         if timings:
             store.record_timings(job_id, {str(k): float(v) for k, v in timings.items()})
         summary = result.report.verdict_summary()
         verdict = summary.model_dump(mode="json") if summary is not None else None
-        recorded = store.record_artifacts(job_id, shas, verdict=verdict, attempt=attempt)
+        # After the files are stored, so a failing MLflow server costs a warning, not the job.
+        mlflow = job_handoff(spec, settings, job_id, outputs) if handoff else None
+        recorded = store.record_artifacts(
+            job_id, shas, verdict=verdict, mlflow=mlflow, attempt=attempt
+        )
         if not recorded or not store.mark_succeeded(job_id, shas, attempt=attempt):
             return _lost_race(services, job_id)
         return JobState.succeeded

@@ -132,6 +132,9 @@ class Job(Base):
     # The audit's verdict with its numbers (core.report.summary.VerdictSummary), written by the
     # worker with the artifacts of a job that succeeded with the evaluation on.
     verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The MLflow hand-off (worker/mlflow_handoff.py): run id, registered model version and alias,
+    # or the warning saying why it failed; null when the job was not handed over.
+    mlflow: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class ApiKey(Base):

@@ -66,6 +66,30 @@ class ArtifactOut(BaseModel):
     )
 
 
+class MlflowOut(BaseModel):
+    """Where the MLflow hand-off put a succeeded job (the config's ``mlflow`` section or the
+    service's HARDEN_MLFLOW_* settings), or why it failed: a failure is a warning, the job's
+    files are stored all the same."""
+
+    tracking_uri: str = Field(description="The MLflow tracking server.")
+    experiment: str | None = Field(None, description="The experiment of the run.")
+    registered_model: str | None = Field(None, description="The registered model's name.")
+    alias: str | None = Field(None, description="The alias moved to the new version.")
+    run_id: str | None = Field(None, description="The MLflow run; null when the hand-off failed.")
+    model_version: str | None = Field(
+        None, description="The new registered model version; null when the hand-off failed."
+    )
+    model_uri: str | None = Field(
+        None,
+        description="models:/<name>/<version>, for mlflow.onnx.load_model or "
+        "mlflow.pyfunc.load_model.",
+        examples=["models:/harden-student/3"],
+    )
+    warning: str | None = Field(
+        None, description="Why the hand-off failed or was not attempted; null when it worked."
+    )
+
+
 class JobOut(BaseModel):
     """A job as clients see it (examples: app/web/api_docs.py, built from job rows)."""
 
@@ -108,6 +132,11 @@ class JobOut(BaseModel):
         "strongest-attack accuracies of both models, once the job succeeded; null before, and "
         "for a job run without the evaluation. report.json has the evidence.",
     )
+    mlflow: MlflowOut | None = Field(
+        None,
+        description="The MLflow hand-off of a succeeded job; null when the job was not handed "
+        "to MLflow.",
+    )
     links: dict[str, str] = Field(
         description="URL paths of the job: self, events, cancel and the three downloads."
     )
@@ -145,6 +174,7 @@ def job_out(job: Job) -> JobOut:
         dataset_sha256=job.dataset_sha256,
         artifacts=artifacts,
         verdict=verdict,
+        mlflow=MlflowOut.model_validate(job.mlflow) if job.mlflow else None,
         links=job_links(job.id),
     )
 

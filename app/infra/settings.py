@@ -96,6 +96,29 @@ class Settings(BaseSettings):
         description="Let webhook URLs reach loopback, private, link-local and other non-public "
         "addresses (a receiver inside your network); false: refused at submit and delivery.",
     )
+    # --- MLflow hand-off (worker/mlflow_handoff.py, app/infra/mlflow_target.py) -------------------
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking server every succeeded job is logged to (unless its "
+        "config says mlflow.enabled false); a job's own mlflow.tracking_uri overrides it.",
+    )
+    mlflow_experiment: str = Field("harden", min_length=1, description="Default experiment.")
+    mlflow_registered_model: str = Field(
+        "harden-student", min_length=1, description="Default registered model name."
+    )
+    mlflow_allowed_hosts: str = Field(
+        "",
+        description="Comma-separated hosts (host or host:port) a job's own mlflow.tracking_uri "
+        "may name, private addresses included; '*' also allows any host whose addresses are all "
+        "public. Empty: jobs use HARDEN_MLFLOW_TRACKING_URI only (a URI naming its host is "
+        "accepted).",
+    )
+    mlflow_timeout_s: int = Field(
+        30, ge=1, description="Timeout of each request to the MLflow server."
+    )
+    mlflow_max_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed request to the MLflow server."
+    )
     job_soft_time_limit_s: int = Field(
         6 * 3600, ge=1, description="Past this a job fails with code 'timeout'."
     )

@@ -296,13 +296,20 @@ class JobStore:
         artifacts: dict[str, str],
         *,
         verdict: dict[str, Any] | None = None,
+        mlflow: dict[str, Any] | None = None,
         attempt: int | None = None,
     ) -> bool:
         """Record the output sha256s of a running job, and its verdict, before marking it
         succeeded, so a worker dying in between leaves a job whose redelivery finds its
-        artifacts (and verdict) complete."""
+        artifacts (and verdict) complete. ``mlflow``: the MLflow hand-off's record
+        (worker/mlflow_handoff.py), None when the job was not handed over."""
         return self._update(
-            job_id, [JobState.running], attempt=attempt, artifacts=artifacts, verdict=verdict
+            job_id,
+            [JobState.running],
+            attempt=attempt,
+            artifacts=artifacts,
+            verdict=verdict,
+            mlflow=mlflow,
         )
 
     def record_timings(self, job_id: str, timings_s: dict[str, float]) -> bool:

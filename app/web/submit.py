@@ -14,8 +14,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.infra.db import Job, JobState, new_job_id
+from app.infra.mlflow_target import HINT as MLFLOW_HINT
+from app.infra.mlflow_target import TrackingUriRefused, check_target, resolve_target
 from app.infra.netguard import HINT, NonPublicAddressError, UnresolvableHostError, public_addresses
 from app.infra.queue import enqueue_job
+from app.infra.settings import Settings
 from app.infra.store import IdempotencyConflict
 from app.web.dataset_refs import DATASET_PATH_HINT, FetchedDataset, check_fetched_dataset
 from app.web.deps import Services
@@ -90,6 +93,27 @@ def check_webhook_url(spec: HardenSpec, *, allow_private: bool) -> None:
     except UnresolvableHostError as exc:
         hint = "check the host name: the service resolves it when the job is submitted"
         raise _webhook_error(exc, "webhook_unresolvable", hint) from exc
+
+
+def check_mlflow_target(spec: HardenSpec, settings: Settings) -> None:
+    """Refuse an mlflow section the service cannot honour: no tracking server at all, or a
+    tracking_uri whose host the operator does not allow (app/infra/mlflow_target.py)."""
+    try:
+        target = resolve_target(spec.mlflow, settings)
+        if target is not None:
+            check_target(target, settings)
+    except TrackingUriRefused as exc:
+        raise InvalidSpecError(
+            f"The job config is invalid: config.mlflow.tracking_uri: {exc}",
+            hint=MLFLOW_HINT,
+            errors=[
+                {
+                    "field": "config.mlflow.tracking_uri",
+                    "message": str(exc),
+                    "type": "mlflow_not_allowed",
+                }
+            ],
+        ) from exc
 
 
 def _webhook_error(exc: ValueError, kind: str, hint: str) -> InvalidSpecError:
@@ -171,6 +195,7 @@ def submit(
     dataset = form.files.get("dataset")
     spec = parse_spec(form.fields.get("config"), dataset_uploaded=dataset is not None)
     check_webhook_url(spec, allow_private=services.settings.webhook_allow_private)
+    check_mlflow_target(spec, services.settings)
     check_evaluation_cost(spec, services.settings.max_evaluation_steps)
     model_format = check_model(model.path, spec)
     dataset_name = check_dataset_upload(dataset.path, spec.input_range) if dataset else None

@@ -1,0 +1,264 @@
+"""MLflow hand-off of a succeeded job: one run, the ONNX model registered as a new version.
+
+The run holds the job spec as parameters; the clean accuracies, the robust accuracy per model,
+attack and epsilon, the strongest attack's and the per-sample worst case per budget, and the
+stage timings as metrics; report.json and report.html under ``report/``; and model.onnx logged
+as an MLflow ONNX model with a signature read from its graph. The model is registered as a new
+version of the target's registered model, tagged with the verdict, the method and the job id,
+and the target's alias is moved to it (aliases and tags: MLflow's stages are deprecated).
+
+Called after the job's files are stored: a hand-off that fails (server down, refused, MLflow
+missing) becomes a warning on the job, never a failed job or a lost file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from app.infra.mlflow_target import (
+    HINT,
+    MlflowTarget,
+    TrackingUriRefused,
+    check_target,
+    resolve_target,
+)
+from app.infra.settings import Settings
+from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON
+from core.spec import HardenSpec
+
+log = logging.getLogger(__name__)
+
+# MLflow's fluent API keeps the tracking URI and the active run per process; one hand-off at a
+# time (a worker process runs one job at a time anyway).
+_LOCK = threading.Lock()
+# Spec fields not logged as parameters: a webhook URL may carry a token in its query.
+_PRIVATE_SPEC_FIELDS = ("webhook_url", "mlflow")
+NOT_AUDITED = "not audited"
+
+
+@dataclass(frozen=True)
+class MlflowRecord:
+    """What the hand-off left in MLflow (or why it did not), as stored on the job."""
+
+    tracking_uri: str
+    experiment: str
+    registered_model: str
+    alias: str
+    run_id: str | None = None
+    model_version: str | None = None
+    model_uri: str | None = None
+    warning: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def job_handoff(
+    spec: HardenSpec, settings: Settings, job_id: str, outputs: dict[str, Path]
+) -> dict[str, Any] | None:
+    """The MLflow record of a succeeded job (None when it is not handed over): its target from
+    the spec and the settings, checked against the service's policy again (settings and DNS may
+    have changed since submit), then :func:`hand_off`."""
+    try:
+        target = resolve_target(spec.mlflow, settings)
+        if target is None:
+            return None
+        check_target(target, settings)
+    except TrackingUriRefused as exc:
+        warning = f"the MLflow hand-off was not attempted: {exc} ({HINT})"
+        log.warning("job %s: %s", job_id, warning)
+        section = spec.mlflow
+        return {
+            "tracking_uri": str(section.tracking_uri) if section and section.tracking_uri else "",
+            "warning": warning,
+        }
+    return hand_off(
+        target,
+        job_id,
+        outputs,
+        timeout_s=settings.mlflow_timeout_s,
+        max_retries=settings.mlflow_max_retries,
+    ).as_json()
+
+
+def hand_off(
+    target: MlflowTarget,
+    job_id: str,
+    outputs: dict[str, Path],
+    *,
+    timeout_s: int,
+    max_retries: int,
+) -> MlflowRecord:
+    """Log the job's outputs to ``target``; any failure comes back as the record's warning."""
+    record = MlflowRecord(
+        tracking_uri=target.tracking_uri,
+        experiment=target.experiment,
+        registered_model=target.registered_model,
+        alias=target.alias,
+    )
+    try:
+        return _log(target, job_id, outputs, record, timeout_s=timeout_s, max_retries=max_retries)
+    except ImportError as exc:
+        return _failed(record, job_id, f"the worker has no MLflow client ({exc})", "harden[mlflow]")
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        return _failed(record, job_id, detail[:600], None)
+
+
+def _failed(record: MlflowRecord, job_id: str, detail: str, install: str | None) -> MlflowRecord:
+    fix = f"install {install} on the workers" if install else "check the tracking server"
+    warning = (
+        f"the MLflow hand-off to {record.tracking_uri} failed ({detail}); the job's files are "
+        f"stored and downloadable as usual: {fix}, then log them by hand or submit the job again"
+    )
+    log.warning("job %s: %s", job_id, warning)
+    return MlflowRecord(**(record.as_json() | {"warning": warning}))
+
+
+def _log(
+    target: MlflowTarget,
+    job_id: str,
+    outputs: dict[str, Path],
+    record: MlflowRecord,
+    *,
+    timeout_s: int,
+    max_retries: int,
+) -> MlflowRecord:
+    import mlflow
+    import mlflow.onnx
+    import onnx
+    import onnxruntime
+    from mlflow import MlflowClient
+
+    # The client reads these on each request: a dead server fails the hand-off in seconds
+    # instead of MLflow's default of 7 retries with exponential backoff (minutes).
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+    report = json.loads(Path(outputs[REPORT_JSON]).read_text())
+    verdict = (report.get("verdict") or {}).get("label") or NOT_AUDITED
+    method = str(report.get("method") or "distillation")
+    onnx_model = onnx.load(str(outputs[MODEL_ONNX]))
+    with _LOCK:
+        mlflow.set_tracking_uri(target.tracking_uri)
+        mlflow.set_registry_uri(target.tracking_uri)
+        experiment = mlflow.set_experiment(target.experiment)
+        tags = {"harden.job_id": job_id, "harden.verdict": verdict, "harden.method": method}
+        with mlflow.start_run(
+            experiment_id=experiment.experiment_id, run_name=f"harden-{job_id[:12]}", tags=tags
+        ) as run:
+            mlflow.log_params(spec_params(report.get("spec") or {}))
+            mlflow.log_metrics(report_metrics(report))
+            mlflow.log_artifact(str(outputs[REPORT_JSON]), artifact_path="report")
+            mlflow.log_artifact(str(outputs[REPORT_HTML]), artifact_path="report")
+            info = mlflow.onnx.log_model(
+                onnx_model,
+                name="model",
+                signature=onnx_signature(onnx_model),
+                registered_model_name=target.registered_model,
+                # Listed, not inferred: inference loads the model in a subprocess (seconds).
+                pip_requirements=[
+                    f"onnx=={onnx.__version__}",
+                    f"onnxruntime=={onnxruntime.__version__}",
+                ],
+                metadata={"harden_job_id": job_id, "verdict": verdict, "method": method},
+            )
+        version = str(info.registered_model_version)
+        client = MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.tracking_uri)
+        for key, value in (("verdict", verdict), ("method", method), ("harden_job_id", job_id)):
+            client.set_model_version_tag(target.registered_model, version, key, value)
+        client.set_registered_model_alias(target.registered_model, target.alias, version)
+    log.info(
+        "job %s logged to MLflow run %s, %s version %s (@%s)",
+        job_id,
+        run.info.run_id,
+        target.registered_model,
+        version,
+        target.alias,
+    )
+    return MlflowRecord(
+        **(
+            record.as_json()
+            | {
+                "run_id": run.info.run_id,
+                "model_version": version,
+                "model_uri": f"models:/{target.registered_model}/{version}",
+            }
+        )
+    )
+
+
+def onnx_signature(model: Any) -> Any:
+    """The MLflow signature of an ONNX model, read from its graph: each input's and output's
+    name, element type and shape (-1 for a dynamic dimension such as the batch)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    def tensor(value: Any) -> TensorSpec:
+        tensor_type = value.type.tensor_type
+        shape = tuple(
+            dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim
+        )
+        return TensorSpec(tensor_dtype_to_np_dtype(tensor_type.elem_type), shape, value.name)
+
+    weights = {initializer.name for initializer in model.graph.initializer}
+    inputs: list[ColSpec | TensorSpec] = [
+        tensor(value) for value in model.graph.input if value.name not in weights
+    ]
+    outputs: list[ColSpec | TensorSpec] = [tensor(value) for value in model.graph.output]
+    return ModelSignature(Schema(inputs), Schema(outputs))
+
+
+def spec_params(spec: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """The resolved spec as flat MLflow parameters: nested fields dotted, lists as JSON."""
+    params: dict[str, str] = {}
+    for key, value in spec.items():
+        if not prefix and key in _PRIVATE_SPEC_FIELDS:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            params.update(spec_params(value, f"{name}."))
+        else:
+            params[name] = value if isinstance(value, str) else json.dumps(value)
+    return params
+
+
+def report_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The report's numbers as MLflow metrics (names: README, "MLflow hand-off")."""
+    metrics: dict[str, float] = {}
+    for model, summary in (report.get("models") or {}).items():
+        metrics[f"clean_accuracy/{model}"] = float(summary["clean_accuracy"])
+    evaluation = report.get("evaluation") or {}
+    for model, robustness in (evaluation.get("models") or {}).items():
+        for attack in robustness.get("attacks") or []:
+            for point in attack.get("points") or []:
+                budget = _budget(point.get("epsilon"))
+                name = f"robust_accuracy/{model}/{attack['attack']}{budget}"
+                metrics[name] = float(point["robust_accuracy"])
+        for worst in robustness.get("worst_case") or []:
+            budget = f"{worst['norm']}{_budget(worst['epsilon'])}"
+            metrics[f"worst_case_robust_accuracy/{model}/{budget}"] = float(
+                worst["robust_accuracy"]
+            )
+    for row in (report.get("verdict") or {}).get("strongest") or []:
+        budget = f"{row['norm']}{_budget(row['epsilon'])}"
+        for model in ("uploaded", "student"):
+            metrics[f"strongest_attack_robust_accuracy/{model}/{budget}"] = float(
+                row[f"{model}_robust_accuracy"]
+            )
+    for stage, seconds in (report.get("timings_s") or {}).items():
+        metrics[f"time_s/{stage}"] = float(seconds)
+    return metrics
+
+
+def _budget(epsilon: float | None) -> str:
+    return "" if epsilon is None else f"/eps_{epsilon:g}"

@@ -29,6 +29,7 @@ from app.web.errors import (
 )
 from app.web.problems import DATABASE_DOWN_ERROR, problem_body
 from app.web.submit import evaluation_too_large
+from core.datasets.npz_file import NPZ_HINT
 from core.errors import (
     DatasetError,
     HardenError,
@@ -255,8 +256,8 @@ EXAMPLES: dict[str, ProblemExample] = {
         "the dataset upload is no .npz, zip or tar, or the worker would refuse it: arrays "
         "missing or lying about their size, labels that are no class indices, NaN pixels, "
         "archive entries outside the archive, links, devices, a truncated archive",
-        "the uploaded .npz lacks the array(s) x_test (it has x_train, y_test, y_train)",
-        "save it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)",
+        "the .npz file lacks the array(s) x_test (it has: x_train, y_test, y_train)",
+        NPZ_HINT,
         {"missing": ["x_test"]},
     ),
     "no_model_part": ProblemExample(

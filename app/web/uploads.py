@@ -21,6 +21,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.web.errors import BadRequestError, PayloadTooLargeError
 from core.datasets.archives import check_archive_listing, is_tar
+from core.datasets.layout import DATASET_FORMS
 from core.datasets.npz_upload import check_npz_upload
 from core.errors import DatasetError
 
@@ -239,8 +240,7 @@ def check_dataset_upload(path: Path, input_range: tuple[float, float]) -> str:
     if not is_tar(path):
         raise DatasetError(
             "the dataset upload is neither an .npz nor a zip/tar archive",
-            hint="send np.savez(..., x_train=, y_train=, x_test=, y_test=) or a zip/tar of "
-            "image folders",
+            hint=f"send {DATASET_FORMS}",
         )
     check_archive_listing(path)
     return "dataset.tar.gz" if head.startswith(b"\x1f\x8b") else "dataset.tar"

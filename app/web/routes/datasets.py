@@ -62,8 +62,9 @@ _UPLOAD_FORM = {
                         "dataset": {
                             "type": "string",
                             "format": "binary",
-                            "description": "An .npz (x_train, y_train, x_test, y_test) or a zip "
-                            "or tar(.gz) of train/<class>/ and test/<class>/ image folders.",
+                            "description": "An .npz (x and y, split by a job's test_fraction, "
+                            "or x_train, y_train, x_test, y_test) or a zip or tar(.gz) of "
+                            "<class>/ image folders, optionally under train/ and test/.",
                         },
                         "name": {
                             "type": "string",

@@ -25,6 +25,7 @@ from app.infra.store import JobError, JobStore, is_terminal
 from core.errors import HardenError, JobCancelledError
 from core.names import ARTIFACT_NAMES
 from core.spec import HardenSpec
+from worker.dataset_fetch import fetch_job_dataset
 from worker.heartbeat import Heartbeat
 from worker.mlflow_handoff import job_handoff
 from worker.progress import CancelCheck, ProgressReporter
@@ -160,6 +161,15 @@ def _execute(
         if job.dataset_name:
             dataset_path = services.artifacts.fetch(
                 job_id, f"inputs/{job.dataset_name}", work / "inputs" / job.dataset_name
+            )
+        else:  # a registered dataset, or an s3:// or https:// file (None for builtin ones)
+            dataset_path = fetch_job_dataset(
+                job,
+                spec,
+                settings=settings,
+                artifacts=services.artifacts,
+                engine=store.engine,
+                work=work,
             )
         run = pipeline or _core_pipeline()
         result: Any = run(

@@ -11,13 +11,11 @@ import hashlib
 import hmac
 import json
 import logging
-import urllib.request
-from typing import Any
 
 import httpx
 
 from app.infra.job_resource import job_out
-from app.infra.netguard import NonPublicAddressError, UnresolvableHostError, public_addresses
+from app.infra.netguard import NonPublicAddressError, UnresolvableHostError, guarded_target
 from app.infra.store import JobStore, is_terminal
 
 log = logging.getLogger(__name__)
@@ -36,14 +34,6 @@ class WebhookDeliveryError(Exception):
 def sign(secret: str, body: bytes) -> str:
     """The signature header value of ``body``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _env_proxy_applies(url: httpx.URL) -> bool:
-    """Whether httpx would send ``url`` through a proxy from HTTP(S)_PROXY / ALL_PROXY."""
-    proxies = urllib.request.getproxies()
-    if not (proxies.get(url.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(url.host)
 
 
 def deliver_webhook(
@@ -71,31 +61,25 @@ def deliver_webhook(
     else:
         log.warning("HARDEN_WEBHOOK_SECRET is empty: webhook of job %s sent unsigned", job_id)
     url = httpx.URL(str(job.spec["webhook_url"]))
-    target, trust_env = url, True
-    extensions: dict[str, Any] = {}
-    if not allow_private:
-        try:
-            addresses = public_addresses(url.host, url.port)
-        except NonPublicAddressError as exc:
-            log.warning(
-                "webhook of job %s not sent: %s (HARDEN_WEBHOOK_ALLOW_PRIVATE is false)",
-                job_id,
-                exc,
-            )
-            return None
-        except UnresolvableHostError as exc:
-            raise WebhookDeliveryError(str(exc)) from exc  # DNS may answer on a retry
-        if not _env_proxy_applies(url):
-            # Connect to the address just checked: letting httpx resolve the name again would
-            # let a DNS server that alternates its answers pass the check and then point the
-            # connection elsewhere. The name still goes in Host and in TLS (SNI, certificate).
-            target, trust_env = url.copy_with(host=str(addresses[0])), False
-            headers["Host"] = url.netloc.decode("ascii")
-            if url.scheme == "https":
-                extensions["sni_hostname"] = url.host
+    try:
+        target = guarded_target(url, allow_private=allow_private)
+    except NonPublicAddressError as exc:
+        log.warning(
+            "webhook of job %s not sent: %s (HARDEN_WEBHOOK_ALLOW_PRIVATE is false)", job_id, exc
+        )
+        return None
+    except UnresolvableHostError as exc:
+        raise WebhookDeliveryError(str(exc)) from exc  # DNS may answer on a retry
     # A redirect is not followed: its target was never checked.
-    with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=trust_env) as client:
-        response = client.post(target, content=body, headers=headers, extensions=extensions)
+    with httpx.Client(
+        timeout=timeout_s, follow_redirects=False, trust_env=target.trust_env
+    ) as client:
+        response = client.post(
+            target.url,
+            content=body,
+            headers=headers | target.headers,
+            extensions=target.extensions,
+        )
     status = response.status_code
     if status >= 500 or status in RETRYABLE_STATUSES:
         raise WebhookDeliveryError(f"webhook answered {status}")

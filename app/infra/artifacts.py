@@ -216,6 +216,14 @@ class S3Store:
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
 
+def is_artifact_bucket(bucket: str, settings: Settings) -> bool:
+    """Whether ``bucket`` holds this service's artifacts (every job's uploads and outputs): no
+    user-given s3:// reference may read it."""
+    endpoint = settings.dataset_s3_endpoint_url or settings.s3_endpoint_url
+    same_store = settings.artifact_store == "s3" and endpoint == settings.s3_endpoint_url
+    return same_store and bucket == settings.s3_bucket
+
+
 def make_store(settings: Settings) -> ArtifactStore:
     """The store the settings ask for."""
     if settings.artifact_store == "s3":

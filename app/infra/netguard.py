@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -85,3 +90,42 @@ def public_addresses(host: str, port: int | None = None) -> list[IPAddress]:
     if not addresses:
         raise UnresolvableHostError(f"the host name {host!r} has no address")
     return addresses
+
+
+@dataclass(frozen=True)
+class GuardedTarget:
+    """Where to send a request to a user-given URL: ``url`` is the checked address (or the URL
+    itself where no check applies), ``headers`` and ``extensions`` keep the name in Host and in
+    TLS (SNI, certificate), ``trust_env`` whether httpx may read proxy settings."""
+
+    url: httpx.URL
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)
+    trust_env: bool = True
+
+
+def guarded_target(url: httpx.URL, *, allow_private: bool) -> GuardedTarget:
+    """The target of a request to ``url`` whose host must be public (unless ``allow_private``);
+    raises NonPublicAddressError or UnresolvableHostError. Send it with redirects off: a
+    redirect's target is a new URL to check."""
+    if allow_private:
+        return GuardedTarget(url)
+    addresses = public_addresses(url.host, url.port)
+    if _env_proxy_applies(url):
+        return GuardedTarget(url)  # the proxy resolves the name
+    # Connect to the address just checked: letting httpx resolve the name again would let a DNS
+    # server that alternates its answers pass the check and then point the connection elsewhere.
+    return GuardedTarget(
+        url.copy_with(host=str(addresses[0])),
+        {"Host": url.netloc.decode("ascii")},
+        {"sni_hostname": url.host} if url.scheme == "https" else {},
+        trust_env=False,
+    )
+
+
+def _env_proxy_applies(url: httpx.URL) -> bool:
+    """Whether httpx would send ``url`` through a proxy from HTTP(S)_PROXY / ALL_PROXY."""
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(url.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(url.host)

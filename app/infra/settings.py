@@ -154,9 +154,14 @@ class Settings(BaseSettings):
     # --- datasets a worker fetches (worker/dataset_fetch.py) ------------------------------------
     dataset_url_allow_private: bool = Field(
         False,
-        description="Let https:// dataset URLs reach loopback, private, link-local and other "
-        "non-public addresses, and allow plain http:// (a file server inside your network); "
-        "false: refused at submit (422) and at fetch.",
+        description="Let dataset URLs reach loopback, private, link-local and other non-public "
+        "addresses (a file server inside your network); false: refused at submit (422) and at "
+        "every fetch and redirect.",
+    )
+    dataset_url_allow_http: bool = Field(
+        False,
+        description="Accept plain http:// dataset URLs (a file server inside your network, "
+        "tests); false: https:// only.",
     )
     dataset_fetch_max_bytes: int = Field(
         4 * 1024**3,

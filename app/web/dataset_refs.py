@@ -1,6 +1,6 @@
 """A job's dataset reference, checked when the job is submitted: a registered dataset must be
 the caller's (and match its pin); an https:// URL must name a public host, as webhooks must
-(app/infra/netguard.py), and plain http:// is refused unless the operator allows private URLs.
+(app/infra/netguard.py), and plain http:// is refused unless the operator allows it.
 The worker fetches the file (worker/dataset_fetch.py) and checks the address again.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.infra.artifacts import is_artifact_bucket
 from app.infra.dataset_store import DatasetStore
 from app.infra.db import Dataset
 from app.infra.netguard import NonPublicAddressError, UnresolvableHostError, public_addresses
@@ -31,9 +32,9 @@ REGISTER_HINT = (
     "FILE) and name it dataset:<id>"
 )
 DATASET_URL_HINT = (
-    "use an https:// URL of a public host, or s3://bucket/key; an operator whose datasets are "
-    "served inside the network sets HARDEN_DATASET_URL_ALLOW_PRIVATE=true (which also allows "
-    "http://)"
+    "use an https:// URL of a public host, or s3://bucket/key; for a file server inside the "
+    "network an operator sets HARDEN_DATASET_URL_ALLOW_PRIVATE=true (and, for plain http://, "
+    "HARDEN_DATASET_URL_ALLOW_HTTP=true)"
 )
 
 
@@ -52,21 +53,31 @@ def check_fetched_dataset(services: Services, owner: str, spec: HardenSpec) -> F
     if isinstance(ref, RegisteredRef):
         dataset = resolve_registered(services, owner, ref, spec.dataset_sha256)
         return FetchedDataset(dataset.id, dataset.sha256)
+    settings = services.settings
+    if ref.scheme == "s3" and is_artifact_bucket(ref.host, settings):
+        raise DatasetError(
+            f"config.dataset: s3://{ref.host} is this service's artifact store, which jobs do "
+            "not read from",
+            hint="register the dataset with POST /datasets, or name a copy in another bucket",
+        )
     if ref.scheme != "s3":
-        check_dataset_url(ref, allow_private=services.settings.dataset_url_allow_private)
+        check_dataset_url(
+            ref,
+            allow_private=settings.dataset_url_allow_private,
+            allow_http=settings.dataset_url_allow_http,
+        )
     return FetchedDataset(None, ref.sha256 or spec.dataset_sha256)
 
 
-def check_dataset_url(ref: RemoteRef, *, allow_private: bool) -> None:
+def check_dataset_url(ref: RemoteRef, *, allow_private: bool, allow_http: bool) -> None:
     """Refuse an http(s) dataset URL the worker must not fetch (422)."""
-    if allow_private:
-        return
-    if ref.scheme == "http":
+    if ref.scheme == "http" and not allow_http:
         raise DatasetError(
-            f"config.dataset: {ref.url!r} is plain http://, which this service fetches only "
-            "from inside its network",
+            f"config.dataset: {ref.url!r} is plain http://, which this service does not fetch",
             hint=DATASET_URL_HINT,
         )
+    if allow_private:
+        return
     try:
         public_addresses(ref.host, ref.port)
     except NonPublicAddressError as exc:

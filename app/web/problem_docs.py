@@ -246,7 +246,7 @@ EXAMPLES: dict[str, ProblemExample] = {
     "dataset_url_not_public": ProblemExample(
         DatasetError,
         "config.dataset is an https:// URL whose host is not public, or an http:// URL "
-        "(both only with HARDEN_DATASET_URL_ALLOW_PRIVATE)",
+        "(allowed by HARDEN_DATASET_URL_ALLOW_PRIVATE, HARDEN_DATASET_URL_ALLOW_HTTP)",
         "config.dataset: 127.0.0.1 is not a public address (loopback, private, link-local or "
         "reserved)",
         DATASET_URL_HINT,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,11 @@ def services(tmp_path: Path) -> WorkerServices:
 
 
 def queue_job(
-    services: WorkerServices, spec: dict | None = None, *, dataset_name: str | None = None
+    services: WorkerServices,
+    spec: dict | None = None,
+    *,
+    dataset_name: str | None = None,
+    **row: Any,
 ) -> str:
     job_id = uuid.uuid4().hex
     source = Path(services.settings.work_dir).parent / f"model-{job_id}"
@@ -54,6 +59,7 @@ def queue_job(
             artifacts={},
             cancel_requested=False,
             attempts=0,
+            **row,
         )
     )
     return job_id

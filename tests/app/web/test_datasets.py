@@ -128,7 +128,7 @@ def test_remote_urls_are_checked_at_submit(api, auth, store, settings):
     assert "HARDEN_DATASET_URL_ALLOW_PRIVATE" in body["hint"]
     plain = CONFIG | {"dataset": "http://example.com/digits.npz"}
     body = assert_problem(post(api, auth, onnx_model_bytes(), plain), 422, "invalid_dataset")
-    assert "http://" in body["detail"]
+    assert "http://" in body["detail"] and "HARDEN_DATASET_URL_ALLOW_HTTP" in body["hint"]
     assert store.count_by_state() == {} and files_under(settings.artifact_dir) == []
     # s3:// is not resolved at submit (the bucket is the worker's to reach); the pin is kept.
     pinned = f"s3://bucket/digits.npz#sha256={'ab' * 32}"
@@ -142,10 +142,20 @@ def test_private_urls_are_accepted_where_the_operator_allows_them(settings, tmp_
 
     from app.web.main import create_app
 
-    allowing = settings.model_copy(update={"dataset_url_allow_private": True, "auth": "open"})
-    with TestClient(create_app(allowing)) as client:
-        config = CONFIG | {"dataset": "http://127.0.0.1:9/digits.npz"}
-        assert post(client, {}, onnx_model_bytes(), config).status_code == 202
+    private = {"dataset_url_allow_private": True, "auth": "open"}
+    with TestClient(create_app(settings.model_copy(update=private))) as client:
+        assert (
+            post(
+                client, {}, onnx_model_bytes(), CONFIG | {"dataset": "https://127.0.0.1/d.npz"}
+            ).status_code
+            == 202
+        )
+        # Plain http:// needs its own setting.
+        plain = CONFIG | {"dataset": "http://127.0.0.1:9/digits.npz"}
+        assert_problem(post(client, {}, onnx_model_bytes(), plain), 422, "invalid_dataset")
+    both = private | {"dataset_url_allow_http": True}
+    with TestClient(create_app(settings.model_copy(update=both))) as client:
+        assert post(client, {}, onnx_model_bytes(), plain).status_code == 202
 
 
 def _other_npz() -> bytes:
@@ -163,3 +173,17 @@ def _other_npz() -> bytes:
         y_test=np.arange(10),
     )
     return buffer.getvalue()
+
+
+def test_the_artifact_bucket_is_no_dataset_source(settings, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from app.web.main import create_app
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # Refused before anything is stored: the store's endpoint (nothing listens) is never called.
+    s3 = {"artifact_store": "s3", "s3_bucket": "mine", "s3_endpoint_url": "http://127.0.0.1:1"}
+    with TestClient(create_app(settings.model_copy(update=s3 | {"auth": "open"}))) as client:
+        config = CONFIG | {"dataset": "s3://mine/harden/0123/inputs/dataset.npz"}
+        body = assert_problem(post(client, {}, onnx_model_bytes(), config), 422, "invalid_dataset")
+        assert "artifact store" in body["detail"] and "POST /datasets" in body["hint"]

@@ -1,10 +1,13 @@
 # make run: set up .venv and start the service on the embedded defaults (SQLite, local folder,
-#           a Celery worker on a server-less broker).
+#           a Celery worker on a server-less broker) on http://$(HOST):$(PORT)
+#           (make run PORT=8102 for another port).
 # make test: set up .venv, run the linters (import contracts, ruff, mypy), then the tests.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: setup run test lint bench example clean
 
@@ -16,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/harden serve --embedded
+	$(BIN)/harden serve --embedded --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/lint-imports

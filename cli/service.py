@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from cli.datasets_cmd import datasets_app
 from cli.service_client import cancel, download, status, submit
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (operators).")
@@ -27,6 +28,7 @@ def register(app: typer.Typer) -> None:
     app.command()(status)
     app.command()(download)
     app.command()(cancel)
+    app.add_typer(datasets_app, name="datasets")
     app.add_typer(keys_app, name="keys")
     app.add_typer(db_app, name="db")
 

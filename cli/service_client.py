@@ -59,7 +59,12 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def submit(
     model: Path = typer.Argument(..., exists=True, dir_okay=False, help="Model file."),
-    dataset: str | None = typer.Option(None, help="builtin:mnist or builtin:digits."),
+    dataset: str | None = typer.Option(
+        None,
+        help="builtin:mnist, builtin:digits, dataset:<id> (harden datasets upload FILE), "
+        "s3://bucket/key or https://host/file (fetched by the worker, optionally "
+        "#sha256=<hex>).",
+    ),
     dataset_file: Path | None = typer.Option(
         None, exists=True, dir_okay=False, help="Upload this .npz or image-folder archive."
     ),
@@ -81,8 +86,9 @@ def submit(
     """Submit MODEL to a running service; print the job (or follow it with --wait)."""
     if dataset and not dataset.startswith("builtin:") and Path(dataset).is_file():
         _fail(
-            f"--dataset takes builtin:mnist or builtin:digits (the service reads no paths); "
-            f"upload the file with --dataset-file {dataset}"
+            f"--dataset takes builtin:mnist, builtin:digits, dataset:<id>, s3:// or https:// "
+            f"(the service reads no paths); upload the file with --dataset-file {dataset}, or "
+            f"register it once with 'harden datasets upload {dataset}'"
         )
     spec: dict[str, Any] = _read_config(config) if config else {}
     overrides = {

@@ -5,6 +5,9 @@ code imported).
     job = client.submit("model.pt", config={"dataset": "builtin:mnist"})
     job = client.wait(job["id"], on_progress=lambda j: print(j["stage"], j["progress"]))
     files = client.download(job["id"], "out/")
+
+    dataset = client.upload_dataset("cifar-subset.npz")  # once; then in any job's config:
+    job = client.submit("model.pt", dataset=dataset["reference"])
 """
 
 from __future__ import annotations
@@ -127,6 +130,48 @@ class HardenClient:
                     time.sleep(1 + attempt)
         return dict(self._check(response).json())
 
+    def upload_dataset(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        input_range: tuple[float, float] | None = None,
+    ) -> dict[str, Any]:
+        """Register a dataset file once (POST /datasets); jobs then name it by the answer's
+        ``reference`` (dataset:<id>). Uploading the same file again answers the same dataset,
+        so the automatic retry of a failed connection never registers it twice."""
+        fields: dict[str, str] = {}
+        if name is not None:
+            fields["name"] = name
+        if input_range is not None:
+            fields["input_range"] = json.dumps(list(input_range))
+        with Path(path).open("rb") as handle:
+            for attempt in range(3):
+                try:
+                    response = self._http.post(
+                        "/datasets", files={"dataset": (Path(path).name, handle)}, data=fields
+                    )
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
+                    handle.seek(0)
+                    time.sleep(1 + attempt)
+        return dict(self._check(response).json())
+
+    def list_datasets(self, *, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        """One page of your registered datasets, newest first."""
+        params = {"limit": limit, "offset": offset}
+        return dict(self._check(self._http.get("/datasets", params=params)).json())
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        """A registered dataset (``dataset:<id>`` or the bare id)."""
+        return dict(self._check(self._http.get(f"/datasets/{_dataset_id(dataset_id)}")).json())
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a registered dataset (409 while a queued or running job reads it)."""
+        self._check(self._http.delete(f"/datasets/{_dataset_id(dataset_id)}"))
+
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's current JSON."""
         return dict(self._check(self._http.get(f"/jobs/{job_id}")).json())
@@ -214,3 +259,7 @@ class HardenClient:
             partial.replace(target)
             paths[name] = target
         return paths
+
+
+def _dataset_id(reference: str) -> str:
+    return reference.removeprefix("dataset:")

@@ -3,11 +3,12 @@
 One attack step is one forward and backward pass of one model on one sample (one query for the
 gradient-free Square attack). The count is an upper bound from the spec alone, before the data
 or the model are known: every attack is charged its full iteration budget at every one of its
-budgets, on ``max(samples, samples_slow)`` samples, for the uploaded model and for each hardened
-one. Wall-clock time also scales with the model and the input size; the bound keeps a single
-request from asking for days of attacks (e.g. ``samples=10000, pgd_steps=1000`` and 16 budgets:
-160 million steps per PGD attack). The service refuses a spec past its limit at submit
-(``HARDEN_MAX_EVALUATION_STEPS``); a local ``harden run`` is the user's own time and has none.
+budgets, on ``max(samples, samples_slow)`` samples ('auto': the CPU's counts), for the uploaded
+model and for each hardened one. Wall-clock time also scales with the model and the input size;
+the bound keeps a single request from asking for days of attacks (e.g. ``samples=10000,
+pgd_steps=1000`` and 16 budgets: 160 million steps per PGD attack). The service refuses a spec
+past its limit at submit (``HARDEN_MAX_EVALUATION_STEPS``); a local ``harden run`` is the user's
+own time and has none.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def evaluation_steps(spec: HardenSpec) -> dict[str, int]:
     evaluation = spec.evaluation
     if not evaluation.enabled:
         return {}
-    samples = max(evaluation.samples, evaluation.samples_slow)
+    # 'auto' is charged at the CPU's counts: a GPU worker attacks more samples because it is
+    # faster, in about the time the CPU's take (the bound is there to bound a job's time).
+    samples = max(evaluation.sample_counts("cpu"))
     # The upload and every hardened model are attacked alike.
     models = 1 + len(getattr(spec, "methods", ("distillation",)))
     return {

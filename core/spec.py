@@ -6,7 +6,7 @@ Every default lives here and nowhere else.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
@@ -109,6 +109,14 @@ class Normalization(_Strict):
         return self
 
 
+# Evaluation samples by device type for samples / samples_slow 'auto': (fast, slow). The CPU's
+# are the fixed defaults the audit always had (the default job, about a minute of attacks on 2
+# CPU cores: bench/results/eval_default.md); a GPU attacks ten times as many, so sampling noise
+# (about 5 points at 100 samples) no longer decides a verdict. bench/gpu.py times the default
+# job's evaluation at these counts on a GPU (bench/results/gpu.md).
+AUTO_SAMPLES: dict[str, tuple[int, int]] = {"cpu": (100, 50), "cuda": (1000, 500)}
+SampleCount = Annotated[int, Field(ge=1, le=10_000)]
+
 MAX_INPUT_MAGNITUDE = 1e6  # bound of input_range values
 
 
@@ -154,16 +162,19 @@ class EvaluationSpec(_Strict):
             "budgeted L2 attack (pgd_l2_ce, pgd_l2_margin) runs."
         ),
     )
-    samples: int = Field(
-        100, ge=1, le=10_000, description="Test samples attacked by the fast attacks."
+    samples: SampleCount | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Test samples attacked by the fast attacks (1..10,000). 'auto': sized by the "
+            "device the evaluation runs on, 100 on a CPU, 1,000 on a CUDA GPU (AUTO_SAMPLES)."
+        ),
     )
-    samples_slow: int = Field(
-        50,
-        ge=1,
-        le=10_000,
+    samples_slow: SampleCount | Literal["auto"] = Field(
+        "auto",
         description=(
             "Test samples attacked by the slow ones (JSMA, CW-L2, Square), the first of the "
-            "samples; the autoattack preset attacks all samples with every attack."
+            "samples (1..10,000). 'auto': 50 on a CPU, 500 on a CUDA GPU; the autoattack "
+            "preset attacks all samples with every attack."
         ),
     )
     pgd_steps: int = Field(
@@ -221,6 +232,20 @@ class EvaluationSpec(_Strict):
         linf, l2 = PRESET_BUDGETS[self.threat_model or "mnist"]
         width = float(input_range[1]) - float(input_range[0])
         return [epsilon * width for epsilon in (linf if norm == "linf" else l2)]
+
+    def sample_counts(self, device_type: str) -> tuple[int, int]:
+        """(samples, samples_slow) on a device of ``device_type`` ('cpu', 'cuda'): 'auto' sized
+        by AUTO_SAMPLES (the CPU's for any other type), the autoattack preset's slow count equal
+        to its fast one."""
+        fast_auto, slow_auto = AUTO_SAMPLES.get(device_type, AUTO_SAMPLES["cpu"])
+        fast = fast_auto if self.samples == "auto" else self.samples
+        slow = slow_auto if self.samples_slow == "auto" else self.samples_slow
+        return fast, fast if self.preset == "autoattack" else slow
+
+    def for_device(self, device_type: str) -> EvaluationSpec:
+        """This spec with 'auto' sample counts replaced by the numbers for ``device_type``."""
+        fast, slow = self.sample_counts(device_type)
+        return self.model_copy(update={"samples": fast, "samples_slow": slow})
 
     def for_input_shape(self, input_shape: tuple[int, int, int]) -> EvaluationSpec:
         """This spec with its threat model chosen from ``input_shape`` where unset."""

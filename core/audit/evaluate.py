@@ -225,7 +225,9 @@ def evaluate(
     """
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
-    ev = spec.evaluation.resolved(data.input_shape, bounds)
+    # 'auto' sample counts are sized by the device the attacks run on (core.spec.AUTO_SAMPLES).
+    samples, samples_slow = spec.evaluation.sample_counts(dev.type)
+    ev = spec.evaluation.resolved(data.input_shape, bounds).for_device(dev.type)
     # A transfer attack reuses its source attack's adversarials on the uploaded model.
     ev = _with_transfer_sources(ev)
     progress = _Progress(
@@ -233,7 +235,7 @@ def evaluate(
         should_cancel or (lambda: False),
         _job_count(ev),
     )
-    x, y = draw_samples(data, ev.samples, ev.seed)
+    x, y = draw_samples(data, samples, ev.seed)
     x, y = x.to(dev), y.to(dev)
     started = time.perf_counter()
     transfer_sources: TransferSources = {}
@@ -258,7 +260,7 @@ def evaluate(
         )
     evaluation = Evaluation(
         samples=len(x),
-        samples_slow=min(ev.samples_slow, len(x)),
+        samples_slow=min(samples_slow, len(x)),
         preset=ev.preset,
         method=method,
         seed=ev.seed,

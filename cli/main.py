@@ -1,22 +1,55 @@
 """The ``harden`` command line.
 
 ``harden run`` runs the whole pipeline locally (core only). The service commands (``serve``,
-``worker``, ``submit``, ``status``, ``download``, ``keys``) live in :mod:`cli.service` and import
-the web or queue code only when called, so ``harden run`` never loads FastAPI or Celery.
+``worker``, ``submit``, ``status``, ``jobs``, ``download``, ``keys``) live in :mod:`cli.service`
+and import the web or queue code only when called, so ``harden run`` never loads FastAPI or
+Celery. The exit codes are :mod:`cli.gate`'s.
 """
 
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 import typer
 from pydantic import ValidationError
 
 from cli import run_cmd, service
+from cli.gate import EXIT_CODES_HELP
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Harden image classifiers.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Harden image classifiers.",
+    epilog=EXIT_CODES_HELP,
+    # -h as well as --help, on every command (click passes the names down to subcommands).
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 run_cmd.register(app)
 service.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        try:
+            number = version("harden")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            number = "unknown"
+        typer.echo(f"harden {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print harden's version and exit.",
+    ),
+) -> None:
+    """Harden image classifiers."""
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+import time
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,8 @@ import typer
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from cli.gate import EXIT_CODES_HELP
+from cli.outcome import ci_parameters
 from core.spec import HardenSpec
 
 if TYPE_CHECKING:
@@ -27,7 +30,10 @@ if TYPE_CHECKING:
 # Fields with a dedicated option (dataset) or not scalars / not meaningful locally.
 # Sections (evaluation, robust) and structured values come from --config's JSON.
 _NOT_OPTIONS = {"dataset", "input_range", "normalization", "evaluation", "robust", "webhook_url"}
-_FIXED = ("model", "dataset", "dataset_file", "out", "config", "no_evaluation", "device")
+_FIXED = (
+    "model", "dataset", "dataset_file", "out", "config", "no_evaluation", "device",
+    "fail_on", "json_output", "junit",
+)  # fmt: skip
 
 
 def _option_type(info: FieldInfo) -> tuple[Any, str]:
@@ -172,21 +178,28 @@ def _summary(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def _fail(message: str, hint: str = "") -> typer.Exit:
+def _fail(message: str, hint: str = "", code: int = 2) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     if hint:
         typer.echo(f"hint: {hint}", err=True)
-    return typer.Exit(code=2)
+    return typer.Exit(code=code)
 
 
 def run_command(**kwargs: Any) -> None:
     """Harden MODEL (defensive distillation unless --method says otherwise) and write model.onnx
     and the report to --out."""
+    from cli.gate import GateError, check, check_evaluation, parse_gates
+    from cli.outcome import Outcome, failed, report
     from core.errors import HardenError
 
     fixed = {name: kwargs.pop(name) for name in _FIXED}
+    ci = {"as_json": fixed["json_output"], "junit": fixed["junit"], "suite": "harden run"}
     try:
+        gates = parse_gates(fixed["fail_on"])
         spec = build_spec(fixed["dataset"], fixed["config"], kwargs, fixed["no_evaluation"])
+        check_evaluation(gates, spec.evaluation)
+    except GateError as error:
+        raise _fail(str(error), "see `harden run --help`") from None
     except ValidationError as error:
         details = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in error.errors()
@@ -198,6 +211,7 @@ def run_command(**kwargs: Any) -> None:
     from core.pipeline import run  # imported late: torch loads only when a run really starts
 
     bars = _StageBars()
+    started = time.monotonic()
     try:
         result = run(
             spec,
@@ -209,10 +223,20 @@ def run_command(**kwargs: Any) -> None:
         )
     except HardenError as error:
         bars.close()
-        raise _fail(error.message, error.hint) from None
+        outcome = failed(error, started, gates)
+        raise _fail(error.message, error.hint, report(outcome, **ci)) from None
     finally:
         bars.close()
-    typer.echo(_summary(result))
+    typer.echo(_summary(result), err=fixed["json_output"])  # --json: stdout is the JSON's
+    verdict = result.report.verdict_summary()
+    outcome = Outcome(
+        "succeeded", verdict=verdict, checks=check(gates, verdict),
+        artifacts={name: str(path) for name, path in result.artifacts.items()},
+        duration_s=time.monotonic() - started,
+    )  # fmt: skip
+    code = report(outcome, **ci)
+    if code:
+        raise typer.Exit(code)
 
 
 def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
@@ -282,6 +306,7 @@ def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
                 annotation=Annotated[kind | None, typer.Option(help=help_text)],  # type: ignore[valid-type]
             )
         )
+    params.extend(ci_parameters())
     return inspect.Signature(params), {p.name: p.annotation for p in params}
 
 
@@ -295,7 +320,7 @@ def register(app: typer.Typer) -> None:
     run.__signature__ = signature  # type: ignore[attr-defined]
     run.__annotations__ = annotations
     run.__doc__ = run_command.__doc__
-    app.command("run")(run)
+    app.command("run", epilog=EXIT_CODES_HELP)(run)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,6 @@
 """Service commands: serve, worker, db, keys (operators); the client commands (submit, status,
-download, cancel) live in :mod:`cli.service_client`. Web and queue code is imported inside each
-command, so ``harden run`` never loads it."""
+jobs, download, cancel) live in :mod:`cli.service_client`. Web and queue code is imported
+inside each command, so ``harden run`` never loads it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Any
 import typer
 
 from cli.datasets_cmd import datasets_app
-from cli.service_client import cancel, download, status, submit
+from cli.gate import EXIT_CODES_HELP
+from cli.service_client import cancel, download, jobs, status, submit
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (operators).")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the job database (operators).")
@@ -24,8 +25,9 @@ def register(app: typer.Typer) -> None:
     """Add the service commands to ``app``."""
     app.command()(serve)
     app.command()(worker)
-    app.command()(submit)
+    app.command(epilog=EXIT_CODES_HELP)(submit)
     app.command()(status)
+    app.command()(jobs)
     app.command()(download)
     app.command()(cancel)
     app.add_typer(datasets_app, name="datasets")

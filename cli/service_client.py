@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+
+from cli.gate import (
+    FAIL_ON_HELP,
+    Gate,
+    GateError,
+    check,
+    check_evaluation,
+    parse_gates,
+)
+from cli.outcome import JSON_HELP, JUNIT_HELP, Outcome, not_checked, report
+from core.report.summary import VerdictSummary
 
 URL_OPTION = typer.Option(
     "http://127.0.0.1:8000", "--url", envvar="HARDEN_URL", help="Service URL."
@@ -80,10 +92,18 @@ def submit(
     webhook_url: str | None = typer.Option(None),
     wait: bool = typer.Option(False, "--wait", help="Follow the job with a progress bar."),
     out: Path | None = typer.Option(None, help="With --wait: download the artifacts here."),
+    fail_on: list[str] | None = typer.Option(
+        None, "--fail-on", help=FAIL_ON_HELP + " Needs --wait."
+    ),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    junit: Path | None = typer.Option(None, dir_okay=False, help=JUNIT_HELP + " Needs --wait."),
     url: str = URL_OPTION,
     key: str | None = KEY_OPTION,
 ) -> None:
     """Submit MODEL to a running service; print the job (or follow it with --wait)."""
+    if (fail_on or junit) and not wait:
+        _fail("--fail-on and --junit need --wait: only a followed job has a verdict to check")
+    gates = _gates(fail_on)
     if dataset and not dataset.startswith("builtin:") and Path(dataset).is_file():
         _fail(
             f"--dataset takes builtin:mnist, builtin:digits, dataset:<id>, s3:// or https:// "
@@ -103,15 +123,43 @@ def submit(
     spec.update({k: v for k, v in overrides.items() if v is not None})
     if no_evaluation:
         spec.setdefault("evaluation", {})["enabled"] = False
+    _check_evaluation(gates, spec)
     client = _client(url, key)
     with _service_errors(url):
         job = client.submit(model, config=spec, dataset_file=dataset_file)
         if not wait:
             typer.echo(json.dumps(job, indent=2))
             return
+        started = time.monotonic()
         typer.echo(f"job {job['id']} queued", err=True)
         job = _follow(client, job["id"])
-        _finish(client, job, out)
+        outcome = _finish(client, job, out, gates, started, json_output)
+        code = report(outcome, as_json=json_output, junit=junit, suite=f"harden job {job['id']}")
+    if code:
+        raise typer.Exit(code)
+
+
+def _gates(values: list[str] | None) -> list[Gate]:
+    try:
+        return parse_gates(values)
+    except GateError as exc:
+        _fail(exc)
+
+
+def _check_evaluation(gates: list[Gate], spec: dict[str, Any]) -> None:
+    """Refuse gates the job's evaluation cannot answer before uploading anything."""
+    from pydantic import ValidationError
+
+    from core.spec import EvaluationSpec
+
+    try:
+        evaluation = EvaluationSpec.model_validate(spec.get("evaluation") or {})
+    except ValidationError:
+        return  # the service refuses the spec with every detail (422)
+    try:
+        check_evaluation(gates, evaluation)
+    except GateError as exc:
+        _fail(exc)
 
 
 def _follow(client: Any, job_id: str) -> dict[str, Any]:
@@ -134,7 +182,18 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
         return dict(client.wait(job_id, on_progress=show, poll_s=0.5))
 
 
-def _finish(client: Any, job: dict[str, Any], out: Path | None) -> None:
+def _finish(
+    client: Any,
+    job: dict[str, Any],
+    out: Path | None,
+    gates: list[Gate],
+    started: float,
+    as_json: bool,
+) -> Outcome:
+    """Say how the job ended (stderr), download its files (listed on stdout, unless that is the
+    --json summary's), check the gates."""
+    verdict = VerdictSummary.model_validate(job["verdict"]) if job.get("verdict") else None
+    artifacts = {name: a["href"] for name, a in (job.get("artifacts") or {}).items()}
     if job["state"] != "succeeded":
         error = job.get("error") or {}
         typer.echo(
@@ -142,11 +201,20 @@ def _finish(client: Any, job: dict[str, Any], out: Path | None) -> None:
             + (f"\nhint: {error['hint']}" if error.get("hint") else ""),
             err=True,
         )
-        raise typer.Exit(1)
-    typer.echo(f"job {job['id']} succeeded", err=True)
-    if out is not None:
-        for name, path in client.download(job["id"], out).items():
-            typer.echo(f"{name}\t{path}")
+        checks = not_checked(gates)
+    else:
+        said = f": verdict {verdict.label}" if verdict else ""
+        typer.echo(f"job {job['id']} succeeded{said}", err=True)
+        if out is not None:
+            files = client.download(job["id"], out)
+            artifacts = {name: str(path) for name, path in files.items()}
+            for name, path in files.items():
+                typer.echo(f"{name}\t{path}", err=as_json)
+        checks = check(gates, verdict)
+    return Outcome(
+        job["state"], job_id=job["id"], verdict=verdict, checks=checks, error=job.get("error"),
+        artifacts=artifacts, duration_s=time.monotonic() - started,
+    )  # fmt: skip
 
 
 def status(
@@ -181,3 +249,34 @@ def cancel(
     with _service_errors(url):
         job = _client(url, key).cancel(job_id)
     typer.echo(f"job {job['id']}: {job['state']}")
+
+
+def jobs(
+    state: str | None = typer.Option(
+        None,
+        help="Only jobs in this state: queued, running, succeeded, failed, cancelled, expired.",
+    ),
+    limit: int = typer.Option(20, min=1, max=200, help="Jobs per page (1..200)."),
+    offset: int = typer.Option(0, min=0, help="Skip this many of the newest jobs."),
+    json_output: bool = typer.Option(False, "--json", help="Print the page as the API answers it."),
+    url: str = URL_OPTION,
+    key: str | None = KEY_OPTION,
+) -> None:
+    """List your jobs on the service, newest first: id, state, verdict, submitted."""
+    with _service_errors(url):
+        page = _client(url, key).list_jobs(state=state, limit=limit, offset=offset)
+    if json_output:
+        typer.echo(json.dumps(page, indent=2))
+        return
+    typer.echo(f"{'ID':<32}  {'STATE':<9}  {'VERDICT':<18}  SUBMITTED")
+    for job in page["items"]:
+        verdict = (job.get("verdict") or {}).get("label")
+        if verdict is None and job["state"] in ("queued", "running"):
+            verdict = f"{job.get('stage') or '-'} {100 * job['progress']:.0f}%"
+        typer.echo(f"{job['id']:<32}  {job['state']:<9}  {verdict or '-':<18}  {job['created_at']}")
+    shown = len(page["items"])
+    where = (
+        f"{offset + 1}-{offset + shown} of {page['total']}" if shown else f"0 of {page['total']}"
+    )
+    more = f"; next page: harden jobs --offset {offset + limit}" if page.get("next") else ""
+    typer.echo(f"jobs {where}{more}", err=True)

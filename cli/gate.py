@@ -1,0 +1,166 @@
+"""``--fail-on``: the verdict as a CI gate, and the exit codes of ``harden``.
+
+A gate is one of:
+
+* ``masked``: trips when the verdict is ``masked`` (the gain, if any, is gradient masking);
+* ``no-measurable-gain``: trips when the verdict is ``no measurable gain``;
+* ``min-robust=VALUE@NORM:EPSILON``, e.g. ``min-robust=0.5@linf:0.3``, ``min-robust=50%@l2:1``
+  or ``min-robust=0.4@linf:8/255``:
+  trips when the hardened model's robust accuracy at that budget is below VALUE. The accuracy
+  is the per-sample worst case over every attack where it was measured, else the strongest
+  single attack's (the number the verdict weighs). The form needs no shell quoting (no ``<``).
+
+A gate that cannot be checked (no verdict, a budget the evaluation did not audit) trips: a
+pipeline that asked for a check must not pass without one. ``harden run`` and ``harden submit``
+refuse such gates before any work where the spec already says so (exit 2).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from core.report.summary import VerdictSummary
+from core.spec import EvaluationSpec
+
+# The exit codes of `harden` (README: Exit codes; `harden --help`).
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1  # the job failed, was cancelled or expired; or an operator command failed
+EXIT_USAGE = 2  # bad options or input, a refused spec, a service that cannot be reached
+EXIT_GATE = 3  # the job succeeded (artifacts written), but a --fail-on gate tripped
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done (every --fail-on gate passed); 1 the job failed or was cancelled; "
+    "2 bad options or input, or the service cannot be reached; 3 a --fail-on gate tripped (the "
+    "job succeeded and its artifacts were written)."
+)
+
+FAIL_ON_HELP = (
+    "Exit 3 when the verdict trips this gate: 'masked', 'no-measurable-gain', or "
+    "'min-robust=VALUE@NORM:EPSILON' (e.g. min-robust=0.5@linf:0.3: the hardened model's robust "
+    "accuracy at L-inf 0.3, worst case over the attacks, below 0.5). Repeat the option or "
+    "separate gates with commas."
+)
+
+_LABELS = {"masked": "masked", "no-measurable-gain": "no measurable gain"}
+_NUMBER = r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
+_THRESHOLD = re.compile(
+    rf"min-robust=(?P<value>{_NUMBER})(?P<percent>%?)@(?P<norm>linf|l2):"
+    rf"(?P<epsilon>{_NUMBER})(?:/(?P<denominator>{_NUMBER}))?"
+)
+
+
+def same_budget(a: float, b: float) -> bool:
+    """Whether two budgets are the same one (8/255 written as 0.0313725 is)."""
+    return abs(a - b) <= 1e-6 * max(abs(a), abs(b))
+
+
+class GateError(ValueError):
+    """A --fail-on value that is no gate, or a gate this job's spec cannot check."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One --fail-on gate, as the user wrote it (``name``) and as it is checked."""
+
+    name: str
+    label: str | None = None  # the verdict label that trips it
+    minimum: float | None = None  # the least robust accuracy that passes
+    norm: str | None = None
+    epsilon: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one gate on one job: a JUnit test case, a line of the --json summary."""
+
+    name: str
+    passed: bool
+    message: str
+
+
+def parse_gates(values: list[str] | None) -> list[Gate]:
+    """The gates of repeated or comma-separated ``--fail-on`` values, in order, once each."""
+    gates: dict[str, Gate] = {}
+    for value in values or []:
+        for text in (part.strip() for part in value.split(",")):
+            if text and text not in gates:
+                gates[text] = _parse(text)
+    return list(gates.values())
+
+
+def _parse(text: str) -> Gate:
+    if text in _LABELS:
+        return Gate(text, label=_LABELS[text])
+    match = _THRESHOLD.fullmatch(text)
+    if match is None:
+        raise GateError(
+            f"--fail-on {text!r} is no gate: use masked, no-measurable-gain or "
+            "min-robust=VALUE@NORM:EPSILON (e.g. min-robust=0.5@linf:0.3)"
+        )
+    value = float(match["value"]) / (100 if match["percent"] else 1)
+    if not 0 <= value <= 1:
+        raise GateError(f"--fail-on {text!r}: the robust accuracy must lie in 0..1 (or 0%..100%)")
+    epsilon = float(match["epsilon"]) / float(match["denominator"] or 1)
+    if not epsilon > 0:
+        raise GateError(f"--fail-on {text!r}: the budget must be above 0")
+    return Gate(text, minimum=value, norm=match["norm"], epsilon=epsilon)
+
+
+def check_evaluation(gates: list[Gate], evaluation: EvaluationSpec) -> None:
+    """Refuse, before any work, gates the job's evaluation cannot answer: any gate when it is
+    off, a threshold at a budget it does not audit."""
+    if not gates:
+        return
+    if not evaluation.enabled:
+        raise GateError(
+            "--fail-on needs the robustness evaluation, which this job turns off "
+            "(--no-evaluation or evaluation.enabled false): drop one or the other"
+        )
+    for gate in gates:
+        if gate.norm is None or gate.epsilon is None:
+            continue
+        # Budgets left to the threat model are known only once the data is (checked then).
+        audited = getattr(evaluation, f"epsilons_{gate.norm}") or []
+        if audited and not any(same_budget(e, gate.epsilon) for e in audited):
+            budgets = ", ".join(f"{e:g}" for e in audited)
+            raise GateError(
+                f"--fail-on {gate.name}: the evaluation does not audit {gate.norm} "
+                f"ε={gate.epsilon:g} (it audits {budgets}); pick one of those or add it to "
+                f"evaluation.epsilons_{gate.norm}"
+            )
+
+
+def check(gates: list[Gate], verdict: VerdictSummary | None) -> list[CheckResult]:
+    """Each gate's outcome on ``verdict`` (None: the job has none, every gate trips)."""
+    results = []
+    for gate in gates:
+        if verdict is None:
+            results.append(CheckResult(gate.name, False, "the job has no verdict to check"))
+        elif gate.label is not None:
+            passed = verdict.label != gate.label
+            results.append(CheckResult(gate.name, passed, f"verdict: {verdict.label}"))
+        else:
+            results.append(_threshold(gate, verdict))
+    return results
+
+
+def _threshold(gate: Gate, verdict: VerdictSummary) -> CheckResult:
+    assert gate.minimum is not None and gate.epsilon is not None
+    row = next(
+        (r for r in verdict.robust if r.norm == gate.norm and same_budget(r.epsilon, gate.epsilon)),
+        None,
+    )
+    if row is None:
+        return CheckResult(
+            gate.name, False, f"no robust accuracy was measured at {gate.norm} ε={gate.epsilon:g}"
+        )
+    measured = row.student_decisive
+    passed = measured >= gate.minimum
+    relation = ">=" if passed else "<"
+    return CheckResult(
+        gate.name,
+        passed,
+        f"robust accuracy at {gate.norm} ε={gate.epsilon:g}: {measured:.4f} {relation} "
+        f"{gate.minimum:g} (hardened model, {row.student_attack} strongest)",
+    )

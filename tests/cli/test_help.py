@@ -1,0 +1,47 @@
+"""``harden --version``, ``-h`` beside ``--help`` on every command, and the exit codes in the
+help (README: Exit codes)."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import typer
+from typer.testing import CliRunner
+
+from cli.gate import EXIT_CODES_HELP
+from cli.main import app
+
+runner = CliRunner()
+
+
+def command_paths() -> list[list[str]]:
+    """Every command and subcommand of ``harden``, as the words that call it."""
+    group = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        paths.append([name])
+        paths.extend([name, sub] for sub in getattr(command, "commands", {}))
+    return paths
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"harden {version('harden')}"
+
+
+def test_dash_h_is_help_on_every_command() -> None:
+    paths = command_paths()
+    assert ["jobs"] in paths and ["keys", "create"] in paths and ["run"] in paths
+    for path in paths:
+        short, long = runner.invoke(app, [*path, "-h"]), runner.invoke(app, [*path, "--help"])
+        assert short.exit_code == 0 and long.exit_code == 0, (path, short.output)
+        assert short.stdout == long.stdout and "Usage:" in short.stdout, path
+
+
+def test_the_exit_codes_are_in_the_help_of_harden_run_and_submit() -> None:
+    words = " ".join(EXIT_CODES_HELP.split())
+    for path in ([], ["run"], ["submit"]):
+        text = " ".join(runner.invoke(app, [*path, "--help"]).stdout.split())
+        # Rich draws a box around options only: the epilog is plain text.
+        assert "Exit codes: 0 done" in text and "3 a --fail-on gate tripped" in text, path
+    assert "3 a --fail-on gate tripped" in words

@@ -180,6 +180,9 @@ def _execute(
             on_progress=reporter,
             should_cancel=cancel,
             device=settings.device,
+            precision=settings.training_precision,
+            channels_last=settings.channels_last,
+            cudnn_benchmark=settings.cudnn_benchmark,
         )
         if heartbeat.lost:  # handed to another worker while the last stage ran
             return _lost_race(services, job_id)

@@ -134,6 +134,18 @@ class Settings(BaseSettings):
         "machine with several); unset: the first GPU if any, else the CPU. A GPU this machine "
         "lacks stops the worker at start (docs/deploy.md).",
     )
+    training_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Training precision (core/compute.py): 'auto' trains in bfloat16 autocast on "
+        "a CUDA GPU that supports it, float32 elsewhere; attacks, soft labels and the ONNX "
+        "export stay float32 either way.",
+    )
+    channels_last: bool = Field(
+        True, description="Train convolutional networks in channels-last layout on CUDA."
+    )
+    cudnn_benchmark: bool = Field(
+        True, description="Let cuDNN pick the fastest convolution algorithms (CUDA only)."
+    )
     migrate_on_start: bool = Field(True, description="Run 'alembic upgrade head' at start.")
     events_poll_s: float = Field(0.5, gt=0, description="How often /events polls the job store.")
     # --- deployment (app/web/observability.py, worker/retention.py) ------------------------------

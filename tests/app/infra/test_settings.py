@@ -83,3 +83,22 @@ def test_a_heartbeat_timeout_under_three_intervals_is_refused() -> None:
     with pytest.raises(ValidationError, match="HARDEN_HEARTBEAT_TIMEOUT_S"):
         Settings(heartbeat_interval_s=10, heartbeat_timeout_s=20)
     assert Settings(heartbeat_interval_s=1, heartbeat_timeout_s=3).heartbeat_timeout_s == 3
+
+
+def test_device_and_compute_settings_are_read_and_a_bad_one_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HARDEN_DEVICE", "cuda:1")
+    monkeypatch.setenv("HARDEN_TRAINING_PRECISION", "bfloat16")
+    monkeypatch.setenv("HARDEN_CHANNELS_LAST", "false")
+    settings = Settings()
+    assert (settings.device, settings.training_precision) == ("cuda:1", "bfloat16")
+    assert not settings.channels_last and settings.cudnn_benchmark
+    assert Settings.model_fields["training_precision"].default == "auto"
+    monkeypatch.setenv("HARDEN_TRAINING_PRECISION", "float16")  # not offered: needs loss scaling
+    with pytest.raises(ValidationError, match="training_precision"):
+        Settings()
+    monkeypatch.delenv("HARDEN_TRAINING_PRECISION")
+    monkeypatch.setenv("HARDEN_DEVICE", "gpu1")
+    with pytest.raises(ValidationError, match=r"HARDEN_DEVICE \('gpu1'\) is not a device"):
+        Settings()

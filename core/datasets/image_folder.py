@@ -26,12 +26,12 @@ def folder_layout(root: Path) -> ImageFolderLayout:
     """The layout of the tree under ``root`` (:mod:`core.datasets.layout`)."""
     dirs: list[PurePosixPath] = []
     files: list[PurePosixPath] = []
-    for path in root.rglob("*"):
-        relative = PurePosixPath(path.relative_to(root).as_posix())
-        if path.is_dir():
-            dirs.append(relative)
-        elif path.is_file():
-            files.append(relative)
+    # os.walk, not Path.rglob: it learns each entry's kind from the directory listing instead of
+    # one stat per path (a third of the load time with 25,000 images).
+    for folder, dir_names, file_names in os.walk(root):
+        relative = PurePosixPath(Path(folder).relative_to(root).as_posix())
+        dirs.extend(relative / name for name in dir_names)
+        files.extend(relative / name for name in file_names)
     return image_folder_layout(dirs, files)
 
 
@@ -84,7 +84,7 @@ class _Decoder:
 
     def decode(self, paths: list[PurePosixPath], scratch_dir: Path | None) -> np.ndarray:
         first = self._pixels(paths[0])
-        array = _scratch_array((len(paths), *first.shape), scratch_dir)
+        array = scratch_array((len(paths), *first.shape), scratch_dir)
         scale = (self.high - self.low) / 255.0
         for row, path in enumerate(paths):
             pixels = first if row == 0 else self._pixels(path)
@@ -123,8 +123,9 @@ class _Decoder:
         return hwc.transpose(2, 0, 1)
 
 
-def _scratch_array(shape: tuple[int, ...], scratch_dir: Path | None) -> np.ndarray:
-    """A zeroed float32 array of ``shape`` backed by an already-unlinked file."""
+def scratch_array(shape: tuple[int, ...], scratch_dir: Path | None = None) -> np.ndarray:
+    """A zeroed float32 array of ``shape`` backed by an already-unlinked file in
+    ``scratch_dir`` (default: the temp folder): pages the kernel can write back and drop."""
     handle, name = tempfile.mkstemp(prefix="harden-images-", suffix=".f32", dir=scratch_dir)
     try:
         os.close(handle)

@@ -12,6 +12,11 @@ from torch import Tensor, nn
 
 from core.spec import Normalization
 
+# Inputs up to this size are normalised in memory; larger ones on the CPU into a scratch file,
+# NORMALIZE_CHUNK_BYTES at a time (bench/results/big_dataset.md).
+IN_MEMORY_BYTES = 256 * 1024**2
+NORMALIZE_CHUNK_BYTES = 16 * 1024**2
+
 
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, put in front of a model that expects normalised input."""
@@ -49,4 +54,14 @@ def normalized_inputs(inputs: Tensor, normalization: Normalization | None) -> Te
         return inputs
     mean = torch.tensor(normalization.mean, device=inputs.device).view(1, -1, 1, 1)
     std = torch.tensor(normalization.std, device=inputs.device).view(1, -1, 1, 1)
-    return (inputs - mean) / std
+    if inputs.device.type != "cpu" or inputs.numel() * 4 <= IN_MEMORY_BYTES:
+        return (inputs - mean) / std
+    # A big dataset (memory-mapped from disk, core.datasets.image_folder) stays on disk: its
+    # normalised copy goes to another scratch file, a chunk at a time.
+    from core.datasets.image_folder import scratch_array
+
+    normalized = torch.from_numpy(scratch_array(tuple(inputs.shape)))
+    rows = max(1, NORMALIZE_CHUNK_BYTES // max(1, inputs[0].numel() * 4))
+    for start in range(0, len(inputs), rows):
+        normalized[start : start + rows] = (inputs[start : start + rows] - mean) / std
+    return normalized

@@ -157,20 +157,18 @@ def _fit(
     budget = Budget.of(spec)
     schedule = _Schedule(budget, robust.warmup_epochs, robust.fast)
     check = HeldOutCheck(wrapped, x[held_rows], y[held_rows], budget, spec.seed)
-    train_inputs = x[train_rows.to(device)]
+    # The training rows are drawn from x by index (train_epochs' rows), never copied out of it.
+    targets = y
     if loss_for == "trades":
         batch_loss = _trades_loss(schedule, robust.trades_beta, generator)
-        targets = y[train_rows.to(device)]
     elif loss_for == "ard":
         assert teacher_probs is not None
         batch_loss = _ard_loss(
-            schedule, y[train_rows.to(device)], teacher_probs[train_rows.to(device)],
-            spec.temperature, robust.distillation_alpha, generator,
-        )  # fmt: skip
-        targets = torch.arange(len(train_rows), device=device)
+            schedule, y, teacher_probs, spec.temperature, robust.distillation_alpha, generator
+        )
+        targets = torch.arange(len(y), device=device)
     else:
         batch_loss = _pgd_loss(schedule, generator)
-        targets = y[train_rows.to(device)]
 
     def after_epoch(epoch: int, losses: list[float]) -> bool:
         check.record(epoch)
@@ -182,9 +180,9 @@ def _fit(
         return False
 
     losses = train_epochs(
-        wrapped, train_inputs, targets, batch_loss=batch_loss, epochs=robust.epochs, plan=plan,
+        wrapped, x, targets, batch_loss=batch_loss, epochs=robust.epochs, plan=plan,
         stage=stage, generator=cpu_generator, on_progress=on_progress,
-        should_cancel=should_cancel, after_epoch=after_epoch,
+        should_cancel=should_cancel, after_epoch=after_epoch, rows=train_rows,
     )  # fmt: skip
     check.restore_best()
     return RobustTraining(

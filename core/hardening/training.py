@@ -119,6 +119,7 @@ def train_epochs(
     should_cancel: CancelFn,
     convergence: Convergence | None = None,
     learning_rate: float | None = None,
+    rows: Tensor | None = None,
 ) -> list[float]:
     """Train ``model`` with the spec's optimiser at the plan's batch size on in-memory tensors;
     returns the mean loss of each epoch. At most ``epochs``; with ``convergence``, once the losses
@@ -128,6 +129,8 @@ def train_epochs(
 
     The loss is ``loss_fn(model(x), targets)``, or ``batch_loss(model, x, targets)`` where the
     loss needs the inputs themselves; ``after_epoch`` may stop training early by returning True.
+    ``rows``: train on these rows of ``inputs`` and ``targets`` only (indices), without copying
+    them out: a memory-mapped dataset stays on disk.
     """
     if batch_loss is None:
         if loss_fn is None:
@@ -141,7 +144,7 @@ def train_epochs(
     if compute.channels_last:
         model.to(memory_format=torch.channels_last)  # before the optimiser sees the parameters
     optimizer = make_optimizer(model.parameters(), plan.spec, learning_rate)
-    count = len(inputs)
+    count = len(inputs) if rows is None else len(rows)
     batch_size = plan.batch_size
     total = epochs * steps_per_epoch(count, batch_size)
     on_progress(stage, 0, total)
@@ -151,7 +154,10 @@ def train_epochs(
     for epoch in range(epochs):
         # The permutation is drawn on the CPU generator so a seed gives the same batches on any
         # device; the loss sum stays on the device so there is one sync per epoch, not per step.
-        order = torch.randperm(count, generator=generator).to(inputs.device)
+        order = torch.randperm(count, generator=generator)
+        if rows is not None:
+            order = rows[order]
+        order = order.to(inputs.device)
         set_training_mode(model, True)  # again each epoch: an after_epoch check may evaluate
         loss_sum = torch.zeros((), device=inputs.device)
         for start in range(0, count, batch_size):

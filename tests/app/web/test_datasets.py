@@ -9,7 +9,13 @@ import hashlib
 import pytest
 
 from app.infra.store import JobStore
-from tests.app.conftest import digits_like_npz, files_under, onnx_model_bytes
+from tests.app.conftest import (
+    digits_like_arrays,
+    digits_like_npz,
+    files_under,
+    npz_bytes,
+    onnx_model_bytes,
+)
 from tests.app.web.test_submit import CONFIG, assert_problem, post
 
 
@@ -159,20 +165,9 @@ def test_private_urls_are_accepted_where_the_operator_allows_them(settings, tmp_
 
 
 def _other_npz() -> bytes:
-    import io
-
-    import numpy as np
-
-    rng = np.random.default_rng(1)
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        x_train=rng.random((20, 1, 8, 8), dtype=np.float32),
-        y_train=np.arange(20) % 10,
-        x_test=rng.random((10, 1, 8, 8), dtype=np.float32),
-        y_test=np.arange(10),
-    )
-    return buffer.getvalue()
+    """A valid dataset other than digits_like_npz's (its training images in reverse order)."""
+    arrays = digits_like_arrays()
+    return npz_bytes(**(arrays | {"x_train": arrays["x_train"][::-1].copy()}))
 
 
 def test_the_artifact_bucket_is_no_dataset_source(settings, monkeypatch):

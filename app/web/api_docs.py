@@ -263,6 +263,8 @@ SUBMIT_RESPONSES = responses(
     "webhook_not_public",
     "evaluation_too_large",
     "dataset_path",
+    "unknown_registered_dataset",
+    "dataset_url_not_public",
     "npz_missing_arrays",
     "no_model_part",
     "empty_model",

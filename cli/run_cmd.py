@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 
 # Fields with a dedicated option (dataset) or not scalars / not meaningful locally.
 # Sections (evaluation, robust) and structured values come from --config's JSON.
-_NOT_OPTIONS = {"dataset", "input_range", "normalization", "evaluation", "robust", "webhook_url"}
+_NOT_OPTIONS = {
+    "dataset",
+    "input_range",
+    "normalization",
+    "evaluation",
+    "robust",
+    "webhook_url",
+    "mlflow",
+}
 _FIXED = (
     "model", "dataset", "dataset_file", "out", "config", "no_evaluation", "device",
     "fail_on", "json_output", "junit",
@@ -228,6 +236,16 @@ def run_command(**kwargs: Any) -> None:
     finally:
         bars.close()
     typer.echo(_summary(result), err=fixed["json_output"])  # --json: stdout is the JSON's
+    if spec.mlflow is not None and spec.mlflow.enabled:
+        # As the service's workers do; a failure is a warning, the files and exit code stay.
+        from worker.mlflow_handoff import local_handoff
+
+        record = local_handoff(spec.mlflow, dict(result.artifacts))
+        if record.warning:
+            typer.echo(f"warning: {record.warning}", err=True)
+        else:
+            line = f"  mlflow: run {record.run_id}, {record.model_uri} (@{record.alias})"
+            typer.echo(line, err=fixed["json_output"])
     verdict = result.report.verdict_summary()
     outcome = Outcome(
         "succeeded", verdict=verdict, checks=check(gates, verdict),

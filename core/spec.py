@@ -508,8 +508,9 @@ class HardenSpec(_Strict):
     )
     mlflow: MlflowSpec | None = Field(
         None,
-        description="Service only: log the run and register model.onnx in MLflow when the job "
-        "succeeds (core/mlflow_spec.py). Unset: the service's HARDEN_MLFLOW_* defaults, if any.",
+        description="Log the run and register model.onnx in MLflow when the job succeeds "
+        "(core/mlflow_spec.py; harden run too). Unset: the service's HARDEN_MLFLOW_* defaults, "
+        "if any.",
     )
 
     @field_validator("method")

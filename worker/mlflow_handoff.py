@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from app.infra.mlflow_target import (
     resolve_target,
 )
 from app.infra.settings import Settings
+from core.mlflow_spec import MlflowSpec
 from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON
 from core.spec import HardenSpec
 
@@ -87,6 +88,30 @@ def job_handoff(
     ).as_json()
 
 
+def local_handoff(section: MlflowSpec, outputs: dict[str, Path]) -> MlflowRecord:
+    """`harden run`'s hand-off: the config's own tracking server (the user's machine and
+    credentials, so no host policy), unset names and limits from the service's defaults (not
+    read from the environment)."""
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+    target = MlflowTarget(
+        tracking_uri=str(section.tracking_uri or ""),
+        experiment=section.experiment or defaults["mlflow_experiment"],
+        registered_model=section.registered_model or defaults["mlflow_registered_model"],
+        alias=section.alias,
+        from_job=False,
+    )
+    if section.tracking_uri is None:
+        warning = "not logged to MLflow: the mlflow section names no tracking_uri"
+        return replace(_blank(target), warning=warning)
+    return hand_off(
+        target,
+        "local",
+        outputs,
+        timeout_s=defaults["mlflow_timeout_s"],
+        max_retries=defaults["mlflow_max_retries"],
+    )
+
+
 def hand_off(
     target: MlflowTarget,
     job_id: str,
@@ -96,12 +121,7 @@ def hand_off(
     max_retries: int,
 ) -> MlflowRecord:
     """Log the job's outputs to ``target``; any failure comes back as the record's warning."""
-    record = MlflowRecord(
-        tracking_uri=target.tracking_uri,
-        experiment=target.experiment,
-        registered_model=target.registered_model,
-        alias=target.alias,
-    )
+    record = _blank(target)
     try:
         return _log(target, job_id, outputs, record, timeout_s=timeout_s, max_retries=max_retries)
     except ImportError as exc:
@@ -111,14 +131,23 @@ def hand_off(
         return _failed(record, job_id, detail[:600], None)
 
 
+def _blank(target: MlflowTarget) -> MlflowRecord:
+    return MlflowRecord(
+        tracking_uri=target.tracking_uri,
+        experiment=target.experiment,
+        registered_model=target.registered_model,
+        alias=target.alias,
+    )
+
+
 def _failed(record: MlflowRecord, job_id: str, detail: str, install: str | None) -> MlflowRecord:
     fix = f"install {install} on the workers" if install else "check the tracking server"
     warning = (
         f"the MLflow hand-off to {record.tracking_uri} failed ({detail}); the job's files are "
-        f"stored and downloadable as usual: {fix}, then log them by hand or submit the job again"
+        f"stored and downloadable as usual: {fix}, then log them by hand or run the job again"
     )
     log.warning("job %s: %s", job_id, warning)
-    return MlflowRecord(**(record.as_json() | {"warning": warning}))
+    return replace(record, warning=warning)
 
 
 def _log(
@@ -184,16 +213,8 @@ def _log(
         version,
         target.alias,
     )
-    return MlflowRecord(
-        **(
-            record.as_json()
-            | {
-                "run_id": run.info.run_id,
-                "model_version": version,
-                "model_uri": f"models:/{target.registered_model}/{version}",
-            }
-        )
-    )
+    model_uri = f"models:/{target.registered_model}/{version}"
+    return replace(record, run_id=run.info.run_id, model_version=version, model_uri=model_uri)
 
 
 def onnx_signature(model: Any) -> Any:

@@ -20,18 +20,13 @@ import pytest
 from app.infra.job_resource import job_out
 from core.names import ARTIFACT_NAMES, MODEL_ONNX, REPORT_HTML, REPORT_JSON
 from tests.worker.conftest import queue_job
-from tests.worker.mlflow_server import free_port, mlflow_server
+from tests.worker.mlflow_server import free_port
 from tests.worker.real_pipeline import TINY_EVALUATION
 from worker.runner import WorkerServices, run_job
 
 mlflow = pytest.importorskip("mlflow")
+# tracking_uri: the session's `mlflow server` (tests/conftest.py).
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as url:
-        yield url
 
 
 def allow(services: WorkerServices, **settings: Any) -> None:

@@ -122,7 +122,9 @@ class JobOut(BaseModel):
         "onnx or safetensors."
     )
     dataset_sha256: str | None = Field(
-        description="Hex SHA-256 of the uploaded dataset; null for a builtin dataset."
+        description="Hex SHA-256 of the job's dataset file: the one uploaded with the job, the "
+        "registered dataset it names (dataset:<id>), or the pin of an s3:// or https:// "
+        "reference; null for a builtin dataset or an unpinned remote one."
     )
     artifacts: dict[str, ArtifactOut] = Field(
         description="Downloadable outputs (when the job succeeded), by name."

@@ -9,6 +9,7 @@ import pytest
 from harden_client import HardenAPIError, HardenClient, JobFailedError
 
 from app.infra.artifacts import LocalStore
+from app.web.api_docs import SUCCEEDED
 from tests.app.conftest import onnx_model_bytes
 from tests.app.web.test_jobs import finish
 
@@ -56,3 +57,19 @@ def test_wait_times_out_and_reports_failures(client, store, tmp_path: Path):
         client.download(job["id"], tmp_path / "out")
     assert not_done.value.code == "job_not_done"
     assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_wait_returns_the_verdict_once_the_job_succeeded(client, store, tmp_path: Path):
+    (tmp_path / "m.onnx").write_bytes(onnx_model_bytes())
+    job = client.submit(tmp_path / "m.onnx", dataset="builtin:digits")
+    assert job["verdict"] is None
+    # What the worker records at the end of an audited job (tests/worker/test_webhook.py runs
+    # the real one): the artifacts' digests and the verdict, then the state.
+    assert store.mark_running(job["id"])
+    shas = {name: "0" * 64 for name in ("model.onnx", "report.json", "report.html")}
+    assert store.record_artifacts(job["id"], shas, verdict=SUCCEEDED["verdict"])
+    assert client.status(job["id"])["verdict"] is None  # not before the job succeeded
+    assert store.mark_succeeded(job["id"], shas)
+    done = client.wait(job["id"], timeout_s=5)
+    assert done["verdict"] == SUCCEEDED["verdict"] and done["verdict"]["label"] == "masked"
+    assert client.list_jobs()["items"][0]["verdict"] == done["verdict"]

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,10 @@ import pytest
 from harden_client import HardenClient
 
 from app.infra.store import JobStore
+from core.report.schema import Report
+from tests.core.model_files import write_model
 from tests.integration.conftest import Cluster, tiny_torchscript, wait_for
+from tests.worker.real_pipeline import TINY_EVALUATION
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -100,6 +104,59 @@ def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path, webho
     assert json.loads(body)["state"] == "succeeded" and json.loads(body)["id"] == job["id"]
     store = JobStore.from_url(redis_cluster.env["HARDEN_DATABASE_URL"])
     assert store.get(job["id"]).owner == "ci"
+    assert_the_verdict_is_everywhere(redis_cluster, key, tmp_path)
+
+
+# The spec tests/cli/test_gates.py runs locally: a distilled student that is 'masked'.
+AUDITED = FAST | {"teacher_epochs": 0, "student_epochs": 5, "evaluation": TINY_EVALUATION}
+
+
+def harden(cluster: Cluster, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=cluster.workdir,
+        env=cluster.env | {"HARDEN_URL": cluster.url, "HARDEN_API_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def assert_the_verdict_is_everywhere(cluster: Cluster, key: str, tmp_path: Path) -> None:
+    """An audited job's verdict wherever a pipeline looks: `harden submit --wait --fail-on` (exit
+    3 on 'masked'), its --json and --junit, the job resource and the list, the client's wait(),
+    `harden status` and `harden jobs`."""
+    folder = tmp_path / "audited"
+    folder.mkdir()
+    model = write_model("torchscript", folder)
+    (folder / "spec.json").write_text(json.dumps(AUDITED))
+    junit, out = folder / "harden.xml", folder / "out"
+    submitted = harden(
+        cluster, key, "submit", str(model), "--config", str(folder / "spec.json"), "--wait",
+        "--out", str(out), "--fail-on", "masked", "--json", "--junit", str(junit),
+    )  # fmt: skip
+    assert submitted.returncode == 3, (submitted.stderr, cluster.log("w1"))
+    summary = json.loads(submitted.stdout)
+    verdict = summary["verdict"]
+    assert verdict["label"] == "masked" and summary["checks"][0]["passed"] is False
+    # The files are downloaded all the same, and the verdict is the report's.
+    report = Report.model_validate_json((out / "report.json").read_text())
+    assert verdict == report.verdict_summary().model_dump(mode="json")
+    assert summary["artifacts"]["model.onnx"] == str(out / "model.onnx")
+    cases = list(ET.parse(junit).iter("testcase"))
+    assert [c.get("name") for c in cases if c.find("failure") is not None] == ["masked"]
+    job_id = summary["job_id"]
+    with HardenClient(cluster.url, key) as client:
+        assert client.status(job_id)["verdict"] == verdict
+        assert client.wait(job_id, timeout_s=5)["verdict"] == verdict
+        listed = {job["id"]: job["verdict"] for job in client.list_jobs()["items"]}
+        assert listed[job_id] == verdict and len(listed) == 2  # the other job was not audited
+        assert [v for v in listed.values() if v != verdict] == [None]
+    assert json.loads(harden(cluster, key, "status", job_id).stdout)["verdict"] == verdict
+    jobs = harden(cluster, key, "jobs")
+    assert jobs.returncode == 0 and "jobs 1-2 of 2" in jobs.stderr, jobs.stderr
+    (row,) = [line for line in jobs.stdout.splitlines() if line.startswith(job_id)]
+    assert row.split()[1:3] == ["succeeded", "masked"]
 
 
 def test_sigkilled_worker_job_is_redelivered_and_finishes_once(

@@ -3,12 +3,14 @@ help (README: Exit codes)."""
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import version
+from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
 
-from cli.gate import EXIT_CODES_HELP
+from cli.gate import EXIT_CODES_HELP, EXIT_GATE, EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
 from cli.main import app
 
 runner = CliRunner()
@@ -45,3 +47,12 @@ def test_the_exit_codes_are_in_the_help_of_harden_run_and_submit() -> None:
         # Rich draws a box around options only: the epilog is plain text.
         assert "Exit codes: 0 done" in text and "3 a --fail-on gate tripped" in text, path
     assert "3 a --fail-on gate tripped" in words
+
+
+def test_the_readme_lists_every_exit_code() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    codes = sorted({EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_GATE})
+    rows = re.findall(r"^\| (\d) \| ", readme, flags=re.MULTILINE)
+    assert [int(code) for code in rows] == codes == [0, 1, 2, 3]
+    for code in codes:
+        assert f"{code} " in EXIT_CODES_HELP

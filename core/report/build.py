@@ -5,6 +5,7 @@ Split from :mod:`core.pipeline`, which runs the stages and calls these to write 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from importlib import metadata as importlib_metadata
@@ -200,6 +201,7 @@ def build_report(
         created_at=created_at,
         software=software_versions(),
         device=plan.device,
+        compute=dataclasses.asdict(plan.compute),
         spec=plan.spec_as_run().model_dump(mode="json"),
         input={
             "model": {

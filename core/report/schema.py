@@ -27,7 +27,8 @@ from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 # 1.5: export.outputs and export.output_temperature (T-scaled logits or plain logits).
 # 1.6: dataset_split (where the train/test split came from: the dataset's own, a seeded
 #      stratified test_fraction split, or a builtin's fixed one), evaluation.threat_model.
-REPORT_VERSION = "1.6"
+# 1.7: compute (training precision, channels_last, cudnn_benchmark on the device).
+REPORT_VERSION = "1.7"
 
 
 class _Section(BaseModel):
@@ -167,6 +168,11 @@ class Report(_Section):
     created_at: str
     software: dict[str, str]
     device: str
+    compute: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How training used the device (core/compute.py): training_precision "
+        "('float32' or 'bfloat16' autocast), channels_last, cudnn_benchmark.",
+    )
     spec: dict[str, Any] = Field(description="The resolved job spec (core.spec.HardenSpec).")
     input: dict[str, Any] = Field(
         description="Upload: format, sha256, architecture; dataset facts."

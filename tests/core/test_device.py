@@ -66,5 +66,11 @@ def test_a_job_told_a_missing_gpu_fails_before_writing_and_a_run_records_its_dev
     with pytest.raises(DeviceError, match="cuda:7"):
         run(spec, model_file, None, tmp_path / "refused", device="cuda:7")
     assert not (tmp_path / "refused").exists()
-    report = run(spec, model_file, None, tmp_path / "out", device="cpu").report
+    # bfloat16 on the CPU only when asked for; the report says what training used.
+    report = run(
+        spec, model_file, None, tmp_path / "out", device="cpu", precision="bfloat16"
+    ).report
     assert report.device == "cpu"
+    assert report.compute == {
+        "training_precision": "bfloat16", "channels_last": False, "cudnn_benchmark": False,
+    }  # fmt: skip

@@ -199,8 +199,9 @@ class HardenClient:
         poll_s: float = 1.0,
         raise_on_failure: bool = False,
     ) -> dict[str, Any]:
-        """Poll until the job ends; ``on_progress(job)`` after every poll. TimeoutError past
-        ``timeout_s``."""
+        """Poll until the job ends and return it; ``on_progress(job)`` after every poll.
+        TimeoutError past ``timeout_s``. A job that succeeded with the evaluation on carries its
+        ``verdict`` (label, headline, clean and robust accuracies of both models)."""
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         while True:
             job = self.status(job_id)

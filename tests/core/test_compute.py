@@ -4,6 +4,7 @@ autotuning only on CUDA unless asked for; on the CPU a run is exactly float32 by
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from torch import Tensor, nn
 
 from core.compute import Compute
 from core.hardening.training import train_epochs
+from core.intake.upload import load_model
+from core.intake.zoo import build_zoo_model
 from core.plan import RunPlan
 from core.spec import HardenSpec
 from tests.core.model_files import digits, trained_mlp
@@ -68,3 +71,33 @@ def test_training_autocasts_on_the_cpu_only_when_bfloat16_is_asked_for() -> None
     # The same training, at 8 bits of mantissa: close, finite, not identical.
     assert all(abs(a - b) < 0.05 for a, b in zip(losses, bf16_losses, strict=True))
     assert losses != bf16_losses
+
+
+def test_the_channels_last_path_trains_a_torchscript_conv_net_and_hands_it_back_contiguous(
+    tmp_path: Path,
+) -> None:
+    # core.compute only chooses channels-last on CUDA; forced here, the same code runs on the CPU
+    # (which supports the layout), through a TorchScript upload as jobs load it.
+    data = digits()
+    torch.manual_seed(0)
+    conv = build_zoo_model("papernot_mnist", num_classes=10, input_shape=data.input_shape).eval()
+    path = tmp_path / "conv.pt"
+    torch.jit.save(torch.jit.script(conv), str(path))
+    spec = HardenSpec(dataset="builtin:digits", batch_size=64)
+    base = RunPlan.resolve(spec, dataset=spec.dataset, train_samples=len(data.y_train))
+    losses = {}
+    for layout in (False, True):
+        model = load_model(path, num_classes=10, input_shape=data.input_shape).fresh_copy(
+            reinitialise=False
+        )
+        plan = dataclasses.replace(base, compute=Compute(channels_last=layout))
+        torch.manual_seed(0)
+        losses[layout] = train_epochs(
+            model, data.x_train, data.y_train, F.cross_entropy, epochs=1, plan=plan,
+            stage="student", generator=torch.Generator().manual_seed(0),
+            on_progress=lambda *_: None, should_cancel=lambda: False,
+        )  # fmt: skip
+        weights = [p for p in model.parameters() if p.dim() == 4]
+        assert weights and all(p.is_contiguous() for p in weights)
+    # The same arithmetic in another memory order: equal up to float rounding.
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)

@@ -12,7 +12,9 @@ A gate is one of:
 
 A gate that cannot be checked (no verdict, a budget the evaluation did not audit) trips: a
 pipeline that asked for a check must not pass without one. ``harden run`` and ``harden submit``
-refuse such gates before any work where the spec already says so (exit 2).
+refuse such gates before any work where the spec already says so (exit 2): the evaluation turned
+off, or budgets given that lack the gate's (budgets left to the threat model are known only once
+the data is).
 """
 
 from __future__ import annotations
@@ -152,8 +154,12 @@ def _threshold(gate: Gate, verdict: VerdictSummary) -> CheckResult:
         None,
     )
     if row is None:
+        measured = ", ".join(f"{r.norm} {r.epsilon:g}" for r in verdict.robust) or "none"
         return CheckResult(
-            gate.name, False, f"no robust accuracy was measured at {gate.norm} ε={gate.epsilon:g}"
+            gate.name,
+            False,
+            f"no robust accuracy was measured at {gate.norm} ε={gate.epsilon:g} (measured: "
+            f"{measured}); name an audited budget, or add it to evaluation.epsilons_{gate.norm}",
         )
     measured = row.student_decisive
     passed = measured >= gate.minimum

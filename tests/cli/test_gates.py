@@ -160,8 +160,8 @@ def test_each_gate_on_each_verdict() -> None:
     assert [r.passed for r in check(gates[2:], verdict("real gain", 0.41, None))] == [True]
     # No verdict at all, or none at that budget: the gate trips, it does not pass unchecked.
     assert [r.passed for r in check(gates, None)] == [False, False, False]
-    other_budget = parse_gates(["min-robust=0.1@l2:0.5"])
-    assert not check(other_budget, verdict("real gain", 1.0, 1.0))[0].passed
+    (unmeasured,) = check(parse_gates(["min-robust=0.1@l2:0.5"]), verdict("real gain", 1.0, 1.0))
+    assert not unmeasured.passed and "(measured: linf 0.0313725)" in unmeasured.message
     # A budget written as a fraction is the same budget as the evaluation's float.
     check_evaluation(gates, EvaluationSpec(epsilons_linf=[2 / 255, 4 / 255, 8 / 255]))
     with pytest.raises(GateError, match="does not audit"):

@@ -15,11 +15,11 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from core.datasets.layout import DATASET_FORMS, image_folder_layout
+from core.datasets.layout import DATASET_FORMS, ImageFolderLayout, image_folder_layout
 from core.errors import DatasetError
 
 # What reading a damaged or cut-off archive raises, from tarfile and the decompressors under it.
-_UNREADABLE = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+UNREADABLE = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 DEFAULT_MAX_BYTES = 2 * 1024**3
 # 200,000 images and their class folders fit; an inode budget, the byte budget applies too.
 DEFAULT_MAX_FILES = 1_000_000
@@ -52,7 +52,7 @@ def check_archive_listing(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_files: int = DEFAULT_MAX_FILES,
     image_folder: bool = True,
-) -> None:
+) -> ImageFolderLayout | None:
     """Refuse, from its listing, an archive that unpacking or reading would refuse: entries
     pointing outside it (``..``, absolute paths), links, devices, a listing past the budget, a
     truncated archive, and a layout :mod:`core.datasets.layout` refuses (not for an .npz,
@@ -63,7 +63,8 @@ def check_archive_listing(
     a zip's central directory gives every entry's size and kind; a tar's headers are read in
     order (a compressed tar is decompressed as a stream to do so, which also finds where it was
     cut off) and the walk stops at the first entry refused. Sizes can lie, so
-    :func:`unpack_archive` checks everything again as it writes.
+    :func:`unpack_archive` and :mod:`core.datasets.zip_images` check everything again as they
+    read. Returns the image-folder layout (None with ``image_folder=False``).
     """
     dirs: list[PurePosixPath] = []
     files: list[PurePosixPath] = []
@@ -73,11 +74,9 @@ def check_archive_listing(
                 infos = archive.infolist()
                 _budget(len(infos), sum(i.file_size for i in infos), max_files, max_bytes)
                 for info in infos:
-                    member = _check_zip_entry(info)
+                    member = check_zip_entry(info)
                     (dirs if info.is_dir() else files).append(member)
-            if image_folder:
-                image_folder_layout(dirs, files)
-            return
+            return image_folder_layout(dirs, files) if image_folder else None
         total = data_end = 0
         with tarfile.open(path, mode="r:*") as archive:
             for count, entry in enumerate(archive, start=1):
@@ -94,16 +93,15 @@ def check_archive_listing(
                 pass
             if data_end > stream.tell():
                 raise EOFError(f"the archive ends {data_end - stream.tell()} bytes too early")
-        if image_folder:
-            image_folder_layout(dirs, files)
-    except (*_UNREADABLE, zipfile.BadZipFile) as exc:
+        return image_folder_layout(dirs, files) if image_folder else None
+    except (*UNREADABLE, zipfile.BadZipFile) as exc:
         raise DatasetError(
             f"the dataset archive cannot be read (truncated or damaged?): {exc}",
             hint="re-create the archive and upload it again in full",
         ) from exc
 
 
-def _check_zip_entry(info: zipfile.ZipInfo) -> PurePosixPath:
+def check_zip_entry(info: zipfile.ZipInfo) -> PurePosixPath:
     member = _safe_member_path(info.filename)
     # Zip entries made from symlinks carry S_IFLNK in the upper 16 bits of external_attr;
     # other file types (devices, fifos) carry their own S_IFMT bits.
@@ -175,7 +173,7 @@ def _unpack_zip(path: Path, dest: Path, max_bytes: int, max_files: int) -> None:
         infos = archive.infolist()
         _budget(len(infos), 0, max_files, max_bytes)
         for info in infos:
-            member = _check_zip_entry(info)
+            member = check_zip_entry(info)
             target = dest.joinpath(*member.parts)
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -208,7 +206,7 @@ def _unpack_tar(path: Path, dest: Path, max_bytes: int, max_files: int) -> None:
                     raise DatasetError(f"cannot read archive entry {info.name!r}")
                 with source, target.open("wb") as sink:
                     shutil.copyfileobj(source, sink)
-    except _UNREADABLE as exc:
+    except UNREADABLE as exc:
         raise DatasetError(
             f"the tar archive cannot be read: {exc}", hint="re-create the archive"
         ) from exc

@@ -10,8 +10,10 @@ bench/big_dataset.py measures peak memory against the dataset's size.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -20,6 +22,9 @@ from core.datasets.checks import CheckedArrays, check_classes
 from core.datasets.layout import ImageFolderLayout, image_folder_layout
 from core.datasets.split import SplitRecord, stratified_split
 from core.errors import DatasetError
+
+# An image's bytes by its path relative to the dataset's root.
+ImageReader = Callable[[PurePosixPath], bytes]
 
 
 def folder_layout(root: Path) -> ImageFolderLayout:
@@ -47,7 +52,27 @@ def read_image_folder(
     to it), memory-mapped from a scratch file in ``scratch_dir`` (default: the temp folder), and
     class-index labels. Without a test split of its own the dataset is split by
     ``test_fraction``, stratified, seeded with ``seed``."""
-    layout = folder_layout(root)
+
+    def read(relative: PurePosixPath) -> bytes:
+        return root.joinpath(*relative.parts).read_bytes()
+
+    return read_images(
+        folder_layout(root), read, input_range, test_fraction=test_fraction, seed=seed,
+        scratch_dir=scratch_dir,
+    )  # fmt: skip
+
+
+def read_images(
+    layout: ImageFolderLayout,
+    read: ImageReader,
+    input_range: tuple[float, float],
+    *,
+    test_fraction: float,
+    seed: int,
+    scratch_dir: Path | None = None,
+) -> tuple[CheckedArrays, SplitRecord]:
+    """:func:`read_image_folder` for images laid out as ``layout`` whose bytes ``read`` gives
+    (from a folder, or straight from a zip archive: :mod:`core.datasets.zip_images`)."""
     files: dict[str, list[PurePosixPath]] = {}
     labels: dict[str, np.ndarray] = {}
     for split, per_class in layout.images.items():
@@ -65,7 +90,7 @@ def read_image_folder(
         labels = {"train": all_labels[train], "test": all_labels[test]}
         record = SplitRecord("test_fraction", test_fraction=test_fraction, seed=seed)
     class_names = check_classes(labels["train"], labels["test"], layout.classes)
-    decoder = _Decoder(root, input_range)
+    decoder = _Decoder(read, input_range)
     x_train = decoder.decode(files["train"], scratch_dir)
     x_test = decoder.decode(files["test"], scratch_dir)
     checked = CheckedArrays(
@@ -77,8 +102,8 @@ def read_image_folder(
 class _Decoder:
     """Decodes images into a memory-mapped array, checking that all share one size and mode."""
 
-    def __init__(self, root: Path, input_range: tuple[float, float]) -> None:
-        self.root = root
+    def __init__(self, read: ImageReader, input_range: tuple[float, float]) -> None:
+        self.read = read
         self.low, self.high = input_range
         self.reference: tuple[tuple[int, int], str, str] | None = None
 
@@ -95,9 +120,8 @@ class _Decoder:
         """One image as uint8 CHW (channels first, so no H/W-vs-channel guessing later)."""
         from PIL import Image, UnidentifiedImageError
 
-        file = self.root.joinpath(*relative.parts)
         try:
-            with Image.open(file) as image:
+            with Image.open(io.BytesIO(self.read(relative))) as image:
                 image.load()
                 size, mode = image.size, image.mode
                 pixels = np.asarray(image)

@@ -162,6 +162,13 @@ def _load_file(ref: str, path: Path, split: _SplitSettings) -> Dataset:
     from core.datasets.archives import unpack_archive
     from core.datasets.image_folder import read_image_folder
 
+    if zipfile.is_zipfile(path):
+        from core.datasets.zip_images import read_zip_images
+
+        checked, record = read_zip_images(
+            path, split.input_range, test_fraction=split.test_fraction, seed=split.seed
+        )
+        return _to_dataset(ref, checked, record)
     with tempfile.TemporaryDirectory(prefix="harden-data-") as tmp:
         root = unpack_archive(path, Path(tmp))
         # The images land in a memory-mapped scratch file, so the unpacked folder can go.

@@ -5,6 +5,7 @@ image folders memory-mapped from an unlinked scratch file; refusals that name th
 from __future__ import annotations
 
 import io
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -151,3 +152,33 @@ def test_folder_refusals_name_the_fix(tmp_path: Path) -> None:
 def test_test_fraction_is_validated(fraction: float) -> None:
     with pytest.raises(ValidationError, match="test_fraction"):
         HardenSpec(test_fraction=fraction)
+
+
+def _zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, payload in entries.items():
+            archive.writestr(name, payload)
+    return buffer.getvalue()
+
+
+def test_a_zip_is_decoded_from_the_archive_without_unpacking(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "pets.zip"
+    path.write_bytes(_zip_bytes(_entries()))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    data = load_dataset(str(path), seed=1)
+    assert len(data.y_train) + len(data.y_test) == sum(CLASSES.values())
+    assert list(scratch.iterdir()) == []  # no unpacked folder; the scratch arrays are unlinked
+
+
+def test_a_zip_entry_larger_than_its_header_says_is_refused(tmp_path: Path) -> None:
+    data = bytearray(_zip_bytes(_entries()))
+    central = data.find(b"PK\x01\x02")  # the first entry's central directory record
+    data[central + 24 : central + 28] = (10).to_bytes(4, "little")  # claims 10 bytes
+    path = tmp_path / "lying.zip"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match="cannot be read|header says") as caught:
+        load_dataset(str(path))
+    assert "re-create" in caught.value.hint

@@ -16,6 +16,7 @@ from core.datasets.fetched_refs import (
     is_fetched_reference,
     parse_fetched_reference,
 )
+from core.datasets.library_names import dataset_name_refusal
 from core.errors import InvalidSpecError
 from core.mlflow_spec import MlflowSpec
 from core.names import BUILTIN_DATASETS
@@ -572,7 +573,8 @@ class HardenSpec(_Strict):
         if is_fetched_reference(ref):
             parse_fetched_reference(ref)  # a malformed one raises, naming the right form
             return ref
-        if "://" in ref and not ref.startswith("file://"):
+        # hf://... is refused with the export fix where paths are (submit, load_dataset).
+        if "://" in ref and not ref.startswith("file://") and dataset_name_refusal(ref) is None:
             scheme = ref.split("://", 1)[0]
             raise ValueError(
                 f"dataset URI scheme {scheme!r} of {ref!r} is not supported: use "

@@ -26,6 +26,7 @@ from app.web.errors import IdempotencyKeyReusedError, ServiceUnavailableError
 from app.web.problems import spec_error
 from app.web.uploads import ParsedForm, check_dataset_upload
 from core.datasets.fetched_refs import is_fetched_reference
+from core.datasets.library_names import dataset_name_refusal
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
 from core.evaluation_cost import evaluation_steps
 from core.intake.sniff import sniff_format
@@ -73,6 +74,9 @@ def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> HardenSpec
         )
     fetched = is_fetched_reference(spec.dataset)
     if not dataset_uploaded and spec.dataset not in BUILTIN_DATASETS and not fetched:
+        refusal = dataset_name_refusal(spec.dataset)  # torchvision:MNIST, hf:mnist, cifar10
+        if refusal is not None:
+            raise refusal
         # A remote caller must not make the worker read files on the server's disk.
         raise DatasetError(
             f"the service does not read dataset paths ({spec.dataset!r})",

@@ -22,6 +22,7 @@ from torch import Tensor
 from core.datasets.checks import CheckedArrays, validate_arrays
 from core.datasets.fetched_refs import FORMS, is_fetched_reference
 from core.datasets.layout import DATASET_FORMS
+from core.datasets.library_names import dataset_name_refusal
 from core.datasets.npz_file import read_npz
 from core.datasets.split import DEFAULT_TEST_FRACTION, SplitRecord
 from core.errors import DatasetError
@@ -113,6 +114,9 @@ def _resolve_path(ref: str, upload: Path | None) -> Path:
                 reference=ref,
             )
         return Path(upload)  # the worker fetched it
+    refusal = dataset_name_refusal(ref)
+    if refusal is not None and not Path(ref).exists():  # a folder named mnist/ still loads
+        raise refusal
     parsed = urlparse(ref)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):

@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from cli.main import app
+from core.datasets.library_names import EXPORT_HINT, dataset_name_refusal
 from core.report.schema import Report
 from tests.core.model_files import write_model
 
@@ -54,3 +55,17 @@ def test_a_missing_dataset_is_one_error_line_with_the_forms(tmp_path: Path) -> N
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "does not exist" in errors[0]
     assert "<class>/<image>" in result.stderr and "x and y" in result.stderr
+
+
+def test_a_library_name_is_one_error_line_with_the_services_hint(tmp_path: Path) -> None:
+    model = write_model("torchscript", tmp_path)
+    args = ["run", str(model), "--dataset", "torchvision:MNIST", "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "do not download datasets by library name" in errors[0]
+    assert "does not exist" not in result.stderr
+    hints = [line for line in result.stderr.splitlines() if line.startswith("hint:")]
+    refusal = dataset_name_refusal("torchvision:MNIST")
+    assert refusal is not None and hints == [f"hint: {refusal.hint}"]  # the API's 422 hint
+    assert hints[0].endswith(EXPORT_HINT) and "harden datasets upload mnist.npz" in hints[0]

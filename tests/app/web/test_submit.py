@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.infra.settings import Settings
 from app.infra.store import JobStore
+from core.datasets.library_names import EXPORT_HINT, dataset_name_refusal
 from tests.app.conftest import (
     digits_like_npz,
     files_under,
@@ -138,6 +139,28 @@ def test_unknown_builtin_dataset_is_refused(api, auth, store, settings):
 def test_server_paths_as_dataset_are_refused(api, auth, store, settings):
     response = post(api, auth, onnx_model_bytes(), config={"dataset": "/etc/passwd"})
     assert_problem(response, 422, "invalid_dataset")
+    assert_nothing_left(store, settings)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "detail"),
+    [
+        ("torchvision:MNIST", "do not download datasets by library name"),
+        ("hf://datasets/ylecun/mnist", "do not download datasets by library name"),
+        ("CIFAR10", "do not download datasets by name"),
+        ("mnist", "did you mean builtin:mnist?"),
+    ],
+)
+def test_a_dataset_named_by_library_is_refused_with_the_export_fix(
+    api, auth, store, settings, dataset, detail
+):
+    # Was "the service does not read dataset paths": true, but no help to a torchvision user.
+    response = post(api, auth, onnx_model_bytes(), config=CONFIG | {"dataset": dataset})
+    body = assert_problem(response, 422, "invalid_dataset")
+    assert detail in body["detail"] and "dataset paths" not in body["detail"]
+    assert body["hint"].endswith(EXPORT_HINT) and "harden datasets upload" in body["hint"]
+    refusal = dataset_name_refusal(dataset)
+    assert refusal is not None and body["hint"] == refusal.hint  # the words harden run prints
     assert_nothing_left(store, settings)
 
 

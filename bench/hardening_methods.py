@@ -11,7 +11,7 @@ the others are trained and audited beside it on the same samples (report.compari
    each epsilon (AutoAttack's robust accuracy), the verdict and the training seconds.
 
     python bench/hardening_methods.py [--methods adversarial trades ...] [--epochs 40]
-        [--samples 200] [--pgd] [--out report.json]
+        [--samples 200] [--pgd [--steps 10]] [--out report.json]
 
 Results: bench/results/hardening_methods.md. torchattacks agrees with the preset within a point
 (bench/results/autoattack_check.md).
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40, help="robust.epochs")
     parser.add_argument("--warmup", type=int, default=10, help="robust.warmup_epochs")
     parser.add_argument("--pgd", action="store_true", help="PGD training instead of fast FGSM")
+    parser.add_argument("--steps", type=int, default=10, help="robust.steps (PGD training)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--samples", type=int, default=200, help="test samples attacked")
     parser.add_argument("--epsilons", nargs="+", type=float, default=[0.1, 0.2, 0.3])
@@ -104,6 +105,7 @@ def main() -> None:
             "epochs": args.epochs,
             "warmup_epochs": args.warmup,
             "fast": not args.pgd,
+            "steps": args.steps,
             "epsilon": max(args.epsilons),
             "teacher": args.robust_teacher,
         },

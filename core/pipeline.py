@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from core.audit.evaluate import evaluate
+from core.audit.evaluate import UploadAudit, evaluate
 from core.compute import Compute, Precision
 from core.datasets.references import Dataset, load_dataset
 from core.deploy.onnx_export import export_onnx, stamp_metadata
@@ -70,9 +70,11 @@ def _compare(
     test_labels: Tensor,
     progress: ProgressFn,
     cancel: CancelFn,
+    upload_audit: list[UploadAudit],
 ) -> MethodComparison:
-    """Run one more method on the same upload and audit its model beside the job's own; its
-    stages are reported as part of ``evaluate`` (the job's model is already exported)."""
+    """Run one more method on the same upload and audit its model beside the job's own (the
+    upload's half of the audit is the job's, not redone); its stages are reported as part of
+    ``evaluate`` (the job's model is already exported)."""
 
     def quiet(stage: str, done: int, total: int) -> None:
         progress("evaluate", 0, 1)
@@ -88,7 +90,7 @@ def _compare(
             with_normalization(uploaded.module, spec.normalization),
             with_normalization(result.student.to(test_inputs.device), spec.normalization),
             data, spec, device=test_inputs.device, on_progress=quiet, should_cancel=cancel,
-            method=method.title,
+            method=method.title, upload_audit=upload_audit,
         )  # fmt: skip
     return method_comparison(
         method, result, model_summary(result.student, test_inputs, test_labels),
@@ -191,6 +193,7 @@ def run(
             progress("export", 1, 1)
 
         evaluation = verdict = None
+        upload_audit: list[UploadAudit] = []  # the upload is attacked once for every method
         if spec.evaluation.enabled:  # no "evaluate" timing for a job that did not evaluate
             with timed_stage("evaluate", cancel, timings):
                 student = result.student.to(torch_device)
@@ -205,15 +208,19 @@ def run(
                     on_progress=progress,
                     should_cancel=cancel,
                     method=method.title,
+                    upload_audit=upload_audit,
                 )
         # The verdict is known only now: the ONNX file says it too (or that it was not audited).
         label = verdict.label if verdict is not None else "not audited"
         sha256 = stamp_metadata(staging[MODEL_ONNX], {"verdict": label})
         exported = dataclasses.replace(exported, sha256=sha256)
         comparison = [
-            _compare(other, uploaded, data, plan, device_inputs, device_labels, progress, cancel)
+            _compare(
+                other, uploaded, data, plan, device_inputs, device_labels, progress, cancel,
+                upload_audit,
+            )
             for other in methods[1:]
-        ]
+        ]  # fmt: skip
 
         with timed_stage("report", cancel, timings):
             progress("report", 0, 1)

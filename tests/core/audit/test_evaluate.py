@@ -7,8 +7,9 @@ import re
 
 import pytest
 import torch
+from torch import nn
 
-from core.audit.evaluate import draw_samples, evaluate
+from core.audit.evaluate import UploadAudit, draw_samples, evaluate
 from core.audit.registry import REGISTRY
 from core.audit.schema import (
     AttackPoint,
@@ -121,6 +122,37 @@ def test_progress_is_reported_and_cancellation_honoured() -> None:
             should_cancel=cancel_after_some_steps,
         )  # fmt: skip
     assert polls == 16  # stopped at the first poll that said cancel
+
+
+class _Refuses(nn.Module):
+    """An upload that must not be run: its audit is to be reused."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the uploaded model was attacked again")
+
+
+def test_a_second_method_reuses_the_uploads_half_of_the_audit() -> None:
+    # A job running several methods audits each one's model beside the same upload: the upload
+    # is attacked once (the transfer attack's sources included), and only on the same samples.
+    spec = _spec(attacks=["pgd_linf_margin", "transfer"], samples=30, samples_slow=20)
+    kept: list[UploadAudit] = []
+    first, _ = evaluate(undefended(), undefended(), _dataset(), spec, device="cpu",
+                        upload_audit=kept)  # fmt: skip
+    assert len(kept) == 1
+    calls: list[tuple[str, int, int]] = []
+    second, _ = evaluate(
+        _Refuses(), distilled(100.0), _dataset(), spec, device="cpu", upload_audit=kept,
+        on_progress=lambda stage, done, total: calls.append((stage, done, total)),
+    )  # fmt: skip
+    assert second.models["uploaded"] == first.models["uploaded"]
+    transfer = next(a for a in second.models["student"].attacks if a.attack == "transfer")
+    assert transfer.points  # it had the upload's adversarials to transfer
+    assert calls[-1][1] == calls[-1][2]  # progress still ends at its total
+    # Other samples (another seed) are a new audit of the upload, not the kept one.
+    other_samples = _spec(attacks=["pgd_linf_margin"], samples=30, seed=1)
+    with pytest.raises(AssertionError, match="attacked again"):
+        evaluate(_Refuses(), undefended(), _dataset(), other_samples, device="cpu",
+                 upload_audit=kept)  # fmt: skip
 
 
 # The AutoAttack components a gain must be measured by before it counts as real.

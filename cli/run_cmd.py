@@ -1,98 +1,20 @@
-"""``harden run``: the whole pipeline on this machine, no server.
-
-The tuning options are generated from :class:`core.spec.HardenSpec`'s top-level scalar fields, so
-the CLI cannot drift from the job contract and holds no second copy of its defaults: an option
-left out is simply not passed, and the spec's default applies.
-"""
+"""``harden run``: the whole pipeline on this machine, no server (its options:
+:mod:`cli.run_options`)."""
 
 from __future__ import annotations
 
-import inspect
-import json
 import sys
 import time
-import types
-import typing
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
-from pydantic.fields import FieldInfo
 
 from cli.gate import EXIT_CODES_HELP
-from cli.outcome import ci_parameters
-from core.spec import HardenSpec
+from cli.run_options import FIXED, build_spec, command_signature
 
 if TYPE_CHECKING:
     from core.pipeline import RunResult  # torch: imported only for type checking here
-
-# Fields with a dedicated option (dataset) or not scalars / not meaningful locally.
-# Sections (evaluation, robust) and structured values come from --config's JSON.
-_NOT_OPTIONS = {
-    "dataset",
-    "input_range",
-    "normalization",
-    "evaluation",
-    "robust",
-    "webhook_url",
-    "mlflow",
-}
-_FIXED = (
-    "model", "dataset", "dataset_file", "out", "config", "no_evaluation", "device",
-    "fail_on", "json_output", "junit",
-)  # fmt: skip
-
-
-def _option_type(info: FieldInfo) -> tuple[Any, str]:
-    """The Python type typer parses a field with, and the choices to mention in its help."""
-    annotation = info.annotation
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = args[0] if len(args) == 1 else str
-    if typing.get_origin(annotation) is typing.Literal:
-        return str, " Choices: " + ", ".join(map(str, typing.get_args(annotation))) + "."
-    return (annotation if annotation in (int, float, str, bool) else str), ""
-
-
-def spec_options() -> dict[str, tuple[Any, str]]:
-    """HardenSpec's scalar fields as CLI options: field name -> (type, help)."""
-    options = {}
-    for name, info in HardenSpec.model_fields.items():
-        if name in _NOT_OPTIONS:
-            continue
-        kind, choices = _option_type(info)
-        if name == "method":
-            choices = " Several: comma-separated, e.g. adversarial,distillation."
-        options[name] = (kind, (info.description or "") + choices)
-    return options
-
-
-def build_spec(
-    dataset: str | None,
-    config: Path | None,
-    overrides: dict[str, Any],
-    no_evaluation: bool,
-) -> HardenSpec:
-    """The spec from a JSON config file with the CLI flags merged over it; validation errors
-    propagate as pydantic ``ValidationError``."""
-    values: dict[str, Any] = {}
-    if config is not None:
-        try:
-            values = json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise typer.BadParameter(f"cannot read {config} as JSON: {error}") from error
-        if not isinstance(values, dict):
-            raise typer.BadParameter(f"{config} must hold a JSON object of spec fields")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if isinstance(values.get("method"), str) and "," in values["method"]:
-        # --method adversarial,distillation: several methods, side by side.
-        values["method"] = [name.strip() for name in values["method"].split(",")]
-    if dataset is not None:
-        values["dataset"] = dataset
-    if no_evaluation:
-        values["evaluation"] = {**dict(values.get("evaluation") or {}), "enabled": False}
-    return HardenSpec.model_validate(values)
 
 
 def bar_interval_s() -> float:
@@ -200,7 +122,7 @@ def run_command(**kwargs: Any) -> None:
     from cli.outcome import Outcome, failed, report
     from core.errors import HardenError
 
-    fixed = {name: kwargs.pop(name) for name in _FIXED}
+    fixed = {name: kwargs.pop(name) for name in FIXED}
     ci = {"as_json": fixed["json_output"], "junit": fixed["junit"], "suite": "harden run"}
     try:
         gates = parse_gates(fixed["fail_on"])
@@ -257,84 +179,13 @@ def run_command(**kwargs: Any) -> None:
         raise typer.Exit(code)
 
 
-def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
-    kw = inspect.Parameter.KEYWORD_ONLY
-    params = [
-        inspect.Parameter(
-            "model",
-            kw,
-            annotation=Annotated[
-                Path, typer.Argument(exists=True, dir_okay=False, help="The trained model file.")
-            ],
-        ),
-        inspect.Parameter(
-            "dataset",
-            kw,
-            default=None,
-            annotation=Annotated[
-                str | None,
-                typer.Option(help=HardenSpec.model_fields["dataset"].description),
-            ],
-        ),
-        inspect.Parameter(
-            "dataset_file",
-            kw,
-            default=None,
-            annotation=Annotated[
-                Path | None,
-                # Checked by the loader, which names the forms it reads in one error line.
-                typer.Option(help="A dataset file (.npz or archive) or a folder of class folders."),
-            ],
-        ),
-        inspect.Parameter(
-            "out", kw, annotation=Annotated[Path, typer.Option(help="Directory for the artifacts.")]
-        ),
-        inspect.Parameter(
-            "config",
-            kw,
-            default=None,
-            annotation=Annotated[
-                Path | None,
-                typer.Option(exists=True, help="JSON spec file; the flags here override it."),
-            ],
-        ),
-        inspect.Parameter(
-            "no_evaluation",
-            kw,
-            default=False,
-            annotation=Annotated[
-                bool, typer.Option("--no-evaluation", help="Skip the robustness evaluation.")
-            ],
-        ),
-        inspect.Parameter(
-            "device",
-            kw,
-            default=None,
-            annotation=Annotated[
-                str | None, typer.Option(help="cpu, cuda (default: CUDA if any).")
-            ],
-        ),
-    ]
-    for name, (kind, help_text) in spec_options().items():
-        params.append(
-            inspect.Parameter(
-                name,
-                kw,
-                default=None,
-                annotation=Annotated[kind | None, typer.Option(help=help_text)],  # type: ignore[valid-type]
-            )
-        )
-    params.extend(ci_parameters())
-    return inspect.Signature(params), {p.name: p.annotation for p in params}
-
-
 def register(app: typer.Typer) -> None:
     """Add the ``run`` command to ``app``."""
 
     def run(**kwargs: Any) -> None:
         run_command(**kwargs)
 
-    signature, annotations = _signature()
+    signature, annotations = command_signature()
     run.__signature__ = signature  # type: ignore[attr-defined]
     run.__annotations__ = annotations
     run.__doc__ = run_command.__doc__

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cli.main import app
-from cli.run_cmd import build_spec, spec_options
+from cli.run_options import build_spec, spec_options
 from core.report.schema import Report
 from core.spec import HardenSpec
 from tests.core.model_files import write_model

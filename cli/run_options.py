@@ -87,6 +87,8 @@ def build_spec(
 
 
 def command_signature() -> tuple[inspect.Signature, dict[str, Any]]:
+    """``harden run``'s parameters for typer: the fixed ones (FIXED), the spec's scalar fields
+    (spec_options) and the CI ones (--fail-on, --json, --junit)."""
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [
         inspect.Parameter(

@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.evaluation_spec import EvaluationSpec
 from core.report.summary import VerdictSummary
-from core.spec import EvaluationSpec
 
 # The exit codes of `harden` (README: Exit codes; `harden --help`).
 EXIT_OK = 0

@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from core.spec import EvaluationSpec, HardenSpec
+# JSMA changes two input features per iteration and computes the Jacobian of every class per
+from core.evaluation_spec import EvaluationSpec
+from core.spec import HardenSpec
 
 # JSMA changes two input features per iteration and computes the Jacobian of every class per
 # iteration. Neither the input size nor the classes are known at submit: charged as a 3x32x32

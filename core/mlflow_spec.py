@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import Field, HttpUrl, field_validator
+
+from core.strict_model import StrictModel
 
 # MLflow's own rule for alias names: letters, digits, '_' and '-', not 'latest' nor 'v<digits>'
 # (those name versions); checked here so a bad alias is a 422 at submit, not a job warning.
@@ -18,12 +20,10 @@ _ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _RESERVED_ALIAS = re.compile(r"(?i)latest|v\d+")
 
 
-class MlflowSpec(BaseModel):
+class MlflowSpec(StrictModel):
     """MLflow hand-off of a succeeded job: a run with the spec as parameters, the accuracies and
     timings as metrics, report.json and report.html, and model.onnx logged as an ONNX model and
     registered as a new version of ``registered_model`` with the alias and verdict tags."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = Field(
         True,

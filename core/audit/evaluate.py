@@ -29,8 +29,9 @@ from core.audit.worst_case import SampleOutcomes
 from core.datasets.references import Dataset
 from core.device import pick_device
 from core.errors import JobCancelledError
+from core.evaluation_spec import AttackName, EvaluationSpec
 from core.names import CancelFn, ProgressFn
-from core.spec import AttackName, EvaluationSpec, HardenSpec
+from core.spec import HardenSpec
 
 _UNITS_PER_JOB = 100  # progress resolution inside one attack run
 
@@ -241,7 +242,7 @@ def evaluate(
     """
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
-    # 'auto' sample counts are sized by the device the attacks run on (core.spec.AUTO_SAMPLES).
+    # 'auto' sample counts are sized by the device the attacks run on (core.evaluation_spec.AUTO_SAMPLES).
     samples, samples_slow = spec.evaluation.sample_counts(dev.type)
     ev = spec.evaluation.resolved(data.input_shape, bounds).for_device(dev.type)
     # A transfer attack reuses its source attack's adversarials on the uploaded model.

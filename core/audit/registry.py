@@ -1,7 +1,7 @@
 """The attacks of the robustness audit, one entry each: how it is presented, budgeted and run,
 and what the evidence and the verdict may read from it.
 
-``spec.AttackName`` lists the same names in the same order (the spec stays torch-free, so a test
+``core.evaluation_spec.AttackName`` lists the same names in the same order (the spec stays torch-free, so a test
 checks that they agree). :mod:`core.audit.evaluate` runs the entries on both models;
 :mod:`core.audit.evidence` and :mod:`core.audit.verdict` read their flags, never their names.
 """
@@ -25,7 +25,7 @@ from core.audit.runs import (
     run_transfer,
 )
 from core.audit.schema import ThreatNorm
-from core.spec import AttackName, EvaluationSpec
+from core.evaluation_spec import AttackName, EvaluationSpec
 
 PerturbationUnit = Literal["linf", "l2", "fraction_changed"]
 # The part an attack plays in AutoAttack (Croce & Hein 2020): APGD on cross-entropy, APGD on a
@@ -159,5 +159,5 @@ _ATTACKS = (
     ),
 )  # fmt: skip
 
-# In the order of spec.AttackName, which is the order of the report's sections.
+# In the order of core.evaluation_spec.AttackName, which is the order of the report's sections.
 REGISTRY: dict[AttackName, Attack] = {attack.name: attack for attack in _ATTACKS}

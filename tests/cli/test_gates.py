@@ -21,9 +21,9 @@ from cli.gate import (
     parse_gates,
 )
 from cli.main import app
+from core.evaluation_spec import EvaluationSpec
 from core.report.schema import Report
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
-from core.spec import EvaluationSpec
 from tests.core.model_files import write_model
 from tests.worker.real_pipeline import TINY_EVALUATION
 

@@ -7,7 +7,8 @@ from typing import get_args
 import pytest
 
 from core.evaluation_cost import evaluation_steps
-from core.spec import AttackName, HardenSpec
+from core.evaluation_spec import AttackName
+from core.spec import HardenSpec
 
 
 def steps(**evaluation: object) -> dict[str, int]:

@@ -11,7 +11,8 @@ from torch import nn
 
 from core.audit.evaluate import evaluate
 from core.datasets.references import Dataset
-from core.spec import EvaluationSpec, HardenSpec
+from core.evaluation_spec import EvaluationSpec
+from core.spec import HardenSpec
 from core.threat_models import threat_model_for_shape
 
 

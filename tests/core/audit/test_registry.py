@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from core.audit.attacks.base import AttackResult
 from core.audit.registry import REGISTRY, Attack
 from core.audit.runs import AttackCall
-from core.spec import AttackName, EvaluationSpec
+from core.evaluation_spec import AttackName, EvaluationSpec
 from tests.core.audit.shifted import Shifted
 from tests.core.robust_models import digits, distilled, undefended
 

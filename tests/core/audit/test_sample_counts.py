@@ -8,7 +8,8 @@ from pydantic import ValidationError
 
 from core.audit.evaluate import evaluate
 from core.evaluation_cost import evaluation_steps
-from core.spec import AUTO_SAMPLES, EvaluationSpec, HardenSpec
+from core.evaluation_spec import AUTO_SAMPLES, EvaluationSpec
+from core.spec import HardenSpec
 from tests.core.model_files import digits
 from tests.core.robust_models import undefended
 

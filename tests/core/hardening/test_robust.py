@@ -21,7 +21,8 @@ from core.intake.upload import load_model
 from core.pipeline import run
 from core.plan import RunPlan
 from core.report.schema import Report
-from core.spec import HARDENING_METHODS, HardenSpec
+from core.robust_spec import HARDENING_METHODS
+from core.spec import HardenSpec
 from tests.core.model_files import digits, trained_mlp, write_model
 
 EPSILON = 0.1  # L-inf, on digits' [0, 1] 8x8 images

@@ -187,9 +187,8 @@ def keys_create(name: str = typer.Option(..., "--name", help="Who the key is for
     """Create an API key and print it (once: only its sha256 is stored)."""
     from sqlalchemy.exc import IntegrityError
 
-    store = _store()
     try:
-        key = store.create_api_key(name)
+        key = _keys().create(name)
     except IntegrityError:
         typer.echo(f"a key named {name!r} exists already; pick another name", err=True)
         raise typer.Exit(1) from None
@@ -199,7 +198,7 @@ def keys_create(name: str = typer.Option(..., "--name", help="Who the key is for
 @keys_app.command("revoke")
 def keys_revoke(name: str = typer.Option(..., "--name")) -> None:
     """Revoke the key called NAME."""
-    if not _store().revoke_api_key(name):
+    if not _keys().revoke(name):
         typer.echo(f"no active key named {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {name}")
@@ -208,16 +207,17 @@ def keys_revoke(name: str = typer.Option(..., "--name")) -> None:
 @keys_app.command("list")
 def keys_list() -> None:
     """List the keys (names and dates; the keys themselves are not stored)."""
-    for key in _store().list_api_keys():
+    for key in _keys().all_keys():
         revoked = f" revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else ""
         typer.echo(f"{key.name}\tcreated {key.created_at:%Y-%m-%d}{revoked}")
 
 
-def _store() -> Any:
+def _keys() -> Any:
+    from app.infra.api_keys import ApiKeyStore
+    from app.infra.db import make_engine
     from app.infra.migrate import upgrade
     from app.infra.settings import get_settings
-    from app.infra.store import JobStore
 
     settings = get_settings()
     upgrade(settings.database_url)
-    return JobStore.from_url(settings.database_url)
+    return ApiKeyStore(make_engine(settings.database_url))

@@ -7,8 +7,6 @@ resurrected.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.infra.db import (
     TERMINAL_STATES,
-    ApiKey,
     Job,
     JobState,
     make_engine,
@@ -57,7 +54,7 @@ class IdempotencyConflict(Exception):
 
 
 class JobStore:
-    """Typed access to the ``jobs`` and ``api_keys`` tables."""
+    """Typed access to the ``jobs`` table (API keys: app.infra.api_keys)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -387,54 +384,11 @@ class JobStore:
             session.commit()
             return True
 
-    # --- API keys ---------------------------------------------------------------------------
-    def create_api_key(self, name: str) -> str:
-        """Create a key called ``name`` and return it; only its sha256 is stored."""
-        key = "hk_" + secrets.token_urlsafe(32)
-        with self._session() as session:
-            session.add(ApiKey(name=name, key_hash=hash_api_key(key)))
-            session.commit()
-        return key
-
-    def owner_for_key(self, key: str) -> str | None:
-        """The owner name of an active key, or None."""
-        with self._session() as session:
-            row = session.scalars(
-                select(ApiKey).where(
-                    ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None)
-                )
-            ).first()
-            return row.name if row else None
-
-    def revoke_api_key(self, name: str) -> bool:
-        return self._revoke(name, utcnow())
-
-    def _revoke(self, name: str, when: datetime) -> bool:
-        with self._session() as session:
-            result = session.execute(
-                update(ApiKey)
-                .where(ApiKey.name == name, ApiKey.revoked_at.is_(None))
-                .values(revoked_at=when)
-            )
-            session.commit()
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    def list_api_keys(self) -> list[ApiKey]:
-        with self._session() as session:
-            return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
-
 
 def _stalled(stale_before: datetime) -> ColumnElement[bool]:
     """The job's last sign of life is older than ``stale_before``: its heartbeat, or for a job
     run by a worker without heartbeats (before migration 0003), its last update."""
     return func.coalesce(Job.heartbeat_at, Job.updated_at) < stale_before
-
-
-def hash_api_key(key: str) -> str:
-    """sha256 of a key. A slow password hash (bcrypt, argon2) is not needed: keys are 256-bit
-    random tokens, so brute force is out of reach whatever the hash speed, and a plain digest
-    lets the lookup use a unique index."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def is_terminal(state: str) -> bool:

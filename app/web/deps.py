@@ -9,6 +9,7 @@ from celery import Celery
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.infra.api_keys import ApiKeyStore
 from app.infra.artifacts import ArtifactStore
 from app.infra.settings import Settings
 from app.infra.store import JobStore
@@ -50,7 +51,7 @@ def current_owner(credentials: _Credentials, services: ServicesDep) -> str:
             hint="send 'Authorization: Bearer <key>'; an operator creates keys with "
             "'harden keys create --name NAME'",
         )
-    owner = services.store.owner_for_key(credentials.credentials)
+    owner = ApiKeyStore(services.store.engine).owner(credentials.credentials)
     if owner is None:
         raise AuthError(
             "the API key is not valid (unknown or revoked)",

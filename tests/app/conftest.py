@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 
+from app.infra.api_keys import ApiKeyStore
 from app.infra.settings import Settings
 from app.infra.store import JobStore
 from app.web.main import create_app
@@ -89,7 +90,7 @@ def store(api: TestClient, settings: Settings) -> JobStore:
 
 @pytest.fixture
 def key(store: JobStore) -> str:
-    return store.create_api_key("alice")
+    return ApiKeyStore(store.engine).create("alice")
 
 
 @pytest.fixture

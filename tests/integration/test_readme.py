@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from app.infra.store import JobStore
+from app.infra.api_keys import ApiKeyStore
+from app.infra.db import make_engine
 from tests.integration.conftest import ROOT, Cluster, base_env
 from tests.worker.real_pipeline import QUICK_SPEC, TINY_EVALUATION, digits_torchscript
 
@@ -128,7 +129,7 @@ def test_the_readme_runs_as_pasted(service: Cluster):
         assert {p.name for p in (clone / folder).iterdir()} >= {"model.onnx", "report.json"}
     assert '"state": "succeeded"' in result.stdout  # curl GET /jobs/$JOB and harden status
     # The key the README made is in the service's own database (var/harden.db of the clone).
-    keys = JobStore.from_url(f"sqlite:///{clone}/var/harden.db").list_api_keys()
+    keys = ApiKeyStore(make_engine(f"sqlite:///{clone}/var/harden.db")).all_keys()
     assert "ci-pipeline" in [key.name for key in keys]
     assert re.search(r"harden: exit [03]; verdict", result.stdout), result.stdout[-2000:]
 

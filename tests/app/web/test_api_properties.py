@@ -23,6 +23,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
+from app.infra.api_keys import ApiKeyStore
 from app.infra.migrate import upgrade
 from app.infra.settings import Settings
 from app.infra.store import JobStore
@@ -62,7 +63,7 @@ def database() -> Iterator[None]:
         conn.execute(f'CREATE DATABASE "{DATABASE}"')
     upgrade(DATABASE_URL)
     store = JobStore.from_url(DATABASE_URL)
-    KEY["fuzz"] = store.create_api_key("fuzz")
+    KEY["fuzz"] = ApiKeyStore(store.engine).create("fuzz")
     store.engine.dispose()
     yield
     print(f"\nschemathesis: {sum(SENT.values())} requests, {EXAMPLES} examples per operation")

@@ -8,6 +8,7 @@ import hashlib
 
 import pytest
 
+from app.infra.api_keys import ApiKeyStore
 from app.infra.store import JobStore
 from tests.app.conftest import (
     digits_like_arrays,
@@ -25,7 +26,7 @@ def upload(api, auth, data: bytes, **fields: str):
 
 @pytest.fixture
 def other(store: JobStore) -> dict[str, str]:
-    return {"Authorization": f"Bearer {store.create_api_key('bob')}"}
+    return {"Authorization": f"Bearer {ApiKeyStore(store.engine).create('bob')}"}
 
 
 def test_a_dataset_is_registered_once_and_named_by_jobs(api, auth, store, settings):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.infra.api_keys import ApiKeyStore
 from app.infra.settings import Settings
 from app.infra.store import JobStore
 from core.datasets.library_names import EXPORT_HINT, dataset_name_refusal
@@ -312,13 +313,13 @@ def test_wrong_key_is_401(api, key, store, settings):
 
 
 def test_revoked_key_is_401(api, auth, store):
-    store.revoke_api_key("alice")
+    ApiKeyStore(store.engine).revoke("alice")
     assert_problem(api.get("/jobs", headers=auth), 401, "unauthorized")
 
 
 def test_other_callers_job_is_404(api, auth, store):
     job = post(api, auth, onnx_model_bytes()).json()
-    bob = {"Authorization": f"Bearer {store.create_api_key('bob')}"}
+    bob = {"Authorization": f"Bearer {ApiKeyStore(store.engine).create('bob')}"}
     for method, path in [
         ("GET", ""),
         ("POST", "/cancel"),

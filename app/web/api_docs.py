@@ -13,7 +13,8 @@ from typing import Any
 
 from app.infra.db import Job, JobState
 from app.infra.job_resource import JobOut, job_out
-from app.web.problem_docs import AUTH, EXAMPLE_JOB_ID, responses
+from app.web.problem_docs import AUTH, responses
+from app.web.problem_examples import EXAMPLE_JOB_ID
 from app.web.schemas import JobList
 from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary

@@ -23,7 +23,8 @@ from app.web.datasets import (
 )
 from app.web.deps import OwnerDep, Services, ServicesDep
 from app.web.errors import ConflictError, NotFoundError
-from app.web.problem_docs import AUTH, EXAMPLE_DATASET_ID, responses
+from app.web.problem_docs import AUTH, responses
+from app.web.problem_examples import EXAMPLE_DATASET_ID
 from app.web.routes.jobs import MAX_OFFSET
 from app.web.uploads import receive_form, remove
 

@@ -20,7 +20,7 @@ from app.infra.settings import Settings
 from app.infra.store import JobError, JobStore
 from app.web import errors as app_errors
 from app.web.main import create_app
-from app.web.problem_docs import (
+from app.web.problem_examples import (
     COSTLY_CONFIG,
     DEFAULT_LIMIT,
     EXAMPLE_DATASET_ID,

@@ -85,16 +85,29 @@ def build(arch: str, data: Dataset) -> nn.Module:
     return build_zoo_model(arch, num_classes=data.num_classes, input_shape=data.input_shape)
 
 
-def synthetic32(directory: Path, seed: int = 0) -> Path:
-    """A 3x32x32, 10-class dataset: per-class smooth colour templates plus noise, as an .npz of
-    NHWC uint8 images (2,000 train, 500 test)."""
+def synthetic32(directory: Path, seed: int = 0, *, hard: bool = False) -> Path:
+    """A 3x32x32, 10-class dataset as an .npz of NHWC uint8 images (2,000 train, 500 test):
+    per-class smooth colour templates plus noise, shifted by up to 3 pixels.
+
+    ``hard=False`` (``synthetic32``): independent templates, every model here reaches 100%.
+    ``hard=True`` (``synthetic32_hard``): the templates differ from one shared template by at most
+    0.08 per 8x8 block and channel, under Gaussian noise of std 0.3; an MLP trained 1,500 steps
+    reaches 96% on it, so a student's loss of accuracy can show."""
     rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0, 1, size=(10, 4, 4, 3))
+    if hard:
+        base = rng.uniform(0.3, 0.7, size=(1, 4, 4, 3))
+        coarse = np.clip(base + 0.08 * rng.uniform(-1, 1, size=(10, 4, 4, 3)), 0, 1)
+    else:
+        coarse = rng.uniform(0, 1, size=(10, 4, 4, 3))
     templates = coarse.repeat(8, axis=1).repeat(8, axis=2)
 
     def split(count: int) -> tuple[np.ndarray, np.ndarray]:
         labels = rng.integers(0, 10, size=count)
-        images = templates[labels] * 0.6 + rng.uniform(0, 0.4, size=(count, 32, 32, 3))
+        if hard:
+            noise = rng.normal(0, 0.3, size=(count, 32, 32, 3))
+            images = np.clip(templates[labels] + noise, 0, 1)
+        else:
+            images = templates[labels] * 0.6 + rng.uniform(0, 0.4, size=(count, 32, 32, 3))
         shift = rng.integers(-3, 4, size=(count, 2))
         images = np.stack(
             [np.roll(im, tuple(s), axis=(0, 1)) for im, s in zip(images, shift, strict=True)]
@@ -103,7 +116,7 @@ def synthetic32(directory: Path, seed: int = 0) -> Path:
 
     x_train, y_train = split(2000)
     x_test, y_test = split(500)
-    path = directory / "synthetic32.npz"
+    path = directory / ("synthetic32_hard.npz" if hard else "synthetic32.npz")
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
 
@@ -172,7 +185,12 @@ def save_upload(model: nn.Module, fmt: str, data: Dataset, directory: Path) -> P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", default=list(FORMATS))
-    parser.add_argument("--datasets", nargs="+", default=["digits", "mnist", "synthetic32"])
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["digits", "mnist", "synthetic32", "synthetic32_hard"],
+        choices=["digits", "mnist", "synthetic32", "synthetic32_hard"],
+    )
     parser.add_argument("--parametrizations", nargs="+", default=["output_scale", "plain"])
     parser.add_argument("--upload-steps", type=int, default=UPLOAD_STEPS)
     parser.add_argument(
@@ -191,8 +209,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for dataset_name in args.datasets:
-            if dataset_name == "synthetic32":
-                npz = synthetic32(directory)
+            if dataset_name.startswith("synthetic32"):
+                npz = synthetic32(directory, hard=dataset_name == "synthetic32_hard")
                 data = load_dataset("upload", upload=npz)
                 reference, upload_file = "upload", npz
             else:

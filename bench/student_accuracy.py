@@ -192,6 +192,10 @@ def main() -> None:
         choices=["digits", "mnist", "synthetic32", "synthetic32_hard"],
     )
     parser.add_argument("--parametrizations", nargs="+", default=["output_scale", "plain"])
+    parser.add_argument(
+        "--student-init", choices=["scratch", "teacher"], default="scratch",
+        help="the spec's student_init: 'scratch' (the default, the paper) or 'teacher'",
+    )  # fmt: skip
     parser.add_argument("--upload-steps", type=int, default=UPLOAD_STEPS)
     parser.add_argument(
         "--reference-max-epochs", type=int, default=REFERENCE_MAX_EPOCHS,
@@ -233,6 +237,7 @@ def main() -> None:
                         dataset=reference,
                         evaluation={"enabled": False},
                         student_parametrization=parametrization,
+                        student_init=args.student_init,
                         architecture=arch if fmt == "safetensors" else None,
                     )
                     report = run(spec, path, upload_file, directory / "out", device="cpu").report
@@ -252,9 +257,10 @@ def main() -> None:
                         " epochs)"
                     )
                     distillation = report.distillation
+                    init = "" if args.student_init == "scratch" else f", {args.student_init} init"
                     seconds = report.timings_s["student"]
                     print(
-                        f"| {arch} ({fmt}) | {dataset_name} | {parametrization} "
+                        f"| {arch} ({fmt}) | {dataset_name} | {parametrization}{init} "
                         f"| {100 * uploaded.clean_accuracy:.1f}% "
                         f"| {100 * student.clean_accuracy:.1f}% "
                         f"| {100 * (uploaded.clean_accuracy - student.clean_accuracy):+.1f} "

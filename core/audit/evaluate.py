@@ -242,7 +242,8 @@ def evaluate(
     """
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
-    # 'auto' sample counts are sized by the device the attacks run on (core.evaluation_spec.AUTO_SAMPLES).
+    # 'auto' sample counts are sized by the device the attacks run on
+    # (core.evaluation_spec.AUTO_SAMPLES).
     samples, samples_slow = spec.evaluation.sample_counts(dev.type)
     ev = spec.evaluation.resolved(data.input_shape, bounds).for_device(dev.type)
     # A transfer attack reuses its source attack's adversarials on the uploaded model.

@@ -1,9 +1,10 @@
 """The attacks of the robustness audit, one entry each: how it is presented, budgeted and run,
 and what the evidence and the verdict may read from it.
 
-``core.evaluation_spec.AttackName`` lists the same names in the same order (the spec stays torch-free, so a test
-checks that they agree). :mod:`core.audit.evaluate` runs the entries on both models;
-:mod:`core.audit.evidence` and :mod:`core.audit.verdict` read their flags, never their names.
+``core.evaluation_spec.AttackName`` lists the same names in the same order (the spec stays
+torch-free, so a test checks that they agree). :mod:`core.audit.evaluate` runs the entries on
+both models; :mod:`core.audit.evidence` and :mod:`core.audit.verdict` read their flags, never
+their names.
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ class Evaluation(_Section):
     samples: int = Field(ge=1)
     samples_slow: int = Field(ge=1, description="Samples for JSMA, CW-L2 and Square (a prefix).")
     preset: Literal["default", "autoattack"] = Field(
-        "default", description="The evaluation's preset (core.evaluation_spec.EvaluationSpec.preset)."
+        "default",
+        description="The evaluation's preset (core.evaluation_spec.EvaluationSpec.preset).",
     )
     method: str | None = Field(
         None, description="The hardening method that made the hardened model, when known."

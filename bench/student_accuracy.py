@@ -39,6 +39,7 @@ from core.intake.zoo import build_zoo_model
 from core.pipeline import run
 from core.spec import HardenSpec
 
+DATASETS = ("digits", "mnist", "synthetic32", "synthetic32_hard")
 UPLOAD_STEPS = 1500  # optimizer steps training each upload at T=1
 REFERENCE_MAX_EPOCHS = 200
 
@@ -185,12 +186,7 @@ def save_upload(model: nn.Module, fmt: str, data: Dataset, directory: Path) -> P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", default=list(FORMATS))
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        default=["digits", "mnist", "synthetic32", "synthetic32_hard"],
-        choices=["digits", "mnist", "synthetic32", "synthetic32_hard"],
-    )
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--parametrizations", nargs="+", default=["output_scale", "plain"])
     parser.add_argument(
         "--student-init", choices=["scratch", "teacher"], default="scratch",

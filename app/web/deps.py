@@ -28,6 +28,7 @@ class Services:
 
     settings: Settings
     store: JobStore
+    keys: ApiKeyStore
     artifacts: ArtifactStore
     producer: Celery
 
@@ -51,7 +52,7 @@ def current_owner(credentials: _Credentials, services: ServicesDep) -> str:
             hint="send 'Authorization: Bearer <key>'; an operator creates keys with "
             "'harden keys create --name NAME'",
         )
-    owner = ApiKeyStore(services.store.engine).owner(credentials.credentials)
+    owner = services.keys.owner(credentials.credentials)
     if owner is None:
         raise AuthError(
             "the API key is not valid (unknown or revoked)",

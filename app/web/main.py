@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from app.infra.api_keys import ApiKeyStore
 from app.infra.artifacts import make_store
 from app.infra.migrate import upgrade
 from app.infra.queue import make_producer
@@ -50,9 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    store = JobStore.from_url(settings.database_url)
     app.state.services = Services(
         settings=settings,
-        store=JobStore.from_url(settings.database_url),
+        store=store,
+        keys=ApiKeyStore(store.engine),  # the same engine: one connection pool
         artifacts=make_store(settings),
         producer=make_producer(settings),
     )

@@ -75,6 +75,19 @@ def _summary(result: RunResult) -> str:
             f"steps; stopped: {distillation.student_stop}; "
             f"{distillation.student_parametrization})"
         )
+        check = distillation.student_check
+        if check is not None:
+            outcome = (
+                "fell short, deployed a student warm-started from the teacher"
+                if check.fell_back
+                else "kept"
+            )
+            lines.append(
+                f"  scratch student check: {100 * check.scratch_accuracy:.1f}% on "
+                f"{check.held_out_samples} held-out training images vs the upload's "
+                f"{100 * check.upload_test_accuracy:.1f}% (allowed drop "
+                f"{100 * check.max_drop:g} points): {outcome}"
+            )
     robust = report.robust_training
     if robust is not None:
         lines.append(

@@ -38,6 +38,7 @@ from core.report.build import (
     method_comparison,
     model_summary,
     onnx_metadata,
+    student_check_note,
 )
 from core.report.html import render_html
 from core.report.schema import MethodComparison, Report
@@ -174,9 +175,11 @@ def run(
             if result.teacher is not None:
                 models["teacher"] = model_summary(result.teacher, device_inputs, device_labels)
             models["student"] = model_summary(result.student, device_inputs, device_labels)
-            note = accuracy_note(models, plan, result)
-            if note:
-                notes.append(note)
+            notes.extend(
+                note
+                for note in (student_check_note(result), accuracy_note(models, plan, result))
+                if note
+            )
             exported = export_onnx(
                 result.student,
                 staging[MODEL_ONNX],

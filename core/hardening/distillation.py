@@ -14,6 +14,10 @@ parametrises the student as a normally initialised network times a fixed T: the 
 class, the same loss at T on the same soft labels and, once T is folded into the last linear
 layer, the same deployed model with T-times logits; only the optimiser's path differs
 (bench/results/student_accuracy.md measures both).
+
+A student re-initialised as the paper's is can be an unlucky draw; by default it is checked
+against the upload on training images held out from it, and replaced by one warm-started from the
+teacher when it falls short (core.hardening.student, ``spec.student_max_drop``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from torch import Tensor, nn
 from core.hardening.method import HardeningResult
 from core.hardening.normalization import normalized_inputs
 from core.hardening.scaling import OutputScale, scale_last_linear
-from core.hardening.training import Convergence, LossFn, logits_of, timed_stage, train_epochs
+from core.hardening.student import train_student
+from core.hardening.training import LossFn, logits_of, timed_stage, train_epochs
 from core.intake.zoo import build_zoo_model
 from core.names import CancelFn, ProgressFn
 
@@ -70,9 +75,11 @@ def _teacher_at_temperature(
         return OutputScale(teacher, temperature), f"output multiplied by T ({why})"
 
 
-def _student(uploaded: LoadedModel, teacher: nn.Module, data: Dataset, plan: RunPlan) -> nn.Module:
+def _student(
+    uploaded: LoadedModel, teacher: nn.Module, data: Dataset, plan: RunPlan, *, from_teacher: bool
+) -> nn.Module:
     spec = plan.spec
-    if spec.student_init == "teacher" and not spec.student_architecture:
+    if from_teacher:
         # Starts at the teacher's scale (its logits are already T times the upload's). A state
         # dict copy, not deepcopy: deep-copied TorchScript parameters are not leaves.
         inner = teacher.module if isinstance(teacher, OutputScale) else teacher
@@ -100,11 +107,6 @@ def _deployable(student: nn.Module, sample: Tensor) -> tuple[nn.Module, str]:
     except ValueError:
         return student, "the network's output multiplied by T (no last linear layer proven)"
     return student.module, f"T folded into {folded}"
-
-
-def _soft_label_entropy(soft_labels: Tensor) -> float:
-    """Mean entropy of the soft labels: the least the student's cross-entropy can reach."""
-    return float(-(soft_labels * soft_labels.clamp_min(1e-30).log()).sum(dim=1).mean())
 
 
 class DefensiveDistillation:
@@ -150,34 +152,29 @@ class DefensiveDistillation:
             on_progress("soft_labels", 1, 1)
 
         with timed_stage("student", should_cancel, timings):
-            student = _student(uploaded, teacher, data, plan).to(device)
-            convergence = Convergence(offset=_soft_label_entropy(soft_labels))
-            student_losses = train_epochs(
-                student, inputs, soft_labels, loss, epochs=plan.student_epochs, plan=plan,
-                stage="student", generator=generator, on_progress=on_progress,
+
+            def make(from_teacher: bool) -> nn.Module:
+                built = _student(uploaded, teacher, data, plan, from_teacher=from_teacher)
+                return built.to(device)
+
+            trained = train_student(
+                make, inputs, labels, soft_labels, loss, uploaded=uploaded.module.to(device),
+                data=data, plan=plan, generator=generator, on_progress=on_progress,
                 should_cancel=should_cancel,
-                convergence=convergence if plan.student_epochs_auto else None,
             )  # fmt: skip
-            student, deployed = _deployable(student, inputs[:64])
-        if not plan.student_epochs_auto:
-            stop = "epochs as set"
-        elif len(student_losses) < plan.student_epochs or convergence.reached(student_losses):
-            stop = "converged"
-        else:
-            stop = "step bound"
+            student, deployed = _deployable(trained.module, inputs[:64])
         return HardeningResult(
             teacher=teacher,
             student=student,
             soft_labels=soft_labels,
             teacher_losses=teacher_losses,
-            student_losses=student_losses,
+            student_losses=trained.losses,
             timings=timings,
             teacher_start=teacher_start,
-            student_steps=len(student_losses) * plan.steps_per_epoch,
-            student_stop=stop,
-            student_final_divergence=(
-                convergence.excess(student_losses[-1]) if student_losses else None
-            ),
+            student_steps=trained.steps,
+            student_stop=trained.stop,
+            student_final_divergence=trained.final_divergence,
             student_deployed=deployed,
             output_temperature=spec.temperature,
+            student_check=trained.check,
         )

@@ -41,6 +41,22 @@ class RobustTraining:
     parameters: dict[str, float] = field(default_factory=dict)  # e.g. TRADES' beta
 
 
+@dataclass(frozen=True)
+class StudentCheck:
+    """Whether a student trained from scratch kept the upload's accuracy (spec.student_max_drop):
+    its accuracy on training images held out from it, against the upload's test accuracy."""
+
+    held_out_samples: int
+    upload_test_accuracy: float
+    max_drop: float
+    # of the difference of the two accuracies: the scratch student falls back only when it is
+    # below upload_test_accuracy - max_drop - standard_error
+    standard_error: float
+    scratch_accuracy: float  # the scratch student's, on the held-out images
+    scratch_epochs: int  # epochs the scratch student trained
+    fell_back: bool  # the deployed student was warm-started from the teacher instead
+
+
 @dataclass
 class HardeningResult:
     """What a method produced. ``student`` is the hardened model, deployed at T=1; ``teacher`` is
@@ -69,6 +85,7 @@ class HardeningResult:
     # saturated); None when it outputs plain logits (training against attacks, ARD: its student
     # matches the teacher's soft labels at T, so its logits have the teacher's scale).
     output_temperature: float | None = None
+    student_check: StudentCheck | None = None  # distillation from scratch, when it was checked
 
 
 class HardeningMethod(Protocol):

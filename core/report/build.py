@@ -29,6 +29,7 @@ from core.report.schema import (
     ModelSummary,
     Report,
     RobustTrainingSummary,
+    StudentCheckSummary,
 )
 
 
@@ -156,6 +157,22 @@ def accuracy_note(
     )
 
 
+def student_check_note(result: HardeningResult) -> str | None:
+    """A sentence for the report when the scratch student failed its check and the job deployed
+    a student warm-started from the teacher instead; None otherwise."""
+    check = result.student_check
+    if check is None or not check.fell_back:
+        return None
+    return (
+        f"the student trained from scratch reached {100 * check.scratch_accuracy:.1f}% on "
+        f"{check.held_out_samples} training images held out from it, more than "
+        f"{100 * check.max_drop:g} points below the uploaded model's "
+        f"{100 * check.upload_test_accuracy:.1f}% test accuracy, so the deployed student was "
+        "warm-started from the teacher instead (same T, same soft labels); a scratch student's "
+        "accuracy depends on its initial weights (student_max_drop: null turns the check off)"
+    )
+
+
 def dataset_split(data: Dataset, train_samples: int) -> DatasetSplit:
     """Where the run's train/test split came from, and its sizes."""
     split = data.split
@@ -188,6 +205,7 @@ def build_report(
 ) -> Report:
     """The report of one run (validated by its pydantic model)."""
     spec = plan.spec
+    check = result.student_check
     distillation = (
         DistillationSummary(
             temperature=spec.temperature,
@@ -201,7 +219,14 @@ def build_report(
             student_deployed=result.student_deployed,
             optimizer=spec.optimizer,
             teacher_start=result.teacher_start,
-            student_init=spec.student_architecture or spec.student_init,
+            student_init=(
+                "teacher"
+                if check is not None and check.fell_back
+                else spec.student_architecture or spec.student_init
+            ),
+            student_check=(
+                None if check is None else StudentCheckSummary(**dataclasses.asdict(check))
+            ),
             train_samples=plan.train_samples,
             teacher_loss_history=result.teacher_losses,
             student_loss_history=result.student_losses,

@@ -28,7 +28,9 @@ from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 # 1.6: dataset_split (where the train/test split came from: the dataset's own, a seeded
 #      stratified test_fraction split, or a builtin's fixed one), evaluation.threat_model.
 # 1.7: compute (training precision, channels_last, cudnn_benchmark on the device).
-REPORT_VERSION = "1.7"
+# 1.8: distillation.student_check (a scratch student's held-out accuracy against the upload's,
+#      and whether the job fell back to a student warm-started from the teacher).
+REPORT_VERSION = "1.8"
 
 
 class _Section(BaseModel):
@@ -86,6 +88,31 @@ class ExportSummary(_Section):
     )
 
 
+class StudentCheckSummary(_Section):
+    """Whether the student trained from scratch kept the upload's accuracy (spec.student_max_drop;
+    core.hardening.method.StudentCheck)."""
+
+    held_out_samples: int = Field(
+        ge=1, description="Training images held out from the scratch student to check it on."
+    )
+    upload_test_accuracy: float = Field(ge=0, le=1, description="The bar: the upload's.")
+    max_drop: float = Field(ge=0, le=1, description="The spec's student_max_drop.")
+    standard_error: float = Field(
+        ge=0,
+        description="Of the difference between the two accuracies (binomial, from the sample "
+        "counts): the check allows this much more, so that noise alone does not fail it.",
+    )
+    scratch_accuracy: float = Field(
+        ge=0, le=1, description="The scratch student's accuracy on the held-out images."
+    )
+    scratch_epochs: int = Field(ge=0, description="Epochs the scratch student trained.")
+    fell_back: bool = Field(
+        description="True when scratch_accuracy was below upload_test_accuracy - max_drop - "
+        "standard_error: the deployed student was warm-started from the teacher instead "
+        "(student_init 'teacher')."
+    )
+
+
 class DistillationSummary(_Section):
     # The epoch budget comes from core.plan.RunPlan, when an auto student stops from
     # core.hardening.training.Convergence; measured in bench/results/student_accuracy.md.
@@ -116,7 +143,13 @@ class DistillationSummary(_Section):
     )
     optimizer: str
     teacher_start: str = Field(description="How the teacher was started from the upload.")
-    student_init: str
+    student_init: str = Field(
+        description="What the deployed student started from: 'scratch', 'teacher' or a zoo "
+        "architecture's name."
+    )
+    student_check: StudentCheckSummary | None = Field(
+        None, description="The scratch student's accuracy check; null when none ran."
+    )
     train_samples: int
     teacher_loss_history: list[float] = Field(default_factory=list)
     student_loss_history: list[float] = Field(default_factory=list)

@@ -45,7 +45,10 @@ def test_run_writes_artifacts_and_prints_a_summary(tmp_path: Path) -> None:
     assert (out / "model.onnx").is_file()
     assert "student" in result.stdout and "ONNX parity" in result.stdout
     steps = report.distillation.student_steps
-    assert steps == 2 * 45  # 1,437 digits at batch 32
+    # 1,437 digits at batch 32, less the 143 held out when the check kept the scratch student
+    check = report.distillation.student_check
+    assert check is not None and check.held_out_samples == 143
+    assert steps == 2 * (45 if check.fell_back else 41)
     assert f"student 2 epochs ({steps} optimizer steps; stopped: epochs as set" in result.stdout
     assert str(out / "model.onnx") in result.stdout
 
@@ -63,6 +66,12 @@ def test_the_summary_says_when_and_why_an_auto_student_stopped(tmp_path: Path) -
     assert (
         f"student {distillation.student_epochs} epochs ({distillation.student_steps} optimizer "
         f"steps; stopped: {distillation.student_stop}; output_scale)"
+    ) in result.stdout
+    check = distillation.student_check
+    assert check is not None
+    assert (
+        f"scratch student check: {100 * check.scratch_accuracy:.1f}% on 143 held-out training "
+        f"images vs the upload's {100 * check.upload_test_accuracy:.1f}%"
     ) in result.stdout
 
 

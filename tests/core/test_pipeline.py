@@ -62,7 +62,11 @@ def test_each_format_is_hardened_end_to_end(fmt: str, tmp_path: Path) -> None:
     assert report.spec["student_epochs"] == report.distillation.student_epochs == 5
     assert not report.distillation.student_epochs_auto
     assert report.distillation.student_stop == "epochs as set"
-    assert report.distillation.student_steps == 5 * math.ceil(len(digits().y_train) / 32)
+    # Trained on every digit, or, a scratch student the check kept, on all but those it held out.
+    check = report.distillation.student_check
+    assert check is not None and check.held_out_samples == 143
+    trained_on = len(digits().y_train) - (0 if check.fell_back else check.held_out_samples)
+    assert report.distillation.student_steps == 5 * math.ceil(trained_on / 32)
     # Relative to the logits: the student's are T times an undistilled model's (hundreds), so
     # float32 rounding alone gives absolute differences of 1e-4 and more.
     assert report.export.max_rel_diff <= 1e-5 and report.export.prediction_agreement == 1.0
@@ -177,26 +181,63 @@ def test_an_undertrained_student_is_named_in_the_notes(tmp_path: Path) -> None:
     # One student epoch at T=100 leaves the student far below the upload: the report says so and
     # says what to change, instead of handing back a worse model silently.
     model_file = write_model("torchscript", tmp_path)
-    spec = _spec(temperature=100.0, student_epochs=1, learning_rate=1e-4)
+    # (student_max_drop null: without the scratch student's check, which would replace it.)
+    spec = _spec(temperature=100.0, student_epochs=1, learning_rate=1e-4, student_max_drop=None)
     report = run(spec, model_file, None, tmp_path / "out", device="cpu").report
     drop = report.models["uploaded"].clean_accuracy - report.models["student"].clean_accuracy
     assert drop > 0.015
     [note] = [n for n in report.notes if "student's clean accuracy" in n]
     assert f"{100 * drop:.1f} points" in note and "student_epochs" in note
+    assert report.distillation.student_check is None
+    assert report.distillation.student_init == "scratch"
+
+
+def test_a_scratch_student_that_fails_its_check_is_replaced_and_the_report_says_so(
+    tmp_path: Path,
+) -> None:
+    # The same undertrained scratch student, with the check on (the default): its accuracy on the
+    # training images held out from it is far below the upload's, so the job deploys a student
+    # warm-started from the teacher, which keeps the upload's accuracy and the T-times logits.
+    model_file = write_model("torchscript", tmp_path)
+    spec = _spec(temperature=100.0, student_epochs=1, learning_rate=1e-4)
+    result = run(spec, model_file, None, tmp_path / "out", device="cpu")
+    report = Report.model_validate_json(result.artifacts["report.json"].read_text())
+    uploaded, student = report.models["uploaded"], report.models["student"]
+    check = report.distillation.student_check
+    assert check is not None and check.fell_back
+    assert check.held_out_samples == 143  # a tenth of the 1,437 digits
+    assert check.upload_test_accuracy == pytest.approx(uploaded.clean_accuracy)
+    assert check.scratch_accuracy < check.upload_test_accuracy - check.max_drop
+    assert report.distillation.student_init == "teacher"
+    assert student.clean_accuracy >= uploaded.clean_accuracy - DEFAULT_SPEC_TOLERANCE
+    assert student.mean_abs_logit > 10 * uploaded.mean_abs_logit
+    [note] = [n for n in report.notes if "student trained from scratch" in n]
+    assert f"{100 * check.scratch_accuracy:.1f}% on 143 training images" in note
+    assert "warm-started from the teacher" in note
+    assert not [n for n in report.notes if "student's clean accuracy" in n]
+    html = result.artifacts["report.html"].read_text()
+    assert "scratch student check" in html and "warm-started from the teacher" in html
 
 
 def test_an_auto_student_stops_when_its_loss_converges_and_says_so(tmp_path: Path) -> None:
-    # The spec's defaults on builtin:digits (1,437 images, 12 steps per epoch at batch 128): the
-    # student trains until its soft-label loss stops improving, well inside the step bound, and
-    # report.json records the epochs, steps, the reason and the final divergence.
+    # The spec's defaults on builtin:digits (1,437 images, 12 steps per epoch at batch 128; 143
+    # of them held out to check a scratch student): the student trains until its soft-label loss
+    # stops improving, well inside the step bound, and report.json records the epochs, steps,
+    # the reason and the final divergence.
     spec = HardenSpec(dataset="builtin:digits", evaluation={"enabled": False})
     result = run(spec, write_model("torchscript", tmp_path), None, tmp_path / "out", device="cpu")
     report = Report.model_validate_json(result.artifacts["report.json"].read_text())
     distillation = report.distillation
     assert report.spec["student_epochs"] is None  # auto stays auto: a rerun stops alike
     assert distillation.student_epochs_auto and distillation.student_stop == "converged"
-    assert 10 <= distillation.student_epochs < 20_000 // 12
-    assert distillation.student_steps == distillation.student_epochs * 12
+    assert 6 <= distillation.student_epochs < 20_000 // 12  # at least 1 + the 5-epoch finish
+    check = distillation.student_check
+    assert check is not None
+    if check.fell_back:  # a student warm-started from the teacher, on every digit
+        assert distillation.student_steps == distillation.student_epochs * 12
+    else:  # to its plateau on 1,294 digits, then the 5-epoch finish on all 1,437
+        assert distillation.student_epochs == check.scratch_epochs + 5
+        assert distillation.student_steps == check.scratch_epochs * 11 + 5 * 12
     assert len(distillation.student_loss_history) == distillation.student_epochs
     assert distillation.student_final_divergence is not None
     assert 0 <= distillation.student_final_divergence < distillation.student_loss_history[0]

@@ -1,0 +1,95 @@
+"""The scratch student's check (spec.student_max_drop): a student re-initialised as the paper's
+is can be an unlucky draw, so it trains on all but a held-out tenth of the training set and is
+compared there against the upload's test accuracy; falling short, a student warm-started from
+the teacher is deployed instead. Where the check does not apply, nothing is held out."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from torch import nn
+
+from core.hardening.training import logits_of
+from core.spec import STUDENT_CHECK_LEAST, HardenSpec
+from tests.core.hardening.test_distillation import _Upload, distill
+from tests.core.model_files import digits, trained_mlp
+
+
+def _accuracy(model: nn.Module) -> float:
+    data = digits()
+    return float((logits_of(model, data.x_test).argmax(1) == data.y_test).float().mean())
+
+
+# One scratch epoch at T=100 and lr 1e-4 leaves a student far below the upload (about 95%).
+UNDERTRAINED = {"temperature": 100.0, "student_epochs": 1, "learning_rate": 1e-4}
+
+
+def test_a_scratch_student_below_the_upload_is_replaced_by_one_from_the_teacher() -> None:
+    data = digits()
+    upload = trained_mlp()
+    uploaded = _accuracy(upload)
+    plain = distill(
+        _Upload(upload),
+        data,
+        HardenSpec(dataset="builtin:digits", student_max_drop=None, **UNDERTRAINED),
+    )
+    checked = distill(_Upload(upload), data, HardenSpec(dataset="builtin:digits", **UNDERTRAINED))
+    # Unchecked, the scratch student is deployed as it is, 1.5 points or more below the upload.
+    assert plain.student_check is None
+    assert _accuracy(plain.student) < uploaded - 0.015
+    check = checked.student_check
+    assert check is not None and check.fell_back and check.scratch_epochs == 1
+    assert check.upload_test_accuracy == pytest.approx(uploaded)
+    assert check.scratch_accuracy < uploaded - check.max_drop
+    # The replacement keeps the upload's accuracy and the distillation's T-times logits.
+    assert _accuracy(checked.student) >= uploaded - 0.015
+    ratio = logits_of(checked.student, data.x_test).abs().mean() / (
+        logits_of(upload, data.x_test).abs().mean()
+    )
+    assert ratio > 10
+
+
+def test_a_scratch_student_that_passes_is_deployed_as_it_is() -> None:
+    # A drop of 1.0 can never be exceeded: the check runs, and the scratch student stays.
+    data = digits()
+    spec = HardenSpec(dataset="builtin:digits", student_max_drop=1.0, **UNDERTRAINED)
+    result = distill(_Upload(trained_mlp()), data, spec)
+    unchecked = distill(
+        _Upload(trained_mlp()), data, spec.model_copy(update={"student_max_drop": None})
+    )
+    check = result.student_check
+    assert check is not None and not check.fell_back and check.held_out_samples == 143
+    # The same scratch student as without the check but for the held-out rows: one epoch of
+    # 11 batches (1,294 images) instead of 12 (1,437), so not the same weights.
+    assert result.student_steps == 11 and unchecked.student_steps == 12
+    assert _accuracy(result.student) < _accuracy(trained_mlp()) - 0.015
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"student_max_drop": None},
+        {"student_init": "teacher"},
+        {"student_architecture": "mlp"},
+    ],
+    ids=["turned-off", "teacher-init", "other-architecture"],
+)
+def test_no_check_and_every_training_image_where_it_does_not_apply(
+    overrides: dict[str, object],
+) -> None:
+    spec = HardenSpec(dataset="builtin:digits", student_epochs=1, **overrides)  # type: ignore[arg-type]
+    result = distill(_Upload(trained_mlp()), digits(), spec)
+    assert result.student_check is None
+    assert result.student_steps == 12  # all 1,437 digits at batch 128
+
+
+def test_no_check_on_a_training_set_too_small_to_hold_out_enough() -> None:
+    # Below STUDENT_CHECK_LEAST held-out images, one image is more than a point of accuracy.
+    data = digits()
+    train = STUDENT_CHECK_LEAST * 10 - 1
+    small = dataclasses.replace(data, x_train=data.x_train[:train], y_train=data.y_train[:train])
+    result = distill(
+        _Upload(trained_mlp()), small, HardenSpec(dataset="builtin:digits", student_epochs=1)
+    )
+    assert result.student_check is None and result.student_steps == 8  # 999 at batch 128

@@ -138,7 +138,9 @@ def accuracy_note(
         advice = "use the default student_parametrization 'output_scale'"
     elif result.student_stop != "converged":
         advice = "raise student_epochs, or start it from the teacher (student_init='teacher')"
-    elif spec.student_init == "scratch":
+    elif spec.student_init == "scratch" and not (
+        result.student_check is not None and result.student_check.fell_back
+    ):
         # More epochs do not help a converged student: what it lacks is the upload's luck. On
         # bench's synthetic32_hard an MLP trained from scratch on hard labels ends at 74-98%
         # depending on its seed, and its students at 78-97%; started from the teacher, 98%

@@ -98,7 +98,8 @@ def test_a_worker_whose_job_was_handed_on_stops_and_writes_nothing(services):
     assert job.state == "running" and job.attempts == 2
     # Its progress writes stopped counting at the takeover, and it stored no outputs.
     assert job.progress == 0 and job.stage is None and job.artifacts == {}
-    assert pipeline.progress[-1] == ("student", 2, 12)
+    stage, done, _total = pipeline.progress[-1]
+    assert (stage, done) == ("student", 2)
     assert services.artifacts.job_names(job_id) == ["inputs/model"]
 
 

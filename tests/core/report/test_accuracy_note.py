@@ -8,14 +8,16 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from core.hardening.method import HardeningResult
+from core.hardening.method import HardeningResult, StudentCheck
 from core.plan import RunPlan
 from core.report.build import accuracy_note
 from core.report.schema import ModelSummary
 from core.spec import HardenSpec
 
 
-def _note(student_accuracy: float, stop: str, **spec_fields: object) -> str | None:
+def _note(
+    student_accuracy: float, stop: str, check: StudentCheck | None = None, **spec_fields: object
+) -> str | None:
     spec = HardenSpec(dataset="builtin:digits", **spec_fields)
     plan = RunPlan.resolve(spec, dataset=spec.dataset, train_samples=1437)
     models = {
@@ -30,6 +32,7 @@ def _note(student_accuracy: float, stop: str, **spec_fields: object) -> str | No
         student_losses=[0.5] * 93,
         student_steps=93 * 12,
         student_stop=stop,
+        student_check=check,
     )
     return accuracy_note(models, plan, result)
 
@@ -61,3 +64,14 @@ def test_a_converged_warm_started_student_points_at_the_teacher() -> None:
 def test_the_plain_recipe_is_pointed_at_output_scale() -> None:
     note = _note(0.78, "converged", student_parametrization="plain")
     assert note is not None and "'output_scale'" in note
+
+
+def test_a_student_that_replaced_a_failed_scratch_one_points_at_the_teacher() -> None:
+    # The check already swapped the scratch student for one warm-started from the teacher.
+    check = StudentCheck(
+        held_out_samples=143, upload_test_accuracy=0.98, max_drop=0.015, standard_error=0.02,
+        scratch_accuracy=0.80, scratch_epochs=93, fell_back=True,
+    )  # fmt: skip
+    note = _note(0.78, "converged", check=check)
+    assert note is not None and "teacher's accuracy" in note
+    assert "student_init='teacher'" not in note

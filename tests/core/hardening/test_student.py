@@ -159,13 +159,16 @@ def test_convergence_compares_the_loss_above_its_floor() -> None:
     assert not Convergence().reached([entropy + 1.0, entropy + 0.0005])
 
 
-def test_the_default_student_is_still_audited_as_masked() -> None:
+@pytest.mark.parametrize("student_init", ["scratch", "teacher"])
+def test_the_default_student_is_still_audited_as_masked(student_init: str) -> None:
     # The output scale changes how the student trains, not what distillation does to it: the
     # deployed logits are T-fold, the paper's attacks fail, the attacks that see through gradient
-    # masking do not, and the verdict says masked.
+    # masking do not, and the verdict says masked. The same holds for a student warm-started
+    # from the teacher, which the check deploys in place of a scratch student that fell short.
     data = digits()
     upload = trained_mlp()
-    result = distill(_Upload(upload), data, HardenSpec(dataset="builtin:digits"))
+    spec = HardenSpec(dataset="builtin:digits", student_init=student_init)  # type: ignore[arg-type]
+    result = distill(_Upload(upload), data, spec)
     spec = HardenSpec(
         dataset="builtin:digits",
         evaluation={

@@ -86,7 +86,7 @@ def _summary(result: RunResult) -> str:
                 f"  scratch student check: {100 * check.scratch_accuracy:.1f}% on "
                 f"{check.held_out_samples} held-out training images vs the upload's "
                 f"{100 * check.upload_test_accuracy:.1f}% (allowed drop "
-                f"{100 * check.max_drop:g} points): {outcome}"
+                f"{100 * check.max_drop:g} + {100 * check.standard_error:.1f} points): {outcome}"
             )
     robust = report.robust_training
     if robust is not None:

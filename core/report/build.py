@@ -168,7 +168,8 @@ def student_check_note(result: HardeningResult) -> str | None:
     return (
         f"the student trained from scratch reached {100 * check.scratch_accuracy:.1f}% on "
         f"{check.held_out_samples} training images held out from it, more than "
-        f"{100 * check.max_drop:g} points below the uploaded model's "
+        f"{100 * check.max_drop:g} points (plus one standard error, "
+        f"{100 * check.standard_error:.1f}) below the uploaded model's "
         f"{100 * check.upload_test_accuracy:.1f}% test accuracy, so the deployed student was "
         "warm-started from the teacher instead (same T, same soft labels); a scratch student's "
         "accuracy depends on its initial weights (student_max_drop: null turns the check off)"

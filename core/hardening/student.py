@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from core.hardening.method import StudentCheck
 from core.hardening.normalization import normalized_inputs
 from core.hardening.perturb import held_out_split
-from core.hardening.training import Convergence, LossFn, logits_of, train_epochs
+from core.hardening.training import Convergence, EpochHook, LossFn, logits_of, train_epochs
 from core.names import CancelFn, ProgressFn
 from core.plan import steps_per_epoch
 from core.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST
@@ -114,12 +114,16 @@ def train_student(
         student: nn.Module,
         rows: Tensor | None,
         progress: ProgressFn,
-        **options: object,
+        *,
+        epochs: int,
+        convergence: Convergence | None = None,
+        after_epoch: EpochHook | None = None,
+        learning_rate: float | None = None,
     ) -> list[float]:
         return train_epochs(
             student, inputs, soft_labels, loss, plan=plan, stage="student", generator=generator,
-            on_progress=progress, should_cancel=should_cancel, rows=rows,
-            **options,  # type: ignore[arg-type]
+            on_progress=progress, should_cancel=should_cancel, rows=rows, epochs=epochs,
+            convergence=convergence, after_epoch=after_epoch, learning_rate=learning_rate,
         )  # fmt: skip
 
     def steps(losses: list[float], rows: Tensor | None) -> int:

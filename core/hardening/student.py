@@ -84,9 +84,22 @@ def soft_label_entropy(soft_labels: Tensor) -> float:
     return float(-(soft_labels * soft_labels.clamp_min(1e-30).log()).sum(dim=1).mean())
 
 
-def _quiet(stage: str, done: int, total: int) -> None:
-    """Progress of a second training inside the student stage: not reported, because the stage
-    has already reported its whole total and progress within a stage only goes forward."""
+# A checked student trains twice within the student stage: the scratch student up to the check,
+# then its finish or its replacement. Each reports into its share of one stage-wide total, so
+# that the stage's progress only goes forward and reaches its total once, at the very end.
+PROGRESS_TOTAL = 1000
+SCRATCH_SHARE = 0.8  # the scratch student's training is most of the stage's time when it is kept
+
+
+def _within(on_progress: ProgressFn, start: float, end: float) -> ProgressFn:
+    """``on_progress`` for one training that covers the ``start``..``end`` share of the stage."""
+
+    def report(stage: str, done: int, total: int) -> None:
+        fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
+        share = start + (end - start) * fraction
+        on_progress(stage, round(PROGRESS_TOTAL * share), PROGRESS_TOTAL)
+
+    return report
 
 
 def train_student(
@@ -157,7 +170,7 @@ def train_student(
     partial = Convergence(offset=soft_label_entropy(soft_labels[rows]))
     student = make(False)
     losses = fit(
-        student, rows, on_progress, epochs=plan.student_epochs,
+        student, rows, _within(on_progress, 0.0, SCRATCH_SHARE), epochs=plan.student_epochs,
         # auto: stop at the plateau; the low-rate finish comes after the check, on every image
         after_epoch=(lambda epoch, so_far: partial.reached(so_far)) if auto else None,
     )  # fmt: skip
@@ -176,17 +189,20 @@ def train_student(
     )
     if check.fell_back:
         # A warm start converges in a fraction of the scratch student's epochs (8 against 54-101
-        # for the MLP on bench's synthetic32_hard); cancelling still works.
-        replaced = unchecked(make(True), _quiet)
+        # for the MLP on bench's synthetic32_hard).
+        replaced = unchecked(make(True), _within(on_progress, SCRATCH_SHARE, 1.0))
         replaced.check = check
         return replaced
     converged = auto and partial.reached(losses)
+    finishing = _within(on_progress, SCRATCH_SHARE, 1.0)
     finish: list[float] = []
     if converged:
         finish = fit(
-            student, None, _quiet, epochs=full.settle_epochs,
+            student, None, finishing, epochs=full.settle_epochs,
             learning_rate=spec.learning_rate * full.lr_decay,
         )  # fmt: skip
+    else:
+        finishing("student", 1, 1)
     stop = "converged" if converged else "step bound" if auto else "epochs as set"
     all_losses = losses + finish
     return TrainedStudent(

@@ -192,9 +192,14 @@ def check_cell(distillation: DistillationSummary) -> str:
     if check is None:
         return "-"
     outcome = "fell back to teacher init" if check.fell_back else "kept"
+    finished = (
+        ""
+        if check.finished_accuracy is None
+        else f", {100 * check.finished_accuracy:.1f}% after its finish"
+    )
     return (
         f"{100 * check.scratch_accuracy:.1f}% on {check.held_out_samples} after "
-        f"{check.scratch_epochs} epochs: {outcome}"
+        f"{check.scratch_epochs} epochs{finished}: {outcome}"
     )
 
 

@@ -82,8 +82,13 @@ def _summary(result: RunResult) -> str:
                 if check.fell_back
                 else "kept"
             )
+            finished = (
+                ""
+                if check.finished_accuracy is None
+                else f" ({100 * check.finished_accuracy:.1f}% after its finish)"
+            )
             lines.append(
-                f"  scratch student check: {100 * check.scratch_accuracy:.1f}% on "
+                f"  scratch student check: {100 * check.scratch_accuracy:.1f}%{finished} on "
                 f"{check.held_out_samples} held-out training images vs the upload's "
                 f"{100 * check.upload_test_accuracy:.1f}% (allowed drop "
                 f"{100 * check.max_drop:g} + {100 * check.standard_error:.1f} points): {outcome}"

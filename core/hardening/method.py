@@ -50,11 +50,14 @@ class StudentCheck:
     upload_test_accuracy: float
     max_drop: float
     # of the difference of the two accuracies: the scratch student falls back only when it is
-    # below upload_test_accuracy - max_drop - standard_error
+    # below upload_test_accuracy - max_drop - standard_error (the last one measured)
     standard_error: float
-    scratch_accuracy: float  # the scratch student's, on the held-out images
-    scratch_epochs: int  # epochs the scratch student trained
+    scratch_accuracy: float  # the scratch student's, on the held-out images, at its plateau
+    scratch_epochs: int  # epochs the scratch student trained to its plateau
     fell_back: bool  # the deployed student was warm-started from the teacher instead
+    # When scratch_accuracy fell short: the same student's, after its low-learning-rate finish
+    # on the rows it trained on; this one decides. None when scratch_accuracy passed.
+    finished_accuracy: float | None = None
 
 
 @dataclass

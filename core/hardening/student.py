@@ -10,8 +10,10 @@ measured on that tenth:
 - kept, when its accuracy there is within ``student_max_drop`` (plus one standard error of the
   two estimates) of the upload's test accuracy: its low-learning-rate finish then runs on every
   training image, the held-out ones included, so that the deployed student learnt from them all;
-- replaced, when it falls short: a student warm-started from the teacher (DESIGN.md's option)
-  trains on every training image and is deployed, and the result says so.
+- measured again, when it falls short, after that finish on the rows it trained on (at its
+  plateau it has not had it yet); kept if it passes then, its finish run again on every image;
+- replaced, when it still falls short: a student warm-started from the teacher (DESIGN.md's
+  option) trains on every training image and is deployed, and the result says so.
 
 Only the upload's score on the test split is used, as the bar: no student is chosen by its own
 test score, and the report's test accuracies stay estimates on data no choice looked at.
@@ -174,10 +176,36 @@ def train_student(
         # auto: stop at the plateau; the low-rate finish comes after the check, on every image
         after_epoch=(lambda epoch, so_far: partial.reached(so_far)) if auto else None,
     )  # fmt: skip
+    converged = auto and partial.reached(losses)
     test_inputs = normalized_inputs(data.x_test.to(inputs.device), spec.normalization)
     upload_accuracy = _accuracy(uploaded, test_inputs, data.y_test.to(inputs.device))
+    bar = upload_accuracy - spec.student_max_drop
+
+    def measured(accuracy: float) -> tuple[float, bool]:
+        """The standard error allowed, and whether ``accuracy`` on the held-out rows is short."""
+        error = standard_error((accuracy, len(held)), (upload_accuracy, len(data.y_test)))
+        return error, accuracy < bar - error
+
+    def finish(subset: Tensor | None, progress: ProgressFn) -> list[float]:
+        return fit(
+            student, subset, progress, epochs=full.settle_epochs,
+            learning_rate=spec.learning_rate * full.lr_decay,
+        )  # fmt: skip
+
     scratch_accuracy = _accuracy(student, inputs[held], labels[held])
-    error = standard_error((scratch_accuracy, len(held)), (upload_accuracy, len(data.y_test)))
+    error, short = measured(scratch_accuracy)
+    reached = SCRATCH_SHARE
+    finished_accuracy: float | None = None
+    finish_rows: list[float] = []
+    if short and converged:
+        # At its plateau the student has not had its low-rate finish, which can still add
+        # points: Papernot's CNN on builtin:digits was at 94.4% on test when checked and ended
+        # at 97.2% (bench/results/student_accuracy.md). So one that falls short gets that finish
+        # first, on the rows it trains on, and is measured again before it is replaced.
+        finish_rows = finish(rows, _within(on_progress, reached, (reached + 1) / 2))
+        reached = (reached + 1) / 2
+        finished_accuracy = _accuracy(student, inputs[held], labels[held])
+        error, short = measured(finished_accuracy)
     check = StudentCheck(
         held_out_samples=len(held),
         upload_test_accuracy=upload_accuracy,
@@ -185,31 +213,30 @@ def train_student(
         standard_error=error,
         scratch_accuracy=scratch_accuracy,
         scratch_epochs=len(losses),
-        fell_back=scratch_accuracy < upload_accuracy - spec.student_max_drop - error,
+        fell_back=short,
+        finished_accuracy=finished_accuracy,
     )
     if check.fell_back:
         # A warm start converges in a fraction of the scratch student's epochs (8 against 54-101
         # for the MLP on bench's synthetic32_hard).
-        replaced = unchecked(make(True), _within(on_progress, SCRATCH_SHARE, 1.0))
+        replaced = unchecked(make(True), _within(on_progress, reached, 1.0))
         replaced.check = check
         return replaced
-    converged = auto and partial.reached(losses)
-    finishing = _within(on_progress, SCRATCH_SHARE, 1.0)
-    finish: list[float] = []
+    finishing = _within(on_progress, reached, 1.0)
+    finish_all: list[float] = []
     if converged:
-        finish = fit(
-            student, None, finishing, epochs=full.settle_epochs,
-            learning_rate=spec.learning_rate * full.lr_decay,
-        )  # fmt: skip
+        # Its finish (again, where it had one on the rows it trains on) on every training
+        # image, the held-out ones included, so that the deployed student learnt from them all.
+        finish_all = finish(None, finishing)
     else:
         finishing("student", 1, 1)
     stop = "converged" if converged else "step bound" if auto else "epochs as set"
-    all_losses = losses + finish
+    all_losses = losses + finish_rows + finish_all
     return TrainedStudent(
         student,
         all_losses,
-        steps(losses, rows) + steps(finish, None),
+        steps(losses + finish_rows, rows) + steps(finish_all, None),
         stop,
-        (full if finish else partial).excess(all_losses[-1]) if all_losses else None,
+        (full if finish_all else partial).excess(all_losses[-1]) if all_losses else None,
         check,
     )

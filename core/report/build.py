@@ -165,9 +165,15 @@ def student_check_note(result: HardeningResult) -> str | None:
     check = result.student_check
     if check is None or not check.fell_back:
         return None
+    after_finish = (
+        ""
+        if check.finished_accuracy is None
+        else f" at its loss plateau and {100 * check.finished_accuracy:.1f}% after its "
+        "low-learning-rate finish"
+    )
     return (
         f"the student trained from scratch reached {100 * check.scratch_accuracy:.1f}% on "
-        f"{check.held_out_samples} training images held out from it, more than "
+        f"{check.held_out_samples} training images held out from it{after_finish}, more than "
         f"{100 * check.max_drop:g} points (plus one standard error, "
         f"{100 * check.standard_error:.1f}) below the uploaded model's "
         f"{100 * check.upload_test_accuracy:.1f}% test accuracy, so the deployed student was "

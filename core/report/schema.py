@@ -30,7 +30,9 @@ from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 # 1.7: compute (training precision, channels_last, cudnn_benchmark on the device).
 # 1.8: distillation.student_check (a scratch student's held-out accuracy against the upload's,
 #      and whether the job fell back to a student warm-started from the teacher).
-REPORT_VERSION = "1.8"
+# 1.9: distillation.student_check.finished_accuracy (a scratch student short at its plateau is
+#      measured again after its low-rate finish before it is replaced).
+REPORT_VERSION = "1.9"
 
 
 class _Section(BaseModel):
@@ -100,14 +102,29 @@ class StudentCheckSummary(_Section):
     standard_error: float = Field(
         ge=0,
         description="Of the difference between the two accuracies (binomial, from the sample "
-        "counts): the check allows this much more, so that noise alone does not fail it.",
+        "counts; the student's that decides): the check allows this much more, so that noise "
+        "alone does not fail it.",
     )
     scratch_accuracy: float = Field(
-        ge=0, le=1, description="The scratch student's accuracy on the held-out images."
+        ge=0,
+        le=1,
+        description="The scratch student's accuracy on the held-out images when its loss "
+        "reached a plateau, before its low-learning-rate finish.",
     )
-    scratch_epochs: int = Field(ge=0, description="Epochs the scratch student trained.")
+    scratch_epochs: int = Field(
+        ge=0, description="Epochs the scratch student trained to its plateau."
+    )
+    finished_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Only when scratch_accuracy fell short: the same student's accuracy on the "
+        "held-out images after its low-learning-rate finish on the images it trained on. This "
+        "one then decides.",
+    )
     fell_back: bool = Field(
-        description="True when scratch_accuracy was below upload_test_accuracy - max_drop - "
+        description="True when the held-out accuracy that decides (finished_accuracy where "
+        "measured, else scratch_accuracy) was below upload_test_accuracy - max_drop - "
         "standard_error: the deployed student was warm-started from the teacher instead "
         "(student_init 'teacher')."
     )

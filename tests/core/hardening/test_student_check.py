@@ -10,7 +10,8 @@ import dataclasses
 import pytest
 from torch import nn
 
-from core.hardening.student import PROGRESS_TOTAL, SCRATCH_SHARE
+from core.hardening.method import StudentCheck
+from core.hardening.student import PROGRESS_TOTAL, SCRATCH_SHARE, standard_error
 from core.hardening.training import logits_of
 from core.spec import STUDENT_CHECK_LEAST, HardenSpec
 from tests.core.hardening.test_distillation import _Upload, distill
@@ -111,3 +112,38 @@ def test_no_check_on_a_training_set_too_small_to_hold_out_enough() -> None:
         _Upload(trained_mlp()), small, HardenSpec(dataset="builtin:digits", student_epochs=1)
     )
     assert result.student_check is None and result.student_steps == 8  # 999 at batch 128
+
+
+def _short(accuracy: float, check: StudentCheck) -> bool:
+    """Whether ``accuracy`` on the held-out images fails the check's bar."""
+    error = standard_error(
+        (accuracy, check.held_out_samples), (check.upload_test_accuracy, len(digits().y_test))
+    )
+    return accuracy < check.upload_test_accuracy - check.max_drop - error
+
+
+def test_a_scratch_student_short_at_its_plateau_is_measured_again_after_its_finish() -> None:
+    # Seed 6 at lr 3e-4 with no drop allowed: at its plateau the scratch student is short by
+    # less than an image, and its low-rate finish on the rows it trains on adds one.
+    spec = HardenSpec(dataset="builtin:digits", student_max_drop=0.0, seed=6, learning_rate=3e-4)
+    result = distill(_Upload(trained_mlp()), digits(), spec)
+    check = result.student_check
+    assert check is not None and check.finished_accuracy is not None
+    assert _short(check.scratch_accuracy, check)
+    assert check.finished_accuracy > check.scratch_accuracy
+    assert not _short(check.finished_accuracy, check) and not check.fell_back
+    # Kept: its plateau and finish on 1,294 images (11 batches), then the finish again on every
+    # image (12 batches), so that the deployed student learnt from the held-out ones too.
+    assert result.student_steps == 11 * (check.scratch_epochs + 5) + 12 * 5
+
+
+def test_a_scratch_student_still_short_after_its_finish_is_replaced() -> None:
+    spec = HardenSpec(dataset="builtin:digits", student_max_drop=0.0, seed=1)
+    result = distill(_Upload(trained_mlp()), digits(), spec)
+    check = result.student_check
+    assert check is not None and check.finished_accuracy is not None
+    assert _short(check.scratch_accuracy, check) and _short(check.finished_accuracy, check)
+    assert check.fell_back
+    # The replacement from the teacher trains on every image: whole epochs of 12 batches.
+    assert result.student_steps % 12 == 0
+    assert _accuracy(result.student) >= check.upload_test_accuracy - 0.015

@@ -5,12 +5,14 @@ bench/results/student_accuracy.md's synthetic32_hard, 300 epochs left an MLP stu
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from torch import nn
 
 from core.hardening.method import HardeningResult, StudentCheck
 from core.plan import RunPlan
-from core.report.build import accuracy_note
+from core.report.build import accuracy_note, student_check_note
 from core.report.schema import ModelSummary
 from core.spec import HardenSpec
 
@@ -75,3 +77,20 @@ def test_a_student_that_replaced_a_failed_scratch_one_points_at_the_teacher() ->
     note = _note(0.78, "converged", check=check)
     assert note is not None and "teacher's accuracy" in note
     assert "student_init='teacher'" not in note
+
+
+@pytest.mark.parametrize("finished", [None, 0.81])
+def test_the_replacement_note_gives_the_held_out_accuracy_that_decided(
+    finished: float | None,
+) -> None:
+    check = StudentCheck(
+        held_out_samples=200, upload_test_accuracy=0.98, max_drop=0.015, standard_error=0.028,
+        scratch_accuracy=0.80, scratch_epochs=96, fell_back=True, finished_accuracy=finished,
+    )  # fmt: skip
+    result = HardeningResult(teacher=None, student=nn.Linear(2, 2), student_check=check)
+    note = student_check_note(result)
+    assert note is not None and "80.0% on 200 training images held out" in note
+    assert "98.0% test accuracy" in note and "2.8)" in note
+    assert ("81.0% after its low-learning-rate finish" in note) == (finished is not None)
+    kept = dataclasses.replace(check, fell_back=False)
+    assert student_check_note(dataclasses.replace(result, student_check=kept)) is None

@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check core app worker cli client tests bench
 	$(BIN)/ruff format --check core app worker cli client tests bench
-	$(BIN)/mypy core app worker client/harden_client
+	$(BIN)/mypy core app worker cli client/harden_client
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

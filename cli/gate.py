@@ -154,12 +154,12 @@ def _threshold(gate: Gate, verdict: VerdictSummary) -> CheckResult:
         None,
     )
     if row is None:
-        measured = ", ".join(f"{r.norm} {r.epsilon:g}" for r in verdict.robust) or "none"
+        audited = ", ".join(f"{r.norm} {r.epsilon:g}" for r in verdict.robust) or "none"
         return CheckResult(
             gate.name,
             False,
             f"no robust accuracy was measured at {gate.norm} ε={gate.epsilon:g} (measured: "
-            f"{measured}); name an audited budget, or add it to evaluation.epsilons_{gate.norm}",
+            f"{audited}); name an audited budget, or add it to evaluation.epsilons_{gate.norm}",
         )
     measured = row.student_decisive
     passed = measured >= gate.minimum

@@ -86,22 +86,10 @@ def soft_label_entropy(soft_labels: Tensor) -> float:
     return float(-(soft_labels * soft_labels.clamp_min(1e-30).log()).sum(dim=1).mean())
 
 
-# A checked student trains twice within the student stage: the scratch student up to the check,
-# then its finish or its replacement. Each reports into its share of one stage-wide total, so
-# that the stage's progress only goes forward and reaches its total once, at the very end.
-PROGRESS_TOTAL = 1000
-SCRATCH_SHARE = 0.8  # the scratch student's training is most of the stage's time when it is kept
-
-
-def _within(on_progress: ProgressFn, start: float, end: float) -> ProgressFn:
-    """``on_progress`` for one training that covers the ``start``..``end`` share of the stage."""
-
-    def report(stage: str, done: int, total: int) -> None:
-        fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
-        share = start + (end - start) * fraction
-        on_progress(stage, round(PROGRESS_TOTAL * share), PROGRESS_TOTAL)
-
-    return report
+def _quiet(stage: str, done: int, total: int) -> None:
+    """Progress of a later training inside the student stage (the finish, or a replacement): not
+    reported, because the scratch student has already reported the stage's whole total, and
+    progress within a stage counts optimizer steps and only goes forward."""
 
 
 def train_student(
@@ -172,7 +160,7 @@ def train_student(
     partial = Convergence(offset=soft_label_entropy(soft_labels[rows]))
     student = make(False)
     losses = fit(
-        student, rows, _within(on_progress, 0.0, SCRATCH_SHARE), epochs=plan.student_epochs,
+        student, rows, on_progress, epochs=plan.student_epochs,
         # auto: stop at the plateau; the low-rate finish comes after the check, on every image
         after_epoch=(lambda epoch, so_far: partial.reached(so_far)) if auto else None,
     )  # fmt: skip
@@ -194,7 +182,6 @@ def train_student(
 
     scratch_accuracy = _accuracy(student, inputs[held], labels[held])
     error, short = measured(scratch_accuracy)
-    reached = SCRATCH_SHARE
     finished_accuracy: float | None = None
     finish_rows: list[float] = []
     if short and converged:
@@ -202,8 +189,7 @@ def train_student(
         # points: Papernot's CNN on builtin:digits was at 94.4% on test when checked and ended
         # at 97.2% (bench/results/student_accuracy.md). So one that falls short gets that finish
         # first, on the rows it trains on, and is measured again before it is replaced.
-        finish_rows = finish(rows, _within(on_progress, reached, (reached + 1) / 2))
-        reached = (reached + 1) / 2
+        finish_rows = finish(rows, _quiet)
         finished_accuracy = _accuracy(student, inputs[held], labels[held])
         error, short = measured(finished_accuracy)
     check = StudentCheck(
@@ -219,17 +205,14 @@ def train_student(
     if check.fell_back:
         # A warm start converges in a fraction of the scratch student's epochs (8 against 54-101
         # for the MLP on bench's synthetic32_hard).
-        replaced = unchecked(make(True), _within(on_progress, reached, 1.0))
+        replaced = unchecked(make(True), _quiet)
         replaced.check = check
         return replaced
-    finishing = _within(on_progress, reached, 1.0)
     finish_all: list[float] = []
     if converged:
         # Its finish (again, where it had one on the rows it trains on) on every training
         # image, the held-out ones included, so that the deployed student learnt from them all.
-        finish_all = finish(None, finishing)
-    else:
-        finishing("student", 1, 1)
+        finish_all = finish(None, _quiet)
     stop = "converged" if converged else "step bound" if auto else "epochs as set"
     all_losses = losses + finish_rows + finish_all
     return TrainedStudent(

@@ -146,6 +146,26 @@ class Settings(BaseSettings):
     cudnn_benchmark: bool = Field(
         True, description="Let cuDNN pick the fastest convolution algorithms (CUDA only)."
     )
+    # --- containment of the uploaded model's code (worker/contained.py) --------------------------
+    contain_models: bool = Field(
+        True,
+        description="Run each job's pipeline (everything that executes the upload) in a child "
+        "process the worker supervises: killed at once on cancel, on no progress and past its "
+        "memory bound; on Linux it sees only its own job's folder (Landlock) and has no network. "
+        "false runs it inside the worker process (a trusted single-user machine only).",
+    )
+    model_stall_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="A contained job that reports no progress for this long is killed and "
+        "fails with code 'model_timeout' (a model whose forward never returns).",
+    )
+    model_memory_limit_mb: int = Field(
+        16 * 1024,
+        ge=256,
+        description="Most resident memory a contained job may use (MiB); past it the job is "
+        "killed and fails with code 'model_memory'.",
+    )
     migrate_on_start: bool = Field(True, description="Run 'alembic upgrade head' at start.")
     events_poll_s: float = Field(0.5, gt=0, description="How often /events polls the job store.")
     # --- deployment (app/web/observability.py, worker/retention.py) ------------------------------

@@ -86,6 +86,46 @@ class Settings(BaseSettings):
             "1,000 samples about 52 million. Past it, POST /harden answers 422."
         ),
     )
+    # --- quotas and recovery (issue 25: app/web/submit.py, worker/reaper.py, worker/tasks.py) ---
+    max_training_steps: int = Field(
+        1_000_000,
+        ge=1,
+        description=(
+            "Largest training a job may ask for, in worst-case training steps (core/"
+            "training_cost.py: one forward and backward pass of one model over one batch, the "
+            "attack iterations of the methods training against attacks included; a dataset of "
+            "unknown size is charged as builtin:mnist's 4,000 training images). The default job "
+            "needs at most 32,256 (builtin:mnist, batch size 128, the auto student's whole "
+            "bound); 500 teacher and 500 student epochs at batch size 1 about 6 million. Past "
+            "it, POST /harden answers 422."
+        ),
+    )
+    max_active_jobs_per_key: int = Field(
+        4,
+        ge=1,
+        description="Most jobs one API key may have queued or running at once; past it, POST "
+        "/harden answers 429 until one of them ends or is cancelled.",
+    )
+    queued_republish_after_s: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "The reaper publishes again the task of a job still queued (no update) after this "
+            "long: its message may have been lost with a broker outage (a worker had received "
+            "it, Redis restarted). A duplicate delivery is dropped by the worker at once. "
+            "Unset: 2 x HARDEN_HEARTBEAT_TIMEOUT_S."
+        ),
+    )
+    worker_process_start_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "How long a worker waits for a new pool process to say it is up before killing it "
+            "(Celery's worker_proc_alive_timeout, 4 s by default). torch and the pipeline are "
+            "imported once in the worker's main process before it forks, so a pool process "
+            "starts in well under a second; the margin is for a busy host."
+        ),
+    )
     auth: Literal["open", "keys"] = Field(
         "keys", description="'keys': Bearer API keys required; 'open': no auth, owner 'anonymous'."
     )

@@ -87,15 +87,9 @@ def load_onnx(source: bytes) -> nn.Module:
     import onnx
     from onnx2torch import convert
 
+    # core.intake.operators refused external data on every tensor and any operator outside
+    # the default domain before this point (sniff_format).
     model = onnx.load_model_from_string(source)
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise UnsupportedModelError(
-                "the ONNX model keeps its weights in external data files, which are not read",
-                hint="export into one file: torch.onnx.export(..., external_data=False), or "
-                "onnx.save_model(model, path, save_as_external_data=False)",
-                format="onnx",
-            )
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
     try:
         return convert(_downgrade_opset(model))

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
-from core.errors import UnsafeModelError, UnsupportedModelError
+from core.errors import HardenError, UnsafeModelError, UnsupportedModelError
+from core.intake.operators import check_operators
 
 ACCEPTED = "TorchScript (torch.jit.save), torch.export (.pt2), ONNX, safetensors + a zoo name"
 DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3
@@ -28,9 +30,27 @@ _ONNX_FIRST_TAGS = {0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72}
 def sniff_format(path: Path, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> str:
     """One of 'torchscript', 'torch_export', 'onnx', 'safetensors' for a loadable file.
 
-    Raises UnsafeModelError for pickles (including ``torch.save`` files) and for .pt2 archives
-    whose loading would unpickle, and UnsupportedModelError for anything else.
+    Raises UnsafeModelError for pickles (including ``torch.save`` files), for .pt2 archives
+    whose loading would unpickle and for models holding an operator outside the allowlist
+    (:mod:`core.intake.operators`), and UnsupportedModelError for anything else.
     """
+    try:
+        fmt = _sniff(path, max_bytes=max_bytes)
+        check_operators(path, fmt)
+    except HardenError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
+        # A damaged archive or protobuf (UnicodeDecodeError is a ValueError): the parsers raise
+        # many types, none of them the user's fix.
+        raise UnsupportedModelError(
+            f"the model file is damaged: {type(exc).__name__}: {str(exc)[:200]}",
+            hint=f"save the model again and upload the whole file; accepted: {ACCEPTED}",
+            format=None,
+        ) from exc
+    return fmt
+
+
+def _sniff(path: Path, *, max_bytes: int) -> str:
     path = Path(path)
     try:
         size = path.stat().st_size

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from core.errors import ModelDatasetMismatchError, UnsafeModelError, UnsupportedModelError
 from core.intake.convert import load_export, load_onnx
+from core.intake.graph_ops import check_loaded_model
 from core.intake.sniff import sniff_format
 from core.intake.zoo import ZOO, InputShape, build_zoo_model
 
@@ -74,6 +75,17 @@ def load_model(
             module, fmt, sha256, architecture, num_classes, input_shape, source=source
         )
     module = _load_bytes(fmt, source)
+    if fmt in ("torchscript", "torch_export"):
+        # Loaded graphs, every method inlined: what the file's source text could hide.
+        check_loaded_model(module, fmt)
+    if not any(p.requires_grad and p.numel() for p in module.parameters()):
+        raise UnsupportedModelError(
+            f"the {fmt} model has no trainable parameters: there is nothing to harden",
+            hint="upload the trained model with its weights as parameters (nn.Parameter), "
+            "not as buffers or constants; for ONNX, export with "
+            "torch.onnx.export(..., do_constant_folding=False) and training mode preserved",
+            format=fmt,
+        )
     return LoadedModel(module, fmt, sha256, None, num_classes, input_shape, source=source)
 
 

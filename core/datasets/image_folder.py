@@ -20,6 +20,7 @@ import numpy as np
 
 from core.datasets.checks import CheckedArrays, check_classes
 from core.datasets.layout import ImageFolderLayout, image_folder_layout
+from core.datasets.pixels import PixelBudget, bomb_refusal
 from core.datasets.split import SplitRecord, stratified_split
 from core.errors import DatasetError
 
@@ -100,15 +101,22 @@ def read_images(
 
 
 class _Decoder:
-    """Decodes images into a memory-mapped array, checking that all share one size and mode."""
+    """Decodes images into a memory-mapped array, checking that all share one size and mode,
+    and that none, nor all together, pass the pixel bounds (:mod:`core.datasets.pixels`): each
+    image's size is read from its header and checked before its pixels are decoded."""
 
     def __init__(self, read: ImageReader, input_range: tuple[float, float]) -> None:
         self.read = read
         self.low, self.high = input_range
         self.reference: tuple[tuple[int, int], str, str] | None = None
+        self.pixels = PixelBudget()
 
     def decode(self, paths: list[PurePosixPath], scratch_dir: Path | None) -> np.ndarray:
         first = self._pixels(paths[0])
+        # Every image has the first one's size (checked before each is decoded): the split's
+        # pixels are known before its scratch file is made.
+        height, width = first.shape[1:]
+        self.pixels.add(f"{len(paths)} images of {width}x{height}", width, height, len(paths))
         array = scratch_array((len(paths), *first.shape), scratch_dir)
         scale = (self.high - self.low) / 255.0
         for row, path in enumerate(paths):
@@ -122,14 +130,28 @@ class _Decoder:
 
         try:
             with Image.open(io.BytesIO(self.read(relative))) as image:
-                image.load()
                 size, mode = image.size, image.mode
+                self._check_header(relative, size, mode)
+                image.load()
                 pixels = np.asarray(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise bomb_refusal(f"image {relative}", exc) from exc
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise DatasetError(
                 f"cannot read image {relative}: {exc}", hint="remove or re-save that file"
             ) from exc
+        if pixels.dtype != np.uint8:
+            raise DatasetError(
+                f"image {relative} has {pixels.dtype} pixels (mode {mode})",
+                hint="save images with 8 bits per channel (mode L, RGB or RGBA)",
+            )
+        hwc = pixels if pixels.ndim == 3 else pixels[:, :, None]
+        return hwc.transpose(2, 0, 1)
+
+    def _check_header(self, relative: PurePosixPath, size: tuple[int, int], mode: str) -> None:
+        """The size and mode from the image's header, before its pixels are decoded."""
         if self.reference is None:
+            self.pixels.check_image(f"image {relative}", *size)
             self.reference = (size, mode, str(relative))
         elif (size, mode) != self.reference[:2]:
             (width, height), ref_mode, ref_name = self.reference
@@ -138,13 +160,6 @@ class _Decoder:
                 f"{width}x{height} {ref_mode}",
                 hint="resize and convert all images to one size and colour mode",
             )
-        if pixels.dtype != np.uint8:
-            raise DatasetError(
-                f"image {relative} has {pixels.dtype} pixels (mode {mode})",
-                hint="save images with 8 bits per channel (mode L, RGB or RGBA)",
-            )
-        hwc = pixels if pixels.ndim == 3 else pixels[:, :, None]
-        return hwc.transpose(2, 0, 1)
 
 
 def scratch_array(shape: tuple[int, ...], scratch_dir: Path | None = None) -> np.ndarray:

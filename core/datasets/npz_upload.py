@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from typing import IO, NamedTuple
+from typing import IO
 
 import numpy as np
 
@@ -23,20 +23,19 @@ from core.datasets.checks import (
     stored_range,
 )
 from core.datasets.layout import MIN_IMAGES_PER_CLASS
-from core.datasets.npz_file import NPZ_HINT, UNSPLIT_ARRAYS, missing_arrays_error, npz_form
+from core.datasets.npz_file import (
+    NPZ_HINT,
+    UNSPLIT_ARRAYS,
+    NpyHeader,
+    check_declared_arrays,
+    missing_arrays_error,
+    npz_form,
+    read_npy_header,
+)
 from core.errors import DatasetError
 
 CHUNK_BYTES = 8 * 1024 * 1024
 SAVE_HINT = NPZ_HINT
-
-
-class _Header(NamedTuple):
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def check_npz_upload(
@@ -56,13 +55,7 @@ def check_npz_upload(
         raise missing_arrays_error(present)
     try:
         headers = {name: _read_header(archive, name) for name in form}
-        total = sum(header.nbytes for header in headers.values())
-        if total > max_bytes:
-            raise DatasetError(
-                f"the .npz headers declare {total} bytes of arrays, more than the {max_bytes} "
-                "a job may load",
-                hint="upload fewer or smaller images",
-            )
+        check_declared_arrays(headers, form, max_bytes)
         pairs = (
             (("x", "y"),)
             if form == UNSPLIT_ARRAYS
@@ -114,34 +107,12 @@ def _open_array(archive: zipfile.ZipFile, name: str) -> IO[bytes]:
     return archive.open(name + ".npy")
 
 
-def _read_header(archive: zipfile.ZipFile, name: str) -> _Header:
+def _read_header(archive: zipfile.ZipFile, name: str) -> NpyHeader:
     with _open_array(archive, name) as member:
-        return _header(member, name)
+        return read_npy_header(member, name)
 
 
-def _header(member: IO[bytes], name: str) -> _Header:
-    """Reads the magic and header of one .npy member (never its data, never a pickle)."""
-    try:
-        version = np.lib.format.read_magic(member)
-        shape, _, dtype = (
-            np.lib.format.read_array_header_1_0(member)
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0(member)
-        )
-    except ValueError as exc:
-        raise DatasetError(
-            f"{name} in the uploaded .npz is not a valid array ({exc})",
-            hint="save plain numeric arrays with np.savez",
-        ) from exc
-    if dtype.hasobject:
-        raise DatasetError(
-            f"{name} in the uploaded .npz is an object array (it would need unpickling)",
-            hint="save numeric arrays (float32 images, integer labels)",
-        )
-    return _Header(tuple(int(n) for n in shape), dtype)
-
-
-def _lying_header(name: str, header: _Header, found: str) -> DatasetError:
+def _lying_header(name: str, header: NpyHeader, found: str) -> DatasetError:
     return DatasetError(
         f"{name}'s header says shape {header.shape} of {header.dtype} ({header.nbytes} bytes) "
         f"but {found}",
@@ -149,9 +120,9 @@ def _lying_header(name: str, header: _Header, found: str) -> DatasetError:
     )
 
 
-def _read_labels(archive: zipfile.ZipFile, name: str, header: _Header) -> np.ndarray:
+def _read_labels(archive: zipfile.ZipFile, name: str, header: NpyHeader) -> np.ndarray:
     with _open_array(archive, name) as member:
-        _header(member, name)
+        read_npy_header(member, name)
         data = member.read(header.nbytes + 1)
     if len(data) != header.nbytes:
         raise _lying_header(name, header, f"{len(data)} bytes follow it")
@@ -164,7 +135,7 @@ def _read_labels(archive: zipfile.ZipFile, name: str, header: _Header) -> np.nda
 
 
 def _scan_images(
-    archive: zipfile.ZipFile, name: str, header: _Header, input_range: tuple[float, float]
+    archive: zipfile.ZipFile, name: str, header: NpyHeader, input_range: tuple[float, float]
 ) -> None:
     floats = stored_range(name, header.dtype, None) is None
     itemsize = header.dtype.itemsize
@@ -172,7 +143,7 @@ def _scan_images(
     seen, finite = 0, True
     low, high = math.inf, -math.inf
     with _open_array(archive, name) as member:
-        _header(member, name)
+        read_npy_header(member, name)
         while seen < header.nbytes:
             chunk = member.read(min(chunk_bytes, header.nbytes - seen))
             if not chunk:

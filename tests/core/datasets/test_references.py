@@ -265,9 +265,14 @@ def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
     path.write_bytes(zip_claiming(3 * 1024**3))
     with pytest.raises(DatasetError, match="unpacks to more than"):
         check_archive_listing(path)
-    # Within budget: the listing passes the budget and its layout is read (one class only).
-    with pytest.raises(DatasetError, match="a classifier needs at least 2"):
+    # Where max_bytes allows 3 GiB, the claim is still 100 times past the archive's own size.
+    with pytest.raises(DatasetError, match="decompression bomb") as refused:
         check_archive_listing(path, max_bytes=4 * 1024**3)
+    assert refused.value.fields["limit_bytes"] == 100 * path.stat().st_size + 64 * 1024**2
+    # Within budget: the listing passes the budget and its layout is read (one class only).
+    path.write_bytes(zip_claiming(5000))
+    with pytest.raises(DatasetError, match="a classifier needs at least 2"):
+        check_archive_listing(path)
 
     tar_path = tmp_path / "many.tar.gz"
     with tarfile.open(tar_path, "w:gz") as archive:

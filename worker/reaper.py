@@ -1,4 +1,5 @@
-"""The reaper: queue again the running jobs whose worker died (their heartbeat stopped).
+"""The reaper: queue again the running jobs whose worker died (their heartbeat stopped), and
+publish again the task of a job left queued by a broker outage.
 
 A Celery beat task on the maintenance queue runs :func:`requeue_stalled_jobs` every
 ``HARDEN_REAPER_INTERVAL_S`` seconds. A job whose heartbeat (:mod:`worker.heartbeat`) is older than
@@ -8,6 +9,14 @@ stays as the fallback when no reaper runs). A job that used up ``HARDEN_MAX_ATTE
 ``worker_lost`` instead. Each step is a conditional UPDATE on the stalled heartbeat, so a
 heartbeat that comes back, a second reaper or a concurrent redelivery cannot make two workers run
 the job: the runner takes a running job over only when its heartbeat is stale too.
+
+A queued job's message can be lost too: a worker that had received it when Redis went down
+drops it, and Redis gives it back only after the visibility timeout (hours). So a job queued
+with no update for ``HARDEN_QUEUED_REPUBLISH_AFTER_S`` (2 x the heartbeat timeout by default)
+gets its task published again (:func:`republish_waiting_jobs`). The claim is a conditional
+UPDATE of its ``updated_at``, so of two reapers one publishes, and the next republication waits
+for the bound again. A job merely waiting behind others in a busy queue gets a duplicate message
+that often; the runner drops a delivery of a job already running or ended at once.
 """
 
 from __future__ import annotations
@@ -64,15 +73,59 @@ def requeue_stalled_jobs(
     return requeued
 
 
+def republish_waiting_jobs(
+    store: JobStore,
+    enqueue: Callable[[str], object],
+    *,
+    waiting_for: timedelta,
+    now: datetime | None = None,
+) -> list[str]:
+    """Publish the task of every job queued with no update for ``waiting_for`` again
+    (``enqueue(job_id)``), once per ``waiting_for`` whatever the number of reapers. Returns the
+    ids published."""
+    now = now or utcnow()
+    published: list[str] = []
+    for job_id, updated_at in store.waiting_since(now - waiting_for):
+        if not store.claim_republish(job_id, updated_at, now):
+            continue  # started, cancelled or deleted meanwhile, or another reaper claimed it
+        try:
+            enqueue(job_id)
+        except Exception:
+            log.exception("reaper: could not publish queued job %s again", job_id)
+            store.undo_republish(job_id, updated_at, now)
+            continue
+        published.append(job_id)
+        log.warning(
+            "reaper: published queued job %s again, queued with no update for %.0f s",
+            job_id,
+            (now - updated_at).total_seconds(),
+        )
+    return published
+
+
+def republish_after(settings: Settings) -> timedelta:
+    """How long a job stays queued before its task is published again."""
+    seconds = settings.queued_republish_after_s or 2 * settings.heartbeat_timeout_s
+    return timedelta(seconds=seconds)
+
+
 def run_reaper(settings: Settings, celery_app: Celery) -> list[str]:
-    """One reaper pass with the service's job store, publishing through ``celery_app``."""
+    """One reaper pass with the service's job store, publishing through ``celery_app``: the
+    ids of the stalled jobs requeued and of the waiting jobs published again."""
     store = JobStore.from_url(settings.database_url)
+
+    def enqueue(job_id: str) -> None:
+        enqueue_job(celery_app, job_id, settings.queue)
+
     try:
-        return requeue_stalled_jobs(
+        requeued = requeue_stalled_jobs(
             store,
-            lambda job_id: enqueue_job(celery_app, job_id, settings.queue),
+            enqueue,
             stale_after=timedelta(seconds=settings.heartbeat_timeout_s),
             max_attempts=settings.max_attempts,
+        )
+        return requeued + republish_waiting_jobs(
+            store, enqueue, waiting_for=republish_after(settings)
         )
     finally:
         store.engine.dispose()

@@ -7,6 +7,7 @@ resurrected.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,8 @@ from app.infra.db import (
 
 # The ended states whose files the retention deletes; expired jobs have none left.
 EXPIRABLE_STATES = (JobState.succeeded, JobState.failed, JobState.cancelled)
+# The states HARDEN_MAX_ACTIVE_JOBS_PER_KEY counts: a job that holds, or waits for, a worker.
+ACTIVE_STATES = (JobState.queued, JobState.running)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,15 @@ class IdempotencyConflict(Exception):
         self.job = job
 
 
+class ActiveJobsQuotaExceeded(Exception):
+    """The owner already has ``limit`` queued or running jobs (``active`` of them)."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(f"{active} active jobs, limit {limit}")
+        self.active = active
+        self.limit = limit
+
+
 class JobStore:
     """Typed access to the ``jobs`` table (API keys: app.infra.api_keys)."""
 
@@ -77,16 +89,65 @@ class JobStore:
         """Insert ``job``; raise :class:`IdempotencyConflict` with the existing job when its
         owner already used the same idempotency key."""
         with self._session() as session:
-            session.add(job)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                existing = self.find_by_idempotency_key(job.owner, job.idempotency_key)
-                if existing is None:
-                    raise
-                raise IdempotencyConflict(existing) from None
+            self._insert(session, job)
         return job
+
+    def create_within_quota(self, job: Job, limit: int) -> Job:
+        """Insert ``job`` unless its owner already has ``limit`` queued or running jobs: raise
+        :class:`ActiveJobsQuotaExceeded` then (and :class:`IdempotencyConflict` as
+        :meth:`create`).
+
+        The count and the insert are one transaction that concurrent submits of one owner take
+        in turn, so a burst of them never passes the limit: PostgreSQL serialises them on a
+        transaction-scoped advisory lock of the owner (other owners do not wait), SQLite on its
+        write lock (``BEGIN IMMEDIATE``: every writer waits, as SQLite's writers always do)."""
+        with self._session() as session:
+            self._lock_owner(session, job.owner)
+            active = self._count_active(session, job.owner)
+            if active >= limit:
+                session.rollback()
+                raise ActiveJobsQuotaExceeded(active, limit)
+            self._insert(session, job)
+        return job
+
+    def _insert(self, session: Session, job: Job) -> None:
+        """Add ``job`` and commit; an idempotency key its owner already used raises
+        :class:`IdempotencyConflict` with the existing job."""
+        session.add(job)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            existing = self.find_by_idempotency_key(job.owner, job.idempotency_key)
+            if existing is None:
+                raise
+            raise IdempotencyConflict(existing) from None
+
+    def count_active(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running."""
+        with self._session() as session:
+            return self._count_active(session, owner)
+
+    @staticmethod
+    def _count_active(session: Session, owner: str) -> int:
+        query = (
+            select(func.count())
+            .select_from(Job)
+            .where(Job.owner == owner, Job.state.in_([str(s) for s in ACTIVE_STATES]))
+        )
+        return int(session.scalar(query) or 0)
+
+    def _lock_owner(self, session: Session, owner: str) -> None:
+        """Begin ``session``'s transaction holding a lock that one owner's submits take in turn."""
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            digest = hashlib.sha256(f"harden.jobs.owner:{owner}".encode()).digest()
+            key = int.from_bytes(digest[:8], "big", signed=True)
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        elif dialect == "sqlite":
+            # pysqlite opens its transactions lazily, at the first write: open it now, as a
+            # writer, so that the count below already holds the database's write lock.
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when absent or (with ``owner``) someone else's."""
@@ -244,6 +305,38 @@ class JobStore:
                 .order_by(Job.updated_at)
             ).all()
         return [(job_id, int(attempts)) for job_id, attempts in rows]
+
+    def waiting_since(self, before: datetime) -> list[tuple[str, datetime]]:
+        """(id, updated_at) of the queued jobs with no update since ``before``, oldest first: the
+        reaper publishes their task again, in case a broker outage lost its message."""
+        with self._session() as session:
+            rows = session.execute(
+                select(Job.id, Job.updated_at)
+                .where(Job.state == JobState.queued, Job.updated_at < before)
+                .order_by(Job.updated_at)
+            ).all()
+        return [(job_id, updated_at) for job_id, updated_at in rows]
+
+    def claim_republish(self, job_id: str, updated_at: datetime, now: datetime) -> bool:
+        """Mark a queued job's task as published again at ``now`` (its ``updated_at``), only
+        while the job is still queued and unchanged since ``updated_at``: of two reapers, one
+        claims it; the next claim waits for the bound again."""
+        return self._update(
+            job_id,
+            [JobState.queued],
+            condition=Job.updated_at == updated_at,
+            updated_at=now,
+        )
+
+    def undo_republish(self, job_id: str, updated_at: datetime, claimed_at: datetime) -> bool:
+        """Give the claim of :meth:`claim_republish` back when the broker refused the message,
+        so that the next reaper pass tries again."""
+        return self._update(
+            job_id,
+            [JobState.queued],
+            condition=Job.updated_at == claimed_at,
+            updated_at=updated_at,
+        )
 
     def requeue_stalled(self, job_id: str, stale_before: datetime | None) -> bool:
         """running -> queued for a job whose worker died (still stalled now: a heartbeat that

@@ -263,6 +263,7 @@ SUBMIT_RESPONSES = responses(
     "config_out_of_range",
     "webhook_not_public",
     "evaluation_too_large",
+    "training_too_large",
     "dataset_path",
     "unknown_registered_dataset",
     "dataset_url_not_public",
@@ -271,6 +272,7 @@ SUBMIT_RESPONSES = responses(
     "empty_model",
     "unknown_model_format",
     "pickle_model",
+    "too_many_active_jobs",
     "queue_unreachable",
 )
 

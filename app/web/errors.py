@@ -48,6 +48,13 @@ class IdempotencyKeyReusedError(ConflictError):
     code = "idempotency_conflict"
 
 
+class TooManyActiveJobsError(HardenError):
+    """The API key already has HARDEN_MAX_ACTIVE_JOBS_PER_KEY jobs queued or running."""
+
+    code = "too_many_active_jobs"
+    status = 429
+
+
 class InvalidRequestError(HardenError):
     """A query parameter, header or path segment that does not validate."""
 

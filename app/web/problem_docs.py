@@ -26,6 +26,8 @@ _LEADS = {
     "an earlier request.",
     413: "An upload is over its size limit; it was refused while streaming and nothing was kept.",
     422: "The request is refused before anything is stored or queued.",
+    429: "The API key has as many jobs queued or running as the service allows at once; "
+    "nothing was stored.",
     503: "A dependency of the service is down; retry later.",
 }
 

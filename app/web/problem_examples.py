@@ -25,7 +25,7 @@ from app.web.errors import (
     ServiceUnavailableError,
 )
 from app.web.problems import DATABASE_DOWN_ERROR, problem_body
-from app.web.submit import evaluation_too_large
+from app.web.submit import evaluation_too_large, too_many_active_jobs, training_too_large
 from core.datasets.npz_file import NPZ_HINT
 from core.errors import (
     DatasetError,
@@ -80,6 +80,38 @@ def _costly_example() -> ProblemExample:
         error.message,
         error.hint,
         {k: v for k, v in error.fields.items() if k not in ("code", "hint")},
+    )
+
+
+# A config whose training passes the default HARDEN_MAX_TRAINING_STEPS (the issue's 500 + 500
+# epochs at batch size 1; replayed in the tests).
+LONG_TRAINING_CONFIG = {"teacher_epochs": 500, "student_epochs": 500, "batch_size": 1}
+DEFAULT_TRAINING_LIMIT = 1_000_000  # Settings.max_training_steps' default
+DEFAULT_ACTIVE_LIMIT = 4  # Settings.max_active_jobs_per_key's default
+
+
+def _long_training_example() -> ProblemExample:
+    error = training_too_large(
+        HardenSpec.model_validate(LONG_TRAINING_CONFIG), DEFAULT_TRAINING_LIMIT
+    )
+    assert error is not None
+    return ProblemExample(
+        InvalidSpecError,
+        "the spec's worst-case training passes HARDEN_MAX_TRAINING_STEPS training steps",
+        error.message,
+        error.hint,
+        {k: v for k, v in error.fields.items() if k not in ("code", "hint")},
+    )
+
+
+def _quota_example() -> ProblemExample:
+    error = too_many_active_jobs(DEFAULT_ACTIVE_LIMIT, DEFAULT_ACTIVE_LIMIT)
+    return ProblemExample(
+        type(error),
+        "the API key already has HARDEN_MAX_ACTIVE_JOBS_PER_KEY jobs queued or running",
+        error.message,
+        error.hint,
+        dict(error.fields),
     )
 
 
@@ -225,6 +257,7 @@ EXAMPLES: dict[str, ProblemExample] = {
         _field_error("config.webhook_url", _PRIVATE_MESSAGE, "webhook_not_public"),
     ),
     "evaluation_too_large": _costly_example(),
+    "training_too_large": _long_training_example(),
     "dataset_path": ProblemExample(
         DatasetError,
         "config.dataset names a path on the server, or 'upload' without a dataset part",
@@ -326,6 +359,8 @@ EXAMPLES: dict[str, ProblemExample] = {
         "dataset",
         {"job_ids": [EXAMPLE_JOB_ID]},
     ),
+    # 429
+    "too_many_active_jobs": _quota_example(),
     # 503
     "queue_unreachable": ProblemExample(
         ServiceUnavailableError,

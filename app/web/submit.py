@@ -19,10 +19,14 @@ from app.infra.mlflow_target import TrackingUriRefused, check_target, resolve_ta
 from app.infra.netguard import HINT, NonPublicAddressError, UnresolvableHostError, public_addresses
 from app.infra.queue import enqueue_job
 from app.infra.settings import Settings
-from app.infra.store import IdempotencyConflict
+from app.infra.store import ActiveJobsQuotaExceeded, IdempotencyConflict
 from app.web.dataset_refs import DATASET_PATH_HINT, FetchedDataset, check_fetched_dataset
 from app.web.deps import Services
-from app.web.errors import IdempotencyKeyReusedError, ServiceUnavailableError
+from app.web.errors import (
+    IdempotencyKeyReusedError,
+    ServiceUnavailableError,
+    TooManyActiveJobsError,
+)
 from app.web.problems import spec_error
 from app.web.uploads import ParsedForm, check_dataset_upload
 from core.datasets.fetched_refs import is_fetched_reference
@@ -32,6 +36,7 @@ from core.evaluation_cost import evaluation_steps
 from core.intake.sniff import sniff_format
 from core.names import BUILTIN_DATASETS
 from core.spec import ZOO_ARCHITECTURES, HardenSpec
+from core.training_cost import BUILTIN_TRAIN_SAMPLES, train_samples_at_submit, training_steps
 
 log = logging.getLogger(__name__)
 
@@ -138,24 +143,87 @@ def check_evaluation_cost(spec: HardenSpec, limit: int) -> None:
 def evaluation_too_large(spec: HardenSpec, limit: int) -> InvalidSpecError | None:
     """The refusal of a spec whose worst-case evaluation exceeds ``limit`` attack steps
     (core.evaluation_cost), naming the limit and the largest attacks; None within it."""
-    steps = evaluation_steps(spec)
+    return _past_limit(
+        evaluation_steps(spec),
+        limit,
+        what="the robustness evaluation would take up to {total} attack steps",
+        variable="HARDEN_MAX_EVALUATION_STEPS",
+        field="config.evaluation",
+        kind="evaluation_too_large",
+        hint="lower evaluation.samples / samples_slow, pgd_steps, cw_iterations or "
+        "square_queries, use fewer epsilons, or drop attacks from evaluation.attacks; an "
+        "attack step is one model pass on one sample (core/evaluation_cost.py)",
+    )
+
+
+def check_training_cost(spec: HardenSpec, limit: int) -> None:
+    """Refuse a spec whose worst-case training exceeds ``limit`` training steps."""
+    error = training_too_large(spec, limit)
+    if error is not None:
+        raise error
+
+
+def training_too_large(spec: HardenSpec, limit: int) -> InvalidSpecError | None:
+    """The refusal of a spec whose worst-case training exceeds ``limit`` training steps
+    (core.training_cost), naming the limit and the costliest stages; None within it."""
+    samples = train_samples_at_submit(spec)
+    known = (
+        "" if spec.dataset in BUILTIN_TRAIN_SAMPLES else "a dataset of unknown size, charged as "
+    )
+    return _past_limit(
+        training_steps(spec),
+        limit,
+        what="the training would take up to {total} training steps "
+        f"({known}{samples:,} training images at batch size {spec.batch_size})",
+        variable="HARDEN_MAX_TRAINING_STEPS",
+        field="config",
+        kind="training_too_large",
+        hint="raise batch_size, or lower teacher_epochs, student_epochs (unset: auto, which "
+        "stops when the student converges), robust.epochs or robust.steps; a training step is "
+        "one forward and backward pass over one batch (core/training_cost.py)",
+    )
+
+
+def _past_limit(
+    steps: dict[str, int],
+    limit: int,
+    *,
+    what: str,
+    variable: str,
+    field: str,
+    kind: str,
+    hint: str,
+) -> InvalidSpecError | None:
+    """The refusal of a cost of ``steps`` (part -> steps) past ``limit``, naming the limit's
+    setting and the three largest parts; None within it."""
     total = sum(steps.values())
     if total <= limit:
         return None
     largest = sorted(steps.items(), key=lambda item: -item[1])[:3]
-    parts = ", ".join(f"{name} {count:,}" for name, count in largest)
+    parts = ", ".join(f"{name} {count:,}" for name, count in largest if count)
     message = (
-        f"the robustness evaluation would take up to {total:,} attack steps, more than this "
-        f"service's limit of {limit:,} (HARDEN_MAX_EVALUATION_STEPS); largest: {parts}"
+        f"{what.format(total=f'{total:,}')}, more than this service's limit of {limit:,} "
+        f"({variable}); largest: {parts}"
     )
     return InvalidSpecError(
-        f"The job config is invalid: config.evaluation: {message}",
-        hint="lower evaluation.samples / samples_slow, pgd_steps, cw_iterations or "
-        "square_queries, use fewer epsilons, or drop attacks from evaluation.attacks; an "
-        "attack step is one model pass on one sample (core/evaluation_cost.py)",
-        errors=[{"field": "config.evaluation", "message": message, "type": "evaluation_too_large"}],
+        f"The job config is invalid: {field}: {message}",
+        hint=hint,
+        errors=[{"field": field, "message": message, "type": kind}],
         limit_steps=limit,
         steps=total,
+    )
+
+
+def too_many_active_jobs(active: int, limit: int) -> TooManyActiveJobsError:
+    """The refusal of a submit past HARDEN_MAX_ACTIVE_JOBS_PER_KEY."""
+    return TooManyActiveJobsError(
+        f"this API key already has {active} jobs queued or running, the most this service "
+        f"allows at once (HARDEN_MAX_ACTIVE_JOBS_PER_KEY={limit})",
+        hint="wait for one of them to end (GET /jobs?state=running, GET /jobs?state=queued), or "
+        "cancel one (POST /jobs/{id}/cancel), then submit again; an operator can raise "
+        "HARDEN_MAX_ACTIVE_JOBS_PER_KEY",
+        limit=limit,
+        active=active,
     )
 
 
@@ -201,6 +269,7 @@ def submit(
     check_webhook_url(spec, allow_private=services.settings.webhook_allow_private)
     check_mlflow_target(spec, services.settings)
     check_evaluation_cost(spec, services.settings.max_evaluation_steps)
+    check_training_cost(spec, services.settings.max_training_steps)
     model_format = check_model(model.path, spec)
     dataset_name = check_dataset_upload(dataset.path, spec.input_range) if dataset else None
     fetched = FetchedDataset(None, dataset.sha256 if dataset else None)
@@ -211,6 +280,11 @@ def submit(
     existing = services.store.find_by_idempotency_key(owner, idempotency_key)
     if existing is not None:
         return _same_request(existing, model.sha256, fetched.sha256, spec_json), False
+    # Before the files are stored (an S3 upload); checked again, race-safe, with the insert.
+    limit = services.settings.max_active_jobs_per_key
+    active = services.store.count_active(owner)
+    if active >= limit:
+        raise too_many_active_jobs(active, limit)
 
     job_id = new_job_id()
     try:
@@ -233,7 +307,10 @@ def submit(
             cancel_requested=False,
             attempts=0,
         )
-        services.store.create(job)
+        services.store.create_within_quota(job, limit)
+    except ActiveJobsQuotaExceeded as full:
+        services.artifacts.delete_job(job_id)
+        raise too_many_active_jobs(full.active, full.limit) from None
     except IdempotencyConflict as race:
         # The same key was used by a concurrent request that won the insert.
         services.artifacts.delete_job(job_id)

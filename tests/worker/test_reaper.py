@@ -15,7 +15,12 @@ from tests.worker.conftest import queue_job, worker_died
 from tests.worker.real_pipeline import RecordingPipeline
 from worker.celery_app import celery_app
 from worker.heartbeat import Heartbeat
-from worker.reaper import REAPER_TASK, requeue_stalled_jobs
+from worker.reaper import (
+    REAPER_TASK,
+    republish_after,
+    republish_waiting_jobs,
+    requeue_stalled_jobs,
+)
 from worker.retention import MAINTENANCE_QUEUE
 from worker.runner import WorkerServices, run_job
 
@@ -137,3 +142,78 @@ def test_stalled_means_no_sign_of_life_for_the_timeout(services):
     assert services.store.stalled_jobs(utcnow() - MINUTE) == [(job_id, 1)]
     # A beat of another attempt does not count: that worker lost the job.
     assert not services.store.heartbeat(job_id, attempt + 1)
+
+
+# --- a queued job whose message a broker outage lost --------------------------------------------
+def left_queued(services: WorkerServices, job_id: str, *, for_: timedelta) -> None:
+    """The job was queued ``for_`` ago and nothing happened since (its message was lost)."""
+    from sqlalchemy import update
+
+    from app.infra.db import Job
+
+    with services.store.engine.begin() as connection:
+        connection.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow() - for_))
+
+
+def republish(services: WorkerServices, enqueue=None) -> tuple[list[str], list[str]]:
+    published: list[str] = []
+    done = republish_waiting_jobs(
+        services.store, enqueue or published.append, waiting_for=2 * MINUTE
+    )
+    return done, published
+
+
+def test_a_job_queued_past_the_bound_is_published_again_once_and_then_runs(services):
+    lost = queue_job(services)
+    fresh = queue_job(services)
+    left_queued(services, lost, for_=3 * MINUTE)
+    left_queued(services, fresh, for_=MINUTE)  # within the bound: its message may be on its way
+    assert republish(services) == ([lost], [lost])
+    # Claimed: neither this reaper's next pass nor a second reaper publishes it again before
+    # the bound has passed once more.
+    assert republish(services) == ([], [])
+    job = services.store.get(lost)
+    assert job.state == "queued" and job.attempts == 0
+    assert run_job(services, lost) == "succeeded"
+    # The original message, delivered late (Redis' visibility timeout), changes nothing.
+    pipeline = RecordingPipeline()
+    assert run_job(services, lost, pipeline=pipeline) == "succeeded"
+    assert pipeline.calls == [] and services.store.get(lost).attempts == 1
+
+
+def test_two_reapers_racing_for_one_queued_job_publish_it_once(services):
+    job_id = queue_job(services)
+    left_queued(services, job_id, for_=3 * MINUTE)
+    # Both reapers read the job as waiting before either claims it.
+    [(found, updated_at)] = services.store.waiting_since(utcnow() - 2 * MINUTE)
+    now = utcnow()
+    claims = [services.store.claim_republish(found, updated_at, now) for _ in range(2)]
+    assert claims == [True, False]
+
+
+def test_a_queued_job_is_republished_only_while_queued(services):
+    cancelled = queue_job(services)
+    running = queue_job(services)
+    for job_id in (cancelled, running):
+        left_queued(services, job_id, for_=3 * MINUTE)
+    services.store.request_cancel(cancelled)
+    assert services.store.mark_running(running) == 1
+    assert republish(services) == ([], [])
+
+
+def test_a_republication_the_broker_refuses_is_retried_at_the_next_pass(services):
+    job_id = queue_job(services)
+    left_queued(services, job_id, for_=3 * MINUTE)
+
+    def broker_down(job_id: str) -> None:
+        raise ConnectionError("broker unreachable")
+
+    assert republish(services, broker_down) == ([], [])
+    assert republish(services) == ([job_id], [job_id])
+
+
+def test_the_republication_bound_defaults_to_twice_the_heartbeat_timeout(services):
+    settings = services.settings
+    assert republish_after(settings) == timedelta(seconds=2 * settings.heartbeat_timeout_s)
+    chosen = settings.model_copy(update={"queued_republish_after_s": 42.0})
+    assert republish_after(chosen) == timedelta(seconds=42)

@@ -26,6 +26,7 @@ from app.web.problem_examples import (
     EXAMPLE_DATASET_ID,
     EXAMPLE_JOB_ID,
     EXAMPLES,
+    LONG_TRAINING_CONFIG,
 )
 from core import errors as core_errors
 from tests.app.conftest import digits_like_npz, files_under, onnx_model_bytes, pickle_bytes
@@ -321,6 +322,12 @@ def _reused_key(api, auth, store, settings, tmp_path):
     return post(api, auth, onnx_model_bytes(), config=changed, extra_headers=key), job_id
 
 
+def _quota_full(api, auth, store, settings, tmp_path):
+    for _ in range(settings.max_active_jobs_per_key):
+        _job(api, auth)  # queued: the in-memory broker has no worker
+    return post(api, auth, onnx_model_bytes()), EXAMPLE_JOB_ID
+
+
 def _dataset_in_use(api, auth, store, settings, tmp_path):
     files = {"dataset": ("d.npz", digits_like_npz())}
     dataset = api.post("/datasets", files=files, headers=auth).json()
@@ -390,6 +397,10 @@ REPLAYS: dict[str, Replay] = {
     "evaluation_too_large": _plain(
         lambda api, auth: post(api, auth, onnx_model_bytes(), COSTLY_CONFIG)
     ),
+    "training_too_large": _plain(
+        lambda api, auth: post(api, auth, onnx_model_bytes(), LONG_TRAINING_CONFIG)
+    ),
+    "too_many_active_jobs": _quota_full,
     "dataset_path": _plain(
         lambda api, auth: post(api, auth, onnx_model_bytes(), {"dataset": "/data/cifar.npz"})
     ),

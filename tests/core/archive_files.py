@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
+import struct
 import tarfile
 import zipfile
+import zlib
+
+import numpy as np
 
 
 def zip_claiming(size: int) -> bytes:
@@ -90,4 +97,101 @@ def _zip_tree(names: list[str]) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         for name in names:
             archive.writestr(name, b"x")
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A grayscale PNG whose header says ``width`` x ``height``, with a few bytes of pixel data:
+    a few hundred bytes that would decode to ``width * height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * (width + 1))  # the first row: filter byte and zeros
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def image_zip(images: dict[str, bytes]) -> bytes:
+    """An image-folder zip of ``images`` by path (stored: image files are compressed already)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in images.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def image_tar(images: dict[str, bytes], mode: str = "w") -> bytes:
+    """An image-folder tar of ``images`` by path (``mode`` "w:gz" etc. compresses it)."""
+    return _tar([_entry(name, data=data) for name, data in images.items()], mode)
+
+
+# Each compressor's stream of 16 MiB of zeros, repeated: gzip, bzip2 and xz files may hold many
+# streams one after the other, read as one. bzip2 packs the most zeros per byte.
+_ZEROS = 16 * 1024**2
+_COMPRESS = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}
+
+
+def tar_bomb(compression: str, zero_bytes: int, *, inside: bool = False) -> bytes:
+    """A compressed image-folder tar with ``zero_bytes`` of zeros after its end (the bytes
+    tarfile never reads), or, ``inside``, as one entry's declared data."""
+    images = {f"{label}/{index}.png": png_claiming(8, 8) for label in "ab" for index in range(2)}
+    compress = _COMPRESS[compression]
+    if inside:
+        entries = [_entry(n, data=d) for n, d in images.items()]
+        entries.append(_entry("a/zeros.png"))
+        entries[-1][0].size = zero_bytes
+        # The entries' headers and data, no end-of-archive blocks: the zeros follow the header.
+        head = b"".join(info.tobuf() + data + bytes(-len(data) % 512) for info, data in entries)
+    else:
+        head = image_tar(images)
+    return compress(head) + compress(bytes(_ZEROS)) * (zero_bytes // _ZEROS)
+
+
+def tar_with_pax_header(size: int) -> bytes:
+    """A .tar.bz2 whose first header is a pax header declaring ``size`` bytes (of zeros)."""
+    info = tarfile.TarInfo("pax")
+    info.type, info.size = tarfile.XHDTYPE, size
+    return bz2.compress(info.tobuf()) + bz2.compress(bytes(_ZEROS)) * (size // _ZEROS + 1)
+
+
+def malformed_npz() -> dict[str, bytes]:
+    """.npz files whose x.npy header is cut off or malformed (y is well formed): each must be
+    a 422 at upload and a DatasetError in the worker, never a 500."""
+    good = _npy(np.zeros((4, 1, 8, 8), np.float32))
+
+    def header(text: bytes, version: bytes = b"\x01\x00") -> bytes:
+        padded = text.ljust(117) + b"\n"
+        return b"\x93NUMPY" + version + len(padded).to_bytes(2, "little") + padded
+
+    cases = {
+        "cut in the magic": good[:3],
+        "magic only": good[:8],
+        "cut in the header": good[:30],
+        "unbalanced header": header(b"{'descr': '<f4', 'shape': (4, 1, 8, 8"),
+        "a call in the header": header(b"{'descr': f(), 'fortran_order': False, 'shape': (4,)}"),
+        "unknown version": b"\x93NUMPY\x09\x00" + good[8:],
+        "negative shape": header(b"{'descr': '<f4', 'fortran_order': False, 'shape': (-4, 8)}"),
+        "shape past any size": header(
+            b"{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999, 8)}"
+        ),
+        "not an .npy at all": b"PNG or anything",
+    }
+    labels = _npy(np.array([0, 1, 0, 1]))
+    return {f"npz: {name}": _npz({"x": data, "y": labels}) for name, data in cases.items()}
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name + ".npy", data)
     return buffer.getvalue()

@@ -25,6 +25,7 @@ from app.infra.store import JobError, JobStore, is_terminal
 from core.errors import HardenError, JobCancelledError
 from core.names import ARTIFACT_NAMES
 from core.spec import HardenSpec
+from worker.contained import Limits, run_contained
 from worker.dataset_fetch import fetch_job_dataset
 from worker.heartbeat import Heartbeat
 from worker.mlflow_handoff import job_handoff
@@ -172,18 +173,32 @@ def _execute(
                 work=work,
             )
         run = pipeline or _core_pipeline()
-        result: Any = run(
-            spec,
-            model_path,
-            dataset_path,
-            work / "out",
-            on_progress=reporter,
-            should_cancel=cancel,
-            device=settings.device,
-            precision=settings.training_precision,
-            channels_last=settings.channels_last,
-            cudnn_benchmark=settings.cudnn_benchmark,
-        )
+        args = (spec, model_path, dataset_path, work / "out")
+        options = {
+            "device": settings.device,
+            "precision": settings.training_precision,
+            "channels_last": settings.channels_last,
+            "cudnn_benchmark": settings.cudnn_benchmark,
+        }
+        result: Any
+        if settings.contain_models:
+            # The upload is code: it runs in a supervised, confined child (worker/contained.py).
+            readable = [dataset_path] if dataset_path and work not in dataset_path.parents else []
+            result = run_contained(
+                run,
+                args,
+                options,
+                work=work,
+                readable=readable,
+                on_progress=reporter,
+                should_cancel=cancel,
+                limits=Limits(
+                    stall_timeout_s=settings.model_stall_timeout_s,
+                    memory_limit_bytes=settings.model_memory_limit_mb * 2**20,
+                ),
+            )
+        else:
+            result = run(*args, on_progress=reporter, should_cancel=cancel, **options)
         if heartbeat.lost:  # handed to another worker while the last stage ran
             return _lost_race(services, job_id)
         outputs: dict[str, Path] = dict(result.artifacts)

@@ -74,6 +74,7 @@ def settings(tmp_path: Path) -> Settings:
         auth="keys",
         max_upload_bytes=64 * 1024,
         events_poll_s=0.05,
+        contain_models=False,  # run_job in the test process (tests/worker/conftest.py says why)
     )
 
 

@@ -28,6 +28,9 @@ def services(tmp_path: Path) -> WorkerServices:
         work_dir=tmp_path / "work",
         progress_interval_s=0.0,
         max_attempts=3,
+        # In the test process: these tests steer the core through its own callbacks. The
+        # contained child is tested in tests/worker/test_contained.py and tests/integration.
+        contain_models=False,
     )
     upgrade(settings.database_url)
     return WorkerServices(

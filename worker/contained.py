@@ -1,0 +1,329 @@
+"""Running a job's pipeline in a child process the worker supervises.
+
+An uploaded model is a program. Everything that executes it (loading, training, the audit, the
+ONNX export) runs in a child process, so the worker can:
+
+- **kill it at once**: on cancel or delete, past the job's time limit, when the job was handed to
+  another worker (heartbeat lost), and when it reports no progress for
+  ``HARDEN_MODEL_STALL_TIMEOUT_S`` (a forward that never returns) -> ``model_timeout``;
+- **bound its memory**: resident memory polled against ``HARDEN_MODEL_MEMORY_LIMIT_MB`` (and, on a
+  CPU worker, an address-space limit of the same size above what the child has mapped at start,
+  so a burst between two polls fails inside the child) -> ``model_memory``;
+- **confine it** (:mod:`worker.confine`): its own job folder only, no network, no secrets.
+
+The children come from a fork server that imported torch and the core once (multiprocessing's
+``forkserver``): forking a process that has run torch's OpenMP thread pool hangs the child (the
+worker, and a test process, may have), and starting a fresh interpreter per job costs the torch
+import (about 4 s on a 2-core machine) every time. Messages from the child are JSON over a pipe,
+never pickles: the parent trusts nothing the model's process says beyond its fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from core.errors import HardenError, JobCancelledError
+from core.names import CancelFn, ProgressFn
+from core.report.schema import Report
+
+log = logging.getLogger(__name__)
+
+_MAX_MESSAGE_BYTES = 1 << 20
+_POLL_S = 0.25
+_PROGRESS_EVERY_S = 0.2
+
+
+class ModelTimeoutError(HardenError):
+    code = "model_timeout"
+
+
+class ModelMemoryError(HardenError):
+    code = "model_memory"
+
+
+class ModelCrashedError(HardenError):
+    code = "model_crashed"
+
+
+@dataclass(frozen=True)
+class Limits:
+    stall_timeout_s: float
+    memory_limit_bytes: int
+
+
+@dataclass
+class ContainedResult:
+    """What :func:`core.pipeline.run` returns, rebuilt from the child's files."""
+
+    report: Report
+    artifacts: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class _Request:
+    pipeline: Callable[..., Any]
+    args: tuple[Any, ...]
+    options: dict[str, Any]
+    work: Path
+    readable: tuple[Path, ...]
+    memory_limit_bytes: int
+    cpu_only: bool
+
+
+_context: Any = None
+
+
+def _forkserver() -> Any:
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        # The server imports these once; each job's child is a fork of it.
+        _context.set_forkserver_preload(["core.pipeline", "worker.contained", "worker.confine"])
+    return _context
+
+
+def warm_up() -> None:
+    """Start the fork server now (it imports torch), not inside the first job."""
+    from multiprocessing import forkserver
+
+    _forkserver()
+    forkserver.ensure_running()
+
+
+def run_contained(
+    pipeline: Callable[..., Any],
+    args: tuple[Any, ...],
+    options: dict[str, Any],
+    *,
+    work: Path,
+    readable: list[Path],
+    on_progress: ProgressFn,
+    should_cancel: CancelFn,
+    limits: Limits,
+) -> ContainedResult:
+    """``pipeline(*args, on_progress=..., should_cancel=..., **options)`` in a confined child.
+
+    Raises what the pipeline raised (as a HardenError), JobCancelledError when
+    ``should_cancel()`` turned true (the child killed), ModelTimeoutError, ModelMemoryError or
+    ModelCrashedError.
+    """
+    context = _forkserver()
+    receive, send = context.Pipe(duplex=False)
+    device = options.get("device")
+    request = _Request(
+        pipeline,
+        args,
+        options,
+        work,
+        tuple(readable),
+        limits.memory_limit_bytes,
+        cpu_only=device is None or str(device).startswith("cpu"),
+    )
+    child = context.Process(target=_child_main, args=(send, request), daemon=True)
+    child.start()
+    send.close()
+    try:
+        return _supervise(child, receive, on_progress, should_cancel, limits)
+    finally:
+        if child.is_alive():
+            _kill(child)
+        child.join(5)
+        receive.close()
+
+
+def _kill(child: Any) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child.pid, signal.SIGKILL)
+    child.join(5)
+
+
+def _supervise(
+    child: Any,
+    receive: Connection,
+    on_progress: ProgressFn,
+    should_cancel: CancelFn,
+    limits: Limits,
+) -> ContainedResult:
+    last_sign = time.monotonic()
+    outcome: dict[str, Any] | None = None
+    while outcome is None:
+        if receive.poll(_POLL_S):
+            try:
+                message = json.loads(receive.recv_bytes(_MAX_MESSAGE_BYTES))
+            except (EOFError, OSError):
+                break  # the child is gone; its exit code says how
+            except (ValueError, UnicodeDecodeError):
+                _kill(child)
+                raise ModelCrashedError(
+                    "the job's process sent a message the worker cannot read",
+                    hint="retry the job; if it fails again, report the job id to the operators",
+                ) from None
+            last_sign = time.monotonic()
+            if message.get("kind") == "progress":
+                stage, done, total = message["stage"], int(message["done"]), int(message["total"])
+                on_progress(str(stage), done, total)
+            else:
+                outcome = message
+                break
+        elif not child.is_alive():
+            break
+        if should_cancel():
+            _kill(child)
+            raise JobCancelledError("the job was stopped", hint="")
+        if time.monotonic() - last_sign > limits.stall_timeout_s:
+            _kill(child)
+            raise ModelTimeoutError(
+                f"the model made no progress for {limits.stall_timeout_s:g} s and was stopped "
+                "(a forward pass that never returns, or one far too slow for this worker)",
+                hint="check that the model's forward ends for every input (no unbounded "
+                "loops); a model this slow needs a smaller batch_size or a faster worker "
+                "(HARDEN_MODEL_STALL_TIMEOUT_S)",
+                limit_s=limits.stall_timeout_s,
+            )
+        rss = _resident_bytes(child.pid)
+        if rss is not None and rss > limits.memory_limit_bytes:
+            _kill(child)
+            raise _memory_error(limits.memory_limit_bytes, rss)
+    child.join(10)
+    if outcome is None:
+        return _died(child, limits)
+    return _result(outcome, limits)
+
+
+def _result(outcome: dict[str, Any], limits: Limits) -> ContainedResult:
+    if outcome.get("kind") == "result":
+        artifacts = {str(k): Path(v) for k, v in outcome["artifacts"].items()}
+        report_path = artifacts.get("report.json")
+        report = Report.model_validate_json(report_path.read_bytes()) if report_path else None
+        if report is None:
+            raise ModelCrashedError("the job's process wrote no report", hint="retry the job")
+        return ContainedResult(report=report, artifacts=artifacts)
+    code = str(outcome.get("code", "internal"))
+    message, hint = str(outcome.get("message", "")), str(outcome.get("hint", ""))
+    if code == ModelMemoryError.code:
+        raise _memory_error(limits.memory_limit_bytes, None)
+    error = HardenError(message, hint=hint, **dict(outcome.get("fields") or {}))
+    error.code = code
+    raise error
+
+
+def _died(child: Any, limits: Limits) -> ContainedResult:
+    exitcode = child.exitcode
+    if exitcode == -signal.SIGKILL:
+        # Not killed by the supervisor (it raises first): the kernel's OOM killer, mostly.
+        raise _memory_error(limits.memory_limit_bytes, None)
+    raise ModelCrashedError(
+        f"the job's process died without a result (exit code {exitcode})",
+        hint="the model may have crashed the runtime (a native error); retry the job, and "
+        "report the job id to the operators if it fails again",
+        exit_code=exitcode,
+    )
+
+
+def _memory_error(limit: int, used: int | None) -> ModelMemoryError:
+    seen = f" (it reached {used / 2**20:.0f} MiB)" if used else ""
+    return ModelMemoryError(
+        f"the job needed more than its memory bound of {limit / 2**20:.0f} MiB{seen} and was "
+        "stopped",
+        hint="use a smaller batch_size, fewer evaluation samples or a smaller model, or ask "
+        "the operator to raise HARDEN_MODEL_MEMORY_LIMIT_MB",
+        limit_mb=round(limit / 2**20),
+    )
+
+
+def _resident_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None  # not Linux, or the child just ended
+
+
+# --- in the child --------------------------------------------------------------------------------
+def _child_main(send: Connection, request: _Request) -> None:
+    """The child: confine, run the pipeline, send the outcome; never returns into the caller."""
+    code = 0
+    try:
+        _send(send, _run_in_child(send, request))
+    except BaseException:  # the outcome must reach the parent whatever happened
+        traceback.print_exc()
+        code = 1
+    finally:
+        send.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _run_in_child(send: Connection, request: _Request) -> dict[str, Any]:
+    from worker.confine import confine
+
+    os.setpgrp()  # the worker's signals to its own group (Ctrl-C, a warm shutdown) skip it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if request.cpu_only:
+        _limit_address_space(request.memory_limit_bytes)
+    confinement = confine(request.work, readable=list(request.readable))
+    print(f"contained job process: {confinement.summary}", file=sys.stderr, flush=True)
+    last: dict[str, Any] = {"time": 0.0, "stage": ""}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage != last["stage"] or now - last["time"] >= _PROGRESS_EVERY_S or done >= total:
+            last.update(time=now, stage=stage)
+            _send(send, {"kind": "progress", "stage": stage, "done": done, "total": total})
+
+    try:
+        result = request.pipeline(
+            *request.args, on_progress=progress, should_cancel=lambda: False, **request.options
+        )
+    except HardenError as exc:
+        fields = {k: v for k, v in exc.fields.items() if _jsonable(v)}
+        return {"kind": "error", "code": exc.code, "message": exc.message, "hint": exc.hint,
+                "fields": fields}  # fmt: skip
+    except MemoryError:
+        return {"kind": "error", "code": ModelMemoryError.code}
+    except RuntimeError as exc:
+        if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+            return {"kind": "error", "code": ModelMemoryError.code}
+        raise
+    return {
+        "kind": "result",
+        "artifacts": {name: str(path) for name, path in result.artifacts.items()},
+    }
+
+
+def _limit_address_space(limit: int) -> None:
+    # Above what the child has mapped now (torch's libraries, the interpreter): the bound is on
+    # what the job adds. CUDA maps huge address ranges, so GPU children get the RSS poll only.
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + limit, mapped + limit))
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _send(send: Connection, message: dict[str, Any]) -> None:
+    send.send_bytes(json.dumps(message).encode())

@@ -212,7 +212,9 @@ class HardenSpec(StrictModel):
         ),
     )
     input_range: tuple[float, float] = Field(
-        (0.0, 1.0), description="Valid input value range [low, high]; attacks clip to it."
+        (0.0, 1.0),
+        strict=False,  # a JSON array; its two numbers stay strict (core/strict_model.py)
+        description="Valid input value range [low, high]; attacks clip to it.",
     )
     normalization: Normalization | None = Field(
         None, description="Per-channel mean/std the model expects, applied in front of it."

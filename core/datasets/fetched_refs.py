@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 REGISTERED_PREFIX = "dataset:"
 REMOTE_SCHEMES = ("s3", "https", "http")
@@ -100,9 +100,10 @@ def _remote(ref: str) -> RemoteRef:
         raise ValueError(f"{ref!r} is not a valid URL ({exc})") from exc
     scheme = parts.scheme.lower()
     if scheme == "s3":
-        key = parts.path.lstrip("/")
+        key = parts.path.removeprefix("/")
         if not parts.netloc or not key or key.endswith("/") or parts.query:
             raise ValueError(f"{ref!r} does not name an S3 object: use s3://bucket/key/of/file.npz")
+        _check_key_segments(ref, key)
         return RemoteRef("s3", location, parts.netloc, None, key, pin)
     if not parts.hostname or parts.username is not None or parts.password is not None:
         raise ValueError(
@@ -110,3 +111,16 @@ def _remote(ref: str) -> RemoteRef:
             "(credentials in URLs end up in logs and job records)"
         )
     return RemoteRef(scheme, location, parts.hostname, port, parts.path, pin)
+
+
+def _check_key_segments(ref: str, key: str) -> None:
+    """Refuse ``.``, ``..`` and empty segments in an S3 key (percent-encoded ones too): S3 keys
+    are literal, but S3-compatible servers and proxies may normalise them, so
+    ``s3://bucket/../../key`` could name an object other than the one the reference shows."""
+    for segment in key.split("/"):
+        if segment == "" or unquote(segment) in (".", ".."):
+            shown = repr(segment) if segment else "an empty segment (//)"
+            raise ValueError(
+                f"the S3 key of {ref!r} holds {shown}: name the object by its plain key, "
+                "without '.', '..' or empty segments, e.g. s3://bucket/datasets/file.npz"
+            )

@@ -45,6 +45,13 @@ def test_remote_references_split_into_location_and_pin():
         ("https://h/x#part", "fragment"),
         ("https://user:pw@h/x", "user:password@"),
         ("https:///nohost", "needs a host"),
+        # Dot and empty segments in an S3 key (issue 25): refused, percent-encoded too.
+        ("s3://bucket/../../key", "holds '..'"),
+        ("s3://bucket/data/../other.npz", "holds '..'"),
+        ("s3://bucket/./key.npz", "holds '.'"),
+        ("s3://bucket/%2e%2e/key.npz", "holds '%2e%2e'"),
+        ("s3://bucket/a//key.npz", "empty segment"),
+        ("s3://bucket//key.npz", "empty segment"),
     ],
 )
 def test_malformed_references_say_the_right_form(ref, says):

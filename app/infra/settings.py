@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     auth: Literal["open", "keys"] = Field(
         "keys", description="'keys': Bearer API keys required; 'open': no auth, owner 'anonymous'."
     )
+    metrics_open: bool = Field(
+        False,
+        description="Serve GET /metrics without an API key even when HARDEN_AUTH=keys (the page "
+        "holds service-wide totals only): for a scrape port tenants cannot reach. False: "
+        "Prometheus sends a key (harden keys create --name prometheus).",
+    )
     webhook_secret: str = Field("", description="HMAC-SHA256 secret of webhook signatures.")
     webhook_max_retries: int = Field(6, ge=0, le=20)
     webhook_allow_private: bool = Field(

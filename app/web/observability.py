@@ -5,21 +5,28 @@ Where each number comes from, and why it is correct with many processes:
 - HTTP latency and upload sizes are observed in the API process by an ASGI middleware.
 - Jobs by state, queue depth and stage durations are *read from the job store at scrape time* by
   the collector in :mod:`app.web.job_metrics` (why: see there).
+
+The page holds service-wide totals only: no job id, owner, key or dataset is ever a label. With
+``HARDEN_AUTH=keys`` it still needs an API key (Prometheus sends one: ``authorization`` in its
+scrape config), since how busy the service is and what it is asked is the operator's business;
+``HARDEN_METRICS_OPEN=true`` serves it without one, for a scrape port tenants cannot reach.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from app.infra.api_keys import ApiKeyStore
 from app.infra.db import JobState
 from app.infra.logs import configure_json_logging
 from app.infra.settings import Settings
 from app.infra.store import JobStore
+from app.web.errors import AuthError
 from app.web.job_metrics import (
     JobsByState,
     JobStoreCollector,
@@ -29,6 +36,7 @@ from app.web.job_metrics import (
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.requests import Request
 
 #: Seconds; API calls are milliseconds, uploads and downloads of large models take seconds.
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -132,13 +140,14 @@ def install_observability(
     known_states: Iterable[str] = (),
     queued_states: Iterable[str] = ("queued",),
     path: str = "/metrics",
+    authorize: Callable[[Request], None] | None = None,
 ) -> Metrics:
     """Add the HTTP metrics middleware and ``GET /metrics`` to ``app``; returns its metrics.
 
     ``jobs_by_state`` and ``stage_timings`` read the job store (see :class:`JobStoreCollector`);
-    the app factory passes functions bound to its store.
+    the app factory passes functions bound to its store. ``authorize`` raises (AuthError) for a
+    request that may not read the page.
     """
-    from starlette.requests import Request
     from starlette.responses import Response
 
     metrics = Metrics()
@@ -158,6 +167,8 @@ def install_observability(
         # slow scrape does not stall the event loop.
         from starlette.concurrency import run_in_threadpool
 
+        if authorize is not None:
+            await run_in_threadpool(authorize, request)  # a key lookup: a database query
         body = await run_in_threadpool(metrics.render)
         # The classic text format (0.0.4): every Prometheus version and scraper reads it.
         return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
@@ -173,10 +184,33 @@ def install(app: FastAPI, settings: Settings) -> Metrics:
     if settings.log_json:
         configure_json_logging(settings.log_level.upper())
     store: JobStore = app.state.services.store
+    needs_key = settings.auth == "keys" and not settings.metrics_open
     return install_observability(
         app,
         jobs_by_state=store.count_by_state,
         stage_timings=stage_timings_from_store(store),
         known_states=[state.value for state in JobState],
         queued_states=[JobState.queued.value],
+        authorize=_api_key_check(app.state.services.keys) if needs_key else None,
     )
+
+
+def _api_key_check(keys: ApiKeyStore) -> Callable[[Request], None]:
+    """Refuses (401) a scrape without a valid API key."""
+
+    def authorize(request: Request) -> None:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise AuthError(
+                "GET /metrics needs an API key (HARDEN_AUTH=keys)",
+                hint="create one for Prometheus ('harden keys create --name prometheus') and set "
+                "it as the scrape's bearer credentials (docs/deploy.md, Metrics); or set "
+                "HARDEN_METRICS_OPEN=true where tenants cannot reach the scrape port",
+            )
+        if keys.owner(key.strip()) is None:
+            raise AuthError(
+                "the API key is not valid (unknown or revoked)",
+                hint="check the key in the scrape config, or create a new one",
+            )
+
+    return authorize

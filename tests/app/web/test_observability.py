@@ -372,3 +372,52 @@ def test_log_lines_of_a_worker_task_carry_its_job_id(
         ("inside the pipeline", "f" * 32),
         ("after the task", None),
     ]
+
+
+def test_with_api_keys_the_metrics_need_a_key_and_hold_totals_only(api, auth, store, settings):
+    """Issue 25: /metrics showed every tenant's job counts to anyone. With HARDEN_AUTH=keys it
+    needs a key (Prometheus sends one); what it shows is service-wide totals, never a job id,
+    owner or key name."""
+    from app.infra.api_keys import ApiKeyStore
+    from app.infra.db import Job, JobState
+
+    ApiKeyStore(store.engine).create("bob-secret-tenant")
+    job_ids = [f"{i:032x}" for i in range(3)]
+    for job_id, owner in zip(job_ids, ["alice", "alice", "bob-secret-tenant"], strict=True):
+        store.create(
+            Job(
+                id=job_id,
+                owner=owner,
+                state=JobState.queued,
+                spec={"dataset": "s3://tenant-bucket/private.npz"},
+                model_sha256="0" * 64,
+                model_format="onnx",
+            )
+        )
+    for headers in ({}, {"Authorization": "Bearer not-a-key"}, {"Authorization": "Basic eDp5"}):
+        refused = api.get("/metrics", headers=headers)
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["code"] == "unauthorized" and refused.json()["hint"]
+        assert "harden_jobs" not in refused.text and refused.headers["www-authenticate"] == "Bearer"
+    assert "HARDEN_METRICS_OPEN" in api.get("/metrics").json()["hint"]
+
+    page = api.get("/metrics", headers=auth)
+    assert page.status_code == 200
+    samples = _samples(page.text)
+    assert samples[("harden_jobs", (("state", "queued"),))] == 3
+    assert samples[("harden_queue_depth", ())] == 3
+    for private in [*job_ids, "alice", "bob-secret-tenant", "tenant-bucket", "owner"]:
+        assert private not in page.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "open_page"),
+    [({"metrics_open": True}, True), ({"auth": "open"}, True), ({}, False)],
+)
+def test_the_operator_may_serve_the_metrics_without_a_key(settings, changes, open_page):
+    from app.web.main import create_app
+
+    with TestClient(create_app(settings.model_copy(update=changes))) as client:
+        response = client.get("/metrics")
+    assert (response.status_code == 200) is open_page, response.text

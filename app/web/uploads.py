@@ -215,8 +215,10 @@ def check_dataset_upload(path: Path, input_range: tuple[float, float]) -> str:
     An .npz is checked as the worker will check it (core.datasets.npz_upload: arrays, headers
     against their data, labels, pixel values against ``input_range``), streaming its images; an
     archive's listing is checked (core.datasets.archives: entries outside it, links, devices,
-    size, truncation) without inflating its images. Only what needs the model (its input shape,
-    its number of classes) is left to the worker, which checks it before training.
+    size, truncation; every decompressed byte counted, so a bomb stops at its expansion bound)
+    and its images' sizes from their headers (core.datasets.pixels), none decoded. Only what
+    needs the model (its input shape, its number of classes) is left to the worker, which checks
+    it before training.
     """
     with path.open("rb") as handle:
         head = handle.read(4)

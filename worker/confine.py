@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -106,8 +107,16 @@ def readable_code_paths() -> list[Path]:
     paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
     paths |= {Path(p) for p in sys.path if p and Path(p).is_dir() and "site-packages" in p}
     paths |= {Path(core.__file__).parent, Path(worker.__file__).parent}
+    # Package metadata (importlib.metadata: the report names the versions it ran with), wherever
+    # the installation keeps it: an editable install's .egg-info sits in the repository.
+    for distribution in importlib.metadata.distributions():
+        location = getattr(distribution, "_path", None)
+        if isinstance(location, Path):
+            paths.add(location)
     paths |= {Path(p) for p in ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/share")}
-    paths |= {Path("/sys/devices/system/cpu"), Path("/proc/self"), Path("/etc/ld.so.cache")}
+    # CPU facts torch reads to pick its kernels (cpuinfo), not secrets.
+    paths |= {Path("/sys/devices/system/cpu"), Path("/proc/cpuinfo"), Path("/proc/self")}
+    paths.add(Path("/etc/ld.so.cache"))
     return sorted(p for p in paths if p.exists())
 
 

@@ -125,6 +125,17 @@ def test_every_long_running_service_has_a_healthcheck(compose_model: dict[str, A
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
 
 
+def test_the_workers_healthcheck_checks_its_pool_not_only_a_ping(
+    compose_model: dict[str, Any],
+) -> None:
+    # A worker that cannot keep its pool still answers ping (tested against real prefork
+    # workers in tests/integration/test_worker_pool.py).
+    test = compose_model["services"]["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    command = test[1].replace("$$", "$")
+    assert "python -m worker.healthcheck" in command and "--node celery@$HOSTNAME" in command
+
+
 def test_services_wait_for_healthy_dependencies(compose_model: dict[str, Any]) -> None:
     services = compose_model["services"]
     for name in ("api", "worker"):

@@ -13,6 +13,7 @@ from celery import Celery
 
 from app.infra.logs import connect_worker_logging
 from app.infra.settings import Settings, broker_transport_options, get_settings
+from worker import healthcheck  # noqa: F401  (registers the healthcheck's command)
 from worker.reaper import register_reaper
 from worker.retention import register_retention
 
@@ -36,6 +37,9 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        # A new pool process has this long to say it is up (Celery's default: 4 s). The main
+        # process imports torch before forking (worker.tasks), so it needs well under a second.
+        worker_proc_alive_timeout=settings.worker_process_start_timeout_s,
     )
     return celery
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from app.infra.artifacts import make_store
 from app.infra.db import DATABASE_UNREACHABLE
@@ -30,16 +30,31 @@ def services() -> WorkerServices:
     return WorkerServices(settings, JobStore.from_url(settings.database_url), make_store(settings))
 
 
-@worker_process_init.connect
-def _fresh_connections(**_: Any) -> None:
-    # A forked child must not share the parent's database connections.
-    services.cache_clear()
-    # Load torch and the core now, not inside the first job: that job's time limit and progress
-    # should measure the job, not seconds of imports.
+@worker_init.connect
+def _import_the_pipeline(sender: Any = None, **_: Any) -> None:
+    # In the worker's main process, before the pool forks: every pool process, the first ones
+    # and each replacement of one that died, starts with torch and the core already loaded.
+    # Imported in each pool process instead, they took 17 s on a busy host while Celery waits
+    # a few seconds for a new process (worker_proc_alive_timeout) before killing it: a dead
+    # pool process was never replaced. Nothing here touches CUDA, which must not be initialised
+    # before a fork. A worker that runs no jobs (the maintenance queue) skips it.
+    if sender is not None and not _consumes(sender, get_settings().queue):
+        return
     try:
         import core.pipeline  # noqa: F401
     except ImportError:
         log.exception("core.pipeline cannot be imported; jobs will fail")
+
+
+def _consumes(worker: Any, queue: str) -> bool:
+    """Whether ``worker`` (a Celery WorkController) takes messages from ``queue``."""
+    return queue in worker.app.amqp.queues.consume_from
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # A forked child must not share the parent's database connections.
+    services.cache_clear()
 
 
 @celery_app.task(

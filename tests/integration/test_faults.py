@@ -346,3 +346,75 @@ def test_hostile_requests_get_4xx_and_leave_nothing(redis_cluster: Cluster, tmp_
     artifacts = Path(redis_cluster.env["HARDEN_ARTIFACT_DIR"])
     assert len([d for d in artifacts.iterdir() if d.is_dir()]) == 2
     print(f"\nhostile requests: {len(answers)} refused with 404/422, 0 5xx; 2 accepted as meant")
+
+
+# --- a broker outage that loses a queued job's message ------------------------------------------
+@dataclass
+class PrivateRedis:
+    """A redis-server of the test's own on its own port, without persistence: a restart loses
+    every message, as an outage loses one that a worker had received."""
+
+    port: int
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_for(answers, 30, "redis-server up")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary")
+    server = PrivateRedis(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_a_queued_job_whose_message_was_lost_finishes_after_redis_restarts(
+    reaper_cluster: Cluster, private_redis: PrivateRedis, tmp_path
+):
+    cluster = reaper_cluster
+    # Published again 4 s after its last update (production: 2 x the heartbeat timeout).
+    cluster.env |= {"HARDEN_BROKER_URL": private_redis.url, "HARDEN_QUEUED_REPUBLISH_AFTER_S": "4"}
+    cluster.start_api()
+    client = HardenClient(cluster.url, create_key(cluster, "ci"))
+    job_id = client.submit(tiny_torchscript(tmp_path / "model.pt"), config=FAST)["id"]
+    private_redis.kill()  # the job's message goes with it
+    private_redis.start()
+    started = time.monotonic()
+    start_celery(cluster, "w1", "--queues", cluster.env["HARDEN_QUEUE"])
+    start_maintenance(cluster)
+    done = client.wait(job_id, timeout_s=90, poll_s=0.5)
+    finished_s = time.monotonic() - started
+    assert done["state"] == "succeeded", (done, cluster.log("w1"), cluster.log("maintenance"))
+    assert done["attempts"] == 1  # run once
+    assert f"published queued job {job_id} again" in cluster.log("maintenance")
+    print(
+        f"\nRedis restarted without the queued job's message: the reaper published it again and "
+        f"it succeeded {finished_s:.1f} s after the restart (republication bound 4 s)"
+    )

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 _MAX_MESSAGE_BYTES = 1 << 20
 _POLL_S = 0.25
 _PROGRESS_EVERY_S = 0.2
+_PR_SET_PDEATHSIG = 1
 
 
 class ModelTimeoutError(HardenError):
@@ -149,7 +150,7 @@ def run_contained(
         cpu_only=device is None or str(device).startswith("cpu"),
     )
     child = context.Process(target=_child_main, args=(send, request), daemon=True)
-    child.start()
+    _start(child)
     send.close()
     try:
         return _supervise(child, receive, on_progress, should_cancel, limits)
@@ -158,6 +159,20 @@ def run_contained(
             _kill(child)
         child.join(5)
         receive.close()
+
+
+def _start(child: Any) -> None:
+    # A Celery prefork pool process is a daemonic billiard process, and multiprocessing refuses
+    # children to daemonic processes lest they outlive it. This child cannot: it dies with the
+    # fork server (PR_SET_PDEATHSIG), which ends when its starter does, and the supervisor
+    # kills it on every way out of run_contained.
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    daemonic = config.pop("daemon", None)
+    try:
+        child.start()
+    finally:
+        if daemonic is not None:
+            config["daemon"] = daemonic
 
 
 def _kill(child: Any) -> None:
@@ -287,6 +302,7 @@ def _child_main(send: Connection, request: _Request) -> None:
 def _run_in_child(send: Connection, request: _Request) -> dict[str, Any]:
     from worker.confine import confine
 
+    _die_with_parent()
     os.setpgrp()  # the worker's signals to its own group (Ctrl-C, a warm shutdown) skip it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if request.cpu_only:
@@ -319,6 +335,27 @@ def _run_in_child(send: Connection, request: _Request) -> dict[str, Any]:
         "kind": "result",
         "artifacts": {name: str(path) for name, path in result.artifacts.items()},
     }
+
+
+def _die_with_parent() -> None:
+    # The parent is the fork server, which exits when the worker process that started it dies
+    # (even by SIGKILL): the job's process must not live on unsupervised. The server sees that
+    # death as the end of its "alive" pipe, whose write end multiprocessing also hands to every
+    # child it forks (so a child could start processes of its own): closed here, or this child
+    # alone would keep the server, and so itself, alive (measured: both outlived the worker).
+    from multiprocessing import forkserver
+
+    alive = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_alive_fd", None)
+    if isinstance(alive, int):
+        with contextlib.suppress(OSError):
+            os.close(alive)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the fork server is already gone
+        os._exit(1)
 
 
 def _limit_address_space(limit: int) -> None:

@@ -55,6 +55,14 @@ def _consumes(worker: Any, queue: str) -> bool:
 def _fresh_connections(**_: Any) -> None:
     # A forked child must not share the parent's database connections.
     services.cache_clear()
+    if get_settings().contain_models:
+        # Starts the fork server of the contained jobs (worker/contained.py), which imports torch
+        # in its own process: this pool process reports up at once, its first job does not wait
+        # for the import. Not in the main process: a pool process cannot use a fork server it
+        # did not start (multiprocessing waits on its own children only).
+        from worker.contained import warm_up
+
+        warm_up()
 
 
 @celery_app.task(

@@ -107,3 +107,53 @@ def test_a_crash_of_the_runtime_is_a_clear_failure(contained):
     job = contained.store.get(job_id)
     assert job.error_code == "model_crashed" and str(-11) in job.error_message
     assert os.getpid()  # the test process itself lives on
+
+
+_SUPERVISOR = """
+import sys
+from pathlib import Path
+from worker.contained import Limits, run_contained
+from tests.worker import hostile_pipelines
+import worker.contained as contained
+
+started = contained._start
+def report(child):
+    started(child)
+    print(child.pid, flush=True)
+contained._start = report
+work = Path(sys.argv[1])
+run_contained(hostile_pipelines.loop_forever, (None, work / "m", None, work / "out"), {},
+              work=work, readable=[], on_progress=lambda *a: None, should_cancel=lambda: False,
+              limits=Limits(stall_timeout_s=600, memory_limit_bytes=2**33))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie no one reaped yet is dead too.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
+
+
+def test_the_job_process_dies_with_a_killed_worker(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", _SUPERVISOR, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    child = int(supervisor.stdout.readline())
+    time.sleep(1.0)
+    assert _alive(child)
+    supervisor.send_signal(signal.SIGKILL)  # the worker process dies mid-job
+    supervisor.wait()
+    deadline = time.monotonic() + 20
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)

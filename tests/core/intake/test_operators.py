@@ -332,3 +332,37 @@ def test_fuzz_the_intake_never_crashes(tmp_path):
             assert code != "internal"
             outcomes[code] = outcomes.get(code, 0) + 1
     assert outcomes.get("unsafe_model", 0) > 0 and outcomes.get("ok", 0) > 0, outcomes
+
+
+_SCRIPT_CALLS = {
+    "torch.relu(x)": None,
+    "torch.tanh(x)": None,
+    "torch.neg(x)": None,
+    "torch.mul(x, 2)": None,
+    'torch.from_file("/etc/passwd", False, 4)': "aten::from_file",
+    'torch.save(x, "/tmp/harden-fuzz")': "aten::save",
+    "ops.evil.run(x)": "evil::run",
+    "fork(x)": "builtin::fork",
+    "x.set_(x)": "aten::set_",
+}
+
+
+def test_fuzz_random_torchscript_code_is_refused_by_name(tmp_path):
+    # Random forward bodies of allowed and refused calls, written into a real archive as a
+    # hand-made file would hold them: refused ones name their first refused operator, the
+    # others load and pass the loaded-graph check.
+    rng = random.Random(26)
+    plain = _script(Plain(), tmp_path / "plain.pt")
+    names = list(_SCRIPT_CALLS)
+    for case in range(12):
+        calls = [rng.choice(names) for _ in range(rng.randint(1, 4))]
+        body = "".join(f"_f{index} = {call}\n    " for index, call in enumerate(calls))
+        crafted = _rewrite_code(plain, "return torch.relu(", body + "return torch.relu(")
+        crafted = crafted.rename(tmp_path / f"fuzz-{case}.pt")
+        refused = [_SCRIPT_CALLS[call] for call in calls if _SCRIPT_CALLS[call]]
+        if refused:
+            with pytest.raises(UnsafeModelError) as caught:
+                load_model(crafted)
+            assert caught.value.fields["operator"] in refused, (calls, caught.value)
+        else:
+            assert load_model(crafted).format == "torchscript"

@@ -68,7 +68,7 @@ def evaluation_steps(spec: HardenSpec) -> dict[str, int]:
     # faster, in about the time the CPU's take (the bound is there to bound a job's time).
     samples = max(evaluation.sample_counts("cpu"))
     # The upload and every hardened model are attacked alike.
-    models = 1 + len(getattr(spec, "methods", ("distillation",)))
+    models = 1 + len(spec.methods)
     return {
         name: models * samples * _steps_per_sample(name, evaluation) for name in evaluation.attacks
     }

@@ -1,5 +1,5 @@
-"""The names every part of the service agrees on, defined once: artifact files, pipeline stages,
-builtin datasets, the arrays of a ``.npz`` dataset and the progress/cancel callback types.
+"""The names every part of the service agrees on, defined once: artifact files, builtin datasets,
+the arrays of a ``.npz`` dataset and the progress/cancel callback types.
 
 Torch-free, so the web process, the workers, the CLI and the core all read them from here.
 """
@@ -14,9 +14,6 @@ MODEL_ONNX: Final = "model.onnx"
 REPORT_JSON: Final = "report.json"
 REPORT_HTML: Final = "report.html"
 ARTIFACT_NAMES: Final = (MODEL_ONNX, REPORT_JSON, REPORT_HTML)
-
-# Pipeline stages in the order a job passes them (progress callbacks name them).
-STAGES: Final = ("load", "teacher", "soft_labels", "student", "export", "evaluate", "report")
 
 BUILTIN_DATASETS: Final = ("builtin:mnist", "builtin:digits")
 

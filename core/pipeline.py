@@ -1,6 +1,7 @@
 """The one entry point: a spec, a model file and a dataset in; model.onnx and the report out.
 
-Stages, in order (``on_progress(stage, done, total)``): core.names.STAGES. The spec is resolved
+Stages, in order (``on_progress(stage, done, total)``): ``load``, the hardening method's own
+(core.hardening.catalogue), ``export``, ``evaluate``, ``report``. The spec is resolved
 once, after loading, into a :class:`core.plan.RunPlan` that every later stage reads. Artifacts are
 staged under temporary names in ``out_dir`` and renamed only when every stage succeeded,
 ``report.json`` last: a failed or cancelled run leaves none of them behind, and a finished
@@ -143,7 +144,7 @@ def run(
             )  # fmt: skip
             # The threat model's budgets depend on the data; every later stage reads this spec.
             spec = spec.for_input_shape(data.input_shape)
-            if any(name != "distillation" for name in spec.methods):
+            if spec.trains_against_attacks:
                 spec.robust_epsilon()  # refuses a robust norm with no budget now, not mid-run
             plan = RunPlan.resolve(
                 spec,

@@ -7,17 +7,14 @@ core.hardening.robust runs what it describes.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import Field
 
+from core.hardening.catalogue import HARDENING_METHODS, HardeningMethodName
 from core.strict_model import StrictModel
 
-# The hardening methods a job can run (core.hardening.registry.METHODS; a test checks both agree).
-# Defensive distillation is the paper this service implements and the default; the others are
-# the methods that hold up under adaptive attacks (issue: hardening that holds).
-HardeningMethodName = Literal["distillation", "adversarial", "trades", "robust_distillation"]
-HARDENING_METHODS: tuple[HardeningMethodName, ...] = get_args(HardeningMethodName)
+__all__ = ["HARDENING_METHODS", "HardeningMethodName", "RobustTrainingSpec"]
 
 
 class RobustTrainingSpec(StrictModel):

@@ -20,6 +20,7 @@ from core.datasets.fetched_refs import (
 from core.datasets.library_names import dataset_name_refusal
 from core.errors import InvalidSpecError
 from core.evaluation_spec import EvaluationSpec
+from core.hardening.catalogue import CATALOGUE, DEFAULT_METHOD
 from core.mlflow_spec import MlflowSpec
 from core.names import BUILTIN_DATASETS
 from core.robust_spec import HardeningMethodName, RobustTrainingSpec
@@ -109,7 +110,7 @@ class HardenSpec(StrictModel):
         ),
     )
     method: HardeningMethodName | list[HardeningMethodName] = Field(
-        "distillation",
+        DEFAULT_METHOD,
         description=(
             "Hardening method, or several to compare side by side (the first one's model is "
             "the job's model.onnx): 'distillation' (defensive distillation, the paper; the "
@@ -262,10 +263,14 @@ class HardenSpec(StrictModel):
             )
         return max(audited)
 
+    @property
+    def trains_against_attacks(self) -> bool:
+        """Whether a method of this job trains against attacks (and so needs a budget)."""
+        return any(CATALOGUE[name].trains_against_attacks for name in self.methods)
+
     @model_validator(mode="after")
     def _robust_budget(self) -> HardenSpec:
-        trains_against_attacks = any(name != "distillation" for name in self.methods)
-        if trains_against_attacks and self.robust.epsilon is None:
+        if self.trains_against_attacks and self.robust.epsilon is None:
             try:
                 self.robust_epsilon()
             except InvalidSpecError as exc:

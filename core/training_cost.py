@@ -15,8 +15,7 @@ user's own time and has none.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from core.hardening.catalogue import CATALOGUE
 from core.plan import steps_per_epoch, student_epoch_budget
 from core.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST, HardenSpec
 
@@ -50,51 +49,25 @@ def _student_is_checked(spec: HardenSpec, train_samples: int) -> bool:
     )
 
 
-def _distillation(spec: HardenSpec, train_samples: int, batches: int) -> dict[str, int]:
+def student_epochs_charged(spec: HardenSpec, train_samples: int) -> int:
+    """A distilled student's worst-case epochs: its epochs (the auto bound when unset), and when
+    the accuracy check may replace it, the scratch student, its finish, then a replacement
+    trained as long again (or the finish on every image, which is shorter)."""
     epochs = (
         spec.student_epochs
         if spec.student_epochs is not None
         else student_epoch_budget(train_samples, spec.batch_size)
     )
     if _student_is_checked(spec, train_samples):
-        # The scratch student, its finish on the rows it trains on, then a replacement trained
-        # as long again (or the finish on every image, which is shorter).
-        student_epochs = 2 * epochs + FINISH_EPOCHS
-    else:
-        student_epochs = epochs
-    return {
-        "teacher": spec.teacher_epochs * batches,
-        "soft_labels": batches,
-        "student": student_epochs * batches,
-    }
+        return 2 * epochs + FINISH_EPOCHS
+    return epochs
 
 
-def _against_attacks(spec: HardenSpec, batches: int) -> int:
+def against_attacks(spec: HardenSpec, batches: int) -> int:
     """Steps of one training against attacks: every batch pays its attack and its update
     (fast training is charged as PGD: it falls back to PGD when it collapses)."""
     robust = spec.robust
     return robust.epochs * batches * (robust.steps + 1)
-
-
-def _trained(spec: HardenSpec, train_samples: int, batches: int) -> dict[str, int]:
-    return {"student": _against_attacks(spec, batches)}
-
-
-def _robust_distillation(spec: HardenSpec, train_samples: int, batches: int) -> dict[str, int]:
-    teacher = _against_attacks(spec, batches) if spec.robust.teacher == "adversarial" else 0
-    return {
-        "teacher": teacher,
-        "soft_labels": batches,
-        "student": _against_attacks(spec, batches),
-    }
-
-
-_METHODS: dict[str, Callable[[HardenSpec, int, int], dict[str, int]]] = {
-    "distillation": _distillation,
-    "adversarial": _trained,
-    "trades": _trained,
-    "robust_distillation": _robust_distillation,
-}
 
 
 def training_steps(spec: HardenSpec, train_samples: int | None = None) -> dict[str, int]:
@@ -105,9 +78,8 @@ def training_steps(spec: HardenSpec, train_samples: int | None = None) -> dict[s
     batches = steps_per_epoch(samples, spec.batch_size)
     steps: dict[str, int] = {}
     for method in spec.methods:
-        # A method added after this table: charged as the costliest one (two trainings against
-        # attacks), so the bound stays an upper bound.
-        cost = _METHODS.get(method, _robust_distillation)
-        for stage, count in cost(spec, samples, batches).items():
-            steps[f"{method}.{stage}"] = count
+        info = CATALOGUE[method]
+        counts = info.training_steps(spec, samples, batches)
+        for stage, count in zip(info.stages, counts, strict=True):
+            steps[f"{method}.{stage.name}"] = count
     return steps

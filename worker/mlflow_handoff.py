@@ -29,6 +29,7 @@ from app.infra.mlflow_target import (
     resolve_target,
 )
 from app.infra.settings import Settings
+from core.hardening.catalogue import DEFAULT_METHOD
 from core.mlflow_spec import MlflowSpec
 from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON
 from core.spec import HardenSpec
@@ -174,7 +175,7 @@ def _log(
 
     report = json.loads(Path(outputs[REPORT_JSON]).read_text())
     verdict = (report.get("verdict") or {}).get("label") or NOT_AUDITED
-    method = str(report.get("method") or "distillation")
+    method = str(report.get("method") or DEFAULT_METHOD)  # reports before 1.x named none
     onnx_model = onnx.load(str(outputs[MODEL_ONNX]))
     with _LOCK:
         mlflow.set_tracking_uri(target.tracking_uri)

@@ -7,41 +7,30 @@ job store sees at most one write and one read per ``interval`` seconds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from core.names import STAGES
-
-# Share of the whole job each stage takes, roughly, measured on builtin:mnist runs: training and
-# the attacks dominate. Only the relative sizes matter; the order is core.names.STAGES, and
-# tests/worker/test_progress.py checks that every stage has a weight.
-STAGE_WEIGHTS: dict[str, float] = {
-    "load": 0.02,
-    "teacher": 0.15,
-    "soft_labels": 0.03,
-    "student": 0.40,
-    "export": 0.05,
-    "evaluate": 0.33,
-    "report": 0.02,
-}
+from core.hardening.catalogue import Stage
 
 
 class ProgressReporter:
     """``on_progress(stage, done, total)`` (a :data:`core.names.ProgressFn`) -> overall 0..1
-    progress written to the store."""
+    progress written to the store, over the job's ``stages`` and their weights (the hardening
+    method declares its own: core.hardening.catalogue.job_stages)."""
 
     def __init__(
         self,
         write: Callable[[str, float], object],
+        stages: Sequence[Stage],
         *,
         interval_s: float = 0.5,
-        evaluation: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._write = write
         self._interval = interval_s
         self._clock = clock
-        self._stages = [s for s in STAGES if evaluation or s != "evaluate"]
-        self._total = sum(STAGE_WEIGHTS[s] for s in self._stages)
+        self._stages = [s.name for s in stages]
+        self._weights = {s.name: s.weight for s in stages}
+        self._total = sum(self._weights.values())
         self._last_time = -float("inf")
         self._last_stage: str | None = None
         self.progress = 0.0
@@ -49,9 +38,9 @@ class ProgressReporter:
     def overall(self, stage: str, done: int, total: int) -> float:
         if stage not in self._stages:
             return self.progress
-        before = sum(STAGE_WEIGHTS[s] for s in self._stages[: self._stages.index(stage)])
+        before = sum(self._weights[s] for s in self._stages[: self._stages.index(stage)])
         fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
-        return (before + STAGE_WEIGHTS[stage] * fraction) / self._total
+        return (before + self._weights[stage] * fraction) / self._total
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         # Progress never goes backwards, even if a stage reports out of order.

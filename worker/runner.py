@@ -23,6 +23,7 @@ from app.infra.db import Job, JobState, utcnow
 from app.infra.settings import Settings
 from app.infra.store import JobError, JobStore, is_terminal
 from core.errors import HardenError, JobCancelledError
+from core.hardening.catalogue import job_stages
 from core.names import ARTIFACT_NAMES
 from core.spec import HardenSpec
 from worker.contained import Limits, run_contained
@@ -148,8 +149,8 @@ def _execute(
     spec = HardenSpec.model_validate(job.spec)
     reporter = ProgressReporter(
         lambda stage, progress: store.set_progress(job_id, stage, progress, attempt=attempt),
+        job_stages(spec.methods[0], evaluation=spec.evaluation.enabled),
         interval_s=settings.progress_interval_s,
-        evaluation=spec.evaluation.enabled,
     )
     cancel = CancelCheck(
         lambda: heartbeat.lost or store.cancel_requested(job_id),

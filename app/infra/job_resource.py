@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.infra.db import Job, JobState
+from core.hardening.catalogue import stage_names
 from core.names import ARTIFACT_NAMES, MODEL_ONNX, REPORT_HTML, REPORT_JSON
 from core.report.summary import VerdictSummary
 
@@ -99,7 +100,10 @@ class JobOut(BaseModel):
         "retention removed its files."
     )
     stage: str | None = Field(
-        description="load, teacher, soft_labels, student, export, evaluate or report."
+        description="The stage running: "
+        + ", ".join(stage_names()[:-1])
+        + f" or {stage_names()[-1]} (the hardening method's stages sit between load and "
+        "export: core/hardening/catalogue.py)."
     )
     progress: float = Field(ge=0, le=1, description="Overall progress, 0..1.")
     created_at: datetime = Field(description="When the job was submitted (UTC).")

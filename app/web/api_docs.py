@@ -16,6 +16,7 @@ from app.infra.job_resource import JobOut, job_out
 from app.web.problem_docs import AUTH, responses
 from app.web.problem_examples import EXAMPLE_JOB_ID
 from app.web.schemas import JobList
+from core.hardening.catalogue import DEFAULT_METHOD
 from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 from core.spec import HardenSpec, spec_json_schema
@@ -65,7 +66,7 @@ _VERDICT = VerdictSummary(
     "gradients instead of removing adversarial examples. Attacks that see through the masking "
     "still fool it (strongest attack at L-inf ε=0.3: 0.0% robust accuracy for the hardened "
     "model vs 0.0% for the uploaded model).",
-    method="distillation",
+    method=DEFAULT_METHOD,
     clean_accuracy=CleanAccuracy(uploaded=0.973, student=0.966),
     robust=[
         RobustAt(

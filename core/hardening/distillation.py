@@ -22,12 +22,14 @@ teacher when it falls short (core.hardening.student, ``spec.student_max_drop``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.hardening.catalogue import DISTILLATION
 from core.hardening.method import HardeningResult
 from core.hardening.normalization import normalized_inputs
 from core.hardening.scaling import OutputScale, scale_last_linear
@@ -35,6 +37,7 @@ from core.hardening.student import train_student
 from core.hardening.training import LossFn, logits_of, timed_stage, train_epochs
 from core.intake.zoo import build_zoo_model
 from core.names import CancelFn, ProgressFn
+from core.report.schema import DistillationSummary, StudentCheckSummary
 
 if TYPE_CHECKING:
     from core.datasets.references import Dataset
@@ -113,8 +116,40 @@ class DefensiveDistillation:
     """The paper's method; stages ``teacher``, ``soft_labels``, ``student``. Deterministic for a
     given ``spec.seed`` on one device."""
 
-    name = "distillation"
-    title = "defensive distillation (Papernot et al., IEEE S&P 2016)"
+    info = DISTILLATION
+    name = DISTILLATION.name
+    title = DISTILLATION.title
+
+    def report_section(self, result: HardeningResult, plan: RunPlan) -> dict[str, Any]:
+        """The report's ``distillation`` section: T, what each network trained, how the student
+        stopped and was deployed, and its accuracy check."""
+        spec = plan.spec
+        check = result.student_check
+        summary = DistillationSummary(
+            temperature=spec.temperature,
+            teacher_epochs=plan.teacher_epochs,
+            student_epochs=len(result.student_losses),
+            student_epochs_auto=plan.student_epochs_auto,
+            student_steps=result.student_steps,
+            student_stop=result.student_stop,
+            student_final_divergence=result.student_final_divergence,
+            student_parametrization=spec.student_parametrization,
+            student_deployed=result.student_deployed,
+            optimizer=spec.optimizer,
+            teacher_start=result.teacher_start,
+            student_init=(
+                "teacher"
+                if check is not None and check.fell_back
+                else spec.student_architecture or spec.student_init
+            ),
+            student_check=(
+                None if check is None else StudentCheckSummary(**dataclasses.asdict(check))
+            ),
+            train_samples=plan.train_samples,
+            teacher_loss_history=result.teacher_losses,
+            student_loss_history=result.student_losses,
+        )
+        return {"distillation": summary}
 
     def harden(
         self,

@@ -9,7 +9,7 @@ names them all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor, nn
 
@@ -17,6 +17,7 @@ from core.names import CancelFn, ProgressFn
 
 if TYPE_CHECKING:
     from core.datasets.references import Dataset
+    from core.hardening.catalogue import MethodInfo
     from core.intake.upload import LoadedModel
     from core.plan import RunPlan
 
@@ -102,6 +103,16 @@ class HardeningMethod(Protocol):
     @property
     def title(self) -> str:
         """What the method is, with its paper; written into the ONNX file's metadata."""
+        ...
+
+    @property
+    def info(self) -> MethodInfo:
+        """Its torch-free description: name, stages, costs (core.hardening.catalogue)."""
+        ...
+
+    def report_section(self, result: HardeningResult, plan: RunPlan) -> dict[str, Any]:
+        """The report fields this method owns (e.g. distillation's ``distillation``), from what
+        it returned; nothing outside the method builds them."""
         ...
 
     def harden(

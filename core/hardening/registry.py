@@ -1,17 +1,21 @@
-"""The hardening methods a job can run, by name."""
+"""The hardening methods a job can run, by name: each torch implementation under the name of its
+description in :mod:`core.hardening.catalogue` (torch-free, where the names come from)."""
 
 from __future__ import annotations
 
 from typing import Final
 
+from core.hardening.catalogue import CATALOGUE, DEFAULT_METHOD
 from core.hardening.distillation import DefensiveDistillation
 from core.hardening.method import HardeningMethod
 from core.hardening.robust import AdversarialTraining, RobustDistillation, Trades
 
-# Defensive distillation is the paper's method and the default (DESIGN.md).
-DEFAULT_METHOD: Final = "distillation"
+__all__ = ["DEFAULT_METHOD", "METHODS"]
 
 METHODS: Final[dict[str, HardeningMethod]] = {
     method.name: method
     for method in (DefensiveDistillation(), AdversarialTraining(), Trades(), RobustDistillation())
 }
+_missing = set(CATALOGUE) - set(METHODS)
+if _missing:  # a description without its implementation: every job naming it would fail
+    raise ImportError(f"hardening methods described but not implemented: {sorted(_missing)}")

@@ -15,13 +15,15 @@ that keeps the most robust epoch and guards fast training (core.hardening.pertur
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.hardening.catalogue import ADVERSARIAL, ROBUST_DISTILLATION, TRADES, MethodInfo
 from core.hardening.method import HardeningResult, RobustTraining
 from core.hardening.normalization import with_normalization
 from core.hardening.perturb import Budget, HeldOutCheck, held_out_split, perturb
@@ -131,20 +133,48 @@ def _ard_loss(
     return loss
 
 
+# A method's training loss, made for one training: from the ε schedule, the generator of its
+# random starts and the training labels, the batch loss and the targets train_epochs hands it.
+LossFactory = Callable[[_Schedule, torch.Generator, Tensor], tuple[BatchLoss, Tensor]]
+
+
+def pgd_loss(
+    schedule: _Schedule, generator: torch.Generator, y: Tensor
+) -> tuple[BatchLoss, Tensor]:
+    """Madry et al.'s loss: the cross-entropy at the PGD (or fast FGSM) point."""
+    return _pgd_loss(schedule, generator), y
+
+
+def trades_loss(beta: float) -> LossFactory:
+    """Zhang et al.'s loss with the robustness term weighted ``beta``."""
+    return lambda schedule, generator, y: (_trades_loss(schedule, beta, generator), y)
+
+
+def ard_loss(teacher_probs: Tensor, temperature: float, alpha: float) -> LossFactory:
+    """Goldblum et al.'s loss against ``teacher_probs``; its targets are row numbers."""
+
+    def make(
+        schedule: _Schedule, generator: torch.Generator, y: Tensor
+    ) -> tuple[BatchLoss, Tensor]:
+        loss = _ard_loss(schedule, y, teacher_probs, temperature, alpha, generator)
+        return loss, torch.arange(len(y), device=y.device)
+
+    return make
+
+
 def _fit(
     model: nn.Module,
     data: Dataset,
     plan: RunPlan,
-    loss_for: str,
+    make_loss: LossFactory,
     *,
     stage: str,
     on_progress: ProgressFn,
     should_cancel: CancelFn,
-    teacher_probs: Tensor | None = None,
 ) -> RobustTraining:
-    """Train ``model`` (bare) in place against attacks with the loss ``loss_for`` names; returns
-    what happened. Inputs stay raw: the spec's normalisation sits in front of the model, so the
-    budget is in input units like the audit's."""
+    """Train ``model`` (bare) in place against attacks with the loss ``make_loss`` makes;
+    returns what happened. Inputs stay raw: the spec's normalisation sits in front of the model,
+    so the budget is in input units like the audit's."""
     spec = plan.spec
     device = torch.device(plan.device)
     robust = spec.robust
@@ -158,17 +188,7 @@ def _fit(
     schedule = _Schedule(budget, robust.warmup_epochs, robust.fast)
     check = HeldOutCheck(wrapped, x[held_rows], y[held_rows], budget, spec.seed)
     # The training rows are drawn from x by index (train_epochs' rows), never copied out of it.
-    targets = y
-    if loss_for == "trades":
-        batch_loss = _trades_loss(schedule, robust.trades_beta, generator)
-    elif loss_for == "ard":
-        assert teacher_probs is not None
-        batch_loss = _ard_loss(
-            schedule, y, teacher_probs, spec.temperature, robust.distillation_alpha, generator
-        )
-        targets = torch.arange(len(y), device=device)
-    else:
-        batch_loss = _pgd_loss(schedule, generator)
+    batch_loss, targets = make_loss(schedule, generator, y)
 
     def after_epoch(epoch: int, losses: list[float]) -> bool:
         check.record(epoch)
@@ -201,9 +221,18 @@ def _start(uploaded: LoadedModel, plan: RunPlan) -> nn.Module:
 class _Trained:
     """A method whose model is the upload trained in place against attacks with one loss."""
 
-    name = ""
-    title = ""
-    loss = ""
+    info: MethodInfo
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def title(self) -> str:
+        return self.info.title
+
+    def loss(self, plan: RunPlan) -> LossFactory:
+        raise NotImplementedError
 
     def harden(
         self,
@@ -216,14 +245,14 @@ class _Trained:
     ) -> HardeningResult:
         torch.manual_seed(plan.spec.seed)
         timings: dict[str, float] = {}
-        with timed_stage("student", should_cancel, timings):
+        [stage] = (s.name for s in self.info.stages)
+        with timed_stage(stage, should_cancel, timings):
             model = _start(uploaded, plan)
             record = _fit(
-                model, data, plan, self.loss, stage="student", on_progress=on_progress,
+                model, data, plan, self.loss(plan), stage=stage, on_progress=on_progress,
                 should_cancel=should_cancel,
             )  # fmt: skip
-        if self.loss == "trades":
-            record.parameters["beta"] = plan.spec.robust.trades_beta
+        record.parameters.update(self.parameters(plan))
         return HardeningResult(
             teacher=None, student=model, robust=record, timings=timings,
             student_losses=record.losses,
@@ -231,21 +260,34 @@ class _Trained:
             student_deployed="the trained network as is",
         )  # fmt: skip
 
+    def parameters(self, plan: RunPlan) -> dict[str, float]:
+        """The loss's own settings, for the report."""
+        return {}
+
+    def report_section(self, result: HardeningResult, plan: RunPlan) -> dict[str, Any]:
+        """Nothing beyond the report's robust_training, which every method's result fills."""
+        return {}
+
 
 class AdversarialTraining(_Trained):
-    """PGD adversarial training (or its fast FGSM variant) of the upload; stage ``student``."""
+    """PGD adversarial training (or its fast FGSM variant) of the upload; stage ``training``."""
 
-    name = "adversarial"
-    title = "PGD adversarial training (Madry et al., ICLR 2018)"
-    loss = "pgd"
+    info = ADVERSARIAL
+
+    def loss(self, plan: RunPlan) -> LossFactory:
+        return pgd_loss
 
 
 class Trades(_Trained):
-    """TRADES training of the upload; stage ``student``."""
+    """TRADES training of the upload; stage ``training``."""
 
-    name = "trades"
-    title = "TRADES (Zhang et al., ICML 2019)"
-    loss = "trades"
+    info = TRADES
+
+    def loss(self, plan: RunPlan) -> LossFactory:
+        return trades_loss(plan.spec.robust.trades_beta)
+
+    def parameters(self, plan: RunPlan) -> dict[str, float]:
+        return {"beta": plan.spec.robust.trades_beta}
 
 
 class RobustDistillation:
@@ -253,8 +295,13 @@ class RobustDistillation:
     architecture (or ``spec.student_architecture``) on its soft labels at T, on adversarial
     inputs. Stages ``teacher``, ``soft_labels``, ``student``."""
 
-    name = "robust_distillation"
-    title = "adversarially robust distillation (Goldblum et al., AAAI 2020)"
+    info = ROBUST_DISTILLATION
+    name = ROBUST_DISTILLATION.name
+    title = ROBUST_DISTILLATION.title
+
+    def report_section(self, result: HardeningResult, plan: RunPlan) -> dict[str, Any]:
+        """Nothing beyond the report's robust_training (its temperature and alpha are there)."""
+        return {}
 
     def harden(
         self,
@@ -274,7 +321,7 @@ class RobustDistillation:
             teacher = _start(uploaded, plan).to(device)
             if spec.robust.teacher == "adversarial":
                 teacher_losses = _fit(
-                    teacher, data, plan, "pgd", stage="teacher", on_progress=on_progress,
+                    teacher, data, plan, pgd_loss, stage="teacher", on_progress=on_progress,
                     should_cancel=should_cancel,
                 ).losses  # fmt: skip
         with timed_stage("soft_labels", should_cancel, timings):
@@ -291,9 +338,10 @@ class RobustDistillation:
                 )  # fmt: skip
             else:
                 student = uploaded.fresh_copy(reinitialise=True)
+            loss = ard_loss(soft_labels, spec.temperature, spec.robust.distillation_alpha)
             record = _fit(
-                student, data, plan, "ard", stage="student", on_progress=on_progress,
-                should_cancel=should_cancel, teacher_probs=soft_labels,
+                student, data, plan, loss, stage="student", on_progress=on_progress,
+                should_cancel=should_cancel,
             )  # fmt: skip
         record.parameters.update(temperature=spec.temperature, alpha=spec.robust.distillation_alpha)
         return HardeningResult(

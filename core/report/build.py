@@ -23,13 +23,11 @@ from core.names import MODEL_ONNX
 from core.plan import RunPlan
 from core.report.schema import (
     DatasetSplit,
-    DistillationSummary,
     ExportSummary,
     MethodComparison,
     ModelSummary,
     Report,
     RobustTrainingSummary,
-    StudentCheckSummary,
 )
 
 
@@ -213,36 +211,6 @@ def build_report(
     comparison: list[MethodComparison],
 ) -> Report:
     """The report of one run (validated by its pydantic model)."""
-    spec = plan.spec
-    check = result.student_check
-    distillation = (
-        DistillationSummary(
-            temperature=spec.temperature,
-            teacher_epochs=plan.teacher_epochs,
-            student_epochs=len(result.student_losses),
-            student_epochs_auto=plan.student_epochs_auto,
-            student_steps=result.student_steps,
-            student_stop=result.student_stop,
-            student_final_divergence=result.student_final_divergence,
-            student_parametrization=spec.student_parametrization,
-            student_deployed=result.student_deployed,
-            optimizer=spec.optimizer,
-            teacher_start=result.teacher_start,
-            student_init=(
-                "teacher"
-                if check is not None and check.fell_back
-                else spec.student_architecture or spec.student_init
-            ),
-            student_check=(
-                None if check is None else StudentCheckSummary(**dataclasses.asdict(check))
-            ),
-            train_samples=plan.train_samples,
-            teacher_loss_history=result.teacher_losses,
-            student_loss_history=result.student_losses,
-        )
-        if method.name == "distillation"
-        else None
-    )
     return Report(
         created_at=created_at,
         software=software_versions(),
@@ -269,8 +237,8 @@ def build_report(
         models=models,
         method=method.name,
         method_title=method.title,
-        distillation=distillation,
         robust_training=robust_summary(result.robust),
+        **method.report_section(result, plan),
         export=ExportSummary(
             file=MODEL_ONNX,
             sha256=exported.sha256,

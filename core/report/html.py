@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from core.audit.schema import Evaluation
+from core.hardening.catalogue import AFTER_METHOD, BEFORE_METHOD
 from core.report.plots import gradient_histograms, robust_accuracy_plots
 
 if TYPE_CHECKING:
@@ -70,6 +71,13 @@ def render_html(report: Report) -> str:
         "rows": [],
         "accuracy_plots": {},
         "gradient_plot": None,
+        # Seconds of the hardening method's own stages (whatever it declares), for the
+        # comparison table: everything but the stages every job runs around it.
+        "training_s": sum(
+            seconds
+            for stage, seconds in report.timings_s.items()
+            if stage not in {s.name for s in (*BEFORE_METHOD, *AFTER_METHOD)}
+        ),
     }
     if evaluation is not None and {"uploaded", "student"} <= set(evaluation.models):
         context["rows"] = attack_rows(evaluation)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InvalidSpecError, JobCancelledError
+from core.hardening.catalogue import DEFAULT_METHOD, job_stages
 from core.intake.zoo import build_zoo_model
-from core.names import STAGES
 from core.pipeline import run
 from core.report.schema import Report
 from core.spec import HardenSpec
@@ -153,7 +153,7 @@ def test_progress_is_monotone_per_stage_in_pipeline_order(tmp_path: Path) -> Non
         device="cpu",
     )
     order = list(dict.fromkeys(stage for stage, _, _ in events))
-    assert order == [s for s in STAGES if s in order]
+    assert order == [s.name for s in job_stages(DEFAULT_METHOD) if s.name in order]
     assert {"load", "teacher", "soft_labels", "student", "export", "report"} <= set(order)
     for stage in order:
         done = [d for s, d, _ in events if s == stage]

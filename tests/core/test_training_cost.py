@@ -52,7 +52,7 @@ def test_an_unchecked_student_is_charged_once():
 @pytest.mark.parametrize("method", ["adversarial", "trades"])
 def test_training_against_attacks_pays_the_attack_on_every_batch(method):
     config = {"method": method, "robust": {"epochs": 20, "steps": 10}}
-    assert training_steps(HardenSpec.model_validate(config)) == {f"{method}.student": 20 * 32 * 11}
+    assert training_steps(HardenSpec.model_validate(config)) == {f"{method}.training": 20 * 32 * 11}
     fast = config | {"robust": {"epochs": 20, "steps": 10, "fast": True}}
     assert total(fast) == total(config)  # fast training may fall back to PGD: charged as PGD
 

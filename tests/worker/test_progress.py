@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from core.names import STAGES
-from worker.progress import STAGE_WEIGHTS, CancelCheck, ProgressReporter
+import pytest
+
+from core.hardening.catalogue import CATALOGUE, DEFAULT_METHOD, job_stages
+from worker.progress import CancelCheck, ProgressReporter
+
+DISTILLATION = job_stages(DEFAULT_METHOD)
 
 
 class Clock:
@@ -16,7 +20,9 @@ class Clock:
 
 def test_progress_is_throttled_but_stage_changes_are_written_at_once():
     clock, writes = Clock(), []
-    report = ProgressReporter(lambda s, p: writes.append((s, p)), interval_s=0.5, clock=clock)
+    report = ProgressReporter(
+        lambda s, p: writes.append((s, p)), DISTILLATION, interval_s=0.5, clock=clock
+    )
     for step in range(100):  # 100 steps inside 0.1 s
         report("teacher", step + 1, 100)
         clock.now += 0.001
@@ -30,7 +36,10 @@ def test_progress_is_throttled_but_stage_changes_are_written_at_once():
 def test_progress_is_monotonic_and_reaches_one():
     clock, writes = Clock(), []
     report = ProgressReporter(
-        lambda s, p: writes.append(p), interval_s=0, clock=clock, evaluation=False
+        lambda s, p: writes.append(p),
+        job_stages(DEFAULT_METHOD, evaluation=False),
+        interval_s=0,
+        clock=clock,
     )
     for stage in ("load", "teacher", "soft_labels", "student", "export", "report"):
         for step in range(1, 4):
@@ -41,8 +50,8 @@ def test_progress_is_monotonic_and_reaches_one():
 
 
 def test_evaluation_share_counts_only_when_enabled():
-    with_eval = ProgressReporter(lambda s, p: None, evaluation=True)
-    without = ProgressReporter(lambda s, p: None, evaluation=False)
+    with_eval = ProgressReporter(lambda s, p: None, job_stages(DEFAULT_METHOD))
+    without = ProgressReporter(lambda s, p: None, job_stages(DEFAULT_METHOD, evaluation=False))
     assert with_eval.overall("export", 1, 1) < without.overall("export", 1, 1)
 
 
@@ -71,15 +80,22 @@ def test_deadline_turns_should_cancel_true():
     assert check() and check.timed_out
 
 
-def test_every_pipeline_stage_has_a_weight_and_only_those():
-    assert set(STAGE_WEIGHTS) == set(STAGES)
-    assert all(weight > 0 for weight in STAGE_WEIGHTS.values())
+@pytest.mark.parametrize("method", list(CATALOGUE))
+def test_every_method_declares_weighted_stages_that_fill_the_job(method):
+    stages = job_stages(method)
+    names = [stage.name for stage in stages]
+    assert len(set(names)) == len(names) and all(stage.weight > 0 for stage in stages)
+    assert names[0] == "load" and names[-3:] == ["export", "evaluate", "report"]
+    # Each method's stages weigh alike, so a job's progress pace does not depend on its method.
+    assert sum(stage.weight for stage in stages) == pytest.approx(1.0)
 
 
-def test_progress_follows_the_pipeline_order_and_skips_evaluate_when_disabled():
+@pytest.mark.parametrize("method", list(CATALOGUE))
+def test_progress_follows_the_job_order_and_skips_evaluate_when_disabled(method):
     for evaluation in (True, False):
-        report = ProgressReporter(lambda s, p: None, evaluation=evaluation)
-        stages = [stage for stage in STAGES if evaluation or stage != "evaluate"]
-        ends = [report.overall(stage, 1, 1) for stage in stages]
-        assert report.overall(STAGES[0], 0, 1) == 0.0 and ends[-1] == 1.0
+        stages = job_stages(method, evaluation=evaluation)
+        report = ProgressReporter(lambda s, p: None, stages)
+        ends = [report.overall(stage.name, 1, 1) for stage in stages]
+        assert report.overall(stages[0].name, 0, 1) == 0.0 and ends[-1] == pytest.approx(1.0)
         assert ends == sorted(ends) and len(set(ends)) == len(ends)
+        assert evaluation == ("evaluate" in [stage.name for stage in stages])

@@ -14,14 +14,17 @@ import pytest
 from app.infra.db import Job, JobState
 from app.infra.job_resource import ARTIFACT_TYPES, JobOut, job_json_schema, job_links, job_out
 from app.web.api_docs import SUCCEEDED
-from core.names import ARTIFACT_NAMES, STAGES
+from core.hardening.catalogue import stage_names
+from core.names import ARTIFACT_NAMES
 
 JOB_SCHEMA_FILE = Path(__file__).resolve().parents[3] / "schemas" / "job.schema.json"
 
 
 def test_the_stage_description_lists_every_pipeline_stage_in_order():
     description = JobOut.model_fields["stage"].description or ""
-    assert re.findall(r"[a-z_]+", description.replace(" or ", ", ")) == list(STAGES)
+    listed = description.split(": ", 1)[1].split(" (", 1)[0]
+    assert re.findall(r"[a-z_]+", listed.replace(" or ", ", ")) == list(stage_names())
+    assert {"load", "teacher", "soft_labels", "student", "training", "report"} <= set(stage_names())
 
 
 def test_every_artifact_has_a_media_type_and_a_download_link():

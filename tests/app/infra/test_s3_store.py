@@ -242,6 +242,7 @@ def test_the_service_on_s3_submit_run_download_delete(s3_settings: Settings, tmp
             "work_dir": tmp_path / "work",
             "auth": "open",
             "progress_interval_s": 0.0,
+            "contain_models": False,  # the recording pipeline runs in this process
         }
     )
     with TestClient(create_app(settings)) as api:

@@ -110,7 +110,7 @@ def test_the_training_bound_charges_the_dataset_and_the_methods(api, auth, setti
     robust = robust | {"robust": {"epochs": 500, "steps": 100}, "batch_size": 32}
     body = post(api, auth, onnx_model_bytes(), robust).json()
     assert body["errors"][0]["type"] == "training_too_large", body
-    assert "adversarial.student 2,272,500" in body["detail"]  # 45 batches x 500 epochs x 101
+    assert "adversarial.training 2,272,500" in body["detail"]  # 45 batches x 500 epochs x 101
 
 
 def test_the_default_job_is_far_within_the_bound(api, auth, settings):

@@ -199,5 +199,5 @@ def test_training_against_attacks_honours_cancel_and_reports_progress(tmp_path: 
             uploaded, data, plan, on_progress=lambda *event: seen.append(event),
             should_cancel=lambda: next(polls) >= 4,
         )  # fmt: skip
-    assert seen and all(stage == "student" for stage, _, _ in seen)
+    assert seen and all(stage == "training" for stage, _, _ in seen)
     assert max(done for _, done, _ in seen) >= 2  # it trained some steps, then stopped

@@ -14,9 +14,9 @@ own time and has none.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 # JSMA changes two input features per iteration and computes the Jacobian of every class per
+from core.audit.catalogue import CATALOGUE, CostInputs
 from core.evaluation_spec import EvaluationSpec
 from core.spec import HardenSpec
 
@@ -27,35 +27,19 @@ JSMA_REFERENCE_FEATURES = 3 * 32 * 32
 JSMA_REFERENCE_CLASSES = 10
 
 
-def _steps_per_sample(name: str, evaluation: EvaluationSpec) -> int:
-    """The attack steps of attack ``name`` on one sample, over all of its budgets."""
-    steps = evaluation.pgd_steps
+def _cost_inputs(evaluation: EvaluationSpec) -> CostInputs:
     # Before the data is known an unset threat model reads as mnist's, the preset with the most
     # budgets (core.threat_models): the bound stays an upper bound.
-    linf = len(evaluation.budgets("linf", (0.0, 1.0)))
-    l2 = len(evaluation.budgets("l2", (0.0, 1.0)))
-    jsma_iterations = math.ceil(evaluation.jsma_max_fraction * JSMA_REFERENCE_FEATURES / 2)
-    known = {
-        "fgsm_ce": linf,
-        "fgsm_margin": linf,
-        "pgd_linf_ce": linf * steps,
-        "pgd_linf_margin": linf * steps,
-        "pgd_l2_ce": l2 * steps,
-        "pgd_l2_margin": l2 * steps,
-        "jsma_softmax": jsma_iterations * JSMA_REFERENCE_CLASSES,
-        "jsma_logits": jsma_iterations * JSMA_REFERENCE_CLASSES,
-        "cw_l2": evaluation.cw_binary_steps * evaluation.cw_iterations,
-        "apgd_ce": linf * steps,
-        "apgd_dlr": linf * steps,
-        "square": linf * evaluation.square_queries,
-        "transfer": linf + l2,
-    }
-    if name in known:
-        return known[name]
-    # An attack added after this table: charged as a targeted iterative attack at every budget
-    # of both norms (the most any attack of the registry costs per iteration).
-    targets: Any = getattr(evaluation, "target_classes", 1)
-    return (linf + l2) * steps * max(1, int(targets))
+    return CostInputs(
+        budgets={norm: len(evaluation.budgets(norm, (0.0, 1.0))) for norm in ("linf", "l2")},
+        pgd_steps=evaluation.pgd_steps,
+        target_classes=evaluation.target_classes,
+        jsma_iterations=math.ceil(evaluation.jsma_max_fraction * JSMA_REFERENCE_FEATURES / 2),
+        jsma_classes=JSMA_REFERENCE_CLASSES,
+        cw_binary_steps=evaluation.cw_binary_steps,
+        cw_iterations=evaluation.cw_iterations,
+        square_queries=evaluation.square_queries,
+    )
 
 
 def evaluation_steps(spec: HardenSpec) -> dict[str, int]:
@@ -69,6 +53,5 @@ def evaluation_steps(spec: HardenSpec) -> dict[str, int]:
     samples = max(evaluation.sample_counts("cpu"))
     # The upload and every hardened model are attacked alike.
     models = 1 + len(spec.methods)
-    return {
-        name: models * samples * _steps_per_sample(name, evaluation) for name in evaluation.attacks
-    }
+    inputs = _cost_inputs(evaluation)
+    return {name: models * samples * CATALOGUE[name].cost(inputs) for name in evaluation.attacks}

@@ -6,10 +6,16 @@ refuses an unknown attack at submit). core.audit runs what it describes.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from core.audit.catalogue import (
+    AUTOATTACK_ATTACKS,
+    DEFAULT_ATTACKS,
+    L2_BUDGET_ATTACKS,
+    AttackName,
+)
 from core.strict_model import StrictModel
 from core.threat_models import (
     PRESET_BUDGETS,
@@ -18,35 +24,15 @@ from core.threat_models import (
     threat_model_for_shape,
 )
 
-# The names of core.audit.registry.REGISTRY in its order, here so that the API (no torch) refuses
-# an unknown attack at submit (tests/core/audit/test_registry.py checks both lists agree).
-AttackName = Literal[
-    "fgsm_ce",
-    "fgsm_margin",
-    "pgd_linf_ce",
-    "pgd_linf_margin",
-    "pgd_l2_ce",
-    "pgd_l2_margin",
-    "jsma_softmax",
-    "jsma_logits",
-    "cw_l2",
-    "apgd_ce",
-    "apgd_dlr",
-    "apgd_t",
-    "fab_t",
-    "square",
-    "transfer",
+# The attack names, the default list and AutoAttack's are derived from the attack catalogue
+# (torch-free): an attack described there is a valid name here.
+__all__ = [
+    "AUTOATTACK_ATTACKS",
+    "DEFAULT_ATTACKS",
+    "L2_BUDGET_ATTACKS",
+    "AttackName",
+    "EvaluationSpec",
 ]
-
-# The attacks AutoAttack's standard version runs (Croce & Hein 2020), in the order of AttackName.
-AUTOATTACK_ATTACKS: tuple[AttackName, ...] = ("apgd_ce", "apgd_t", "fab_t", "square")
-# The attacks that run at every L2 budget (cw_l2 searches the smallest perturbation instead).
-L2_BUDGET_ATTACKS: tuple[AttackName, ...] = ("pgd_l2_ce", "pgd_l2_margin")
-# By default every attack runs, in the order of AttackName, except the two only the autoattack
-# preset needs (APGD-T and FAB-T attack 9 target classes each: 9 times the cost of APGD-DLR).
-DEFAULT_ATTACKS: tuple[AttackName, ...] = tuple(
-    name for name in get_args(AttackName) if name not in ("apgd_t", "fab_t")
-)
 
 EvaluationPreset = Literal["default", "autoattack"]
 # What the autoattack preset fixes, as AutoAttack's standard version runs it: 100 iterations of

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
             "Largest robustness evaluation a job may ask for, in worst-case attack steps "
             "(core/evaluation_cost.py: one model pass on one sample, every attack at its full "
             "budget on both models). The default job needs about 1.4 million; AutoAttack on "
-            "1,000 samples about 52 million. Past it, POST /harden answers 422."
+            "1,000 samples about 41 million. Past it, POST /harden answers 422."
         ),
     )
     # --- quotas and recovery (issue 25: app/web/submit.py, worker/reaper.py, worker/tasks.py) ---

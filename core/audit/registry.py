@@ -1,17 +1,21 @@
-"""The attacks of the robustness audit, one entry each: how it is presented, budgeted and run,
-and what the evidence and the verdict may read from it.
+"""The attacks of the robustness audit, runnable: each description of core.audit.catalogue
+(torch-free: name, norm, flags, cost) with the runner that attacks with it.
 
-``core.evaluation_spec.AttackName`` lists the same names in the same order (the spec stays
-torch-free, so a test checks that they agree). :mod:`core.audit.evaluate` runs the entries on
-both models; :mod:`core.audit.evidence` and :mod:`core.audit.verdict` read their flags, never
-their names.
+:mod:`core.audit.evaluate` runs the entries on both models; :mod:`core.audit.evidence` and
+:mod:`core.audit.verdict` read their flags, never their names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
 
+from core.audit.catalogue import (
+    CATALOGUE,
+    AttackInfo,
+    AttackName,
+    AutoAttackRole,
+    PerturbationUnit,
+)
 from core.audit.runs import (
     AttackRunner,
     apgd_runner,
@@ -26,12 +30,8 @@ from core.audit.runs import (
     run_transfer,
 )
 from core.audit.schema import ThreatNorm
-from core.evaluation_spec import AttackName, EvaluationSpec
+from core.evaluation_spec import EvaluationSpec
 
-PerturbationUnit = Literal["linf", "l2", "fraction_changed"]
-# The part an attack plays in AutoAttack (Croce & Hein 2020): APGD on cross-entropy, APGD on a
-# DLR loss (targeted in the standard version), FAB-T and Square.
-AutoAttackRole = Literal["apgd_ce", "apgd_dlr", "fab", "square"]
 # The roles a gain must have been measured by before the verdict calls it real: the three
 # AutoAttack components that do not overlap (FAB-T rarely adds to them; Croce & Hein 2020).
 AUTOATTACK_REQUIRED: tuple[AutoAttackRole, ...] = ("apgd_ce", "apgd_dlr", "square")
@@ -43,36 +43,10 @@ _UNIT_OF_NORM: dict[ThreatNorm, PerturbationUnit] = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class Attack:
-    """One attack of the audit."""
+class Attack(AttackInfo):
+    """One attack of the audit: its description (core.audit.catalogue) and its runner."""
 
-    name: AttackName
-    title: str
-    norm: ThreatNorm
-    loss: str  # what it follows: ce, margin, dlr, softmax, logits, cw, transfer
     run: AttackRunner
-    paper_attack: bool = False  # used by the distillation paper (Papernot et al. 2016)
-    # Logit-level, scale-invariant, gradient-free or transfer: softmax saturation cannot stop it.
-    sees_through_masking: bool = False
-    black_box: bool = False  # reads no gradient of the attacked model
-    slow: bool = False  # attacked on the spec's samples_slow, a prefix of the samples
-    targeted: bool = False
-    # Searches the smallest perturbation instead of staying inside a budget; read afterwards at
-    # every budget of its norm.
-    minimum_norm: bool = False
-    # Reports the sizes of its successful perturbations: those of the budgeted fixed-size
-    # attacks all sit near epsilon and say nothing.
-    measures_perturbation: bool = False
-    # The same attack following a loss that does not saturate: where it wins by far, the
-    # evidence calls the failure loss-specific (gradient masking).
-    loss_counterpart: AttackName | None = None
-    # The attack whose adversarials on the uploaded model this one applies to the student.
-    transfer_from: AttackName | None = None
-    # Its part in AutoAttack, if any: the verdict calls a gain real only where the required
-    # roles (AUTOATTACK_REQUIRED) all ran.
-    autoattack_role: AutoAttackRole | None = None
-    note: str | None = None  # shown on the models it attacks
-    source_note: str | None = None  # shown on the model that supplies a transfer's adversarials
 
     def budgets(self, settings: EvaluationSpec) -> list[float | None]:
         """The budgets it runs at; ``[None]`` for a minimum-norm attack."""
@@ -87,78 +61,33 @@ class Attack:
         return _UNIT_OF_NORM[self.norm] if self.measures_perturbation else None
 
 
-def _pgd_pair(
-    norm: Literal["linf", "l2"], norm_title: str, *, ce_name: AttackName, margin_name: AttackName
-) -> tuple[Attack, Attack]:
-    """PGD in ``norm`` on cross-entropy, and its counterpart on the logit margin."""
-    on_margin = Attack(
-        name=margin_name, title=f"PGD {norm_title}, logit margin", norm=norm, loss="margin",
-        run=pgd_runner(norm, "margin"), sees_through_masking=True,
-    )  # fmt: skip
-    on_cross_entropy = Attack(
-        name=ce_name, title=f"PGD {norm_title}, cross-entropy", norm=norm, loss="ce",
-        run=pgd_runner(norm, "ce"), loss_counterpart=margin_name,
-    )  # fmt: skip
-    return on_cross_entropy, on_margin
+# The runner of each attack of the catalogue; nothing else about an attack is said here.
+_RUNNERS: dict[str, AttackRunner] = {
+    "fgsm_ce": fgsm_runner("ce"),
+    "fgsm_margin": fgsm_runner("margin"),
+    "pgd_linf_ce": pgd_runner("linf", "ce"),
+    "pgd_linf_margin": pgd_runner("linf", "margin"),
+    "pgd_l2_ce": pgd_runner("l2", "ce"),
+    "pgd_l2_margin": pgd_runner("l2", "margin"),
+    "jsma_softmax": jsma_runner("softmax"),
+    "jsma_logits": jsma_runner("logits"),
+    "cw_l2": run_carlini_wagner_l2,
+    "apgd_ce": apgd_runner("ce"),
+    "apgd_dlr": apgd_runner("dlr"),
+    "apgd_t": run_apgd_targeted,
+    "fab_t": run_fab_targeted,
+    "square": run_square,
+    "transfer": run_transfer,
+}
+_missing = [name for name in CATALOGUE if name not in _RUNNERS]
+if _missing:  # described but not runnable: every job naming it would fail mid-audit
+    raise ImportError(f"attacks described in core/audit/catalogue.py without a runner: {_missing}")
 
-
-_ATTACKS = (
-    Attack(
-        name="fgsm_ce", title="FGSM, cross-entropy", norm="linf", loss="ce",
-        run=fgsm_runner("ce"), paper_attack=True, loss_counterpart="fgsm_margin",
-    ),
-    Attack(
-        name="fgsm_margin", title="FGSM, logit margin", norm="linf", loss="margin",
-        run=fgsm_runner("margin"),
-    ),
-    *_pgd_pair("linf", "L-inf", ce_name="pgd_linf_ce", margin_name="pgd_linf_margin"),
-    *_pgd_pair("l2", "L2", ce_name="pgd_l2_ce", margin_name="pgd_l2_margin"),
-    Attack(
-        name="jsma_softmax", title="JSMA on softmax (paper)", norm="l0", loss="softmax",
-        run=jsma_runner("softmax"), paper_attack=True, slow=True, targeted=True,
-        measures_perturbation=True,
-    ),
-    Attack(
-        name="jsma_logits", title="JSMA on logits", norm="l0", loss="logits",
-        run=jsma_runner("logits"), sees_through_masking=True, slow=True, targeted=True,
-        measures_perturbation=True,
-    ),
-    Attack(
-        name="cw_l2", title="Carlini-Wagner L2", norm="l2", loss="cw", run=run_carlini_wagner_l2,
-        sees_through_masking=True, slow=True, minimum_norm=True, measures_perturbation=True,
-    ),
-    Attack(
-        name="apgd_ce", title="APGD, cross-entropy", norm="linf", loss="ce",
-        run=apgd_runner("ce"), loss_counterpart="apgd_dlr", autoattack_role="apgd_ce",
-    ),
-    Attack(
-        name="apgd_dlr", title="APGD, DLR (scale-invariant)", norm="linf", loss="dlr",
-        run=apgd_runner("dlr"), sees_through_masking=True, autoattack_role="apgd_dlr",
-    ),
-    Attack(
-        name="apgd_t", title="APGD-T, targeted DLR", norm="linf", loss="dlr",
-        run=run_apgd_targeted, sees_through_masking=True, autoattack_role="apgd_dlr",
-        note="Towards each of the most likely wrong classes in turn; any misclassification "
-        "counts, as in AutoAttack.",
-    ),
-    Attack(
-        name="fab_t", title="FAB-T (targeted boundary attack)", norm="linf", loss="margin",
-        run=run_fab_targeted, sees_through_masking=True, autoattack_role="fab",
-        note="Towards each of the most likely wrong classes in turn; any misclassification "
-        "within the budget counts, as in AutoAttack.",
-    ),
-    Attack(
-        name="square", title="Square (gradient-free)", norm="linf", loss="margin", run=run_square,
-        sees_through_masking=True, black_box=True, slow=True, autoattack_role="square",
-    ),
-    Attack(
-        name="transfer", title="Transfer from the uploaded model", norm="linf", loss="transfer",
-        run=run_transfer, sees_through_masking=True, black_box=True,
-        transfer_from="pgd_linf_margin",
-        note="PGD L-inf with the logit margin on the uploaded model.",
-        source_note="The uploaded model is the transfer source (PGD-margin on it).",
-    ),
-)  # fmt: skip
-
-# In the order of core.evaluation_spec.AttackName, which is the order of the report's sections.
-REGISTRY: dict[AttackName, Attack] = {attack.name: attack for attack in _ATTACKS}
+# In the catalogue's order, which is the order of the report's sections.
+REGISTRY: dict[AttackName, Attack] = {
+    info.name: Attack(
+        **{field.name: getattr(info, field.name) for field in fields(AttackInfo)},
+        run=_RUNNERS[info.name],
+    )
+    for info in CATALOGUE.values()
+}

@@ -4,6 +4,7 @@ only counts as fooled samples that were classified correctly and really are fool
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import get_args
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from core.audit.attacks.base import AttackResult
+from core.audit.catalogue import CATALOGUE
 from core.audit.registry import REGISTRY, Attack
 from core.audit.runs import AttackCall
 from core.evaluation_spec import AttackName, EvaluationSpec
@@ -49,9 +51,12 @@ def _size(norm: str, delta: Tensor) -> Tensor:
     return (flat != 0).double().mean(1)  # l0: the fraction of features changed
 
 
-def test_spec_names_every_registry_attack_in_order() -> None:
-    assert list(get_args(AttackName)) == list(REGISTRY)
-    assert all(name == attack.name for name, attack in REGISTRY.items())
+def test_the_registry_is_the_catalogue_with_runners_and_the_spec_names_it() -> None:
+    assert list(get_args(AttackName)) == list(CATALOGUE) == list(REGISTRY)
+    for name, attack in REGISTRY.items():
+        info = CATALOGUE[name]
+        assert name == attack.name and callable(attack.run)
+        assert all(getattr(attack, f.name) == getattr(info, f.name) for f in fields(info))
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])

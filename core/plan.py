@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.compute import Compute
-from core.datasets.fetched_refs import is_fetched_reference
+from core.datasets.dataset_ref import UPLOAD, UploadRef, missing_upload, parse_dataset_ref
+from core.datasets.fetched_refs import RegisteredRef, RemoteRef
 from core.errors import InvalidSpecError
 from core.spec import STUDENT_EPOCHS_MAX, STUDENT_STEPS_MAX, HardenSpec
 
@@ -36,22 +37,20 @@ def student_epoch_budget(train_samples: int, batch_size: int) -> int:
 
 def dataset_reference(spec: HardenSpec, dataset_file: Path | None) -> str:
     """The dataset a run uses: 'upload' when a file came with the job, else the spec's."""
+    named = parse_dataset_ref(spec.dataset)
     # A dataset file sent with the job is what the user means unless the spec names another one
     # explicitly; the spec's default (builtin:mnist) must not silently win over an upload.
     if dataset_file is not None:
-        if is_fetched_reference(spec.dataset):
+        if isinstance(named, RegisteredRef | RemoteRef):
             return spec.dataset  # a registered or remote dataset, fetched by the worker
-        if "dataset" in spec.model_fields_set and spec.dataset != "upload":
+        if "dataset" in spec.model_fields_set and not isinstance(named, UploadRef):
             raise InvalidSpecError(
                 f"a dataset file was given and the spec also names dataset {spec.dataset!r}",
                 hint="set dataset to 'upload' (or leave it out) to use the file, or send no file",
             )
-        return "upload"
-    if spec.dataset == "upload":
-        raise InvalidSpecError(
-            "the spec's dataset is 'upload' but no dataset file was given",
-            hint="send the dataset file with the job, or name a dataset such as builtin:mnist",
-        )
+        return UPLOAD
+    if isinstance(named, UploadRef):
+        raise missing_upload()
     return spec.dataset
 
 

@@ -11,18 +11,12 @@ from typing import Literal, get_args
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
-from core.datasets.fetched_refs import (
-    FORMS,
-    RemoteRef,
-    is_fetched_reference,
-    parse_fetched_reference,
-)
-from core.datasets.library_names import dataset_name_refusal
-from core.errors import InvalidSpecError
+from core.datasets.dataset_ref import parse_dataset_ref
+from core.datasets.fetched_refs import RemoteRef, is_fetched_reference, parse_fetched_reference
+from core.errors import DatasetError, InvalidSpecError
 from core.evaluation_spec import EvaluationSpec
 from core.hardening.catalogue import CATALOGUE, DEFAULT_METHOD
 from core.mlflow_spec import MlflowSpec
-from core.names import BUILTIN_DATASETS
 from core.robust_spec import HardeningMethodName, RobustTrainingSpec
 from core.strict_model import StrictModel
 
@@ -288,21 +282,10 @@ class HardenSpec(StrictModel):
     @field_validator("dataset")
     @classmethod
     def _dataset_ref(cls, ref: str) -> str:
-        if ref.startswith("builtin:") and ref not in BUILTIN_DATASETS:
-            raise ValueError(
-                f"unknown builtin dataset {ref!r}: use one of {', '.join(BUILTIN_DATASETS)}"
-            )
-        if is_fetched_reference(ref):
-            parse_fetched_reference(ref)  # a malformed one raises, naming the right form
-            return ref
-        # hf://... is refused with the export fix where paths are (submit, load_dataset).
-        if "://" in ref and not ref.startswith("file://") and dataset_name_refusal(ref) is None:
-            scheme = ref.split("://", 1)[0]
-            raise ValueError(
-                f"dataset URI scheme {scheme!r} of {ref!r} is not supported: use "
-                f"{', '.join(BUILTIN_DATASETS)}, {FORMS}, or upload the file with the job "
-                "(harden run also reads a local path)"
-            )
+        try:
+            parse_dataset_ref(ref)  # core/datasets/dataset_ref.py: the one parser
+        except DatasetError as exc:
+            raise ValueError(f"{exc.message}: {exc.hint}") from exc
         return ref
 
     @model_validator(mode="after")

@@ -29,12 +29,12 @@ from app.web.errors import (
 )
 from app.web.problems import spec_error
 from app.web.uploads import ParsedForm, check_dataset_upload
+from core.datasets.dataset_ref import LocalRef, UploadRef, missing_upload, parse_dataset_ref
 from core.datasets.fetched_refs import is_fetched_reference
 from core.datasets.library_names import dataset_name_refusal
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
 from core.evaluation_cost import evaluation_steps
 from core.intake.sniff import sniff_format
-from core.names import BUILTIN_DATASETS
 from core.spec import ZOO_ARCHITECTURES, HardenSpec
 from core.training_cost import BUILTIN_TRAIN_SAMPLES, train_samples_at_submit, training_steps
 
@@ -71,14 +71,10 @@ def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> HardenSpec
         spec = HardenSpec.model_validate(config)
     except ValidationError as exc:
         raise spec_error(exc) from exc
-    if spec.dataset == "upload" and not dataset_uploaded:
-        raise DatasetError(
-            "the config says dataset 'upload' but no dataset file was sent",
-            hint="add the file as a 'dataset' part (curl -F dataset=@data.npz), or name a "
-            f"builtin dataset: {', '.join(BUILTIN_DATASETS)}",
-        )
-    fetched = is_fetched_reference(spec.dataset)
-    if not dataset_uploaded and spec.dataset not in BUILTIN_DATASETS and not fetched:
+    named = parse_dataset_ref(spec.dataset)  # valid: the spec parsed it
+    if isinstance(named, UploadRef) and not dataset_uploaded:
+        raise missing_upload()
+    if isinstance(named, LocalRef):
         refusal = dataset_name_refusal(spec.dataset)  # torchvision:MNIST, hf:mnist, cifar10
         if refusal is not None:
             raise refusal

@@ -13,14 +13,14 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from core.datasets.checks import CheckedArrays, validate_arrays
-from core.datasets.fetched_refs import FORMS, is_fetched_reference
+from core.datasets.dataset_ref import LocalRef, UploadRef, missing_upload, parse_dataset_ref
+from core.datasets.fetched_refs import RegisteredRef, RemoteRef
 from core.datasets.layout import DATASET_FORMS
 from core.datasets.library_names import dataset_name_refusal
 from core.datasets.npz_file import read_npz
@@ -86,25 +86,17 @@ def load_dataset(
             ref, x_train, y_train, x_test, y_test, None, (0.0, 1.0), (low, high)
         )
         return _to_dataset(ref, checked, SplitRecord("builtin", seed=BUILTIN_SPLIT_SEED))
-    if ref.startswith("builtin:"):
-        raise DatasetError(
-            f"unknown builtin dataset {ref!r}",
-            hint=f"use {' or '.join(BUILTIN_DATASETS)}",
-            reference=ref,
-        )
     path = _resolve_path(ref, upload)
     return _load_file(ref, path, _SplitSettings((low, high), test_fraction, seed))
 
 
 def _resolve_path(ref: str, upload: Path | None) -> Path:
-    if ref == "upload":
+    named = parse_dataset_ref(ref)
+    if isinstance(named, UploadRef):
         if upload is None:
-            raise DatasetError(
-                "the dataset is 'upload' but no dataset file was sent",
-                hint="send the dataset file with the job, or name a builtin dataset",
-            )
+            raise missing_upload()
         return Path(upload)
-    if is_fetched_reference(ref):
+    if isinstance(named, RegisteredRef | RemoteRef):
         if upload is None:
             raise DatasetError(
                 f"{ref!r} names a dataset the service's worker fetches; harden run reads "
@@ -114,27 +106,11 @@ def _resolve_path(ref: str, upload: Path | None) -> Path:
                 reference=ref,
             )
         return Path(upload)  # the worker fetched it
+    assert isinstance(named, LocalRef)  # builtins were loaded before
     refusal = dataset_name_refusal(ref)
-    if refusal is not None and not Path(ref).exists():  # a folder named mnist/ still loads
+    if refusal is not None and not named.path.exists():  # a folder named mnist/ still loads
         raise refusal
-    parsed = urlparse(ref)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise DatasetError(
-                f"file URI {ref!r} names host {parsed.netloc!r}",
-                hint="use file:///absolute/path (three slashes) for a local file",
-                reference=ref,
-            )
-        return Path(unquote(parsed.path))
-    # A single letter before ':' is a Windows drive, not a scheme.
-    if parsed.scheme and len(parsed.scheme) > 1 and "://" in ref:
-        raise DatasetError(
-            f"dataset URI scheme {parsed.scheme!r} is not supported",
-            hint=f"use builtin:mnist, builtin:digits, file:///path or a local path; the service "
-            f"also takes {FORMS}",
-            reference=ref,
-        )
-    return Path(ref)
+    return named.path
 
 
 def _load_file(ref: str, path: Path, split: _SplitSettings) -> Dataset:

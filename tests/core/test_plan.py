@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.datasets.references import MNIST_TEST_SIZE
-from core.errors import InvalidSpecError
+from core.errors import DatasetError, InvalidSpecError
 from core.plan import RunPlan, dataset_reference, student_epoch_budget
 from core.spec import STUDENT_EPOCHS_MAX, STUDENT_STEPS_MAX, HardenSpec
 
@@ -78,5 +78,5 @@ def test_a_dataset_file_is_used_unless_the_spec_names_another(tmp_path: Path) ->
     assert dataset_reference(HardenSpec(dataset="builtin:digits"), None) == "builtin:digits"
     with pytest.raises(InvalidSpecError):
         dataset_reference(HardenSpec(dataset="builtin:digits"), file)
-    with pytest.raises(InvalidSpecError):
+    with pytest.raises(DatasetError, match="'upload' but no dataset file"):  # as at submit
         dataset_reference(HardenSpec(dataset="upload"), None)

@@ -13,7 +13,9 @@ from typing import Final, Literal
 MODEL_ONNX: Final = "model.onnx"
 REPORT_JSON: Final = "report.json"
 REPORT_HTML: Final = "report.html"
-ARTIFACT_NAMES: Final = (MODEL_ONNX, REPORT_JSON, REPORT_HTML)
+REPORT_SARIF: Final = "report.sarif"  # the findings as SARIF 2.1.0 (core/report/sarif.py)
+MODEL_CARD: Final = "MODEL_CARD.md"  # a Hugging Face model card (core/report/model_card.py)
+ARTIFACT_NAMES: Final = (MODEL_ONNX, REPORT_JSON, REPORT_HTML, REPORT_SARIF, MODEL_CARD)
 
 BUILTIN_DATASETS: Final = ("builtin:mnist", "builtin:digits")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import time
 import uuid
@@ -31,7 +32,15 @@ from core.hardening.registry import METHODS
 from core.hardening.scaling import set_training_mode
 from core.hardening.training import timed_stage
 from core.intake.upload import LoadedModel, check_model_io, load_model
-from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON, CancelFn, ProgressFn
+from core.names import (
+    MODEL_CARD,
+    MODEL_ONNX,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_SARIF,
+    CancelFn,
+    ProgressFn,
+)
 from core.plan import RunPlan, dataset_reference
 from core.report.build import (
     accuracy_note,
@@ -42,13 +51,15 @@ from core.report.build import (
     student_check_note,
 )
 from core.report.html import render_html
+from core.report.model_card import model_card
+from core.report.sarif import sarif_log
 from core.report.schema import MethodComparison, Report
 from core.spec import HardenSpec
 
 PARITY_SAMPLES = 64
 # The order artifacts are renamed into place: report.json last, so its presence says every other
 # artifact is complete.
-_WRITE_ORDER = (MODEL_ONNX, REPORT_HTML, REPORT_JSON)
+_WRITE_ORDER = (MODEL_ONNX, REPORT_HTML, REPORT_SARIF, MODEL_CARD, REPORT_JSON)
 
 
 @dataclass
@@ -235,6 +246,9 @@ def run(
             )  # fmt: skip
             _write_text(staging[REPORT_HTML], render_html(report))
         report = report.model_copy(update={"timings_s": dict(timings), "notes": list(notes)})
+        # What code scanning and model hubs read, derived from the final report.
+        _write_text(staging[REPORT_SARIF], json.dumps(sarif_log(report), indent=2))
+        _write_text(staging[MODEL_CARD], model_card(report))
         _write_text(staging[REPORT_JSON], report.model_dump_json(indent=2))
         progress("report", 1, 1)
         artifacts = {name: out_dir / name for name in _WRITE_ORDER}

@@ -12,13 +12,22 @@ from pydantic import BaseModel, Field
 
 from app.infra.db import Job, JobState
 from core.hardening.catalogue import stage_names
-from core.names import ARTIFACT_NAMES, MODEL_ONNX, REPORT_HTML, REPORT_JSON
+from core.names import (
+    ARTIFACT_NAMES,
+    MODEL_CARD,
+    MODEL_ONNX,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_SARIF,
+)
 from core.report.summary import VerdictSummary
 
 ARTIFACT_TYPES = {
     MODEL_ONNX: "application/octet-stream",
     REPORT_JSON: "application/json",
     REPORT_HTML: "text/html; charset=utf-8",
+    REPORT_SARIF: "application/sarif+json",
+    MODEL_CARD: "text/markdown; charset=utf-8",
 }
 
 
@@ -144,7 +153,7 @@ class JobOut(BaseModel):
         "to MLflow.",
     )
     links: dict[str, str] = Field(
-        description="URL paths of the job: self, events, cancel and the three downloads."
+        description="URL paths of the job: self, events, cancel and the downloads."
     )
 
 

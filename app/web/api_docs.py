@@ -17,7 +17,7 @@ from app.web.problem_docs import AUTH, responses
 from app.web.problem_examples import EXAMPLE_JOB_ID
 from app.web.schemas import JobList
 from core.hardening.catalogue import DEFAULT_METHOD
-from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON
+from core.names import MODEL_CARD, MODEL_ONNX, REPORT_HTML, REPORT_JSON, REPORT_SARIF
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 from core.spec import HardenSpec, spec_json_schema
 
@@ -29,6 +29,8 @@ _ARTIFACT_SHAS = {
     MODEL_ONNX: "4c1f0e9b5d0a3e7c2b8f6a1d9e0c7b5a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c",
     REPORT_JSON: "a3e7c2b8f6a1d9e0c7b5a3f2e1d0c9b84c1f0e9b5d0f6e5d4c3b2a1f0e9d8c7a",
     REPORT_HTML: "0c7b5a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c4c1f0e9b5d0a3e7c2b8f6a1d9e",
+    REPORT_SARIF: "5d0a3e7c2b8f6a1d9e0c7b5a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c4c1f0e9b",
+    MODEL_CARD: "e1d0c9b8a7f6e5d4c3b2a1f0e9d8c4c1f0e9b5d0a3e7c2b8f6a1d9e0c7b5a3f2",
 }
 
 
@@ -187,6 +189,17 @@ def artifact_content() -> dict[str, Any]:
             "schema": {"type": "string", "description": "report.html, one self-contained page"},
             "example": "<!doctype html><html><head><title>harden report</title>...",
         },
+        "application/sarif+json": {
+            "schema": {"type": "object", "description": "report.sarif, SARIF 2.1.0"},
+            "example": {
+                "version": "2.1.0",
+                "runs": [{"tool": {"driver": {"name": "harden"}}, "results": ["..."]}],
+            },
+        },
+        "text/markdown": {
+            "schema": {"type": "string", "description": "MODEL_CARD.md, a Hugging Face card"},
+            "example": '---\nlibrary_name: "onnx"\n...\n---\n\n# model-distillation\n...',
+        },
     }
 
 
@@ -281,7 +294,8 @@ DOWNLOAD_RESPONSES = responses(
     {
         200: {
             "description": "The file: model.onnx as application/octet-stream, report.json as "
-            "application/json (schemas/report.schema.json), report.html as text/html.",
+            "application/json (schemas/report.schema.json), report.html as text/html, "
+            "report.sarif as application/sarif+json, MODEL_CARD.md as text/markdown.",
             "headers": {
                 "ETag": {
                     "description": "The file's sha256, quoted.",
@@ -298,4 +312,18 @@ DOWNLOAD_RESPONSES = responses(
     "job_not_done",
     "job_failed",
     "unknown_artifact",
+)
+LAYOUT_RESPONSES = responses(
+    {
+        200: {
+            "description": "The model repository as a zip: <name>/config.pbtxt, "
+            "<name>/<version>/model.onnx and, for kserve, inference-service.yaml.",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+    },
+    *JOB_404,
+    "artifact_lost",
+    "job_not_done",
+    "job_failed",
+    "bad_layout",
 )

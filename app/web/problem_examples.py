@@ -119,6 +119,7 @@ _LIMIT_MESSAGE = "Input should be greater than or equal to 1"
 _KEY_MESSAGE = "String should have at most 255 characters"
 _TEMPERATURE_MESSAGE = "Input should be greater than or equal to 1"
 _PRIVATE_MESSAGE = "127.0.0.1 is not a public address (loopback, private, link-local or reserved)"
+_LAYOUT_MESSAGE = "Input should be 'triton' or 'kserve'"
 _REQUEST_HINT = "Fix the listed fields; the OpenAPI document at /docs describes each one."
 _RANGE_MESSAGE = "input_range must be a JSON list [low, high] with low < high, got '[1, 0]'"
 
@@ -165,7 +166,7 @@ EXAMPLES: dict[str, ProblemExample] = {
     ),
     "unknown_artifact": ProblemExample(
         NotFoundError,
-        "the file name is not model.onnx, report.json or report.html",
+        "the file name is none of the artifacts' (model.onnx, report.json, ...)",
         f"nothing at /jobs/{EXAMPLE_JOB_ID}/weights.bin",
         "check the URL; /docs lists the endpoints",
     ),
@@ -232,6 +233,13 @@ EXAMPLES: dict[str, ProblemExample] = {
         f"The request is invalid: query.limit: {_LIMIT_MESSAGE}",
         _REQUEST_HINT,
         _field_error("query.limit", _LIMIT_MESSAGE, "greater_than_equal"),
+    ),
+    "bad_layout": ProblemExample(
+        InvalidRequestError,
+        "a serving layout's layout, name, version or max_batch_size is out of range",
+        f"The request is invalid: query.layout: {_LAYOUT_MESSAGE}",
+        _REQUEST_HINT,
+        _field_error("query.layout", _LAYOUT_MESSAGE, "literal_error"),
     ),
     "config_not_json": ProblemExample(
         InvalidSpecError,

@@ -108,7 +108,7 @@ def test_every_operation_has_a_summary_and_a_description(document):
         if not operation.get("summary") or not operation.get("description")
     ]
     assert not missing, missing
-    assert len(list(operations(document))) == 14
+    assert len(list(operations(document))) == 15
 
 
 def test_every_response_has_a_specific_description(document):
@@ -186,6 +186,8 @@ def test_download_and_event_media_types(document):
         "application/octet-stream",
         "application/json",
         "text/html",
+        "application/sarif+json",
+        "text/markdown",
     }
     assert "ETag" in download["200"]["headers"] and "304" in download
     events = document["paths"]["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
@@ -382,6 +384,11 @@ REPLAYS: dict[str, Replay] = {
         )
     ),
     "bad_page": _plain(lambda api, auth: api.get("/jobs?limit=0", headers=auth)),
+    "bad_layout": _plain(
+        lambda api, auth: api.get(
+            f"/jobs/{EXAMPLE_JOB_ID}/layout.zip?layout=tensorflow", headers=auth
+        )
+    ),
     "unknown_artifact": _plain(
         lambda api, auth: api.get(f"/jobs/{EXAMPLE_JOB_ID}/weights.bin", headers=auth)
     ),

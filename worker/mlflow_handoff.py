@@ -31,7 +31,7 @@ from app.infra.mlflow_target import (
 from app.infra.settings import Settings
 from core.hardening.catalogue import DEFAULT_METHOD
 from core.mlflow_spec import MlflowSpec
-from core.names import MODEL_ONNX, REPORT_HTML, REPORT_JSON
+from core.names import MODEL_CARD, MODEL_ONNX, REPORT_HTML, REPORT_JSON, REPORT_SARIF
 from core.spec import HardenSpec
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,10 @@ def _log(
         ) as run:
             mlflow.log_params(spec_params(report.get("spec") or {}))
             mlflow.log_metrics(report_metrics(report))
-            mlflow.log_artifact(str(outputs[REPORT_JSON]), artifact_path="report")
-            mlflow.log_artifact(str(outputs[REPORT_HTML]), artifact_path="report")
+            # The model card and the SARIF findings go with the report (older jobs lack them).
+            for document in (REPORT_JSON, REPORT_HTML, MODEL_CARD, REPORT_SARIF):
+                if document in outputs:
+                    mlflow.log_artifact(str(outputs[document]), artifact_path="report")
             info = mlflow.onnx.log_model(
                 onnx_model,
                 name="model",

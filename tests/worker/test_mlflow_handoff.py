@@ -18,7 +18,14 @@ import onnxruntime
 import pytest
 
 from app.infra.job_resource import job_out
-from core.names import ARTIFACT_NAMES, MODEL_ONNX, REPORT_HTML, REPORT_JSON
+from core.names import (
+    ARTIFACT_NAMES,
+    MODEL_CARD,
+    MODEL_ONNX,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_SARIF,
+)
 from tests.worker.conftest import queue_job
 from tests.worker.mlflow_server import free_port
 from tests.worker.real_pipeline import TINY_EVALUATION
@@ -74,9 +81,9 @@ def test_a_succeeded_job_is_logged_and_its_model_registered(
                 assert metrics[key] == pytest.approx(point["robust_accuracy"])
     assert metrics["robust_accuracy/student/pgd_linf_margin/eps_0.1"] >= 0
     assert set(report["timings_s"]) <= {k.removeprefix("time_s/") for k in metrics}
-    # report.json and report.html, byte for byte the job's own.
+    # report.json, report.html, the model card and the SARIF log, byte for byte the job's own.
     logged = Path(client.download_artifacts(run.info.run_id, "report", str(tmp_path / "dl")))
-    for artifact in (REPORT_JSON, REPORT_HTML):
+    for artifact in (REPORT_JSON, REPORT_HTML, MODEL_CARD, REPORT_SARIF):
         digest = hashlib.sha256((logged / artifact).read_bytes()).hexdigest()
         assert digest == job.artifacts[artifact]
     # The registered version: alias and tags, no deprecated stage.

@@ -39,6 +39,10 @@ JSON_HELP = (
     "Print a machine-readable summary on stdout (state, verdict, each gate, artifacts, exit "
     "code); progress and messages stay on stderr."
 )
+SARIF_HELP = (
+    "Write the findings as SARIF 2.1.0 to this file (the verdict, an untrained upload, notes, "
+    "each tripped --fail-on gate), for GitHub code scanning (upload-sarif) and other dashboards."
+)
 JUNIT_HELP = (
     "Write JUnit XML to this file: one test case per check (the job, each --fail-on gate), for "
     "CI test reports."
@@ -150,6 +154,24 @@ def junit_xml(outcome: Outcome, suite: str) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
+def write_sarif(path: Path, log: dict[str, Any]) -> None:
+    """Write a SARIF log (core.report.sarif) to ``path``, its folder made if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(log, indent=2), encoding="utf-8")
+
+
+def failed_sarif(outcome: Outcome) -> dict[str, Any]:
+    """The SARIF log of a job that did not succeed (no results: nothing was analysed)."""
+    from core.report.sarif import failed_sarif_log
+
+    error = outcome.error or {}
+    return failed_sarif_log(
+        str(error.get("code") or outcome.state),
+        str(error.get("message") or f"the job {outcome.state}"),
+        error.get("hint"),
+    )
+
+
 def report(outcome: Outcome, *, as_json: bool, junit: Path | None, suite: str) -> int:
     """Write what was asked for (``--json`` on stdout, ``--junit`` to its file), say each tripped
     gate on stderr, and return the exit code."""
@@ -165,8 +187,9 @@ def report(outcome: Outcome, *, as_json: bool, junit: Path | None, suite: str) -
 
 
 def ci_parameters() -> list[inspect.Parameter]:
-    """``--fail-on``, ``--json`` and ``--junit`` as parameters of a generated signature (``harden
-    run``'s, :mod:`cli.run_cmd`); ``harden submit`` declares the same options its own way."""
+    """``--fail-on``, ``--json``, ``--junit`` and ``--sarif`` as parameters of a generated
+    signature (``harden run``'s, :mod:`cli.run_cmd`); ``harden submit`` declares the same options
+    its own way."""
     kw = inspect.Parameter.KEYWORD_ONLY
     return [
         inspect.Parameter(
@@ -186,6 +209,12 @@ def ci_parameters() -> list[inspect.Parameter]:
             kw,
             default=None,
             annotation=Annotated[Path | None, typer.Option(dir_okay=False, help=JUNIT_HELP)],
+        ),
+        inspect.Parameter(
+            "sarif",
+            kw,
+            default=None,
+            annotation=Annotated[Path | None, typer.Option(dir_okay=False, help=SARIF_HELP)],
         ),
     ]
 

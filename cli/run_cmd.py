@@ -137,7 +137,7 @@ def run_command(**kwargs: Any) -> None:
     """Harden MODEL (defensive distillation unless --method says otherwise) and write model.onnx
     and the report to --out."""
     from cli.gate import GateError, check, check_evaluation, parse_gates
-    from cli.outcome import Outcome, failed, report
+    from cli.outcome import Outcome, failed, failed_sarif, report, write_sarif
     from core.errors import HardenError
 
     fixed = {name: kwargs.pop(name) for name in FIXED}
@@ -172,6 +172,8 @@ def run_command(**kwargs: Any) -> None:
     except HardenError as error:
         bars.close()
         outcome = failed(error, started, gates)
+        if fixed["sarif"] is not None:
+            write_sarif(fixed["sarif"], failed_sarif(outcome))
         raise _fail(error.message, error.hint, report(outcome, **ci)) from None
     finally:
         bars.close()
@@ -192,6 +194,11 @@ def run_command(**kwargs: Any) -> None:
         artifacts={name: str(path) for name, path in result.artifacts.items()},
         duration_s=time.monotonic() - started,
     )  # fmt: skip
+    if fixed["sarif"] is not None:
+        from core.report.sarif import sarif_log
+
+        log = sarif_log(result.report, model_uri=fixed["model"], gates=outcome.checks)
+        write_sarif(fixed["sarif"], log)
     code = report(outcome, **ci)
     if code:
         raise typer.Exit(code)

@@ -31,7 +31,7 @@ _NOT_OPTIONS = {
 }
 FIXED = (
     "model", "dataset", "dataset_file", "out", "config", "no_evaluation", "device",
-    "fail_on", "json_output", "junit",
+    "fail_on", "json_output", "junit", "sarif",
 )  # fmt: skip
 
 

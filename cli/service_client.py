@@ -19,7 +19,16 @@ from cli.gate import (
     check_evaluation,
     parse_gates,
 )
-from cli.outcome import JSON_HELP, JUNIT_HELP, Outcome, not_checked, report
+from cli.outcome import (
+    JSON_HELP,
+    JUNIT_HELP,
+    SARIF_HELP,
+    Outcome,
+    failed_sarif,
+    not_checked,
+    report,
+    write_sarif,
+)
 from core.report.summary import VerdictSummary
 
 URL_OPTION = typer.Option(
@@ -97,12 +106,15 @@ def submit(
     ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
     junit: Path | None = typer.Option(None, dir_okay=False, help=JUNIT_HELP + " Needs --wait."),
+    sarif: Path | None = typer.Option(None, dir_okay=False, help=SARIF_HELP + " Needs --wait."),
     url: str = URL_OPTION,
     key: str | None = KEY_OPTION,
 ) -> None:
     """Submit MODEL to a running service; print the job (or follow it with --wait)."""
-    if (fail_on or junit) and not wait:
-        _fail("--fail-on and --junit need --wait: only a followed job has a verdict to check")
+    if (fail_on or junit or sarif) and not wait:
+        _fail(
+            "--fail-on, --junit and --sarif need --wait: only a followed job has a verdict to check"
+        )
     gates = _gates(fail_on)
     if dataset and not dataset.startswith("builtin:") and Path(dataset).is_file():
         _fail(
@@ -134,6 +146,8 @@ def submit(
         typer.echo(f"job {job['id']} queued", err=True)
         job = _follow(client, job["id"])
         outcome = _finish(client, job, out, gates, started, json_output)
+        if sarif is not None:
+            write_sarif(sarif, _job_sarif(client, outcome, out, model))
         code = report(outcome, as_json=json_output, junit=junit, suite=f"harden job {job['id']}")
     if code:
         raise typer.Exit(code)
@@ -217,6 +231,24 @@ def _finish(
     )  # fmt: skip
 
 
+def _job_sarif(client: Any, outcome: Outcome, out: Path | None, model: Path) -> dict[str, Any]:
+    """The SARIF log of a followed job, its results pointing at the submitted model file: from
+    its report.json (the one downloaded to --out, else fetched) and the gates' outcomes."""
+    import tempfile
+
+    from core.report.sarif import sarif_log
+    from core.report.schema import Report
+
+    if outcome.state != "succeeded" or outcome.job_id is None:
+        return failed_sarif(outcome)
+    with tempfile.TemporaryDirectory(prefix="harden-sarif-") as folder:
+        path = out / "report.json" if out is not None else None
+        if path is None or not path.is_file():
+            path = client.download(outcome.job_id, folder, names=("report.json",))["report.json"]
+        job_report = Report.model_validate_json(path.read_text(encoding="utf-8"))
+    return sarif_log(job_report, model_uri=model, gates=outcome.checks)
+
+
 def status(
     job_id: str = typer.Argument(...),
     wait: bool = typer.Option(False, "--wait", help="Follow until the job ends."),
@@ -233,13 +265,41 @@ def status(
 def download(
     job_id: str = typer.Argument(...),
     out: Path = typer.Option(Path("."), "--out", help="Folder for the files."),
+    layout: str | None = typer.Option(
+        None,
+        "--layout",
+        help="Write model.onnx as a serving layout into --out instead (GET "
+        "/jobs/{id}/layout.zip): 'triton' (a model repository: NAME/config.pbtxt read from the "
+        "ONNX graph, NAME/VERSION/model.onnx) or 'kserve' (the same plus "
+        "inference-service.yaml, KServe's v2 protocol).",
+    ),
+    name: str | None = typer.Option(
+        None, help="With --layout: the model's name (default harden-<first 8 of the job id>)."
+    ),
+    version: int = typer.Option(1, help="With --layout: the version folder."),
+    max_batch_size: int | None = typer.Option(
+        None, help="With --layout: Triton's max_batch_size (the service's default: 32)."
+    ),
+    storage_uri: str | None = typer.Option(
+        None, help="With --layout kserve: where the repository will be copied (storageUri)."
+    ),
     url: str = URL_OPTION,
     key: str | None = KEY_OPTION,
 ) -> None:
-    """Download model.onnx, report.json and report.html of a finished job (sha256-checked)."""
+    """Download a finished job's files (model.onnx, report.json, report.html, report.sarif,
+    MODEL_CARD.md; sha256-checked), or its model as a Triton/KServe layout (--layout)."""
     with _service_errors(url):
-        for name, path in _client(url, key).download(job_id, out).items():
-            typer.echo(f"{name}\t{path}")
+        client = _client(url, key)
+        if layout is None:
+            for artifact, path in client.download(job_id, out).items():
+                typer.echo(f"{artifact}\t{path}")
+            return
+        files = client.download_layout(
+            job_id, out, layout=layout, name=name, version=version,
+            max_batch_size=max_batch_size, storage_uri=storage_uri,
+        )  # fmt: skip
+        for path in files:
+            typer.echo(f"{path.relative_to(out).as_posix()}\t{path}")
 
 
 def cancel(

@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -260,6 +261,61 @@ class HardenClient:
             partial.replace(target)
             paths[name] = target
         return paths
+
+    def download_layout(
+        self,
+        job_id: str,
+        out_dir: str | Path,
+        *,
+        layout: str = "triton",
+        name: str | None = None,
+        version: int = 1,
+        max_batch_size: int | None = None,
+        storage_uri: str | None = None,
+    ) -> list[Path]:
+        """Unpack the job's model as a serving layout into ``out_dir`` (``GET
+        /jobs/{id}/layout.zip``): ``layout`` 'triton' writes a model repository
+        (``<name>/config.pbtxt``, ``<name>/<version>/model.onnx``), 'kserve' adds
+        ``inference-service.yaml``. Returns the files written."""
+        params: dict[str, str | int] = {"layout": layout, "version": version}
+        for key, value in (
+            ("name", name),
+            ("max_batch_size", max_batch_size),
+            ("storage_uri", storage_uri),
+        ):
+            if value is not None:
+                params[key] = value
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        partial = out / f".{job_id}-{layout}.zip.partial"
+        try:
+            with self._http.stream("GET", f"/jobs/{job_id}/layout.zip", params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+            return _unpack(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def _unpack(archive_path: Path, out: Path) -> list[Path]:
+    """Extract a layout zip into ``out``, refusing any entry that would land outside it."""
+    root = out.resolve()
+    written = []
+    with zipfile.ZipFile(archive_path) as archive:
+        for info in archive.infolist():
+            target = (root / info.filename).resolve()
+            if info.is_dir() or not target.is_relative_to(root):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as source, target.open("wb") as handle:
+                while chunk := source.read(1 << 20):
+                    handle.write(chunk)
+            written.append(out / info.filename)
+    return written
 
 
 def _dataset_id(reference: str) -> str:

@@ -8,7 +8,8 @@
 #   HARDEN_API_KEY   its API key when it runs with HARDEN_AUTH=keys, read by `harden`
 #   HARDEN_DATASET   dataset reference (default builtin:mnist)
 #   HARDEN_CONFIG    a JSON file of the job spec (evaluation, method, mlflow, ...)
-#   HARDEN_OUT       where model.onnx, report.json and report.html go (default harden-out)
+#   HARDEN_OUT       where the job's files and harden.sarif (the findings and tripped gates as
+#                    SARIF 2.1.0, for code scanning) go (default harden-out)
 #   HARDEN_FAIL_ON   the gates (default masked; e.g. masked,min-robust=0.5@linf:0.3)
 #   HARDEN_BIN       the harden command (default: harden on PATH, else this checkout's .venv)
 #
@@ -28,7 +29,7 @@ if [[ -z $harden ]]; then
 fi
 
 args=(submit "$model" --dataset "${HARDEN_DATASET:-builtin:mnist}" --wait --out "$out"
-    --fail-on "${HARDEN_FAIL_ON:-masked}")
+    --fail-on "${HARDEN_FAIL_ON:-masked}" --sarif "$out/harden.sarif")
 if [[ -n ${HARDEN_CONFIG:-} ]]; then
     args+=(--config "$HARDEN_CONFIG")
 fi

@@ -171,6 +171,10 @@ def test_the_ci_script_fails_on_a_masked_verdict(
     assert f"verdict {label}:" in result.stdout
     assert f"exit {exit_code}" in (tmp_path / "summary.md").read_text()
     assert ("::error title=harden::" in result.stdout) == (exit_code == 3)
+    # The findings for code scanning: a masked verdict is an alert, and so is the tripped gate.
+    sarif = json.loads((out / "harden.sarif").read_text())
+    rules = {r["ruleId"] for r in sarif["runs"][0]["results"]}
+    assert ("HARDEN001" in rules and "HARDEN002" in rules) == (label == "masked")
 
 
 def test_the_github_workflow_runs_the_script_on_push():
@@ -186,3 +190,8 @@ def test_the_github_workflow_runs_the_script_on_push():
     upload = steps[-1]
     assert upload["uses"].startswith("actions/upload-artifact") and upload["if"] == "always()"
     assert upload["with"]["path"].rstrip("/") == gate["env"]["HARDEN_OUT"]
+    # The SARIF harden.sh writes goes to code scanning, which needs the permission to take it.
+    sarif = next(s for s in steps if s.get("uses", "").startswith("github/codeql-action/upload"))
+    assert sarif["with"]["sarif_file"] == f"{gate['env']['HARDEN_OUT']}/harden.sarif"
+    assert sarif["if"].startswith("always()")
+    assert workflow["jobs"]["harden"]["permissions"]["security-events"] == "write"

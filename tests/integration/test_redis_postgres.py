@@ -124,16 +124,17 @@ def harden(cluster: Cluster, key: str, *args: str) -> subprocess.CompletedProces
 
 def assert_the_verdict_is_everywhere(cluster: Cluster, key: str, tmp_path: Path) -> None:
     """An audited job's verdict wherever a pipeline looks: `harden submit --wait --fail-on` (exit
-    3 on 'masked'), its --json and --junit, the job resource and the list, the client's wait(),
-    `harden status` and `harden jobs`."""
+    3 on 'masked'), its --json, --junit and --sarif, the job resource and the list, the client's
+    wait(), `harden status` and `harden jobs`; and `harden download --layout triton`."""
     folder = tmp_path / "audited"
     folder.mkdir()
     model = write_model("torchscript", folder)
     (folder / "spec.json").write_text(json.dumps(AUDITED))
-    junit, out = folder / "harden.xml", folder / "out"
+    junit, out, sarif = folder / "harden.xml", folder / "out", folder / "harden.sarif"
     submitted = harden(
         cluster, key, "submit", str(model), "--config", str(folder / "spec.json"), "--wait",
         "--out", str(out), "--fail-on", "masked", "--json", "--junit", str(junit),
+        "--sarif", str(sarif),
     )  # fmt: skip
     assert submitted.returncode == 3, (submitted.stderr, cluster.log("w1"))
     summary = json.loads(submitted.stdout)
@@ -146,6 +147,22 @@ def assert_the_verdict_is_everywhere(cluster: Cluster, key: str, tmp_path: Path)
     cases = list(ET.parse(junit).iter("testcase"))
     assert [c.get("name") for c in cases if c.find("failure") is not None] == ["masked"]
     job_id = summary["job_id"]
+    # SARIF: the masked verdict and the tripped gate, as the job's own report.sarif says plus
+    # the gate; the job's model card says the verdict.
+    results = json.loads(sarif.read_text())["runs"][0]["results"]
+    assert {r["ruleId"] for r in results} >= {"HARDEN001", "HARDEN002"}
+    stored = json.loads((out / "report.sarif").read_text())["runs"][0]["results"]
+    assert [r for r in results if r["ruleId"] != "HARDEN002"] == [
+        {**r, "locations": results[0]["locations"]} for r in stored
+    ]
+    assert "verdict-masked" in (out / "MODEL_CARD.md").read_text()
+    # The model as a Triton repository, the same file as model.onnx.
+    layout = harden(cluster, key, "download", job_id, "--layout", "triton", "--name", "digits",
+                    "--out", str(folder / "repository"))  # fmt: skip
+    assert layout.returncode == 0, layout.stderr
+    repository = folder / "repository" / "digits"
+    assert (repository / "1" / "model.onnx").read_bytes() == (out / "model.onnx").read_bytes()
+    assert 'platform: "onnxruntime_onnx"' in (repository / "config.pbtxt").read_text()
     with HardenClient(cluster.url, key) as client:
         assert client.status(job_id)["verdict"] == verdict
         assert client.wait(job_id, timeout_s=5)["verdict"] == verdict

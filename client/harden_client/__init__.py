@@ -243,15 +243,7 @@ class HardenClient:
         for name in names:
             target = out / name
             partial = out / f".{name}.partial"
-            digest = hashlib.sha256()
-            with self._http.stream("GET", f"/jobs/{job_id}/{name}") as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._check(response)
-                with partial.open("wb") as handle:
-                    for chunk in response.iter_bytes():
-                        handle.write(chunk)
-                        digest.update(chunk)
+            digest = self._stream_to(partial, f"/jobs/{job_id}/{name}")
             expected = (job.get("artifacts", {}).get(name) or {}).get("sha256")
             if expected and digest.hexdigest() != expected:
                 partial.unlink(missing_ok=True)
@@ -261,6 +253,19 @@ class HardenClient:
             partial.replace(target)
             paths[name] = target
         return paths
+
+    def _stream_to(self, path: Path, url: str, params: dict[str, str | int] | None = None) -> Any:
+        """GET ``url`` into ``path`` (a problem+json answer raises); return the body's sha256."""
+        digest = hashlib.sha256()
+        with self._http.stream("GET", url, params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._check(response)
+            with path.open("wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+                    digest.update(chunk)
+        return digest
 
     def download_layout(
         self,
@@ -289,13 +294,7 @@ class HardenClient:
         out.mkdir(parents=True, exist_ok=True)
         partial = out / f".{job_id}-{layout}.zip.partial"
         try:
-            with self._http.stream("GET", f"/jobs/{job_id}/layout.zip", params=params) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._check(response)
-                with partial.open("wb") as handle:
-                    for chunk in response.iter_bytes():
-                        handle.write(chunk)
+            self._stream_to(partial, f"/jobs/{job_id}/layout.zip", params)
             return _unpack(partial, out)
         finally:
             partial.unlink(missing_ok=True)

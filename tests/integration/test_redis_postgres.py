@@ -20,6 +20,7 @@ import pytest
 from harden_client import HardenClient
 
 from app.infra.store import JobStore
+from core.names import ARTIFACT_NAMES
 from core.report.schema import Report
 from tests.core.model_files import write_model
 from tests.integration.conftest import Cluster, tiny_torchscript, wait_for
@@ -223,5 +224,5 @@ def test_sigkilled_worker_job_is_redelivered_and_finishes_once(
     assert store.count_by_state() == {"succeeded": 1}
     job_dir = Path(redis_cluster.env["HARDEN_ARTIFACT_DIR"]) / job["id"]
     stored = sorted(str(p.relative_to(job_dir)) for p in job_dir.rglob("*") if p.is_file())
-    assert stored == ["inputs/model", "model.onnx", "report.html", "report.json"]
+    assert stored == sorted(["inputs/model", *ARTIFACT_NAMES])
     assert "harden.run_job" in redis_cluster.log("w2")

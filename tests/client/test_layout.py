@@ -3,6 +3,7 @@ or KServe model repository, unpacked where asked, through the API in-process."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,17 @@ def test_a_layout_is_unpacked_into_a_model_repository(client, store, settings, t
         [f"{name}/config.pbtxt", f"{name}/1/model.onnx", "inference-service.yaml"]
     )
     assert "s3://bucket/models" in (tmp_path / "k/inference-service.yaml").read_text()
+
+
+def test_an_archive_entry_outside_the_folder_is_not_written(tmp_path: Path) -> None:
+    from harden_client import _unpack
+
+    archive = tmp_path / "layout.zip"
+    with zipfile.ZipFile(archive, "w") as writing:
+        writing.writestr("m/config.pbtxt", 'name: "m"\n')
+        writing.writestr("../escaped.txt", "outside")
+        writing.writestr("/abs.txt", "absolute")
+    written = _unpack(archive, tmp_path / "repo")
+    # Only the entry inside the folder: a relative escape and an absolute path are skipped.
+    assert [p.relative_to(tmp_path / "repo").as_posix() for p in written] == ["m/config.pbtxt"]
+    assert not (tmp_path / "escaped.txt").exists()

@@ -301,7 +301,7 @@ class HardenClient:
 
 
 def _unpack(archive_path: Path, out: Path) -> list[Path]:
-    """Extract a layout zip into ``out``, refusing any entry that would land outside it."""
+    """Extract a layout zip into ``out``, skipping any entry that would land outside it."""
     root = out.resolve()
     written = []
     with zipfile.ZipFile(archive_path) as archive:

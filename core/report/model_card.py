@@ -68,6 +68,21 @@ def _budget_name(norm: str, epsilon: float) -> str:
     return f"{_NORM_TITLES.get(norm, norm)} ε={epsilon:g}"
 
 
+def _samples(report: Report, norm: str, epsilon: float, worst_case: bool) -> int | None:
+    """The test images behind the hardened model's robust accuracy at one budget: those of the
+    per-sample worst case when it decides, else those the strongest attack ran on."""
+    verdict, evaluation = report.verdict, report.evaluation
+    if verdict is None or evaluation is None:
+        return None
+    row = next(r for r in verdict.strongest if r.norm == norm and r.epsilon == epsilon)
+    if worst_case and row.worst_case_samples is not None:
+        return row.worst_case_samples
+    attacks = {a.attack: a for a in evaluation.models["student"].attacks}
+    attack = attacks.get(row.student_attack)
+    points = [p for p in attack.points if p.epsilon == epsilon] if attack is not None else []
+    return points[0].samples if points else evaluation.samples
+
+
 def card_metadata(report: Report, *, name: str) -> dict[str, Any]:
     """The card's front matter: tags and ``model-index`` with the hardened model's numbers."""
     dataset = report.input.get("dataset") or {}
@@ -80,9 +95,8 @@ def card_metadata(report: Report, *, name: str) -> dict[str, Any]:
         }
     ]
     summary = report.verdict_summary()
-    samples = report.evaluation.samples if report.evaluation is not None else None
     for row in summary.robust if summary is not None else []:
-        worst_case = row.student_worst_case is not None
+        worst_case = row.student_decisive == row.student_worst_case
         metrics.append(
             {
                 "type": "robust_accuracy",
@@ -94,7 +108,7 @@ def card_metadata(report: Report, *, name: str) -> dict[str, Any]:
                     "epsilon": row.epsilon,
                     "measure": "worst case over attacks" if worst_case else "strongest attack",
                     "strongest_attack": row.student_attack,
-                    "samples": samples,
+                    "samples": _samples(report, row.norm, row.epsilon, worst_case),
                 },
             }
         )

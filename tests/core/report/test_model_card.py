@@ -50,7 +50,24 @@ def test_the_cards_numbers_are_the_reports(audited_run: tuple[Report, Path]) -> 
         assert metric["type"] == "robust_accuracy"
         assert metric["value"] == row.student_decisive
         assert metric["args"]["strongest_attack"] == row.student_attack
-        assert metric["args"]["samples"] == report.evaluation.samples  # type: ignore[union-attr]
+        # The images behind that number: the worst case's where it decides, else the attack's.
+        strongest = next(
+            s
+            for s in report.verdict.strongest  # type: ignore[union-attr]
+            if (s.norm, s.epsilon) == (row.norm, row.epsilon)
+        )
+        if metric["args"]["measure"] == "worst case over attacks":
+            assert metric["value"] == row.student_worst_case
+            assert metric["args"]["samples"] == strongest.worst_case_samples
+        else:
+            assert metric["value"] == row.student_robust_accuracy
+            attack = next(
+                a
+                for a in report.evaluation.models["student"].attacks  # type: ignore[union-attr]
+                if a.attack == row.student_attack
+            )
+            (point,) = [p for p in attack.points if p.epsilon == row.epsilon]
+            assert metric["args"]["samples"] == point.samples
     # The body says the verdict in words, the method, the data and the limits.
     assert report.verdict is not None and report.verdict.headline in card
     for heading in ("## Verdict", "## Robustness", "## Method", "## Data", "## Limits"):

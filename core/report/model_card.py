@@ -218,10 +218,10 @@ def model_card(report: Report, *, name: str | None = None) -> str:
             "|---|---|---|---|---|",
         ]
         for row in summary.robust:
-            uploaded = (
-                row.uploaded_worst_case
-                if row.uploaded_worst_case is not None
-                else row.uploaded_robust_accuracy
+            # Weighed as the hardened model's is (RobustAt.student_decisive).
+            uploaded = min(
+                row.uploaded_robust_accuracy,
+                1.0 if row.uploaded_worst_case is None else row.uploaded_worst_case,
             )
             lines.append(
                 f"| {_NORM_TITLES.get(row.norm, row.norm)} | {row.epsilon:g} | {_pct(uploaded)} "

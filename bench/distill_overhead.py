@@ -81,9 +81,9 @@ def plain(upload: _Upload, data: Dataset, plan: RunPlan) -> float:
     teacher = upload.fresh_copy(reinitialise=False).to(device)
     last = [m for m in teacher.modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():
-        last.weight.mul_(spec.temperature)
-        last.bias.mul_(spec.temperature)
-    temperature, batch = spec.temperature, plan.batch_size
+        last.weight.mul_(spec.distillation.temperature)
+        last.bias.mul_(spec.distillation.temperature)
+    temperature, batch = spec.distillation.temperature, plan.batch_size
     _plain_train(teacher, inputs, labels, temperature, plan.teacher_epochs, batch, generator)
     with torch.no_grad():
         logits = torch.cat([teacher(inputs[i : i + 1024]) for i in range(0, len(inputs), 1024)])

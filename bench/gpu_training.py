@@ -87,7 +87,7 @@ def plain_distillation(upload: _Upload, data: Dataset, plan: RunPlan) -> float:
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
     x, y = data.x_train.to(device), data.y_train.to(device)
-    temperature = spec.temperature
+    temperature = spec.distillation.temperature
     teacher = upload.fresh_copy(reinitialise=False).to(device)
     last = [m for m in teacher.modules() if isinstance(m, nn.Linear)][-1]
     with torch.no_grad():

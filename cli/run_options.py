@@ -16,6 +16,7 @@ import typer
 from pydantic.fields import FieldInfo
 
 from cli.outcome import ci_parameters
+from core.distillation_spec import DistillationSpec
 from core.spec import HardenSpec
 
 # Fields with a dedicated option (dataset) or not scalars / not meaningful locally.
@@ -26,6 +27,7 @@ _NOT_OPTIONS = {
     "normalization",
     "evaluation",
     "robust",
+    "distillation",  # its scalars are options of their own (SECTION_OPTIONS)
     "webhook_url",
     "mlflow",
 }
@@ -46,17 +48,45 @@ def _option_type(info: FieldInfo) -> tuple[Any, str]:
     return (annotation if annotation in (int, float, str, bool) else str), ""
 
 
+# Sections whose scalar fields are options too, under their own names (--temperature sets
+# distillation.temperature).
+SECTION_OPTIONS = {"distillation": DistillationSpec}
+
+
 def spec_options() -> dict[str, tuple[Any, str]]:
-    """HardenSpec's scalar fields as CLI options: field name -> (type, help)."""
+    """HardenSpec's scalar fields, and those of SECTION_OPTIONS, as CLI options: field name ->
+    (type, help)."""
     options = {}
-    for name, info in HardenSpec.model_fields.items():
-        if name in _NOT_OPTIONS:
-            continue
+    fields = [
+        *(
+            (name, info)
+            for name, info in HardenSpec.model_fields.items()
+            if name not in _NOT_OPTIONS
+        ),
+        *(
+            (name, info)
+            for section in SECTION_OPTIONS.values()
+            for name, info in section.model_fields.items()
+        ),
+    ]
+    for name, info in fields:
         kind, choices = _option_type(info)
         if name == "method":
             choices = " Several: comma-separated, e.g. adversarial,distillation."
         options[name] = (kind, (info.description or "") + choices)
     return options
+
+
+def merge_option(values: dict[str, Any], name: str, value: Any) -> None:
+    """Set spec field ``name`` to ``value`` in ``values``, inside its section when it has one."""
+    for section_name, section in SECTION_OPTIONS.items():
+        if name in section.model_fields:
+            merged = dict(values.get(section_name) or {})
+            merged[name] = value
+            values.pop(name, None)  # a config file's top-level (deprecated) form of it
+            values[section_name] = merged
+            return
+    values[name] = value
 
 
 def build_spec(
@@ -75,7 +105,9 @@ def build_spec(
             raise typer.BadParameter(f"cannot read {config} as JSON: {error}") from error
         if not isinstance(values, dict):
             raise typer.BadParameter(f"{config} must hold a JSON object of spec fields")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in overrides.items():
+        if value is not None:
+            merge_option(values, name, value)
     if isinstance(values.get("method"), str) and "," in values["method"]:
         # --method adversarial,distillation: several methods, side by side.
         values["method"] = [name.strip() for name in values["method"].split(",")]

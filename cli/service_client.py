@@ -29,6 +29,7 @@ from cli.outcome import (
     report,
     write_sarif,
 )
+from cli.run_options import merge_option
 from core.report.summary import VerdictSummary
 
 URL_OPTION = typer.Option(
@@ -132,7 +133,9 @@ def submit(
         "student_architecture": student_architecture,
         "webhook_url": webhook_url,
     }
-    spec.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in overrides.items():
+        if value is not None:
+            merge_option(spec, name, value)  # --temperature goes to distillation.temperature
     if no_evaluation:
         spec.setdefault("evaluation", {})["enabled"] = False
     _check_evaluation(gates, spec)

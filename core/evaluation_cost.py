@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 # JSMA changes two input features per iteration and computes the Jacobian of every class per
-from core.audit.catalogue import CATALOGUE, CostInputs
+from core.attack_catalogue import CATALOGUE, CostInputs
 from core.evaluation_spec import EvaluationSpec
 from core.spec import HardenSpec
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.audit.catalogue import (
+from core.attack_catalogue import (
     AUTOATTACK_ATTACKS,
     DEFAULT_ATTACKS,
     L2_BUDGET_ATTACKS,

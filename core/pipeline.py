@@ -1,7 +1,7 @@
 """The one entry point: a spec, a model file and a dataset in; model.onnx and the report out.
 
 Stages, in order (``on_progress(stage, done, total)``): ``load``, the hardening method's own
-(core.hardening.catalogue), ``export``, ``evaluate``, ``report``. The spec is resolved
+(core.method_catalogue), ``export``, ``evaluate``, ``report``. The spec is resolved
 once, after loading, into a :class:`core.plan.RunPlan` that every later stage reads. Artifacts are
 staged under temporary names in ``out_dir`` and renamed only when every stage succeeded,
 ``report.json`` last: a failed or cancelled run leaves none of them behind, and a finished

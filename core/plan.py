@@ -85,11 +85,11 @@ class RunPlan:
     ) -> RunPlan:
         """The plan of running ``spec`` on ``train_samples`` training images of ``dataset``."""
         batches = steps_per_epoch(train_samples, spec.batch_size)
-        auto = spec.student_epochs is None
+        auto = spec.distillation.student_epochs is None
         student_epochs = (
             student_epoch_budget(train_samples, spec.batch_size)
-            if spec.student_epochs is None
-            else spec.student_epochs
+            if spec.distillation.student_epochs is None
+            else spec.distillation.student_epochs
         )
         return cls(
             spec=spec,
@@ -98,10 +98,10 @@ class RunPlan:
             device=device,
             batch_size=spec.batch_size,
             steps_per_epoch=batches,
-            teacher_epochs=spec.teacher_epochs,
+            teacher_epochs=spec.distillation.teacher_epochs,
             teacher_learning_rate=(
-                spec.teacher_learning_rate
-                if spec.teacher_learning_rate is not None
+                spec.distillation.teacher_learning_rate
+                if spec.distillation.teacher_learning_rate is not None
                 else spec.learning_rate / 10
             ),
             student_epochs=student_epochs,

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.hardening.catalogue import HARDENING_METHODS, HardeningMethodName
+from core.method_catalogue import HARDENING_METHODS, HardeningMethodName
 from core.strict_model import StrictModel
 
 __all__ = ["HARDENING_METHODS", "HardeningMethodName", "RobustTrainingSpec"]

@@ -7,40 +7,45 @@ core.mlflow_spec) and nowhere else.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
 from core.datasets.dataset_ref import parse_dataset_ref
 from core.datasets.fetched_refs import RemoteRef, is_fetched_reference, parse_fetched_reference
+from core.distillation_spec import (
+    STUDENT_CHECK_LEAST,
+    STUDENT_CHECK_MOST,
+    STUDENT_EPOCHS_MAX,
+    STUDENT_STEPS_MAX,
+    ZOO_ARCHITECTURES,
+    DistillationSpec,
+    ZooArchitecture,
+)
 from core.errors import DatasetError, InvalidSpecError
 from core.evaluation_spec import EvaluationSpec
-from core.hardening.catalogue import CATALOGUE, DEFAULT_METHOD
+from core.method_catalogue import CATALOGUE, DEFAULT_METHOD
 from core.mlflow_spec import MlflowSpec
 from core.robust_spec import HardeningMethodName, RobustTrainingSpec
 from core.strict_model import StrictModel
 
 SPEC_VERSION = 1
 
-# The names of core.intake.zoo.ZOO, here so that the API (no torch) refuses an unknown
-# architecture at submit instead of a worker failing the job later (tests check both lists agree).
-ZooArchitecture = Literal["mlp", "papernot_cifar", "papernot_mnist", "resnet18"]
-ZOO_ARCHITECTURES: tuple[ZooArchitecture, ...] = get_args(ZooArchitecture)
-
-
-# The scratch student's accuracy check (student_max_drop) holds out a tenth of the training set,
-# at most STUDENT_CHECK_MOST images, and runs only when that is at least STUDENT_CHECK_LEAST: a
-# point of accuracy is then at least one image (core.hardening.distillation).
-STUDENT_CHECK_MOST = 1000
-STUDENT_CHECK_LEAST = 100
-
-# student_epochs=None ("auto"): the student trains until its soft-label loss stops improving
-# (core.hardening.training.Convergence), bounded by STUDENT_STEPS_MAX optimizer steps and
-# STUDENT_EPOCHS_MAX epochs, whichever comes first; core.plan.student_epoch_budget applies the
-# bound. A step count fitted to one architecture left others 10-50 points below their upload
-# (bench/results/student_accuracy.md).
-STUDENT_STEPS_MAX = 20_000
-STUDENT_EPOCHS_MAX = 500
+__all__ = [
+    "STUDENT_CHECK_LEAST",
+    "STUDENT_CHECK_MOST",
+    "STUDENT_EPOCHS_MAX",
+    "STUDENT_STEPS_MAX",
+    "ZOO_ARCHITECTURES",
+    "HardenSpec",
+    "Normalization",
+    "ZooArchitecture",
+    "deprecations",
+    "spec_json_schema",
+]
+# The distillation settings that were top-level fields before the distillation section: still
+# accepted there (moved into the section, with a deprecation note) for one report version.
+FLAT_DISTILLATION_FIELDS = tuple(DistillationSpec.model_fields)
 
 
 class Normalization(StrictModel):
@@ -115,41 +120,7 @@ class HardenSpec(StrictModel):
         examples=["distillation", ["distillation", "adversarial"]],
     )
     robust: RobustTrainingSpec = Field(default_factory=RobustTrainingSpec)
-    temperature: float = Field(
-        100.0,
-        ge=1.0,
-        le=1000.0,
-        description="Distillation temperature T (paper's MNIST choice: 100). Allowed: 1..1000.",
-    )
-    teacher_epochs: int = Field(
-        2,
-        ge=0,
-        le=500,
-        description="Epochs fine-tuning the T-scaled upload at T; 0 uses the scaled copy as is.",
-    )
-    student_epochs: int | None = Field(
-        None,
-        ge=1,
-        le=STUDENT_EPOCHS_MAX,
-        description=(
-            "Epochs training the student at T on the soft labels. Unset (null): auto, train "
-            "until the soft-label loss stops improving (no 2% gain over 5 epochs), at most "
-            f"{STUDENT_STEPS_MAX} optimizer steps and {STUDENT_EPOCHS_MAX} epochs; the report "
-            "records why it stopped. Measured: bench/results/student_accuracy.md."
-        ),
-    )
-    student_parametrization: Literal["output_scale", "plain"] = Field(
-        "output_scale",
-        description=(
-            "'output_scale' (default): the student is a normally initialised network times a "
-            "fixed T, folded into its last linear layer at export: the same function class, "
-            "objective and deployed logits as the paper's student, reached in far fewer steps. "
-            "'plain': the paper's recipe, where the network itself must grow its logits T-fold "
-            "(thousands of Adam steps; BatchNorm networks stay far below the upload); with "
-            "student_max_drop null too, its student is deployed whatever its accuracy. "
-            "Compared in bench/results/student_accuracy.md."
-        ),
-    )
+    distillation: DistillationSpec = Field(default_factory=DistillationSpec)
     optimizer: Literal["adam", "sgd"] = Field(
         "adam",
         description=(
@@ -158,47 +129,9 @@ class HardenSpec(StrictModel):
         ),
     )
     learning_rate: float = Field(1e-3, gt=0, le=10.0, description="Learning rate (0 < lr <= 10).")
-    teacher_learning_rate: float | None = Field(
-        None,
-        gt=0,
-        le=10.0,
-        description=(
-            "Learning rate fine-tuning the teacher from the trained upload. Unset: "
-            "learning_rate / 10, as fine-tuning usually is: Adam's steps do not shrink with the "
-            "gradient, and at the full rate two epochs at T=100 cost Papernot's CNN 1.7 points "
-            "on builtin:digits (0.3 at a tenth; bench/results/student_accuracy.md)."
-        ),
-    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by Adam).")
     batch_size: int = Field(128, ge=1, le=4096, description="Training batch size (1..4096).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of every random choice.")
-    student_init: Literal["scratch", "teacher"] = Field(
-        "scratch",
-        description="'scratch' re-initialises the student (the paper); 'teacher' warm-starts it.",
-    )
-    student_max_drop: float | None = Field(
-        0.015,
-        ge=0,
-        le=1,
-        description=(
-            "How much accuracy (a fraction: 0.015 is 1.5 points) a student trained from scratch "
-            "may lose. It trains on all but a held-out tenth of the training set (at most "
-            f"{STUDENT_CHECK_MOST} images); when its accuracy there is further than this below "
-            "the upload's test accuracy, and by more than one standard error of the two "
-            "estimates (noise alone does not fail it), even after its low-learning-rate finish, "
-            "a student warm-started from the teacher is trained "
-            "and deployed instead, and the report's distillation.student_check says so. A "
-            "scratch student's accuracy depends on its initial weights: on a hard generated set "
-            "an MLP's lands anywhere in 78-97% by seed (bench/results/student_accuracy.md). "
-            "null: no check, every training image goes to the scratch student (the paper's "
-            "plain recipe). Applies to student_init 'scratch' with the upload's architecture, "
-            f"on at least {STUDENT_CHECK_LEAST * 10} training images."
-        ),
-    )
-    student_architecture: ZooArchitecture | None = Field(
-        None,
-        description="Optional zoo architecture for the student; default: the teacher's own.",
-    )
     architecture: ZooArchitecture | None = Field(
         None,
         description=(
@@ -225,6 +158,27 @@ class HardenSpec(StrictModel):
         "(core/mlflow_spec.py; harden run too). Unset: the service's HARDEN_MLFLOW_* defaults, "
         "if any.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_distillation_fields(cls, data: Any) -> Any:
+        # The distillation settings given at the top level (the form before the section) are
+        # moved into it; deprecations() says so to the caller.
+        if not isinstance(data, dict):
+            return data
+        flat = [name for name in FLAT_DISTILLATION_FIELDS if name in data]
+        section = data.get("distillation") or {}
+        if not flat or not isinstance(section, dict):
+            return data
+        both = [name for name in flat if name in section]
+        if both:
+            raise ValueError(
+                f"{', '.join(both)} given both at the top level and in distillation: keep the "
+                "distillation section's"
+            )
+        moved = {k: v for k, v in data.items() if k not in flat}
+        moved["distillation"] = {**section, **{name: data[name] for name in flat}}
+        return moved
 
     @field_validator("method")
     @classmethod
@@ -317,6 +271,18 @@ class HardenSpec(StrictModel):
                 f"input_range bounds must lie within ±{MAX_INPUT_MAGNITUDE:g}, got {list(value)}"
             )
         return value
+
+
+def deprecations(config: object) -> list[str]:
+    """Notes on the deprecated forms a job config (the JSON object as sent) uses; none for the
+    current form. The spec accepts them (moved where they belong)."""
+    if not isinstance(config, dict):
+        return []
+    return [
+        f"{name} at the top level is deprecated: give it as distillation.{name}"
+        for name in FLAT_DISTILLATION_FIELDS
+        if name in config
+    ]
 
 
 def spec_json_schema() -> dict[str, object]:

@@ -15,7 +15,7 @@ user's own time and has none.
 
 from __future__ import annotations
 
-from core.hardening.catalogue import CATALOGUE
+from core.method_catalogue import CATALOGUE
 from core.plan import steps_per_epoch, student_epoch_budget
 from core.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST, HardenSpec
 
@@ -42,9 +42,9 @@ def _student_is_checked(spec: HardenSpec, train_samples: int) -> bool:
     # core.hardening.student.checks_student, from the spec: a scratch student of the upload's
     # architecture with a tenth of the training set to hold out.
     return (
-        spec.student_max_drop is not None
-        and spec.student_init == "scratch"
-        and not spec.student_architecture
+        spec.distillation.student_max_drop is not None
+        and spec.distillation.student_init == "scratch"
+        and not spec.distillation.student_architecture
         and min(STUDENT_CHECK_MOST, train_samples // 10) >= STUDENT_CHECK_LEAST
     )
 
@@ -54,8 +54,8 @@ def student_epochs_charged(spec: HardenSpec, train_samples: int) -> int:
     the accuracy check may replace it, the scratch student, its finish, then a replacement
     trained as long again (or the finish on every image, which is shorter)."""
     epochs = (
-        spec.student_epochs
-        if spec.student_epochs is not None
+        spec.distillation.student_epochs
+        if spec.distillation.student_epochs is not None
         else student_epoch_budget(train_samples, spec.batch_size)
     )
     if _student_is_checked(spec, train_samples):

@@ -29,7 +29,7 @@ from app.infra.mlflow_target import (
     resolve_target,
 )
 from app.infra.settings import Settings
-from core.hardening.catalogue import DEFAULT_METHOD
+from core.method_catalogue import DEFAULT_METHOD
 from core.mlflow_spec import MlflowSpec
 from core.names import MODEL_CARD, MODEL_ONNX, REPORT_HTML, REPORT_JSON, REPORT_SARIF
 from core.spec import HardenSpec

@@ -23,7 +23,7 @@ from app.infra.db import Job, JobState, utcnow
 from app.infra.settings import Settings
 from app.infra.store import JobError, JobStore, is_terminal
 from core.errors import HardenError, JobCancelledError
-from core.hardening.catalogue import job_stages
+from core.method_catalogue import job_stages
 from core.names import ARTIFACT_NAMES
 from core.spec import HardenSpec
 from worker.contained import Limits, run_contained

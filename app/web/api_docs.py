@@ -16,7 +16,7 @@ from app.infra.job_resource import JobOut, job_out
 from app.web.problem_docs import AUTH, responses
 from app.web.problem_examples import EXAMPLE_JOB_ID
 from app.web.schemas import JobList
-from core.hardening.catalogue import DEFAULT_METHOD
+from core.method_catalogue import DEFAULT_METHOD
 from core.names import MODEL_CARD, MODEL_ONNX, REPORT_HTML, REPORT_JSON, REPORT_SARIF
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 from core.spec import HardenSpec, spec_json_schema
@@ -47,7 +47,9 @@ def job_example(state: JobState, job_id: str = EXAMPLE_JOB_ID, **row: Any) -> di
         "state": state,
         "stage": None,
         "progress": 0.0,
-        "spec": HardenSpec(dataset="builtin:digits", student_epochs=10).model_dump(mode="json"),
+        "spec": HardenSpec.model_validate(
+            {"dataset": "builtin:digits", "distillation": {"student_epochs": 10}}
+        ).model_dump(mode="json"),
         "model_sha256": _MODEL_SHA,
         "model_format": "onnx",
         "dataset_sha256": None,
@@ -206,7 +208,7 @@ def artifact_content() -> dict[str, Any]:
 def spec_schema_example() -> dict[str, Any]:
     """GET /spec/schema, abridged to two of its properties."""
     schema: dict[str, Any] = spec_json_schema()
-    kept = {name: schema["properties"][name] for name in ("dataset", "temperature")}
+    kept = {name: schema["properties"][name] for name in ("dataset", "method")}
     return {key: schema[key] for key in ("title", "type") if key in schema} | {"properties": kept}
 
 

@@ -246,15 +246,16 @@ EXAMPLES: dict[str, ProblemExample] = {
         "the 'config' part is not a JSON object",
         "the 'config' field is not valid JSON: Expecting property name enclosed in double quotes "
         "at line 1 column 2",
-        'send a JSON object, e.g. {"dataset": "builtin:digits", "temperature": 100}',
+        'send a JSON object, e.g. {"dataset": "builtin:digits", '
+        '"distillation": {"temperature": 100}}',
     ),
     "config_out_of_range": ProblemExample(
         InvalidSpecError,
         "a config field has a wrong type or value (errors lists each one)",
-        f"The job config is invalid: config.temperature: {_TEMPERATURE_MESSAGE}",
+        f"The job config is invalid: config.distillation.temperature: {_TEMPERATURE_MESSAGE}",
         "Fix the listed fields of the 'config' JSON; GET /spec/schema shows every field, its "
         "type and its allowed range.",
-        _field_error("config.temperature", _TEMPERATURE_MESSAGE, "greater_than_equal"),
+        _field_error("config.distillation.temperature", _TEMPERATURE_MESSAGE, "greater_than_equal"),
     ),
     "webhook_not_public": ProblemExample(
         InvalidSpecError,

@@ -35,14 +35,15 @@ from core.datasets.library_names import dataset_name_refusal
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
 from core.evaluation_cost import evaluation_steps
 from core.intake.sniff import sniff_format
-from core.spec import ZOO_ARCHITECTURES, HardenSpec
+from core.spec import ZOO_ARCHITECTURES, HardenSpec, deprecations
 from core.training_cost import BUILTIN_TRAIN_SAMPLES, train_samples_at_submit, training_steps
 
 log = logging.getLogger(__name__)
 
 
-def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> HardenSpec:
-    """The job spec from the 'config' JSON; the dataset becomes 'upload' when a file came."""
+def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> tuple[HardenSpec, list[str]]:
+    """The job spec from the 'config' JSON (the dataset becomes 'upload' when a file came), and
+    the deprecation notes of the form it was given in."""
     # A BOM is what Windows editors put in front of a saved spec.json (curl -F config=<file).
     config_text = (config_text or "").removeprefix("\ufeff")
     try:
@@ -51,7 +52,8 @@ def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> HardenSpec
         raise InvalidSpecError(
             f"the 'config' field is not valid JSON: {exc.msg} at line {exc.lineno} column "
             f"{exc.colno}",
-            hint='send a JSON object, e.g. {"dataset": "builtin:digits", "temperature": 100}',
+            hint='send a JSON object, e.g. {"dataset": "builtin:digits", '
+            '"distillation": {"temperature": 100}}',
         ) from exc
     except RecursionError as exc:
         # [[[[...]]]] a few thousand deep exhausts the parser's stack: was a 500.
@@ -83,7 +85,7 @@ def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> HardenSpec
             f"the service does not read dataset paths ({spec.dataset!r})",
             hint=DATASET_PATH_HINT,
         )
-    return spec
+    return spec, deprecations(config)
 
 
 def check_webhook_url(spec: HardenSpec, *, allow_private: bool) -> None:
@@ -252,8 +254,9 @@ def check_model(path: Path, spec: HardenSpec) -> str:
 
 def submit(
     services: Services, owner: str, form: ParsedForm, idempotency_key: str | None
-) -> tuple[Job, bool]:
-    """Create and queue a job from a parsed form. Returns (job, created)."""
+) -> tuple[Job, bool, list[str]]:
+    """Create and queue a job from a parsed form. Returns (job, created, the deprecation notes
+    of the config's form)."""
     model = form.files.get("model")
     if model is None:
         raise UnsupportedModelError(
@@ -261,7 +264,7 @@ def submit(
             hint="send the model file as multipart part 'model' (curl -F model=@model.pt)",
         )
     dataset = form.files.get("dataset")
-    spec = parse_spec(form.fields.get("config"), dataset_uploaded=dataset is not None)
+    spec, notes = parse_spec(form.fields.get("config"), dataset_uploaded=dataset is not None)
     check_webhook_url(spec, allow_private=services.settings.webhook_allow_private)
     check_mlflow_target(spec, services.settings)
     check_evaluation_cost(spec, services.settings.max_evaluation_steps)
@@ -275,7 +278,8 @@ def submit(
 
     existing = services.store.find_by_idempotency_key(owner, idempotency_key)
     if existing is not None:
-        return _same_request(existing, model.sha256, fetched.sha256, spec_json), False
+        same = _same_request(existing, model.sha256, fetched.sha256, spec_json)
+        return same, False, notes
     # Before the files are stored (an S3 upload); checked again, race-safe, with the insert.
     limit = services.settings.max_active_jobs_per_key
     active = services.store.count_active(owner)
@@ -310,7 +314,8 @@ def submit(
     except IdempotencyConflict as race:
         # The same key was used by a concurrent request that won the insert.
         services.artifacts.delete_job(job_id)
-        return _same_request(race.job, model.sha256, fetched.sha256, spec_json), False
+        same = _same_request(race.job, model.sha256, fetched.sha256, spec_json)
+        return same, False, notes
     except BaseException:
         services.artifacts.delete_job(job_id)
         raise
@@ -324,7 +329,7 @@ def submit(
             "the job queue is unreachable, the job was not created",
             hint="retry in a moment (with the same Idempotency-Key)",
         ) from exc
-    return job, True
+    return job, True, notes
 
 
 def _same_request(

@@ -10,9 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.attack_catalogue import ThreatNorm
 from core.names import VerdictLabel
-
-ThreatNorm = Literal["linf", "l2", "l0"]
 
 SUCCESS_DEFINITION = (
     "An attack succeeds on a sample only if the model classified the clean sample correctly and "

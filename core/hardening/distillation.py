@@ -7,17 +7,17 @@
 4. Deploy at T=1: the student's raw logits, about T times larger than an undistilled model's.
 
 How the student reaches its T-times logits is the one choice beyond the paper
-(``spec.student_parametrization``). In the paper's plain recipe the network's own weights must
-grow T-fold from their initialisation; Adam's steps do not scale with the gradient, so that takes
-thousands of steps, and BatchNorm networks stay tens of points below the upload. The default
-parametrises the student as a normally initialised network times a fixed T: the same function
-class, the same loss at T on the same soft labels and, once T is folded into the last linear
-layer, the same deployed model with T-times logits; only the optimiser's path differs
+(``distillation.student_parametrization``). In the paper's plain recipe the network's own
+weights must grow T-fold from their initialisation; Adam's steps do not scale with the gradient, so
+that takes thousands of steps, and BatchNorm networks stay tens of points below the upload. The
+default parametrises the student as a normally initialised network times a fixed T: the same
+function class, the same loss at T on the same soft labels and, once T is folded into the last
+linear layer, the same deployed model with T-times logits; only the optimiser's path differs
 (bench/results/student_accuracy.md measures both).
 
 A student re-initialised as the paper's is can be an unlucky draw; by default it is checked
 against the upload on training images held out from it, and replaced by one warm-started from the
-teacher when it falls short (core.hardening.student, ``spec.student_max_drop``).
+teacher when it falls short (core.hardening.student, ``spec.distillation.student_max_drop``).
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.hardening.catalogue import DISTILLATION
 from core.hardening.method import HardeningResult
 from core.hardening.normalization import normalized_inputs
 from core.hardening.scaling import OutputScale, scale_last_linear
 from core.hardening.student import train_student
 from core.hardening.training import LossFn, logits_of, timed_stage, train_epochs
 from core.intake.zoo import build_zoo_model
+from core.method_catalogue import DISTILLATION
 from core.names import CancelFn, ProgressFn
 from core.report.schema import DistillationSummary, StudentCheckSummary
 
@@ -89,14 +89,16 @@ def _student(
         student = uploaded.fresh_copy(reinitialise=False)
         student.load_state_dict(inner.state_dict())
         return OutputScale(student, teacher.factor) if isinstance(teacher, OutputScale) else student
-    if spec.student_architecture:
+    if spec.distillation.student_architecture:
         network = build_zoo_model(
-            spec.student_architecture, num_classes=data.num_classes, input_shape=data.input_shape
+            spec.distillation.student_architecture,
+            num_classes=data.num_classes,
+            input_shape=data.input_shape,
         )
     else:
         network = uploaded.fresh_copy(reinitialise=True)
-    if spec.student_parametrization == "output_scale":
-        return OutputScale(network, spec.temperature)
+    if spec.distillation.student_parametrization == "output_scale":
+        return OutputScale(network, spec.distillation.temperature)
     return network
 
 
@@ -126,21 +128,21 @@ class DefensiveDistillation:
         spec = plan.spec
         check = result.student_check
         summary = DistillationSummary(
-            temperature=spec.temperature,
+            temperature=spec.distillation.temperature,
             teacher_epochs=plan.teacher_epochs,
             student_epochs=len(result.student_losses),
             student_epochs_auto=plan.student_epochs_auto,
             student_steps=result.student_steps,
             student_stop=result.student_stop,
             student_final_divergence=result.student_final_divergence,
-            student_parametrization=spec.student_parametrization,
+            student_parametrization=spec.distillation.student_parametrization,
             student_deployed=result.student_deployed,
             optimizer=spec.optimizer,
             teacher_start=result.teacher_start,
             student_init=(
                 "teacher"
                 if check is not None and check.fell_back
-                else spec.student_architecture or spec.student_init
+                else spec.distillation.student_architecture or spec.distillation.student_init
             ),
             student_check=(
                 None if check is None else StudentCheckSummary(**dataclasses.asdict(check))
@@ -162,10 +164,10 @@ class DefensiveDistillation:
     ) -> HardeningResult:
         """Distil ``uploaded`` on ``data``: the teacher trains ``plan.teacher_epochs``, the
         student ``plan.student_epochs`` (when auto: until its loss converges, at most that), both
-        at ``plan.spec.temperature``."""
+        at ``plan.spec.distillation.temperature``."""
         spec = plan.spec
         device = torch.device(plan.device)
-        temperature = spec.temperature
+        temperature = spec.distillation.temperature
         loss = cross_entropy_at_temperature(temperature)
         torch.manual_seed(spec.seed)
         generator = torch.Generator().manual_seed(spec.seed)
@@ -210,6 +212,6 @@ class DefensiveDistillation:
             student_stop=trained.stop,
             student_final_divergence=trained.final_divergence,
             student_deployed=deployed,
-            output_temperature=spec.temperature,
+            output_temperature=spec.distillation.temperature,
             student_check=trained.check,
         )

@@ -17,8 +17,8 @@ from core.names import CancelFn, ProgressFn
 
 if TYPE_CHECKING:
     from core.datasets.references import Dataset
-    from core.hardening.catalogue import MethodInfo
     from core.intake.upload import LoadedModel
+    from core.method_catalogue import MethodInfo
     from core.plan import RunPlan
 
 
@@ -107,7 +107,7 @@ class HardeningMethod(Protocol):
 
     @property
     def info(self) -> MethodInfo:
-        """Its torch-free description: name, stages, costs (core.hardening.catalogue)."""
+        """Its torch-free description: name, stages, costs (core.method_catalogue)."""
         ...
 
     def report_section(self, result: HardeningResult, plan: RunPlan) -> dict[str, Any]:

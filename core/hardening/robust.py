@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.hardening.catalogue import ADVERSARIAL, ROBUST_DISTILLATION, TRADES, MethodInfo
 from core.hardening.method import HardeningResult, RobustTraining
 from core.hardening.normalization import with_normalization
 from core.hardening.perturb import Budget, HeldOutCheck, held_out_split, perturb
 from core.hardening.scaling import set_training_mode
 from core.hardening.training import BatchLoss, logits_of, timed_stage, train_epochs
 from core.intake.zoo import build_zoo_model
+from core.method_catalogue import ADVERSARIAL, ROBUST_DISTILLATION, TRADES, MethodInfo
 from core.names import CancelFn, ProgressFn
 
 if TYPE_CHECKING:
@@ -292,8 +292,9 @@ class Trades(_Trained):
 
 class RobustDistillation:
     """ARD: an adversarially trained teacher (or the upload as is), then a student of the same
-    architecture (or ``spec.student_architecture``) on its soft labels at T, on adversarial
-    inputs. Stages ``teacher``, ``soft_labels``, ``student``."""
+    architecture (or ``distillation.student_architecture``) on its soft labels at T (the
+    distillation section's temperature), on adversarial inputs. Stages ``teacher``,
+    ``soft_labels``, ``student``."""
 
     info = ROBUST_DISTILLATION
     name = ROBUST_DISTILLATION.name
@@ -328,22 +329,25 @@ class RobustDistillation:
             on_progress("soft_labels", 0, 1)
             inputs = data.x_train.to(device)
             teacher_logits = logits_of(with_normalization(teacher, spec.normalization), inputs)
-            soft_labels = torch.softmax(teacher_logits / spec.temperature, dim=1)
+            soft_labels = torch.softmax(teacher_logits / spec.distillation.temperature, dim=1)
             on_progress("soft_labels", 1, 1)
         with timed_stage("student", should_cancel, timings):
-            if spec.student_architecture:
+            if spec.distillation.student_architecture:
                 student = build_zoo_model(
-                    spec.student_architecture, num_classes=data.num_classes,
+                    spec.distillation.student_architecture, num_classes=data.num_classes,
                     input_shape=data.input_shape,
                 )  # fmt: skip
             else:
                 student = uploaded.fresh_copy(reinitialise=True)
-            loss = ard_loss(soft_labels, spec.temperature, spec.robust.distillation_alpha)
+            alpha = spec.robust.distillation_alpha
+            loss = ard_loss(soft_labels, spec.distillation.temperature, alpha)
             record = _fit(
                 student, data, plan, loss, stage="student", on_progress=on_progress,
                 should_cancel=should_cancel,
             )  # fmt: skip
-        record.parameters.update(temperature=spec.temperature, alpha=spec.robust.distillation_alpha)
+        record.parameters.update(
+            temperature=spec.distillation.temperature, alpha=spec.robust.distillation_alpha
+        )
         return HardeningResult(
             teacher=teacher, student=student, soft_labels=soft_labels, robust=record,
             timings=timings, teacher_losses=teacher_losses, student_losses=record.losses,

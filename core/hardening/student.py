@@ -3,9 +3,9 @@
 A student re-initialised as the paper's is (DESIGN.md's default) can be an unlucky draw: on
 bench's hard generated set an MLP's student from scratch ends anywhere in 78-97% by seed, as the
 same MLP trained plainly does, while its upload had 98% (bench/results/student_accuracy.md). More
-epochs do not help a converged student. So, by default (``spec.student_max_drop``), the scratch
-student trains on all but a held-out tenth of the training set until its loss converges, and is
-measured on that tenth:
+epochs do not help a converged student. So, by default (``distillation.student_max_drop``), the
+scratch student trains on all but a held-out tenth of the training set until its loss converges,
+and is measured on that tenth:
 
 - kept, when its accuracy there is within ``student_max_drop`` (plus one standard error of the
   two estimates) of the upload's test accuracy: its low-learning-rate finish then runs on every
@@ -56,13 +56,13 @@ class TrainedStudent:
 
 
 def checks_student(plan: RunPlan) -> bool:
-    """Whether a scratch student is checked against the upload (spec.student_max_drop): only
-    from scratch, in the upload's own architecture, with enough images to hold out."""
+    """Whether a scratch student is checked against the upload (distillation.student_max_drop):
+    only from scratch, in the upload's own architecture, with enough images to hold out."""
     spec = plan.spec
     return (
-        spec.student_max_drop is not None
-        and spec.student_init == "scratch"
-        and not spec.student_architecture
+        spec.distillation.student_max_drop is not None
+        and spec.distillation.student_init == "scratch"
+        and not spec.distillation.student_architecture
         and min(STUDENT_CHECK_MOST, plan.train_samples // 10) >= STUDENT_CHECK_LEAST
     )
 
@@ -149,10 +149,11 @@ def train_student(
 
     if not checks_student(plan):
         # A zoo student_architecture is always built fresh: the teacher's weights do not fit it.
-        from_teacher = spec.student_init == "teacher" and not spec.student_architecture
+        settings = spec.distillation
+        from_teacher = settings.student_init == "teacher" and not settings.student_architecture
         return unchecked(make(from_teacher), on_progress)
 
-    assert spec.student_max_drop is not None  # checks_student
+    assert spec.distillation.student_max_drop is not None  # checks_student
     # Its own generator: the teacher's and the student's batches stay as they were.
     rows, held = held_out_split(
         len(labels), torch.Generator().manual_seed(spec.seed), most=STUDENT_CHECK_MOST
@@ -167,7 +168,7 @@ def train_student(
     converged = auto and partial.reached(losses)
     test_inputs = normalized_inputs(data.x_test.to(inputs.device), spec.normalization)
     upload_accuracy = _accuracy(uploaded, test_inputs, data.y_test.to(inputs.device))
-    bar = upload_accuracy - spec.student_max_drop
+    bar = upload_accuracy - spec.distillation.student_max_drop
 
     def measured(accuracy: float) -> tuple[float, bool]:
         """The standard error allowed, and whether ``accuracy`` on the held-out rows is short."""
@@ -195,7 +196,7 @@ def train_student(
     check = StudentCheck(
         held_out_samples=len(held),
         upload_test_accuracy=upload_accuracy,
-        max_drop=spec.student_max_drop,
+        max_drop=spec.distillation.student_max_drop,
         standard_error=error,
         scratch_accuracy=scratch_accuracy,
         scratch_epochs=len(losses),

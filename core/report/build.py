@@ -132,11 +132,11 @@ def accuracy_note(
             f"{result.robust.epsilon:g}; a smaller robust.epsilon (or a larger model) costs less"
         )
     spec = plan.spec
-    if spec.student_parametrization == "plain":
+    if spec.distillation.student_parametrization == "plain":
         advice = "use the default student_parametrization 'output_scale'"
     elif result.student_stop != "converged":
         advice = "raise student_epochs, or start it from the teacher (student_init='teacher')"
-    elif spec.student_init == "scratch" and not (
+    elif spec.distillation.student_init == "scratch" and not (
         result.student_check is not None and result.student_check.fell_back
     ):
         # More epochs do not help a converged student: what it lacks is the upload's luck. On
@@ -153,7 +153,7 @@ def accuracy_note(
     return (
         f"the student's clean accuracy is {100 * drop:.1f} points below the uploaded model's "
         f"after {len(result.student_losses)} epochs ({result.student_steps} optimizer steps, "
-        f"stopped: {result.student_stop}) at T={plan.spec.temperature:g}: {advice}"
+        f"stopped: {result.student_stop}) at T={plan.spec.distillation.temperature:g}: {advice}"
     )
 
 

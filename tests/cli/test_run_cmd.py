@@ -28,7 +28,11 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "spec.json"
     config.write_text(json.dumps({"temperature": 20, "seed": 3, "evaluation": {"samples": 7}}))
     spec = build_spec("builtin:digits", config, {"temperature": 40.0, "seed": None}, True)
-    assert spec.temperature == 40.0 and spec.seed == 3 and spec.dataset == "builtin:digits"
+    assert (
+        spec.distillation.temperature == 40.0
+        and spec.seed == 3
+        and spec.dataset == "builtin:digits"
+    )
     assert spec.evaluation.samples == 7 and not spec.evaluation.enabled
 
 
@@ -41,7 +45,8 @@ def test_run_writes_artifacts_and_prints_a_summary(tmp_path: Path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = Report.model_validate_json((out / "report.json").read_text())
-    assert report.spec["temperature"] == 20.0 and report.spec["student_epochs"] == 2
+    section = report.spec["distillation"]
+    assert section["temperature"] == 20.0 and section["student_epochs"] == 2
     assert (out / "model.onnx").is_file()
     assert "student" in result.stdout and "ONNX parity" in result.stdout
     steps = report.distillation.student_steps
@@ -62,7 +67,8 @@ def test_the_summary_says_when_and_why_an_auto_student_stopped(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     report = Report.model_validate_json((out / "report.json").read_text())
     distillation = report.distillation
-    assert report.spec["student_epochs"] is None and distillation.student_epochs_auto
+    assert report.spec["distillation"]["student_epochs"] is None
+    assert distillation.student_epochs_auto
     assert (
         f"student {distillation.student_epochs} epochs ({distillation.student_steps} optimizer "
         f"steps; stopped: {distillation.student_stop}; output_scale)"

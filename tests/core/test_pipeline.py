@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InvalidSpecError, JobCancelledError
-from core.hardening.catalogue import DEFAULT_METHOD, job_stages
 from core.intake.zoo import build_zoo_model
+from core.method_catalogue import DEFAULT_METHOD, job_stages
 from core.pipeline import run
 from core.report.schema import Report
 from core.spec import HardenSpec
@@ -59,7 +59,7 @@ def test_each_format_is_hardened_end_to_end(fmt: str, tmp_path: Path) -> None:
     assert not report.distillation.teacher_start.startswith("output multiplied")
     assert len(report.distillation.student_loss_history) == 5
     # An explicit student_epochs is run as given (no auto resolution).
-    assert report.spec["student_epochs"] == report.distillation.student_epochs == 5
+    assert report.spec["distillation"]["student_epochs"] == report.distillation.student_epochs == 5
     assert not report.distillation.student_epochs_auto
     assert report.distillation.student_stop == "epochs as set"
     # Trained on every digit, or, a scratch student the check kept, on all but those it held out.
@@ -228,7 +228,7 @@ def test_an_auto_student_stops_when_its_loss_converges_and_says_so(tmp_path: Pat
     result = run(spec, write_model("torchscript", tmp_path), None, tmp_path / "out", device="cpu")
     report = Report.model_validate_json(result.artifacts["report.json"].read_text())
     distillation = report.distillation
-    assert report.spec["student_epochs"] is None  # auto stays auto: a rerun stops alike
+    assert report.spec["distillation"]["student_epochs"] is None  # a rerun stops alike
     assert distillation.student_epochs_auto and distillation.student_stop == "converged"
     assert 6 <= distillation.student_epochs < 20_000 // 12  # at least 1 + the 5-epoch finish
     check = distillation.student_check

@@ -24,7 +24,7 @@ def _plan(spec: HardenSpec, train_samples: int) -> RunPlan:
 
 def test_auto_is_a_bound_in_steps_the_same_on_every_dataset() -> None:
     spec = HardenSpec()
-    assert spec.student_epochs is None  # auto is the default
+    assert spec.distillation.student_epochs is None  # auto is the default
     mnist = _plan(spec, MNIST_TRAIN)  # 32 steps per epoch
     digits = _plan(spec, DIGITS_TRAIN)  # 12 steps per epoch
     assert mnist.student_epochs_auto and digits.student_epochs_auto
@@ -66,7 +66,7 @@ def test_the_spec_as_run_fills_in_the_dataset_and_keeps_the_rest() -> None:
     spec = HardenSpec(temperature=20.0, seed=4)
     plan = RunPlan.resolve(spec, dataset="upload", train_samples=DIGITS_TRAIN, device="cuda")
     as_run = plan.spec_as_run()
-    assert as_run.dataset == "upload" and as_run.student_epochs is None
+    assert as_run.dataset == "upload" and as_run.distillation.student_epochs is None
     assert as_run.model_dump(exclude={"dataset"}) == spec.model_dump(exclude={"dataset"})
     assert plan.spec is spec and plan.device == "cuda"  # the submitted spec is kept as is
 

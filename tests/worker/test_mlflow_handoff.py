@@ -66,7 +66,8 @@ def test_a_succeeded_job_is_logged_and_its_model_registered(
     assert client.get_experiment(run.info.experiment_id).name == experiment
     # Parameters: the resolved spec, flattened.
     params = run.data.params
-    assert params["temperature"] == json.dumps(report["spec"]["temperature"])
+    temperature = report["spec"]["distillation"]["temperature"]
+    assert params["distillation.temperature"] == json.dumps(temperature)
     assert params["evaluation.pgd_steps"] == "3"
     assert json.loads(params["evaluation.attacks"]) == TINY_EVALUATION["attacks"]
     assert not any(key.startswith("mlflow") for key in params)

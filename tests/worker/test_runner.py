@@ -48,7 +48,7 @@ def test_success_stores_artifacts_and_records_sha256(services: WorkerServices):
         assert services.artifacts.exists(job_id, name)
         assert sha256_file(services.artifacts.local_path(job_id, name)) == sha
     [call] = pipeline.calls
-    assert isinstance(call.spec, HardenSpec) and call.spec.student_epochs == 1
+    assert isinstance(call.spec, HardenSpec) and call.spec.distillation.student_epochs == 1
     assert (call.model, call.dataset, call.device) == (digits_torchscript(), None, None)
     # The stored files are the ones this run wrote: the report names the queued model and the
     # ONNX file by the digests the job recorded, and its stage seconds are the job's.

@@ -60,11 +60,18 @@ async def post_harden(
     folder = FilePath(services.settings.upload_dir) / f"incoming-{uuid.uuid4().hex}"
     try:
         form = await receive_form(request, folder, services.settings.max_upload_bytes)
-        job, created = await run_in_threadpool(submit, services, owner, form, idempotency_key)
+        job, created, deprecations = await run_in_threadpool(
+            submit, services, owner, form, idempotency_key
+        )
     finally:
         await run_in_threadpool(remove, folder)
+    headers = {"Location": f"/jobs/{job.id}"}
+    if deprecations:
+        # A config in a form kept for compatibility (e.g. distillation settings at the top
+        # level): accepted, and said so (RFC 7234's miscellaneous persistent warning).
+        headers["Warning"] = ", ".join(f'299 harden "{note}"' for note in deprecations)
     return JSONResponse(
         job_out(job).model_dump(mode="json"),
         status_code=202 if created else 200,
-        headers={"Location": f"/jobs/{job.id}"},
+        headers=headers,
     )

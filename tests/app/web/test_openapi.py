@@ -394,7 +394,9 @@ REPLAYS: dict[str, Replay] = {
     ),
     "config_not_json": _plain(lambda api, auth: post(api, auth, onnx_model_bytes(), "{oops")),
     "config_out_of_range": _plain(
-        lambda api, auth: post(api, auth, onnx_model_bytes(), CONFIG | {"temperature": 0})
+        lambda api, auth: post(
+            api, auth, onnx_model_bytes(), CONFIG | {"distillation": {"temperature": 0}}
+        )
     ),
     "webhook_not_public": _plain(
         lambda api, auth: post(

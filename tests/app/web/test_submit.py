@@ -13,6 +13,7 @@ from app.infra.api_keys import ApiKeyStore
 from app.infra.settings import Settings
 from app.infra.store import JobStore
 from core.datasets.library_names import EXPORT_HINT, dataset_name_refusal
+from core.spec import FLAT_DISTILLATION_FIELDS
 from tests.app.conftest import (
     digits_like_npz,
     files_under,
@@ -62,7 +63,10 @@ def test_accepted_job_is_queued_with_location_and_stored_inputs(api, auth, store
     assert response.headers["location"] == f"/jobs/{job['id']}"
     assert job["state"] == "queued" and job["progress"] == 0 and job["attempts"] == 0
     assert job["model_format"] == "onnx"
-    assert job["spec"]["dataset"] == "builtin:digits" and job["spec"]["student_epochs"] == 1
+    assert (
+        job["spec"]["dataset"] == "builtin:digits"
+        and job["spec"]["distillation"]["student_epochs"] == 1
+    )
     stored = store.get(job["id"])
     assert stored is not None and stored.owner == "alice"
     assert [p.name for p in files_under(settings.artifact_dir / job["id"])] == ["model"]
@@ -175,7 +179,8 @@ def test_unknown_config_field_is_refused(api, auth, store, settings):
 def test_out_of_range_value_is_refused(api, auth, store, settings):
     response = post(api, auth, onnx_model_bytes(), config=CONFIG | {"temperature": 0.5})
     body = assert_problem(response, 422, "invalid_spec")
-    assert body["errors"][0]["field"] == "config.temperature"
+    # A top-level distillation setting (the form before its section) is read in the section.
+    assert body["errors"][0]["field"] == "config.distillation.temperature"
     assert "greater than or equal to 1" in body["errors"][0]["message"]
     assert_nothing_left(store, settings)
 
@@ -220,9 +225,17 @@ def test_non_finite_numbers_are_refused(api, auth, store, settings, field, value
     # NaN mean) and the job failed in the worker, or got a misleading "<= 1000" message.
     config = json.dumps(CONFIG)[:-1] + f', "{field}": {value}}}'
     body = assert_problem(post(api, auth, onnx_model_bytes(), config=config), 422, "invalid_spec")
-    assert body["errors"][0]["field"].startswith(f"config.{field}")
+    assert body["errors"][0]["field"].startswith(_where(field))
     assert "finite" in body["detail"]
     assert_nothing_left(store, settings)
+
+
+def _where(field: str) -> str:
+    """Where the API says a config field is: a distillation setting given at the top level
+    (the form before its section) is read in the section."""
+    return (
+        f"config.distillation.{field}" if field in FLAT_DISTILLATION_FIELDS else f"config.{field}"
+    )
 
 
 @pytest.mark.parametrize("field", ["architecture", "student_architecture"])
@@ -230,7 +243,7 @@ def test_unknown_zoo_architecture_is_refused(api, auth, store, settings, field):
     # Was queued; the worker failed it later (student_architecture after training the teacher).
     response = post(api, auth, onnx_model_bytes(), config=CONFIG | {field: "resnet1000"})
     body = assert_problem(response, 422, "invalid_spec")
-    assert body["errors"][0]["field"] == f"config.{field}"
+    assert body["errors"][0]["field"] == _where(field)
     assert "papernot_mnist" in body["detail"]
     assert_nothing_left(store, settings)
 

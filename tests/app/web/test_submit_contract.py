@@ -12,9 +12,10 @@ from tests.app.web.test_submit import CONFIG, assert_nothing_left, assert_proble
 @pytest.mark.parametrize(
     ("field", "value", "where"),
     [
-        ("student_epochs", "2", "config.student_epochs"),
-        ("student_epochs", True, "config.student_epochs"),
-        ("temperature", "100", "config.temperature"),
+        ("student_epochs", "2", "config.distillation.student_epochs"),
+        ("student_epochs", True, "config.distillation.student_epochs"),
+        ("temperature", "100", "config.distillation.temperature"),
+        ("distillation", {"temperature": "100"}, "config.distillation.temperature"),
         ("batch_size", 64.0, "config.batch_size"),
         ("evaluation", {"enabled": 0}, "config.evaluation.enabled"),
         ("evaluation", {"samples": "100"}, "config.evaluation.samples"),
@@ -37,7 +38,7 @@ def test_json_integers_are_accepted_for_float_fields(api, auth):
     config = CONFIG | {"temperature": 20, "learning_rate": 1, "input_range": [0, 1]}
     response = post(api, auth, onnx_model_bytes(), config)
     assert response.status_code == 202, response.text
-    assert response.json()["spec"]["temperature"] == 20.0
+    assert response.json()["spec"]["distillation"]["temperature"] == 20.0
 
 
 @pytest.mark.parametrize(
@@ -48,3 +49,16 @@ def test_dot_segments_in_an_s3_key_are_refused(ref, api, auth, store, settings):
     body = assert_problem(post(api, auth, onnx_model_bytes(), config), 422, "invalid_spec")
     assert "segments" in body["detail"] + str(body["errors"])
     assert_nothing_left(store, settings)
+
+
+def test_the_flat_distillation_form_is_accepted_with_a_warning(api, auth):
+    base = {"dataset": "builtin:digits", "evaluation": {"enabled": False}}
+    flat = post(api, auth, onnx_model_bytes(), base | {"temperature": 20})
+    assert flat.status_code == 202, flat.text
+    assert flat.json()["spec"]["distillation"]["temperature"] == 20.0
+    assert flat.headers["Warning"] == (
+        '299 harden "temperature at the top level is deprecated: give it as '
+        'distillation.temperature"'
+    )
+    nested = post(api, auth, onnx_model_bytes(), base | {"distillation": {"temperature": 20}})
+    assert nested.status_code == 202 and "Warning" not in nested.headers

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from core.attack_catalogue import CATALOGUE
 from core.audit.attacks.base import AttackResult
-from core.audit.catalogue import CATALOGUE
 from core.audit.registry import REGISTRY, Attack
 from core.audit.runs import AttackCall
 from core.evaluation_spec import AttackName, EvaluationSpec

@@ -58,7 +58,11 @@ def test_a_scratch_student_that_passes_is_deployed_as_it_is() -> None:
     spec = HardenSpec(dataset="builtin:digits", student_max_drop=1.0, **UNDERTRAINED)
     result = distill(_Upload(trained_mlp()), data, spec)
     unchecked = distill(
-        _Upload(trained_mlp()), data, spec.model_copy(update={"student_max_drop": None})
+        _Upload(trained_mlp()),
+        data,
+        spec.model_copy(
+            update={"distillation": spec.distillation.model_copy(update={"student_max_drop": None})}
+        ),
     )
     check = result.student_check
     assert check is not None and not check.fell_back and check.held_out_samples == 143

@@ -48,7 +48,7 @@ class _Distillation(MethodInfo):
         from core.training_cost import student_epochs_charged
 
         return [
-            spec.teacher_epochs * batches,
+            spec.distillation.teacher_epochs * batches,
             batches,  # the teacher's pass for the soft labels
             student_epochs_charged(spec, train_samples) * batches,
         ]

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
-from core.audit.schema import ThreatNorm
-
+# The norm an attack's perturbation is measured in (l0: the fraction of input features changed).
+ThreatNorm = Literal["linf", "l2", "l0"]
 PerturbationUnit = Literal["linf", "l2", "fraction_changed"]
 # The part an attack plays in AutoAttack (Croce & Hein 2020): APGD on cross-entropy, APGD on a
 # DLR loss (targeted in the standard version), FAB-T and Square.

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -34,10 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from core.errors import HardenError, JobCancelledError
-from core.names import CancelFn, ProgressFn
+from core.names import REPORT_JSON, CancelFn, ProgressFn
 from core.report.schema import Report
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ def run_contained(
     _start(child)
     send.close()
     try:
-        return _supervise(child, receive, on_progress, should_cancel, limits)
+        outcome = _supervise(child, receive, on_progress, should_cancel, limits)
+        return _result(outcome, limits, out_dir=Path(args[3]))
     finally:
         if child.is_alive():
             _kill(child)
@@ -187,7 +189,8 @@ def _supervise(
     on_progress: ProgressFn,
     should_cancel: CancelFn,
     limits: Limits,
-) -> ContainedResult:
+) -> dict[str, Any]:
+    """The child's last message (its result or its error), after relaying its progress."""
     last_sign = time.monotonic()
     outcome: dict[str, Any] | None = None
     while outcome is None:
@@ -198,14 +201,19 @@ def _supervise(
                 break  # the child is gone; its exit code says how
             except (ValueError, UnicodeDecodeError):
                 _kill(child)
-                raise ModelCrashedError(
-                    "the job's process sent a message the worker cannot read",
-                    hint="retry the job; if it fails again, report the job id to the operators",
-                ) from None
+                raise _unreadable() from None
             last_sign = time.monotonic()
+            if not isinstance(message, dict):
+                _kill(child)
+                raise _unreadable()
             if message.get("kind") == "progress":
-                stage, done, total = message["stage"], int(message["done"]), int(message["total"])
-                on_progress(str(stage), done, total)
+                try:
+                    stage, done = str(message["stage"]), int(message["done"])
+                    total = int(message["total"])
+                except (KeyError, TypeError, ValueError):
+                    _kill(child)
+                    raise _unreadable() from None
+                on_progress(stage, done, total)
             else:
                 outcome = message
                 break
@@ -230,17 +238,37 @@ def _supervise(
             raise _memory_error(limits.memory_limit_bytes, rss)
     child.join(10)
     if outcome is None:
-        return _died(child, limits)
-    return _result(outcome, limits)
+        _died(child, limits)
+    assert outcome is not None
+    return outcome
 
 
-def _result(outcome: dict[str, Any], limits: Limits) -> ContainedResult:
+def _unreadable() -> ModelCrashedError:
+    return ModelCrashedError(
+        "the job's process sent a message the worker cannot read",
+        hint="retry the job; if it fails again, report the job id to the operators",
+    )
+
+
+def _result(outcome: dict[str, Any], limits: Limits, *, out_dir: Path) -> ContainedResult:
     if outcome.get("kind") == "result":
-        artifacts = {str(k): Path(v) for k, v in outcome["artifacts"].items()}
-        report_path = artifacts.get("report.json")
-        report = Report.model_validate_json(report_path.read_bytes()) if report_path else None
-        if report is None:
+        # Only the names come from the child: each file is taken from the job's own output
+        # folder, and only as a plain file. A symlink or hard link there could name any file
+        # the worker may read (the child cannot, but the worker then stores what it reads).
+        artifacts = {}
+        for name in outcome.get("artifacts") or {}:
+            path = out_dir / str(name)
+            if Path(str(name)).name != name or not _plain_file(path):
+                raise ModelCrashedError(
+                    f"the job's process left its output {str(name)[:80]!r} as something other "
+                    "than a plain file of its folder",
+                    hint="retry the job; if it fails again, report the job id to the operators",
+                )
+            artifacts[str(name)] = path
+        report_path = artifacts.get(REPORT_JSON)
+        if report_path is None:
             raise ModelCrashedError("the job's process wrote no report", hint="retry the job")
+        report = Report.model_validate_json(report_path.read_bytes())
         return ContainedResult(report=report, artifacts=artifacts)
     code = str(outcome.get("code", "internal"))
     message, hint = str(outcome.get("message", "")), str(outcome.get("hint", ""))
@@ -251,7 +279,15 @@ def _result(outcome: dict[str, Any], limits: Limits) -> ContainedResult:
     raise error
 
 
-def _died(child: Any, limits: Limits) -> ContainedResult:
+def _plain_file(path: Path) -> bool:
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(status.st_mode) and status.st_nlink == 1
+
+
+def _died(child: Any, limits: Limits) -> NoReturn:
     exitcode = child.exitcode
     if exitcode == -signal.SIGKILL:
         # Not killed by the supervisor (it raises first): the kernel's OOM killer, mostly.

@@ -69,3 +69,21 @@ def hog_memory(spec: Any, model: Path, dataset: Path | None, out: Path, **kw: An
 def crash(spec: Any, model: Path, dataset: Path | None, out: Path, **kw: Any) -> None:
     """A native crash of the runtime."""
     os.kill(os.getpid(), signal.SIGSEGV)
+
+
+class _Outputs:
+    def __init__(self, artifacts: dict[str, Path]) -> None:
+        self.artifacts = artifacts
+
+
+def link_out(spec: Any, model: Path, dataset: Path | None, out: Path, **_: Any) -> _Outputs:
+    """Reports 'done' with its model.onnx a symlink to another tenant's file: the worker, not
+    confined, would store what the link names."""
+    from core.names import ARTIFACT_NAMES
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ARTIFACT_NAMES:
+        (out / name).write_text("{}")
+    (out / "model.onnx").unlink()
+    (out / "model.onnx").symlink_to(model.parents[4] / "secret-of-another-tenant")
+    return _Outputs({name: out / name for name in ARTIFACT_NAMES})

@@ -157,3 +157,16 @@ def test_the_job_process_dies_with_a_killed_worker(tmp_path):
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(child)
+
+
+def test_a_link_left_as_an_output_is_not_followed(contained):
+    tmp = Path(contained.settings.work_dir).parent
+    (tmp / "secret-of-another-tenant").write_bytes(b"the other tenant's model")
+    job_id = queue_job(contained)
+    assert run_job(contained, job_id, pipeline=hostile_pipelines.link_out) == "failed"
+    job = contained.store.get(job_id)
+    assert job.error_code == "model_crashed" and "plain file" in job.error_message
+    stored = Path(contained.settings.artifact_dir) / job_id
+    assert not any(
+        b"other tenant" in path.read_bytes() for path in stored.rglob("*") if path.is_file()
+    )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from core.audit.evaluate import UploadAudit, evaluate
+from core.audit.evaluate import UploadAudit, audit
 from core.compute import Compute, Precision
 from core.datasets.references import Dataset, load_dataset
 from core.deploy.onnx_export import export_onnx, stamp_metadata
@@ -83,7 +83,7 @@ def _compare(
     test_labels: Tensor,
     progress: ProgressFn,
     cancel: CancelFn,
-    upload_audit: list[UploadAudit],
+    upload_audit: UploadAudit | None,
 ) -> MethodComparison:
     """Run one more method on the same upload and audit its model beside the job's own (the
     upload's half of the audit is the job's, not redone); its stages are reported as part of
@@ -99,12 +99,13 @@ def _compare(
     evaluation = verdict = None
     if spec.evaluation.enabled:
         set_training_mode(result.student, False)
-        evaluation, verdict = evaluate(
+        done = audit(
             with_normalization(uploaded.module, spec.normalization),
             with_normalization(result.student.to(test_inputs.device), spec.normalization),
             data, spec, device=test_inputs.device, on_progress=quiet, should_cancel=cancel,
-            method=method.title, upload_audit=upload_audit,
+            method=method.title, upload=upload_audit,
         )  # fmt: skip
+        evaluation, verdict = done.evaluation, done.verdict
     return method_comparison(
         method, result, model_summary(result.student, test_inputs, test_labels),
         training_s=training_s, evaluation=evaluation, verdict=verdict,
@@ -208,13 +209,13 @@ def run(
             progress("export", 1, 1)
 
         evaluation = verdict = None
-        upload_audit: list[UploadAudit] = []  # the upload is attacked once for every method
+        upload_audit = None  # the upload's half, attacked once for every method
         if spec.evaluation.enabled:  # no "evaluate" timing for a job that did not evaluate
             with timed_stage("evaluate", cancel, timings):
                 student = result.student.to(torch_device)
                 for module in (uploaded_module, student):
                     set_training_mode(module, False)
-                evaluation, verdict = evaluate(
+                done = audit(
                     with_normalization(uploaded_module, spec.normalization),
                     with_normalization(student, spec.normalization),
                     data,
@@ -223,8 +224,8 @@ def run(
                     on_progress=progress,
                     should_cancel=cancel,
                     method=method.title,
-                    upload_audit=upload_audit,
                 )
+                evaluation, verdict, upload_audit = done.evaluation, done.verdict, done.upload
         # The verdict is known only now: the ONNX file says it too (or that it was not audited).
         label = verdict.label if verdict is not None else "not audited"
         sha256 = stamp_metadata(staging[MODEL_ONNX], {"verdict": label})
@@ -244,8 +245,10 @@ def run(
                 created_at=created_at, notes=notes, timings=timings,
                 evaluation=evaluation, verdict=verdict, method=method, comparison=comparison,
             )  # fmt: skip
-            _write_text(staging[REPORT_HTML], render_html(report))
         report = report.model_copy(update={"timings_s": dict(timings), "notes": list(notes)})
+        # Every file from the final report: report.html's timings and notes are report.json's
+        # (rendered inside the report stage, the page lacked that stage's own seconds).
+        _write_text(staging[REPORT_HTML], render_html(report))
         # What code scanning and model hubs read, derived from the final report.
         _write_text(staging[REPORT_SARIF], json.dumps(sarif_log(report), indent=2))
         _write_text(staging[MODEL_CARD], model_card(report))

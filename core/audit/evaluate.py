@@ -128,7 +128,7 @@ TransferSources = dict[tuple[AttackName, float | None], Tensor]
 class UploadAudit:
     """The uploaded model's half of one audit: a job that runs several methods
     (core.pipeline) audits every method's model beside the same upload on the same samples, so
-    the upload is attacked once and its half handed to the next ``evaluate`` (the autoattack
+    the upload is attacked once and its half handed to the next :func:`audit` (the autoattack
     preset on a robust upload takes tens of minutes on a CPU)."""
 
     settings: EvaluationSpec
@@ -231,14 +231,42 @@ def evaluate(
     on_progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
     method: str | None = None,
-    upload_audit: list[UploadAudit] | None = None,
 ) -> tuple[Evaluation, Verdict]:
     """Attack both deployed models (raw logits, eval mode) and decide the verdict.
 
     ``method``: the title of the hardening method that made ``student``, named in the verdict
-    when given (the audit is the same for every method). ``upload_audit``: a list shared by the
-    audits of one job against one upload; the first call appends the upload's half, later ones
-    with the same settings and samples reuse it instead of attacking the upload again.
+    when given (the audit is the same for every method)."""
+    result = audit(
+        uploaded, student, data, spec, device=device, on_progress=on_progress,
+        should_cancel=should_cancel, method=method,
+    )  # fmt: skip
+    return result.evaluation, result.verdict
+
+
+@dataclass
+class Audit:
+    """One audit: its evaluation, its verdict, and the upload's half of it (to hand to the audit
+    of another method's model on the same upload)."""
+
+    evaluation: Evaluation
+    verdict: Verdict
+    upload: UploadAudit
+
+
+def audit(
+    uploaded: nn.Module,
+    student: nn.Module,
+    data: Dataset,
+    spec: HardenSpec,
+    *,
+    device: str | torch.device | None = None,
+    on_progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    method: str | None = None,
+    upload: UploadAudit | None = None,
+) -> Audit:
+    """:func:`evaluate`, also returning the upload's half. ``upload``: that half from an earlier
+    audit of the same job; reused, not attacked again, when its settings and samples are these.
     """
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
@@ -258,9 +286,7 @@ def evaluate(
     started = time.perf_counter()
     transfer_sources: TransferSources = {}
     models: dict[str, ModelRobustness] = {}
-    kept = next(
-        (a for a in upload_audit or [] if a.settings == ev and torch.equal(a.samples, x)), None
-    )
+    kept = upload if upload and upload.settings == ev and torch.equal(upload.samples, x) else None
     if kept is not None:
         models["uploaded"] = kept.robustness
         transfer_sources.update(kept.transfer_sources)
@@ -285,8 +311,8 @@ def evaluate(
             worst_case=outcomes.worst_case(),
             seconds=time.perf_counter() - t0,
         )
-        if role == "uploaded" and upload_audit is not None:
-            upload_audit.append(UploadAudit(ev, x, models[role], dict(transfer_sources)))
+        if role == "uploaded":
+            kept = UploadAudit(ev, x, models[role], dict(transfer_sources))
     evaluation = Evaluation(
         samples=len(x),
         samples_slow=min(samples_slow, len(x)),
@@ -301,4 +327,5 @@ def evaluate(
         models=models,
         seconds=time.perf_counter() - started,
     )
-    return evaluation, decide(evaluation)
+    assert kept is not None  # the upload was attacked above, or reused
+    return Audit(evaluation, decide(evaluation), kept)

@@ -79,6 +79,10 @@ def test_each_format_is_hardened_end_to_end(fmt: str, tmp_path: Path) -> None:
         "export",
         "report",
     }
+    # report.html is rendered from the final report: every stage, its own included, is there.
+    page = result.artifacts["report.html"].read_text(encoding="utf-8")
+    for stage in report.timings_s:
+        assert f'<tr><td class="name">{stage}</td><td>' in page, stage
 
     # The ONNX file: dynamic batch, metadata, and the same logits as the report's student.
     onnx_path = result.artifacts["model.onnx"]

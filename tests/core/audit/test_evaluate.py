@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.audit.evaluate import UploadAudit, draw_samples, evaluate
+from core.audit.evaluate import audit, draw_samples, evaluate
 from core.audit.registry import REGISTRY
 from core.audit.schema import (
     AttackPoint,
@@ -135,15 +135,15 @@ def test_a_second_method_reuses_the_uploads_half_of_the_audit() -> None:
     # A job running several methods audits each one's model beside the same upload: the upload
     # is attacked once (the transfer attack's sources included), and only on the same samples.
     spec = _spec(attacks=["pgd_linf_margin", "transfer"], samples=30, samples_slow=20)
-    kept: list[UploadAudit] = []
-    first, _ = evaluate(undefended(), undefended(), _dataset(), spec, device="cpu",
-                        upload_audit=kept)  # fmt: skip
-    assert len(kept) == 1
+    kept = audit(undefended(), undefended(), _dataset(), spec, device="cpu")
+    first = kept.evaluation
     calls: list[tuple[str, int, int]] = []
-    second, _ = evaluate(
-        _Refuses(), distilled(100.0), _dataset(), spec, device="cpu", upload_audit=kept,
+    second_audit = audit(
+        _Refuses(), distilled(100.0), _dataset(), spec, device="cpu", upload=kept.upload,
         on_progress=lambda stage, done, total: calls.append((stage, done, total)),
     )  # fmt: skip
+    second = second_audit.evaluation
+    assert second_audit.upload is kept.upload  # handed on, not made anew
     assert second.models["uploaded"] == first.models["uploaded"]
     transfer = next(a for a in second.models["student"].attacks if a.attack == "transfer")
     assert transfer.points  # it had the upload's adversarials to transfer
@@ -151,8 +151,8 @@ def test_a_second_method_reuses_the_uploads_half_of_the_audit() -> None:
     # Other samples (another seed) are a new audit of the upload, not the kept one.
     other_samples = _spec(attacks=["pgd_linf_margin"], samples=30, seed=1)
     with pytest.raises(AssertionError, match="attacked again"):
-        evaluate(_Refuses(), undefended(), _dataset(), other_samples, device="cpu",
-                 upload_audit=kept)  # fmt: skip
+        audit(_Refuses(), undefended(), _dataset(), other_samples, device="cpu",
+              upload=kept.upload)  # fmt: skip
 
 
 # The AutoAttack components a gain must be measured by before it counts as real.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -222,25 +223,12 @@ def _with_transfer_sources(ev: EvaluationSpec) -> EvaluationSpec:
 
 
 def evaluate(
-    uploaded: nn.Module,
-    student: nn.Module,
-    data: Dataset,
-    spec: HardenSpec,
-    *,
-    device: str | torch.device | None = None,
-    on_progress: ProgressFn | None = None,
-    should_cancel: CancelFn | None = None,
-    method: str | None = None,
+    uploaded: nn.Module, student: nn.Module, data: Dataset, spec: HardenSpec, **options: Any
 ) -> tuple[Evaluation, Verdict]:
-    """Attack both deployed models (raw logits, eval mode) and decide the verdict.
-
-    ``method``: the title of the hardening method that made ``student``, named in the verdict
-    when given (the audit is the same for every method)."""
-    result = audit(
-        uploaded, student, data, spec, device=device, on_progress=on_progress,
-        should_cancel=should_cancel, method=method,
-    )  # fmt: skip
-    return result.evaluation, result.verdict
+    """Attack both deployed models (raw logits, eval mode) and decide the verdict: :func:`audit`
+    (same options) without the upload's half."""
+    done = audit(uploaded, student, data, spec, **options)
+    return done.evaluation, done.verdict
 
 
 @dataclass
@@ -265,9 +253,11 @@ def audit(
     method: str | None = None,
     upload: UploadAudit | None = None,
 ) -> Audit:
-    """:func:`evaluate`, also returning the upload's half. ``upload``: that half from an earlier
-    audit of the same job; reused, not attacked again, when its settings and samples are these.
-    """
+    """Attack both deployed models (raw logits, eval mode), decide the verdict, and return both
+    with the upload's half. ``method``: the title of the hardening method that made ``student``,
+    named in the verdict when given (the audit is the same for every method). ``upload``: that
+    half from an earlier audit of the same job; reused, not attacked again, when its settings and
+    samples are these."""
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
     # 'auto' sample counts are sized by the device the attacks run on

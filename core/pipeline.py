@@ -10,7 +10,6 @@ staged under temporary names in ``out_dir`` and renamed only when every stage su
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -24,7 +23,7 @@ from torch import Tensor
 from core.audit.evaluate import UploadAudit, audit
 from core.compute import Compute, Precision
 from core.datasets.references import Dataset, load_dataset
-from core.deploy.onnx_export import export_onnx, stamp_metadata
+from core.deploy.onnx_export import check_export, write_onnx
 from core.device import pick_device, supports_bfloat16, use_device
 from core.hardening.method import HardeningMethod
 from core.hardening.normalization import normalized_inputs, with_normalization
@@ -193,18 +192,18 @@ def run(
                 for note in (student_check_note(result), accuracy_note(models, plan, result))
                 if note
             )
-            exported = export_onnx(
+            checked = check_export(
                 result.student,
-                staging[MODEL_ONNX],
                 sample=test_inputs[:PARITY_SAMPLES],
                 opset=spec.onnx_opset,
-                metadata=onnx_metadata(
-                    plan, data, uploaded, method=method, result=result, created_at=created_at
-                ),
+                scratch=out_dir,
             )
-            if exported.opset != spec.onnx_opset:
+            metadata = onnx_metadata(
+                plan, data, uploaded, method=method, result=result, created_at=created_at
+            )
+            if checked.opset != spec.onnx_opset:
                 notes.append(
-                    f"ONNX opset {spec.onnx_opset} was asked; the exporter wrote {exported.opset}"
+                    f"ONNX opset {spec.onnx_opset} was asked; the exporter wrote {checked.opset}"
                 )
             progress("export", 1, 1)
 
@@ -226,10 +225,9 @@ def run(
                     method=method.title,
                 )
                 evaluation, verdict, upload_audit = done.evaluation, done.verdict, done.upload
-        # The verdict is known only now: the ONNX file says it too (or that it was not audited).
+        # Written once the verdict is known: the ONNX file says it too (or "not audited").
         label = verdict.label if verdict is not None else "not audited"
-        sha256 = stamp_metadata(staging[MODEL_ONNX], {"verdict": label})
-        exported = dataclasses.replace(exported, sha256=sha256)
+        exported = write_onnx(checked, staging[MODEL_ONNX], metadata | {"verdict": label})
         comparison = [
             _compare(
                 other, uploaded, data, plan, device_inputs, device_labels, progress, cancel,

@@ -152,12 +152,12 @@ def _check_interface(proto: onnx.ModelProto) -> None:
         )
 
 
-def _parity(path: Path, model: nn.Module, sample: Tensor) -> tuple[float, float, float]:
+def _parity(graph: bytes, model: nn.Module, sample: Tensor) -> tuple[float, float, float]:
     """(largest absolute difference, the same relative to the largest |logit|, fraction of
     samples whose predicted class is the same). A distilled student's logits are T times larger
     than usual, so its float32 rounding is too: the relative figure and the agreement of the
     predictions are what say whether the file is faithful."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = model(sample).float().numpy()
     worst = 0.0
@@ -176,46 +176,42 @@ def _parity(path: Path, model: nn.Module, sample: Tensor) -> tuple[float, float,
     return worst, worst / scale, agree
 
 
-def export_onnx(
-    model: nn.Module,
-    path: Path,
-    *,
-    sample: Tensor,
-    opset: int,
-    metadata: dict[str, str],
-) -> ExportResult:
-    """Write ``model`` to ``path`` as ONNX with ``metadata`` in ``metadata_props``.
+@dataclass(frozen=True)
+class CheckedOnnx:
+    """An exported graph that passed every check, not written yet (the pipeline writes it once
+    the audit's verdict is known, with all of its metadata)."""
 
-    ``sample`` is a batch of held-out inputs as the model expects them; it drives the export and
-    the onnxruntime parity check. The model is moved to the CPU and put in eval mode. The file is
-    written under a temporary name beside ``path`` and renamed once it passed every check.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    proto: onnx.ModelProto
+    opset: int
+    exporter: str
+    max_abs_diff: float
+    parity_samples: int
+    max_rel_diff: float
+    prediction_agreement: float
+
+
+def check_export(model: nn.Module, *, sample: Tensor, opset: int, scratch: Path) -> CheckedOnnx:
+    """Export ``model`` to ONNX (in a temporary file under ``scratch``), check its interface and
+    graph, and compare onnxruntime with torch on ``sample``, a batch of held-out inputs as the
+    model expects them. The model is moved to the CPU and put in eval mode."""
     model = model.to("cpu")
     set_training_mode(model, False)
     sample = sample.detach().to("cpu", torch.float32)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = scratch / f".export.{uuid.uuid4().hex}.tmp"
     try:
         exporter = _write(model, sample, tmp, opset)
         proto = onnx.load(str(tmp))
-        _check_interface(proto)
-        del proto.metadata_props[:]
-        for key, value in sorted(metadata.items()):
-            proto.metadata_props.add(key=str(key), value=str(value))
-        onnx.save(proto, str(tmp), save_as_external_data=False)
-        onnx.checker.check_model(str(tmp), full_check=True)
-        max_abs_diff, max_rel_diff, agreement = _parity(tmp, model, sample)
-        actual_opset = max(
-            (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset
-        )
-        sha256 = file_sha256(tmp)
-        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportResult(
-        path=path,
-        sha256=sha256,
+    _check_interface(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    max_abs_diff, max_rel_diff, agreement = _parity(proto.SerializeToString(), model, sample)
+    actual_opset = max(
+        (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset
+    )
+    return CheckedOnnx(
+        proto=proto,
         opset=int(actual_opset),
         exporter=exporter,
         max_abs_diff=max_abs_diff,
@@ -225,15 +221,15 @@ def export_onnx(
     )
 
 
-def stamp_metadata(path: Path, entries: dict[str, str]) -> str:
-    """Add (or overwrite) ``entries`` in the metadata_props of the ONNX file at ``path``, the
-    graph untouched; returns the file's new sha256. Used for what is known only after the export
-    (the audit's verdict). Written under a temporary name and renamed, as :func:`export_onnx`."""
+def write_onnx(checked: CheckedOnnx, path: Path, metadata: dict[str, str]) -> ExportResult:
+    """Write the checked graph to ``path`` once, with ``metadata`` as its metadata_props, under a
+    temporary name beside it renamed into place."""
     path = Path(path)
-    proto = onnx.load(str(path))
-    kept = {p.key: p.value for p in proto.metadata_props} | entries
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(checked.proto)
     del proto.metadata_props[:]
-    for key, value in sorted(kept.items()):
+    for key, value in sorted(metadata.items()):
         proto.metadata_props.add(key=str(key), value=str(value))
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -242,4 +238,27 @@ def stamp_metadata(path: Path, entries: dict[str, str]) -> str:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return sha256
+    return ExportResult(
+        path=path,
+        sha256=sha256,
+        opset=checked.opset,
+        exporter=checked.exporter,
+        max_abs_diff=checked.max_abs_diff,
+        parity_samples=checked.parity_samples,
+        max_rel_diff=checked.max_rel_diff,
+        prediction_agreement=checked.prediction_agreement,
+    )
+
+
+def export_onnx(
+    model: nn.Module,
+    path: Path,
+    *,
+    sample: Tensor,
+    opset: int,
+    metadata: dict[str, str],
+) -> ExportResult:
+    """Write ``model`` to ``path`` as ONNX with ``metadata`` in ``metadata_props``: checked
+    (:func:`check_export`), then written (:func:`write_onnx`)."""
+    checked = check_export(model, sample=sample, opset=opset, scratch=Path(path).parent)
+    return write_onnx(checked, path, metadata)

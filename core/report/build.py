@@ -80,8 +80,8 @@ def onnx_metadata(
 ) -> dict[str, str]:
     """The ONNX file's metadata_props: how the student was made, what input it expects and
     what it outputs (``outputs``: ``t_scaled_logits`` for defensive distillation, with its
-    ``temperature``; ``logits`` otherwise). The pipeline adds the audit's ``verdict`` once the
-    evaluation has run (:func:`core.deploy.onnx_export.stamp_metadata`)."""
+    ``temperature``; ``logits`` otherwise). The pipeline adds the audit's ``verdict`` and writes
+    the file once the evaluation has run (:func:`core.deploy.onnx_export.write_onnx`)."""
     spec = plan.spec
     versions = software_versions()
     outputs: dict[str, str] = {"outputs": "logits", "outputs_note": outputs_sentence(result)}

@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 import torch
 
-from core.deploy.onnx_export import export_onnx, file_sha256
+from core.deploy.onnx_export import check_export, export_onnx, file_sha256, write_onnx
 from tests.core.model_files import digits, loaded_module
 
 METADATA = {"temperature": "100.0", "classes": '["0", "1"]', "seed": "0"}
@@ -86,3 +86,18 @@ def test_parity_is_relative_to_the_logit_scale_and_counts_changed_predictions(
     assert result.max_rel_diff == pytest.approx(result.max_abs_diff / largest)
     assert result.max_rel_diff < 1e-5
     assert 0.98 <= result.prediction_agreement <= 1.0
+
+
+def test_the_checked_graph_is_written_once_with_all_its_metadata(tmp_path: Path) -> None:
+    # The pipeline checks the export first and writes the file only when the audit's verdict is
+    # known: checking leaves nothing behind, writing puts every entry in at once.
+    module = loaded_module("torchscript", tmp_path)
+    scratch = tmp_path / "out"
+    checked = check_export(module, sample=digits().x_test[:16], opset=18, scratch=scratch)
+    assert list(scratch.iterdir()) == [] and checked.prediction_agreement == 1.0
+    result = write_onnx(checked, scratch / "model.onnx", METADATA | {"verdict": "masked"})
+    assert [p.name for p in scratch.iterdir()] == ["model.onnx"]
+    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert props == METADATA | {"verdict": "masked"}
+    assert result.sha256 == file_sha256(result.path)
+    assert len(checked.proto.metadata_props) == 0  # the checked graph itself is untouched

@@ -17,7 +17,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +42,24 @@ class ExportError(HardenError):
     status = 500
 
 
-@dataclass
-class ExportResult:
-    """The written file, how it was made, and how closely onnxruntime matches torch."""
+@dataclass(frozen=True, kw_only=True)
+class ExportCheck:
+    """How an export was made, and how closely onnxruntime matches torch."""
 
-    path: Path
-    sha256: str
     opset: int
     exporter: str
     max_abs_diff: float
     parity_samples: int
     max_rel_diff: float
     prediction_agreement: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportResult(ExportCheck):
+    """The written file and its check."""
+
+    path: Path
+    sha256: str
 
 
 def file_sha256(path: Path) -> str:
@@ -176,18 +182,12 @@ def _parity(graph: bytes, model: nn.Module, sample: Tensor) -> tuple[float, floa
     return worst, worst / scale, agree
 
 
-@dataclass(frozen=True)
-class CheckedOnnx:
+@dataclass(frozen=True, kw_only=True)
+class CheckedOnnx(ExportCheck):
     """An exported graph that passed every check, not written yet (the pipeline writes it once
     the audit's verdict is known, with all of its metadata)."""
 
     proto: onnx.ModelProto
-    opset: int
-    exporter: str
-    max_abs_diff: float
-    parity_samples: int
-    max_rel_diff: float
-    prediction_agreement: float
 
 
 def check_export(model: nn.Module, *, sample: Tensor, opset: int, scratch: Path) -> CheckedOnnx:
@@ -238,16 +238,8 @@ def write_onnx(checked: CheckedOnnx, path: Path, metadata: dict[str, str]) -> Ex
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportResult(
-        path=path,
-        sha256=sha256,
-        opset=checked.opset,
-        exporter=checked.exporter,
-        max_abs_diff=checked.max_abs_diff,
-        parity_samples=checked.parity_samples,
-        max_rel_diff=checked.max_rel_diff,
-        prediction_agreement=checked.prediction_agreement,
-    )
+    check = {f.name: getattr(checked, f.name) for f in fields(ExportCheck)}
+    return ExportResult(path=path, sha256=sha256, **check)
 
 
 def export_onnx(

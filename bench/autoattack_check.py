@@ -35,7 +35,7 @@ from core.audit.attacks.gradient import pgd  # noqa: E402
 from core.audit.evaluate import draw_samples  # noqa: E402
 from core.audit.registry import REGISTRY  # noqa: E402
 from core.audit.runs import AttackCall  # noqa: E402
-from core.evaluation_spec import AUTOATTACK_ATTACKS, EvaluationSpec  # noqa: E402
+from core.contract.evaluation import AUTOATTACK_ATTACKS, EvaluationSpec  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "autoattack_check.md"
 TRAIN_EPSILON = 0.3

@@ -117,8 +117,8 @@ def child(dataset: Path, model: Path, out: Path) -> dict[str, object]:
     """One pipeline run on ``dataset``, measured (runs in its own process)."""
     import torch
 
+    from core.contract.spec import HardenSpec
     from core.pipeline import run
-    from core.spec import HardenSpec
 
     torch.set_num_threads(1)
     spec = HardenSpec(

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.contract.spec import HardenSpec
 from core.datasets.references import Dataset, load_dataset
 from core.device import pick_device
 from core.hardening.distillation import DefensiveDistillation
 from core.intake.zoo import build_zoo_model
 from core.plan import RunPlan
-from core.spec import HardenSpec
 
 
 @dataclass

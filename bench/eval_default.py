@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Timer, baseline, distilled, mnist  # noqa: E402
 from core.audit.evaluate import evaluate  # noqa: E402
-from core.spec import HardenSpec  # noqa: E402
+from core.contract.spec import HardenSpec  # noqa: E402
 
 
 def main() -> None:

@@ -35,10 +35,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import baseline, mnist  # noqa: E402
+from core.contract.robust import HARDENING_METHODS  # noqa: E402
+from core.contract.spec import HardenSpec  # noqa: E402
 from core.pipeline import run  # noqa: E402
 from core.report.schema import Report  # noqa: E402
-from core.robust_spec import HARDENING_METHODS  # noqa: E402
-from core.spec import HardenSpec  # noqa: E402
 
 
 def _rows(report: Report) -> list[tuple[str, float, dict[float, float | None], str, float]]:

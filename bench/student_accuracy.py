@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from core.contract.spec import HardenSpec
 from core.datasets.references import Dataset, load_dataset
 from core.intake.zoo import build_zoo_model
 from core.pipeline import run
 from core.report.schema import DistillationSummary
-from core.spec import HardenSpec
 
 DATASETS = ("digits", "mnist", "synthetic32", "synthetic32_hard")
 UPLOAD_STEPS = 1500  # optimizer steps training each upload at T=1

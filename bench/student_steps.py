@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from core.contract.spec import HardenSpec
+from core.contract.training_cost import steps_per_epoch
 from core.datasets.references import Dataset, load_dataset
 from core.intake.zoo import build_zoo_model
 from core.pipeline import run
-from core.plan import steps_per_epoch
-from core.spec import HardenSpec
 
 
 def _upload(data: Dataset, arch: str, epochs: int, directory: Path) -> Path:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from core.evaluation_spec import EvaluationSpec
+from core.contract.evaluation import EvaluationSpec
 from core.report.summary import VerdictSummary
 
 # The exit codes of `harden` (README: Exit codes; `harden --help`).

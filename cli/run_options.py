@@ -1,4 +1,5 @@
-"""The options of ``harden run``, generated from :class:`core.spec.HardenSpec`'s top-level scalar
+"""The options of ``harden run``, generated from :class:`core.contract.spec.HardenSpec`'s top-level
+scalar
 fields, so the CLI cannot drift from the job contract and holds no second copy of its defaults:
 an option left out is simply not passed, and the spec's default applies.
 """
@@ -16,8 +17,8 @@ import typer
 from pydantic.fields import FieldInfo
 
 from cli.outcome import ci_parameters
-from core.distillation_spec import DistillationSpec
-from core.spec import HardenSpec
+from core.contract.distillation import DistillationSpec
+from core.contract.spec import HardenSpec
 
 # Fields with a dedicated option (dataset) or not scalars / not meaningful locally.
 # Sections (evaluation, robust) and structured values come from --config's JSON.

@@ -167,7 +167,7 @@ def _check_evaluation(gates: list[Gate], spec: dict[str, Any]) -> None:
     """Refuse gates the job's evaluation cannot answer before uploading anything."""
     from pydantic import ValidationError
 
-    from core.evaluation_spec import EvaluationSpec
+    from core.contract.evaluation import EvaluationSpec
 
     try:
         evaluation = EvaluationSpec.model_validate(spec.get("evaluation") or {})

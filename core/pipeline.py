@@ -1,7 +1,7 @@
 """The one entry point: a spec, a model file and a dataset in; model.onnx and the report out.
 
 Stages, in order (``on_progress(stage, done, total)``): ``load``, the hardening method's own
-(core.method_catalogue), ``export``, ``evaluate``, ``report``. The spec is resolved
+(core.contract.methods), ``export``, ``evaluate``, ``report``. The spec is resolved
 once, after loading, into a :class:`core.plan.RunPlan` that every later stage reads. Artifacts are
 staged under temporary names in ``out_dir`` and renamed only when every stage succeeded,
 ``report.json`` last: a failed or cancelled run leaves none of them behind, and a finished
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from core.audit.evaluate import UploadAudit, audit
 from core.compute import Compute, Precision
+from core.contract.spec import HardenSpec
 from core.datasets.references import Dataset, load_dataset
 from core.deploy.onnx_export import check_export, write_onnx
 from core.device import pick_device, supports_bfloat16, use_device
@@ -53,7 +54,6 @@ from core.report.html import render_html
 from core.report.model_card import model_card
 from core.report.sarif import sarif_log
 from core.report.schema import MethodComparison, Report
-from core.spec import HardenSpec
 
 PARITY_SAMPLES = 64
 # The order artifacts are renamed into place: report.json last, so its presence says every other

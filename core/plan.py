@@ -15,24 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.compute import Compute
-from core.datasets.dataset_ref import UPLOAD, UploadRef, missing_upload, parse_dataset_ref
-from core.datasets.fetched_refs import RegisteredRef, RemoteRef
+from core.contract.dataset_ref import UPLOAD, UploadRef, missing_upload, parse_dataset_ref
+from core.contract.fetched_refs import RegisteredRef, RemoteRef
+from core.contract.spec import HardenSpec
+from core.contract.training_cost import steps_per_epoch, student_epoch_budget
 from core.errors import InvalidSpecError
-from core.spec import STUDENT_EPOCHS_MAX, STUDENT_STEPS_MAX, HardenSpec
-
-
-def steps_per_epoch(train_samples: int, batch_size: int) -> int:
-    """Batches per epoch over ``train_samples`` images (the last one may be partial)."""
-    return max(1, -(-train_samples // batch_size))
-
-
-def student_epoch_budget(train_samples: int, batch_size: int) -> int:
-    """The most epochs an auto student may train: STUDENT_STEPS_MAX optimizer steps, at most
-    STUDENT_EPOCHS_MAX epochs. It stops earlier when its loss has converged
-    (core.hardening.training.Convergence); the bound only keeps a job from running on forever.
-    """
-    needed = -(-STUDENT_STEPS_MAX // steps_per_epoch(train_samples, batch_size))
-    return max(1, min(STUDENT_EPOCHS_MAX, needed))
 
 
 def dataset_reference(spec: HardenSpec, dataset_file: Path | None) -> str:

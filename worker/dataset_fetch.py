@@ -1,5 +1,5 @@
 """A job's dataset, fetched by the worker before the run: a registered dataset from the artifact
-store, or an ``s3://`` / ``https://`` file (core/datasets/fetched_refs.py parses the reference).
+store, or an ``s3://`` / ``https://`` file (core/contract/fetched_refs.py parses the reference).
 
 Remote files are bounded in size (HARDEN_DATASET_FETCH_MAX_BYTES) and time
 (HARDEN_DATASET_FETCH_TIMEOUT_S), checked against their sha256 pin, and kept per worker by
@@ -26,14 +26,14 @@ from app.infra.dataset_store import DatasetStore
 from app.infra.db import Job
 from app.infra.netguard import NonPublicAddressError, UnresolvableHostError, guarded_target
 from app.infra.settings import Settings
-from core.datasets.fetched_refs import (
+from core.contract.fetched_refs import (
     RegisteredRef,
     RemoteRef,
     is_fetched_reference,
     parse_fetched_reference,
 )
+from core.contract.spec import HardenSpec
 from core.errors import DatasetError
-from core.spec import HardenSpec
 
 log = logging.getLogger(__name__)
 CACHE_FOLDER = "dataset-cache"

@@ -29,10 +29,10 @@ from app.infra.mlflow_target import (
     resolve_target,
 )
 from app.infra.settings import Settings
-from core.method_catalogue import DEFAULT_METHOD
-from core.mlflow_spec import MlflowSpec
+from core.contract.methods import DEFAULT_METHOD
+from core.contract.mlflow_settings import MlflowSpec
+from core.contract.spec import HardenSpec
 from core.names import MODEL_CARD, MODEL_ONNX, REPORT_HTML, REPORT_JSON, REPORT_SARIF
-from core.spec import HardenSpec
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from core.method_catalogue import Stage
+from core.contract.methods import Stage
 
 
 class ProgressReporter:
     """``on_progress(stage, done, total)`` (a :data:`core.names.ProgressFn`) -> overall 0..1
     progress written to the store, over the job's ``stages`` and their weights (the hardening
-    method declares its own: core.method_catalogue.job_stages)."""
+    method declares its own: core.contract.methods.job_stages)."""
 
     def __init__(
         self,

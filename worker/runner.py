@@ -22,10 +22,10 @@ from app.infra.artifacts import ArtifactStore
 from app.infra.db import Job, JobState, utcnow
 from app.infra.settings import Settings
 from app.infra.store import JobError, JobStore, is_terminal
+from core.contract.methods import job_stages
+from core.contract.spec import HardenSpec
 from core.errors import HardenError, JobCancelledError
-from core.method_catalogue import job_stages
 from core.names import ARTIFACT_NAMES
-from core.spec import HardenSpec
 from worker.contained import Limits, run_contained
 from worker.dataset_fetch import fetch_job_dataset
 from worker.heartbeat import Heartbeat

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.infra.db import Job, JobState
-from core.method_catalogue import stage_names
+from core.contract.methods import stage_names
 from core.names import (
     ARTIFACT_NAMES,
     MODEL_CARD,
@@ -112,7 +112,7 @@ class JobOut(BaseModel):
         description="The stage running: "
         + ", ".join(stage_names()[:-1])
         + f" or {stage_names()[-1]} (the hardening method's stages sit between load and "
-        "export: core/method_catalogue.py)."
+        "export: core/contract/methods.py)."
     )
     progress: float = Field(ge=0, le=1, description="Overall progress, 0..1.")
     created_at: datetime = Field(description="When the job was submitted (UTC).")

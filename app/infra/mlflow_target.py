@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from app.infra.netguard import NonPublicAddressError, UnresolvableHostError, public_addresses
 from app.infra.settings import Settings
-from core.mlflow_spec import MlflowSpec
+from core.contract.mlflow_settings import MlflowSpec
 
 ANY_PUBLIC_HOST = "*"
 HINT = (

@@ -81,7 +81,8 @@ class Settings(BaseSettings):
         ge=1,
         description=(
             "Largest robustness evaluation a job may ask for, in worst-case attack steps "
-            "(core/evaluation_cost.py: one model pass on one sample, every attack at its full "
+            "(core/contract/evaluation_cost.py: one model pass on one sample, every attack at its "
+            "full "
             "budget on both models). The default job needs about 1.4 million; AutoAttack on "
             "1,000 samples about 41 million. Past it, POST /harden answers 422."
         ),

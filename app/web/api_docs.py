@@ -16,10 +16,10 @@ from app.infra.job_resource import JobOut, job_out
 from app.web.problem_docs import AUTH, responses
 from app.web.problem_examples import EXAMPLE_JOB_ID
 from app.web.schemas import JobList
-from core.method_catalogue import DEFAULT_METHOD
+from core.contract.methods import DEFAULT_METHOD
+from core.contract.spec import HardenSpec, spec_json_schema
 from core.names import MODEL_CARD, MODEL_ONNX, REPORT_HTML, REPORT_JSON, REPORT_SARIF
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
-from core.spec import HardenSpec, spec_json_schema
 
 _SUBMITTED = datetime(2026, 11, 25, 7, 0, 0, tzinfo=UTC)
 _STARTED = datetime(2026, 11, 25, 7, 0, 2, tzinfo=UTC)

@@ -13,15 +13,15 @@ from app.infra.dataset_store import DatasetStore
 from app.infra.db import Dataset
 from app.infra.netguard import NonPublicAddressError, UnresolvableHostError, public_addresses
 from app.web.deps import Services
-from core.datasets.fetched_refs import (
+from core.contract.fetched_refs import (
     REGISTERED_PREFIX,
     RegisteredRef,
     RemoteRef,
     parse_fetched_reference,
 )
+from core.contract.spec import HardenSpec
 from core.errors import DatasetError
 from core.names import BUILTIN_DATASETS
-from core.spec import HardenSpec
 
 DATASET_PATH_HINT = (
     "upload the .npz or archive as the 'dataset' part, register it once with POST /datasets "

@@ -20,7 +20,7 @@ from app.infra.db import Dataset, new_job_id
 from app.web.deps import Services
 from app.web.errors import InvalidRequestError
 from app.web.uploads import FormShape, ParsedForm, check_dataset_upload
-from core.datasets.fetched_refs import REGISTERED_PREFIX
+from core.contract.fetched_refs import REGISTERED_PREFIX
 from core.errors import DatasetError
 
 DATASET_FORM = FormShape(

@@ -26,6 +26,7 @@ from app.web.errors import (
 )
 from app.web.problems import DATABASE_DOWN_ERROR, problem_body
 from app.web.submit import evaluation_too_large, too_many_active_jobs, training_too_large
+from core.contract.spec import HardenSpec
 from core.datasets.npz_file import NPZ_HINT
 from core.errors import (
     DatasetError,
@@ -34,7 +35,6 @@ from core.errors import (
     UnsafeModelError,
     UnsupportedModelError,
 )
-from core.spec import HardenSpec
 
 EXAMPLE_JOB_ID = "0b5c1b7f6f7e4b3e9a0c2d4e6f8a1b2c"
 EXAMPLE_DATASET_ID = "7d2e9c4a1b3f4e6d8c0a2b4d6f8e1a3c"

@@ -29,14 +29,18 @@ from app.web.errors import (
 )
 from app.web.problems import spec_error
 from app.web.uploads import ParsedForm, check_dataset_upload
-from core.datasets.dataset_ref import LocalRef, UploadRef, missing_upload, parse_dataset_ref
-from core.datasets.fetched_refs import is_fetched_reference
-from core.datasets.library_names import dataset_name_refusal
+from core.contract.dataset_ref import LocalRef, UploadRef, missing_upload, parse_dataset_ref
+from core.contract.evaluation_cost import evaluation_steps
+from core.contract.fetched_refs import is_fetched_reference
+from core.contract.library_names import dataset_name_refusal
+from core.contract.spec import ZOO_ARCHITECTURES, HardenSpec, deprecations
+from core.contract.training_cost import (
+    BUILTIN_TRAIN_SAMPLES,
+    train_samples_at_submit,
+    training_steps,
+)
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
-from core.evaluation_cost import evaluation_steps
 from core.intake.sniff import sniff_format
-from core.spec import ZOO_ARCHITECTURES, HardenSpec, deprecations
-from core.training_cost import BUILTIN_TRAIN_SAMPLES, train_samples_at_submit, training_steps
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +144,7 @@ def check_evaluation_cost(spec: HardenSpec, limit: int) -> None:
 
 def evaluation_too_large(spec: HardenSpec, limit: int) -> InvalidSpecError | None:
     """The refusal of a spec whose worst-case evaluation exceeds ``limit`` attack steps
-    (core.evaluation_cost), naming the limit and the largest attacks; None within it."""
+    (core.contract.evaluation_cost), naming the limit and the largest attacks; None within it."""
     return _past_limit(
         evaluation_steps(spec),
         limit,
@@ -150,7 +154,7 @@ def evaluation_too_large(spec: HardenSpec, limit: int) -> InvalidSpecError | Non
         kind="evaluation_too_large",
         hint="lower evaluation.samples / samples_slow, pgd_steps, cw_iterations or "
         "square_queries, use fewer epsilons, or drop attacks from evaluation.attacks; an "
-        "attack step is one model pass on one sample (core/evaluation_cost.py)",
+        "attack step is one model pass on one sample (core/contract/evaluation_cost.py)",
     )
 
 
@@ -163,7 +167,7 @@ def check_training_cost(spec: HardenSpec, limit: int) -> None:
 
 def training_too_large(spec: HardenSpec, limit: int) -> InvalidSpecError | None:
     """The refusal of a spec whose worst-case training exceeds ``limit`` training steps
-    (core.training_cost), naming the limit and the costliest stages; None within it."""
+    (core.contract.training_cost), naming the limit and the costliest stages; None within it."""
     samples = train_samples_at_submit(spec)
     known = (
         "" if spec.dataset in BUILTIN_TRAIN_SAMPLES else "a dataset of unknown size, charged as "
@@ -178,7 +182,7 @@ def training_too_large(spec: HardenSpec, limit: int) -> InvalidSpecError | None:
         kind="training_too_large",
         hint="raise batch_size, or lower teacher_epochs, student_epochs (unset: auto, which "
         "stops when the student converges), robust.epochs or robust.steps; a training step is "
-        "one forward and backward pass over one batch (core/training_cost.py)",
+        "one forward and backward pass over one batch (core/contract/training_cost.py)",
     )
 
 

@@ -27,12 +27,12 @@ from core.audit.schema import (
 )
 from core.audit.verdict import decide
 from core.audit.worst_case import SampleOutcomes
+from core.contract.evaluation import AttackName, EvaluationSpec
+from core.contract.spec import HardenSpec
 from core.datasets.references import Dataset
 from core.device import pick_device
 from core.errors import JobCancelledError
-from core.evaluation_spec import AttackName, EvaluationSpec
 from core.names import CancelFn, ProgressFn
-from core.spec import HardenSpec
 
 _UNITS_PER_JOB = 100  # progress resolution inside one attack run
 
@@ -261,7 +261,7 @@ def audit(
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
     # 'auto' sample counts are sized by the device the attacks run on
-    # (core.evaluation_spec.AUTO_SAMPLES).
+    # (core.contract.evaluation.AUTO_SAMPLES).
     samples, samples_slow = spec.evaluation.sample_counts(dev.type)
     ev = spec.evaluation.resolved(data.input_shape, bounds).for_device(dev.type)
     # A transfer attack reuses its source attack's adversarials on the uploaded model.

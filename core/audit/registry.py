@@ -1,4 +1,4 @@
-"""The attacks of the robustness audit, runnable: each description of core.attack_catalogue
+"""The attacks of the robustness audit, runnable: each description of core.contract.attacks
 (torch-free: name, norm, flags, cost) with the runner that attacks with it.
 
 :mod:`core.audit.evaluate` runs the entries on both models; :mod:`core.audit.evidence` and
@@ -9,13 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from core.attack_catalogue import (
-    CATALOGUE,
-    AttackInfo,
-    AttackName,
-    AutoAttackRole,
-    PerturbationUnit,
-)
 from core.audit.runs import (
     AttackRunner,
     apgd_runner,
@@ -30,7 +23,14 @@ from core.audit.runs import (
     run_transfer,
 )
 from core.audit.schema import ThreatNorm
-from core.evaluation_spec import EvaluationSpec
+from core.contract.attacks import (
+    CATALOGUE,
+    AttackInfo,
+    AttackName,
+    AutoAttackRole,
+    PerturbationUnit,
+)
+from core.contract.evaluation import EvaluationSpec
 
 # The roles a gain must have been measured by before the verdict calls it real: the three
 # AutoAttack components that do not overlap (FAB-T rarely adds to them; Croce & Hein 2020).
@@ -44,7 +44,7 @@ _UNIT_OF_NORM: dict[ThreatNorm, PerturbationUnit] = {
 
 @dataclass(frozen=True, kw_only=True)
 class Attack(AttackInfo):
-    """One attack of the audit: its description (core.attack_catalogue) and its runner."""
+    """One attack of the audit: its description (core.contract.attacks) and its runner."""
 
     run: AttackRunner
 
@@ -81,7 +81,7 @@ _RUNNERS: dict[str, AttackRunner] = {
 }
 _missing = [name for name in CATALOGUE if name not in _RUNNERS]
 if _missing:  # described but not runnable: every job naming it would fail mid-audit
-    raise ImportError(f"attacks described in core/attack_catalogue.py without a runner: {_missing}")
+    raise ImportError(f"attacks described in core/contract/attacks.py without a runner: {_missing}")
 
 # In the catalogue's order, which is the order of the report's sections.
 REGISTRY: dict[AttackName, Attack] = {

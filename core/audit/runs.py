@@ -21,7 +21,7 @@ from core.audit.attacks.jsma import changed_fraction, jsma
 from core.audit.attacks.square import square_linf
 from core.audit.attacks.transfer import transfer
 from core.audit.schema import ThreatNorm
-from core.evaluation_spec import EvaluationSpec
+from core.contract.evaluation import EvaluationSpec
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.attack_catalogue import ThreatNorm
+from core.contract.attacks import ThreatNorm
 from core.names import VerdictLabel
 
 SUCCESS_DEFINITION = (
@@ -111,7 +111,7 @@ class Evaluation(_Section):
     samples_slow: int = Field(ge=1, description="Samples for JSMA, CW-L2 and Square (a prefix).")
     preset: Literal["default", "autoattack"] = Field(
         "default",
-        description="The evaluation's preset (core.evaluation_spec.EvaluationSpec.preset).",
+        description="The evaluation's preset (core.contract.evaluation.EvaluationSpec.preset).",
     )
     method: str | None = Field(
         None, description="The hardening method that made the hardened model, when known."
@@ -121,7 +121,7 @@ class Evaluation(_Section):
     input_range: tuple[float, float]
     threat_model: str | None = Field(
         None,
-        description="The threat-model preset of the default budgets (core.threat_models): "
+        description="The threat-model preset of the default budgets (core.contract.threat_models): "
         "given in the spec or chosen from the input shape; budgets the spec gave override it.",
     )
     epsilons_linf: list[float]

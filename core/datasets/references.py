@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.contract.dataset_ref import LocalRef, UploadRef, missing_upload, parse_dataset_ref
+from core.contract.fetched_refs import RegisteredRef, RemoteRef
+from core.contract.library_names import dataset_name_refusal
 from core.datasets.checks import CheckedArrays, validate_arrays
-from core.datasets.dataset_ref import LocalRef, UploadRef, missing_upload, parse_dataset_ref
-from core.datasets.fetched_refs import RegisteredRef, RemoteRef
 from core.datasets.layout import DATASET_FORMS
-from core.datasets.library_names import dataset_name_refusal
 from core.datasets.npz_file import read_npz
 from core.datasets.split import DEFAULT_TEST_FRACTION, SplitRecord
 from core.errors import DatasetError

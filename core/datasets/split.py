@@ -8,8 +8,8 @@ from typing import Literal
 
 import numpy as np
 
+from core.contract.spec import HardenSpec
 from core.errors import DatasetError
-from core.spec import HardenSpec
 
 SplitSource = Literal["given", "test_fraction", "builtin"]
 DEFAULT_TEST_FRACTION: float = HardenSpec.model_fields["test_fraction"].default

@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.contract.methods import DISTILLATION
 from core.hardening.method import HardeningResult
 from core.hardening.normalization import normalized_inputs
 from core.hardening.scaling import OutputScale, scale_last_linear
 from core.hardening.student import train_student
 from core.hardening.training import LossFn, logits_of, timed_stage, train_epochs
 from core.intake.zoo import build_zoo_model
-from core.method_catalogue import DISTILLATION
 from core.names import CancelFn, ProgressFn
 from core.report.schema import DistillationSummary, StudentCheckSummary
 

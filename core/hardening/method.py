@@ -16,9 +16,9 @@ from torch import Tensor, nn
 from core.names import CancelFn, ProgressFn
 
 if TYPE_CHECKING:
+    from core.contract.methods import MethodInfo
     from core.datasets.references import Dataset
     from core.intake.upload import LoadedModel
-    from core.method_catalogue import MethodInfo
     from core.plan import RunPlan
 
 
@@ -107,7 +107,7 @@ class HardeningMethod(Protocol):
 
     @property
     def info(self) -> MethodInfo:
-        """Its torch-free description: name, stages, costs (core.method_catalogue)."""
+        """Its torch-free description: name, stages, costs (core.contract.methods)."""
         ...
 
     def report_section(self, result: HardeningResult, plan: RunPlan) -> dict[str, Any]:

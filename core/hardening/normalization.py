@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from core.spec import Normalization
+from core.contract.spec import Normalization
 
 # Inputs up to this size are normalised in memory; larger ones on the CPU into a scratch file,
 # NORMALIZE_CHUNK_BYTES at a time (bench/results/big_dataset.md).

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from core.audit.attacks.base import normalise_l2, per_sample, project_l2, project_linf
 from core.audit.attacks.gradient import Norm, pgd
+from core.contract.spec import HardenSpec
 from core.hardening.scaling import set_training_mode
-from core.spec import HardenSpec
 
 # What the inner maximisation climbs: the batch's logits at x + δ -> a scalar.
 Objective = Callable[[Tensor], Tensor]

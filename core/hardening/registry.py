@@ -1,14 +1,14 @@
 """The hardening methods a job can run, by name: each torch implementation under the name of its
-description in :mod:`core.method_catalogue` (torch-free, where the names come from)."""
+description in :mod:`core.contract.methods` (torch-free, where the names come from)."""
 
 from __future__ import annotations
 
 from typing import Final
 
+from core.contract.methods import CATALOGUE, DEFAULT_METHOD
 from core.hardening.distillation import DefensiveDistillation
 from core.hardening.method import HardeningMethod
 from core.hardening.robust import AdversarialTraining, RobustDistillation, Trades
-from core.method_catalogue import CATALOGUE, DEFAULT_METHOD
 
 __all__ = ["DEFAULT_METHOD", "METHODS"]
 

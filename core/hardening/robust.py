@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.contract.methods import ADVERSARIAL, ROBUST_DISTILLATION, TRADES, MethodInfo
 from core.hardening.method import HardeningResult, RobustTraining
 from core.hardening.normalization import with_normalization
 from core.hardening.perturb import Budget, HeldOutCheck, held_out_split, perturb
 from core.hardening.scaling import set_training_mode
 from core.hardening.training import BatchLoss, logits_of, timed_stage, train_epochs
 from core.intake.zoo import build_zoo_model
-from core.method_catalogue import ADVERSARIAL, ROBUST_DISTILLATION, TRADES, MethodInfo
 from core.names import CancelFn, ProgressFn
 
 if TYPE_CHECKING:

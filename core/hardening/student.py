@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from core.contract.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST
+from core.contract.training_cost import steps_per_epoch
 from core.hardening.method import StudentCheck
 from core.hardening.normalization import normalized_inputs
 from core.hardening.perturb import held_out_split
 from core.hardening.training import Convergence, EpochHook, LossFn, logits_of, train_epochs
 from core.names import CancelFn, ProgressFn
-from core.plan import steps_per_epoch
-from core.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST
 
 if TYPE_CHECKING:
     from core.datasets.references import Dataset

@@ -17,11 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from core.compute import Compute
+from core.contract.spec import HardenSpec
+from core.contract.training_cost import steps_per_epoch
 from core.errors import JobCancelledError
 from core.hardening.scaling import set_training_mode
 from core.names import CancelFn, ProgressFn
-from core.plan import RunPlan, steps_per_epoch
-from core.spec import HardenSpec
+from core.plan import RunPlan
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 # A loss that needs the model and the batch's inputs, not only its logits: adversarial training

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from core.audit.schema import Evaluation
-from core.method_catalogue import AFTER_METHOD, BEFORE_METHOD
+from core.contract.methods import AFTER_METHOD, BEFORE_METHOD
 from core.report.plots import gradient_histograms, robust_accuracy_plots
 
 if TYPE_CHECKING:

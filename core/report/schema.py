@@ -153,7 +153,10 @@ class DistillationSummary(_Section):
         "divergence to them (0 would be a perfect copy of the teacher at T).",
     )
     student_parametrization: str = Field(
-        "", description="output_scale or plain (core.spec.HardenSpec.student_parametrization)."
+        "",
+        description=(
+            "output_scale or plain (core.contract.spec.HardenSpec.student_parametrization)."
+        ),
     )
     student_deployed: str = Field(
         "", description="How the student's T-times output became the exported model."
@@ -223,7 +226,9 @@ class Report(_Section):
         description="How training used the device (core/compute.py): training_precision "
         "('float32' or 'bfloat16' autocast), channels_last, cudnn_benchmark.",
     )
-    spec: dict[str, Any] = Field(description="The resolved job spec (core.spec.HardenSpec).")
+    spec: dict[str, Any] = Field(
+        description="The resolved job spec (core.contract.spec.HardenSpec)."
+    )
     input: dict[str, Any] = Field(
         description="Upload: format, sha256, architecture; dataset facts."
     )

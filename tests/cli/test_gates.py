@@ -21,7 +21,7 @@ from cli.gate import (
     parse_gates,
 )
 from cli.main import app
-from core.evaluation_spec import EvaluationSpec
+from core.contract.evaluation import EvaluationSpec
 from core.report.schema import Report
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 from tests.core.model_files import write_model

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from cli.run_options import build_spec, spec_options
+from core.contract.spec import HardenSpec
 from core.report.schema import Report
-from core.spec import HardenSpec
 from tests.core.model_files import write_model
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from cli.main import app
-from core.datasets.library_names import EXPORT_HINT, dataset_name_refusal
+from core.contract.library_names import EXPORT_HINT, dataset_name_refusal
 from core.report.schema import Report
 from tests.core.model_files import write_model
 

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.compute import Compute
+from core.contract.spec import HardenSpec
 from core.hardening.training import train_epochs
 from core.intake.upload import load_model
 from core.intake.zoo import build_zoo_model
 from core.plan import RunPlan
-from core.spec import HardenSpec
 from tests.core.model_files import digits, trained_mlp
 
 

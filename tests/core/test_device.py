@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.contract.spec import HardenSpec
 from core.device import pick_device, supports_bfloat16, use_device
 from core.errors import DeviceError
 from core.pipeline import run
-from core.spec import HardenSpec
 from tests.core.model_files import write_model
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")

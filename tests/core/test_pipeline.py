@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.contract.methods import DEFAULT_METHOD, job_stages
+from core.contract.spec import HardenSpec
 from core.errors import InvalidSpecError, JobCancelledError
 from core.intake.zoo import build_zoo_model
-from core.method_catalogue import DEFAULT_METHOD, job_stages
 from core.pipeline import run
 from core.report.schema import Report
-from core.spec import HardenSpec
 from tests.core.model_files import FORMATS, digits, write_model
 
 

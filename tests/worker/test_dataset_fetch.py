@@ -19,7 +19,7 @@ from app.infra import netguard
 from app.infra.dataset_store import DatasetStore
 from app.infra.db import Dataset
 from app.infra.settings import Settings
-from core.datasets.fetched_refs import RemoteRef, parse_fetched_reference
+from core.contract.fetched_refs import RemoteRef, parse_fetched_reference
 from core.errors import DatasetError
 from tests.app.conftest import digits_like_npz
 from tests.app.infra.test_s3_store import aws_env, s3_endpoint  # noqa: F401  (fixtures)

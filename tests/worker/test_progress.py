@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.method_catalogue import CATALOGUE, DEFAULT_METHOD, job_stages
+from core.contract.methods import CATALOGUE, DEFAULT_METHOD, job_stages
 from worker.progress import CancelCheck, ProgressReporter
 
 DISTILLATION = job_stages(DEFAULT_METHOD)

@@ -15,9 +15,9 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from app.infra.artifacts import sha256_file
+from core.contract.spec import HardenSpec
 from core.names import ARTIFACT_NAMES
 from core.report.schema import Report
-from core.spec import HardenSpec
 from tests.app.conftest import digits_like_npz, npz_bytes
 from tests.worker.conftest import queue_job, worker_died
 from tests.worker.real_pipeline import RecordingPipeline, digits_torchscript

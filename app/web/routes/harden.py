@@ -15,7 +15,7 @@ from app.web import api_docs as docs
 from app.web.deps import OwnerDep, ServicesDep
 from app.web.submit import submit
 from app.web.uploads import receive_form, remove
-from core.spec import spec_json_schema
+from core.contract.spec import spec_json_schema
 
 router = APIRouter(tags=["jobs"])
 

@@ -14,7 +14,7 @@ import pytest
 from app.infra.db import Job, JobState
 from app.infra.job_resource import ARTIFACT_TYPES, JobOut, job_json_schema, job_links, job_out
 from app.web.api_docs import SUCCEEDED
-from core.method_catalogue import stage_names
+from core.contract.methods import stage_names
 from core.names import ARTIFACT_NAMES
 
 JOB_SCHEMA_FILE = Path(__file__).resolve().parents[3] / "schemas" / "job.schema.json"

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from app.infra.mlflow_target import TrackingUriRefused, check_target, resolve_target
 from app.infra.settings import Settings
-from core.mlflow_spec import MlflowSpec
-from core.spec import HardenSpec
+from core.contract.mlflow_settings import MlflowSpec
+from core.contract.spec import HardenSpec
 
 
 def settings(**values: object) -> Settings:

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from app.infra.api_keys import ApiKeyStore
 from app.infra.settings import Settings
 from app.infra.store import JobStore
-from core.datasets.library_names import EXPORT_HINT, dataset_name_refusal
-from core.spec import FLAT_DISTILLATION_FIELDS
+from core.contract.library_names import EXPORT_HINT, dataset_name_refusal
+from core.contract.spec import FLAT_DISTILLATION_FIELDS
 from tests.app.conftest import (
     digits_like_npz,
     files_under,
@@ -249,8 +249,8 @@ def test_unknown_zoo_architecture_is_refused(api, auth, store, settings, field):
 
 
 def test_spec_and_zoo_name_the_same_architectures():
+    from core.contract.spec import ZOO_ARCHITECTURES
     from core.intake.zoo import ZOO
-    from core.spec import ZOO_ARCHITECTURES
 
     assert sorted(ZOO_ARCHITECTURES) == sorted(ZOO)
 

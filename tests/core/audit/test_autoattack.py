@@ -18,8 +18,8 @@ from core.audit.evaluate import evaluate
 from core.audit.registry import AUTOATTACK_REQUIRED, REGISTRY
 from core.audit.verdict import decide
 from core.audit.worst_case import SampleOutcomes
-from core.evaluation_spec import AUTOATTACK_ATTACKS, DEFAULT_ATTACKS, EvaluationSpec
-from core.spec import HardenSpec
+from core.contract.evaluation import AUTOATTACK_ATTACKS, DEFAULT_ATTACKS, EvaluationSpec
+from core.contract.spec import HardenSpec
 from tests.core.audit.test_evaluate import _dataset, _synthetic
 from tests.core.robust_models import digits, distilled, undefended
 

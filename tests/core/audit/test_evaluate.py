@@ -19,9 +19,9 @@ from core.audit.schema import (
     ModelRobustness,
 )
 from core.audit.verdict import decide
+from core.contract.spec import HardenSpec
 from core.datasets.references import Dataset
 from core.errors import JobCancelledError
-from core.spec import HardenSpec
 from tests.core.robust_models import digits, distilled, undefended
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from core.attack_catalogue import CATALOGUE
 from core.audit.attacks.base import AttackResult
 from core.audit.registry import REGISTRY, Attack
 from core.audit.runs import AttackCall
-from core.evaluation_spec import AttackName, EvaluationSpec
+from core.contract.attacks import CATALOGUE
+from core.contract.evaluation import AttackName, EvaluationSpec
 from tests.core.audit.shifted import Shifted
 from tests.core.robust_models import digits, distilled, undefended
 

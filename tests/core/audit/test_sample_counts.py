@@ -7,9 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from core.audit.evaluate import evaluate
-from core.evaluation_cost import evaluation_steps
-from core.evaluation_spec import AUTO_SAMPLES, EvaluationSpec
-from core.spec import HardenSpec
+from core.contract.evaluation import AUTO_SAMPLES, EvaluationSpec
+from core.contract.evaluation_cost import evaluation_steps
+from core.contract.spec import HardenSpec
 from tests.core.model_files import digits
 from tests.core.robust_models import undefended
 

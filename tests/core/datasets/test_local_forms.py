@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
+from core.contract.spec import HardenSpec
 from core.datasets.references import load_dataset
 from core.errors import DatasetError
-from core.spec import HardenSpec
 
 CLASSES = {"cat": 8, "dog": 12, "eel": 4}  # unbalanced on purpose
 

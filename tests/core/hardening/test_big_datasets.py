@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from core.contract.spec import HardenSpec, Normalization
 from core.hardening import normalization
 from core.hardening.normalization import normalized_inputs
 from core.hardening.training import train_epochs
 from core.plan import RunPlan
-from core.spec import HardenSpec, Normalization
 
 
 def test_training_on_rows_sees_those_rows_only_each_once_per_epoch() -> None:

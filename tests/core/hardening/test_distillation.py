@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from core.contract.spec import HardenSpec
 from core.datasets.references import Dataset
 from core.errors import JobCancelledError
 from core.hardening.distillation import DefensiveDistillation
@@ -20,7 +21,6 @@ from core.hardening.scaling import OutputScale, scale_last_linear
 from core.hardening.training import logits_of
 from core.names import CancelFn, ProgressFn
 from core.plan import RunPlan
-from core.spec import HardenSpec
 from tests.core.model_files import FORMATS, digits, loaded_module, trained_mlp
 
 

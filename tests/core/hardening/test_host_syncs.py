@@ -19,11 +19,11 @@ from torch import nn
 from core.audit.attacks.apgd import apgd
 from core.audit.attacks.cw import carlini_wagner_l2
 from core.audit.attacks.gradient import pgd
+from core.contract.spec import HardenSpec
 from core.datasets.references import Dataset
 from core.hardening.registry import METHODS
 from core.intake.upload import load_model
 from core.plan import RunPlan
-from core.spec import HardenSpec
 from tests.core.model_files import digits, trained_mlp, write_model
 
 # Each one blocks until the device has computed the value (on CUDA a stream synchronisation).

@@ -13,6 +13,8 @@ from markupsafe import escape
 from torch import nn
 
 from core.audit.attacks.gradient import pgd
+from core.contract.robust import HARDENING_METHODS
+from core.contract.spec import HardenSpec
 from core.errors import JobCancelledError
 from core.hardening.method import HardeningResult
 from core.hardening.perturb import Budget, HeldOutCheck, perturb
@@ -21,8 +23,6 @@ from core.intake.upload import load_model
 from core.pipeline import run
 from core.plan import RunPlan
 from core.report.schema import Report
-from core.robust_spec import HARDENING_METHODS
-from core.spec import HardenSpec
 from tests.core.model_files import digits, trained_mlp, write_model
 
 EPSILON = 0.1  # L-inf, on digits' [0, 1] 8x8 images

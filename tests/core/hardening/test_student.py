@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.audit.evaluate import evaluate
+from core.contract.spec import HardenSpec
 from core.hardening.scaling import OutputScale
 from core.hardening.training import Convergence, logits_of
-from core.spec import HardenSpec
 from tests.core.hardening.test_distillation import _Upload, distill
 from tests.core.model_files import digits, trained_mlp
 

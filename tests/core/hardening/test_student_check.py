@@ -10,10 +10,10 @@ import dataclasses
 import pytest
 from torch import nn
 
+from core.contract.spec import STUDENT_CHECK_LEAST, HardenSpec
 from core.hardening.method import StudentCheck
 from core.hardening.student import standard_error
 from core.hardening.training import logits_of
-from core.spec import STUDENT_CHECK_LEAST, HardenSpec
 from tests.core.hardening.test_distillation import _Upload, distill
 from tests.core.model_files import digits, trained_mlp
 

@@ -10,11 +10,11 @@ import dataclasses
 import pytest
 from torch import nn
 
+from core.contract.spec import HardenSpec
 from core.hardening.method import HardeningResult, StudentCheck
 from core.plan import RunPlan
 from core.report.build import accuracy_note, student_check_note
 from core.report.schema import ModelSummary
-from core.spec import HardenSpec
 
 
 def _note(

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from core.audit.evaluate import evaluate
+from core.contract.spec import HardenSpec
 from core.datasets.references import Dataset
 from core.report.html import render_html
 from core.report.schema import (
@@ -21,7 +22,6 @@ from core.report.schema import (
     Report,
     report_json_schema,
 )
-from core.spec import HardenSpec
 from tests.core.robust_models import digits, distilled, undefended
 
 SCHEMA_FILE = Path(__file__).resolve().parents[3] / "schemas" / "report.schema.json"

@@ -2,7 +2,7 @@
 al. 2016), torch-free. core.hardening.distillation runs what it describes; robust_distillation
 reads its temperature and student architecture too.
 
-Until report version 2 these fields were top-level spec fields; core.spec.HardenSpec still
+Until report version 2 these fields were top-level spec fields; core.contract.spec.HardenSpec still
 accepts them there, moved into this section with a deprecation note.
 """
 
@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from core.strict_model import StrictModel
+from core.contract.strict_model import StrictModel
 
 # The names of core.intake.zoo.ZOO, here so that the API (no torch) refuses an unknown
 # architecture at submit instead of a worker failing the job later (tests check both lists agree).

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from core.datasets.dataset_ref import (
+from core.contract.dataset_ref import (
     BuiltinRef,
     LocalRef,
     UploadRef,
     missing_upload,
     parse_dataset_ref,
 )
-from core.datasets.fetched_refs import RegisteredRef, RemoteRef
+from core.contract.fetched_refs import RegisteredRef, RemoteRef
+from core.contract.spec import HardenSpec
 from core.datasets.references import load_dataset
 from core.errors import DatasetError
 from core.plan import dataset_reference
-from core.spec import HardenSpec
 
 
 @pytest.mark.parametrize(

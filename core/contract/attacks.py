@@ -1,8 +1,10 @@
 """The attacks of the robustness audit, described once and torch-free: name, norm, loss, the flags
 the evidence and the verdict read, and what one costs per sample.
 
-The job contract (core/evaluation_spec.py: ``AttackName``, the default and autoattack lists), the
-submit-time cost bound (core/evaluation_cost.py) and the audit's registry (core/audit/registry.py,
+The job contract (core/contract/evaluation.py: ``AttackName``, the default and autoattack lists),
+the
+submit-time cost bound (core/contract/evaluation_cost.py) and the audit's registry
+(core/audit/registry.py,
 which attaches a runner to each) all derive from :data:`CATALOGUE`: an attack added here is a valid
 ``evaluation.attacks`` name, has a cost, and must have a runner or the worker refuses to start.
 """
@@ -24,7 +26,7 @@ AutoAttackRole = Literal["apgd_ce", "apgd_dlr", "fab", "square"]
 @dataclass(frozen=True)
 class CostInputs:
     """What an attack's cost per sample depends on, from the evaluation settings (before the
-    data is known: core/evaluation_cost.py fills it with upper bounds)."""
+    data is known: core/contract/evaluation_cost.py fills it with upper bounds)."""
 
     budgets: dict[str, int]  # budgets audited per norm ('linf', 'l2')
     pgd_steps: int

@@ -1,7 +1,8 @@
 """The hardening methods and the ``robust`` section of a job spec: how the methods that train
 against attacks train.
 
-Part of :class:`core.spec.HardenSpec`, in its own file and torch-free (the API validates it).
+Part of :class:`core.contract.spec.HardenSpec`, in its own file and torch-free (the API validates
+it).
 core.hardening.robust runs what it describes.
 """
 
@@ -11,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.method_catalogue import HARDENING_METHODS, HardeningMethodName
-from core.strict_model import StrictModel
+from core.contract.methods import HARDENING_METHODS, HardeningMethodName
+from core.contract.strict_model import StrictModel
 
 __all__ = ["HARDENING_METHODS", "HardeningMethodName", "RobustTrainingSpec"]
 

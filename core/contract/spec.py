@@ -1,8 +1,9 @@
 """The one contract of a hardening job, shared by the API, the CLI and the worker.
 
 No torch import here: the web process validates requests with these models and stays free of torch.
-Every default lives here or in the section's own module (core.evaluation_spec, core.robust_spec,
-core.mlflow_spec) and nowhere else.
+Every default lives here or in the section's own module (core.contract.evaluation,
+core.contract.robust,
+core.contract.mlflow_settings) and nowhere else.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
-from core.datasets.dataset_ref import parse_dataset_ref
-from core.datasets.fetched_refs import RemoteRef, is_fetched_reference, parse_fetched_reference
-from core.distillation_spec import (
+from core.contract.dataset_ref import parse_dataset_ref
+from core.contract.distillation import (
     STUDENT_CHECK_LEAST,
     STUDENT_CHECK_MOST,
     STUDENT_EPOCHS_MAX,
@@ -22,12 +22,13 @@ from core.distillation_spec import (
     DistillationSpec,
     ZooArchitecture,
 )
+from core.contract.evaluation import EvaluationSpec
+from core.contract.fetched_refs import RemoteRef, is_fetched_reference, parse_fetched_reference
+from core.contract.methods import CATALOGUE, DEFAULT_METHOD
+from core.contract.mlflow_settings import MlflowSpec
+from core.contract.robust import HardeningMethodName, RobustTrainingSpec
+from core.contract.strict_model import StrictModel
 from core.errors import DatasetError, InvalidSpecError
-from core.evaluation_spec import EvaluationSpec
-from core.method_catalogue import CATALOGUE, DEFAULT_METHOD
-from core.mlflow_spec import MlflowSpec
-from core.robust_spec import HardeningMethodName, RobustTrainingSpec
-from core.strict_model import StrictModel
 
 SPEC_VERSION = 1
 
@@ -141,7 +142,7 @@ class HardenSpec(StrictModel):
     )
     input_range: tuple[float, float] = Field(
         (0.0, 1.0),
-        strict=False,  # a JSON array; its two numbers stay strict (core/strict_model.py)
+        strict=False,  # a JSON array; its two numbers stay strict (core/contract/strict_model.py)
         description="Valid input value range [low, high]; attacks clip to it.",
     )
     normalization: Normalization | None = Field(
@@ -155,7 +156,8 @@ class HardenSpec(StrictModel):
     mlflow: MlflowSpec | None = Field(
         None,
         description="Log the run and register model.onnx in MLflow when the job succeeds "
-        "(core/mlflow_spec.py; harden run too). Unset: the service's HARDEN_MLFLOW_* defaults, "
+        "(core/contract/mlflow_settings.py; harden run too). Unset: the service's HARDEN_MLFLOW_* "
+        "defaults, "
         "if any.",
     )
 
@@ -227,7 +229,7 @@ class HardenSpec(StrictModel):
 
     def for_input_shape(self, input_shape: tuple[int, int, int]) -> HardenSpec:
         """This spec with the evaluation's threat model chosen from ``input_shape`` where unset
-        (:mod:`core.threat_models`), once the data is known."""
+        (:mod:`core.contract.threat_models`), once the data is known."""
         evaluation = self.evaluation.for_input_shape(input_shape)
         if evaluation is self.evaluation:
             return self
@@ -237,7 +239,7 @@ class HardenSpec(StrictModel):
     @classmethod
     def _dataset_ref(cls, ref: str) -> str:
         try:
-            parse_dataset_ref(ref)  # core/datasets/dataset_ref.py: the one parser
+            parse_dataset_ref(ref)  # core/contract/dataset_ref.py: the one parser
         except DatasetError as exc:
             raise ValueError(f"{exc.message}: {exc.hint}") from exc
         return ref

@@ -1,4 +1,4 @@
-"""core.strict_model: every number and boolean of the job contract is strict (issue 25:
+"""core.contract.strict_model: every number and boolean of the job contract is strict (issue 25:
 "student_epochs": "2" and true were coerced and accepted). The fields are derived from the
 models, so a new number or switch is covered without touching this test."""
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from core.spec import HardenSpec
-from core.strict_model import StrictModel
+from core.contract.spec import HardenSpec
+from core.contract.strict_model import StrictModel
 
 
 def _kinds(annotation: Any) -> set[type]:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 # JSMA changes two input features per iteration and computes the Jacobian of every class per
-from core.attack_catalogue import CATALOGUE, CostInputs
-from core.evaluation_spec import EvaluationSpec
-from core.spec import HardenSpec
+from core.contract.attacks import CATALOGUE, CostInputs
+from core.contract.evaluation import EvaluationSpec
+from core.contract.spec import HardenSpec
 
 # JSMA changes two input features per iteration and computes the Jacobian of every class per
 # iteration. Neither the input size nor the classes are known at submit: charged as a 3x32x32
@@ -29,7 +29,7 @@ JSMA_REFERENCE_CLASSES = 10
 
 def _cost_inputs(evaluation: EvaluationSpec) -> CostInputs:
     # Before the data is known an unset threat model reads as mnist's, the preset with the most
-    # budgets (core.threat_models): the bound stays an upper bound.
+    # budgets (core.contract.threat_models): the bound stays an upper bound.
     return CostInputs(
         budgets={norm: len(evaluation.budgets(norm, (0.0, 1.0))) for norm in ("linf", "l2")},
         pgd_steps=evaluation.pgd_steps,

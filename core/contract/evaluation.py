@@ -1,6 +1,7 @@
 """The ``evaluation`` section of a job spec: the threat model, the attacks and their budgets.
 
-Part of :class:`core.spec.HardenSpec`, in its own file and torch-free (the API validates it and
+Part of :class:`core.contract.spec.HardenSpec`, in its own file and torch-free (the API validates it
+and
 refuses an unknown attack at submit). core.audit runs what it describes.
 """
 
@@ -10,14 +11,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.attack_catalogue import (
+from core.contract.attacks import (
     AUTOATTACK_ATTACKS,
     DEFAULT_ATTACKS,
     L2_BUDGET_ATTACKS,
     AttackName,
 )
-from core.strict_model import StrictModel
-from core.threat_models import (
+from core.contract.strict_model import StrictModel
+from core.contract.threat_models import (
     PRESET_BUDGETS,
     THREAT_MODEL_RULE,
     ThreatModelName,

@@ -1,19 +1,20 @@
-"""The worst-case training of a spec, counted before the data is known (core/training_cost.py)."""
+"""The worst-case training of a spec, counted before the data is known
+(core/contract/training_cost.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.hardening.training import Convergence
-from core.plan import RunPlan
-from core.spec import HardenSpec
-from core.training_cost import (
+from core.contract.spec import HardenSpec
+from core.contract.training_cost import (
     BUILTIN_TRAIN_SAMPLES,
     FINISH_EPOCHS,
     UNKNOWN_TRAIN_SAMPLES,
     train_samples_at_submit,
     training_steps,
 )
+from core.hardening.training import Convergence
+from core.plan import RunPlan
 
 
 def total(config: dict, train_samples: int | None = None) -> int:

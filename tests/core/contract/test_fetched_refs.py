@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.datasets.fetched_refs import (
+from core.contract.fetched_refs import (
     RegisteredRef,
     RemoteRef,
     is_fetched_reference,
     parse_fetched_reference,
 )
+from core.contract.spec import HardenSpec
 from core.datasets.references import load_dataset
 from core.errors import DatasetError
 from core.plan import dataset_reference
-from core.spec import HardenSpec
 
 SHA = "ab" * 32
 DATASET_ID = "0123456789abcdef" * 2

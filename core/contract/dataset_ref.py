@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from core.datasets.fetched_refs import (
+from core.contract.fetched_refs import (
     FORMS,
     RegisteredRef,
     RemoteRef,
     is_fetched_reference,
     parse_fetched_reference,
 )
-from core.datasets.library_names import dataset_name_refusal
+from core.contract.library_names import dataset_name_refusal
 from core.errors import DatasetError
 from core.names import BUILTIN_DATASETS
 
@@ -42,7 +42,7 @@ class UploadRef:
 class LocalRef:
     """A local file or folder (``harden run``), from a path or a ``file:///`` URI. ``text`` is
     the reference as given: a missing ``mnist`` or ``hf:mnist`` is refused with the export fix
-    (core.datasets.library_names) where it is opened."""
+    (core.contract.library_names) where it is opened."""
 
     path: Path
     text: str

@@ -1,4 +1,4 @@
-"""The worst-case evaluation size of a spec, in attack steps (core/evaluation_cost.py)."""
+"""The worst-case evaluation size of a spec, in attack steps (core/contract/evaluation_cost.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import get_args
 
 import pytest
 
-from core.evaluation_cost import evaluation_steps
-from core.evaluation_spec import AttackName
-from core.spec import HardenSpec
+from core.contract.evaluation import AttackName
+from core.contract.evaluation_cost import evaluation_steps
+from core.contract.spec import HardenSpec
 
 
 def steps(**evaluation: object) -> dict[str, int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.spec import STUDENT_EPOCHS_MAX, HardenSpec, deprecations
+from core.contract.spec import STUDENT_EPOCHS_MAX, HardenSpec, deprecations
 
 
 def test_student_epochs_accepts_null_and_refuses_out_of_range() -> None:

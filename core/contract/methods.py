@@ -1,7 +1,8 @@
 """What each hardening method is, torch-free: its name, its stages, whether it trains against
 attacks, and what its training costs.
 
-The job contract (core/spec.py: ``method``), the submit-time cost bound (core/training_cost.py),
+The job contract (core/contract/spec.py: ``method``), the submit-time cost bound
+(core/contract/training_cost.py),
 the worker's progress (worker/progress.py) and the report read a method's description here and
 never branch on its name; the torch implementations in core/hardening/ name their description
 (``info``), and core/hardening/registry.py pairs them. Adding a method is one description here,
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 if TYPE_CHECKING:
-    from core.spec import HardenSpec
+    from core.contract.spec import HardenSpec
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,14 @@ class MethodInfo:
 
     def training_steps(self, spec: HardenSpec, train_samples: int, batches: int) -> list[int]:
         """Worst-case training steps of each of its stages (in ``stages``' order) for ``spec``
-        on ``train_samples`` images in ``batches`` batches an epoch (core/training_cost.py:
+        on ``train_samples`` images in ``batches`` batches an epoch (core/contract/training_cost.py:
         one forward and backward pass of one model over one batch)."""
         raise NotImplementedError
 
 
 class _Distillation(MethodInfo):
     def training_steps(self, spec: HardenSpec, train_samples: int, batches: int) -> list[int]:
-        from core.training_cost import student_epochs_charged
+        from core.contract.training_cost import student_epochs_charged
 
         return [
             spec.distillation.teacher_epochs * batches,
@@ -56,14 +57,14 @@ class _Distillation(MethodInfo):
 
 class _TrainedAgainstAttacks(MethodInfo):
     def training_steps(self, spec: HardenSpec, train_samples: int, batches: int) -> list[int]:
-        from core.training_cost import against_attacks
+        from core.contract.training_cost import against_attacks
 
         return [against_attacks(spec, batches)]
 
 
 class _RobustDistillation(MethodInfo):
     def training_steps(self, spec: HardenSpec, train_samples: int, batches: int) -> list[int]:
-        from core.training_cost import against_attacks
+        from core.contract.training_cost import against_attacks
 
         teacher = against_attacks(spec, batches) if spec.robust.teacher == "adversarial" else 0
         return [teacher, batches, against_attacks(spec, batches)]

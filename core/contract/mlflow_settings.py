@@ -1,6 +1,7 @@
 """The ``mlflow`` section of a job spec: where the service hands the hardened model over.
 
-Part of :class:`core.spec.HardenSpec` (kept in its own file, torch- and mlflow-free: the API
+Part of :class:`core.contract.spec.HardenSpec` (kept in its own file, torch- and mlflow-free: the
+API
 validates it). The worker does the logging (worker/mlflow_handoff.py); the service settings
 ``HARDEN_MLFLOW_*`` fill in what a job leaves unset and decide which tracking servers a job may
 name (app/infra/mlflow_target.py).
@@ -12,7 +13,7 @@ import re
 
 from pydantic import Field, HttpUrl, field_validator
 
-from core.strict_model import StrictModel
+from core.contract.strict_model import StrictModel
 
 # MLflow's own rule for alias names: letters, digits, '_' and '-', not 'latest' nor 'v<digits>'
 # (those name versions); checked here so a bad alias is a 422 at submit, not a job warning.

@@ -10,10 +10,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from core.audit.evaluate import evaluate
+from core.contract.evaluation import EvaluationSpec
+from core.contract.spec import HardenSpec
+from core.contract.threat_models import threat_model_for_shape
 from core.datasets.references import Dataset
-from core.evaluation_spec import EvaluationSpec
-from core.spec import HardenSpec
-from core.threat_models import threat_model_for_shape
 
 
 @pytest.mark.parametrize(

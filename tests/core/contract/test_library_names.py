@@ -13,10 +13,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from core.datasets.library_names import EXPORT_HINT, dataset_name_refusal
+from core.contract.library_names import EXPORT_HINT, dataset_name_refusal
+from core.contract.spec import HardenSpec
 from core.datasets.references import load_dataset
 from core.errors import DatasetError
-from core.spec import HardenSpec
 
 NO_DOWNLOAD = "do not download datasets by library name"
 FIX = ("numpy.savez(", "--dataset mnist.npz", "harden datasets upload mnist.npz", "dataset:<id>")

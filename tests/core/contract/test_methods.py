@@ -1,4 +1,4 @@
-"""The hardening methods' descriptions (core/method_catalogue.py): the names the contract
+"""The hardening methods' descriptions (core/contract/methods.py): the names the contract
 accepts come from them, each has its implementation, and nothing outside a method's own module
 branches on a method's name."""
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from core.contract.methods import CATALOGUE, DEFAULT_METHOD, HARDENING_METHODS
+from core.contract.spec import HardenSpec
+from core.contract.training_cost import training_steps
 from core.hardening.registry import METHODS
-from core.method_catalogue import CATALOGUE, DEFAULT_METHOD, HARDENING_METHODS
-from core.spec import HardenSpec
-from core.training_cost import training_steps
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # A method's own module may name it; the catalogue and the registry define the names.
-OWNERS = {"core/method_catalogue.py", "core/hardening/registry.py"}
+OWNERS = {"core/contract/methods.py", "core/hardening/registry.py"}
 
 
 def test_the_contract_accepts_exactly_the_catalogue():

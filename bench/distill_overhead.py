@@ -28,6 +28,7 @@ from core.contract.spec import HardenSpec
 from core.datasets.references import Dataset, load_dataset
 from core.device import pick_device
 from core.hardening.distillation import DefensiveDistillation
+from core.hardening.student import DistillationPlan
 from core.intake.zoo import build_zoo_model
 from core.plan import RunPlan
 
@@ -84,12 +85,14 @@ def plain(upload: _Upload, data: Dataset, plan: RunPlan) -> float:
         last.weight.mul_(spec.distillation.temperature)
         last.bias.mul_(spec.distillation.temperature)
     temperature, batch = spec.distillation.temperature, plan.batch_size
-    _plain_train(teacher, inputs, labels, temperature, plan.teacher_epochs, batch, generator)
+    schedule = DistillationPlan.resolve(plan)
+    _plain_train(teacher, inputs, labels, temperature, schedule.teacher_epochs, batch, generator)
     with torch.no_grad():
         logits = torch.cat([teacher(inputs[i : i + 1024]) for i in range(0, len(inputs), 1024)])
         soft_labels = torch.softmax(logits / temperature, dim=1)
     student = upload.fresh_copy(reinitialise=True).to(device)
-    _plain_train(student, inputs, soft_labels, temperature, plan.student_epochs, batch, generator)
+    epochs = schedule.student_epochs
+    _plain_train(student, inputs, soft_labels, temperature, epochs, batch, generator)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started
@@ -142,9 +145,10 @@ def main() -> None:
     plan = RunPlan.resolve(
         spec, dataset=args.dataset, train_samples=len(data.y_train), device=str(device)
     )
+    schedule = DistillationPlan.resolve(plan)
     print(
         f"{args.arch} on {args.dataset} ({plan.train_samples} train), {plan.device}, "
-        f"teacher {plan.teacher_epochs} + student {plan.student_epochs} epochs, "
+        f"teacher {schedule.teacher_epochs} + student {schedule.student_epochs} epochs, "
         f"batch {plan.batch_size}"
     )
     plain(upload, data, plan)  # warm-up: allocator, kernels, first-call costs

@@ -30,6 +30,7 @@ from core.datasets.references import Dataset
 from core.hardening.distillation import DefensiveDistillation
 from core.hardening.perturb import held_out_split
 from core.hardening.robust import AdversarialTraining
+from core.hardening.student import DistillationPlan
 from core.plan import RunPlan
 
 Step = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -98,9 +99,10 @@ def plain_distillation(upload: _Upload, data: Dataset, plan: RunPlan) -> float:
         return F.cross_entropy(model(inputs) / temperature, target)
 
     common = {"batch": plan.batch_size, "generator": generator, "compute": plan.compute}
+    schedule = DistillationPlan.resolve(plan)
     _plain_epochs(
-        teacher, x, y, at_temperature, epochs=plan.teacher_epochs,
-        lr=plan.teacher_learning_rate, **common,  # type: ignore[arg-type]
+        teacher, x, y, at_temperature, epochs=schedule.teacher_epochs,
+        lr=schedule.teacher_learning_rate, **common,  # type: ignore[arg-type]
     )  # fmt: skip
     with torch.no_grad():
         logits = torch.cat([teacher(x[i : i + 1024]) for i in range(0, len(x), 1024)])
@@ -111,7 +113,7 @@ def plain_distillation(upload: _Upload, data: Dataset, plan: RunPlan) -> float:
         return F.cross_entropy(model(inputs) * temperature / temperature, target)
 
     _plain_epochs(
-        network, x, soft, student, epochs=plan.student_epochs, lr=spec.learning_rate,
+        network, x, soft, student, epochs=schedule.student_epochs, lr=spec.learning_rate,
         **common,  # type: ignore[arg-type]
     )  # fmt: skip
     return synchronized(device) - started

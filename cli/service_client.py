@@ -240,7 +240,7 @@ def _job_sarif(client: Any, outcome: Outcome, out: Path | None, model: Path) -> 
     import tempfile
 
     from core.report.sarif import sarif_log
-    from core.report.schema import Report
+    from core.report.schema import read_report
 
     if outcome.state != "succeeded" or outcome.job_id is None:
         return failed_sarif(outcome)
@@ -248,7 +248,7 @@ def _job_sarif(client: Any, outcome: Outcome, out: Path | None, model: Path) -> 
         path = out / "report.json" if out is not None else None
         if path is None or not path.is_file():
             path = client.download(outcome.job_id, folder, names=("report.json",))["report.json"]
-        job_report = Report.model_validate_json(path.read_text(encoding="utf-8"))
+        job_report = read_report(json.loads(path.read_text(encoding="utf-8")))
     return sarif_log(job_report, model_uri=model, gates=outcome.checks)
 
 

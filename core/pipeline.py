@@ -43,12 +43,10 @@ from core.names import (
 )
 from core.plan import RunPlan, dataset_reference
 from core.report.build import (
-    accuracy_note,
     build_report,
     method_comparison,
     model_summary,
     onnx_metadata,
-    student_check_note,
 )
 from core.report.html import render_html
 from core.report.model_card import model_card
@@ -106,7 +104,7 @@ def _compare(
         )  # fmt: skip
         evaluation, verdict = done.evaluation, done.verdict
     return method_comparison(
-        method, result, model_summary(result.student, test_inputs, test_labels),
+        method, result, plan, model_summary(result.student, test_inputs, test_labels),
         training_s=training_s, evaluation=evaluation, verdict=verdict,
     )  # fmt: skip
 
@@ -187,11 +185,8 @@ def run(
             if result.teacher is not None:
                 models["teacher"] = model_summary(result.teacher, device_inputs, device_labels)
             models["student"] = model_summary(result.student, device_inputs, device_labels)
-            notes.extend(
-                note
-                for note in (student_check_note(result), accuracy_note(models, plan, result))
-                if note
-            )
+            drop = models["uploaded"].clean_accuracy - models["student"].clean_accuracy
+            notes.extend(method.notes(result, plan, accuracy_drop=drop))
             checked = check_export(
                 result.student,
                 sample=test_inputs[:PARITY_SAMPLES],

@@ -1,12 +1,11 @@
 """The run plan: a job's spec resolved once, at the start of a run, into what will actually run.
 
-The spec is what the user submitted (``student_epochs`` may be unset, the dataset may come as an
-upload); the plan is the spec plus every decision taken from it and from the data: the dataset
-reference used, the teacher's epochs, the student's epoch budget (exact when set, a bound when
-auto), the batch size and the device. The method, the report, the ONNX metadata and the accuracy
-note all read the plan, so they cannot disagree on a number. The student's auto bound is decided
-here and nowhere else; when an auto student stops is the method's (it watches the loss). Torch-free,
-like the spec.
+The spec is what the user submitted (the dataset may come as an upload); the plan is the spec plus
+the decisions every method shares, taken from it and from the data: the dataset reference used,
+the training set's size, the batch size, its steps per epoch, the device and how it is used. A
+method resolves its own numbers from the plan (distillation's epochs:
+core.hardening.student.DistillationPlan), so the plan holds nothing one method alone reads.
+Torch-free, like the spec.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from core.compute import Compute
 from core.contract.dataset_ref import UPLOAD, UploadRef, missing_upload, parse_dataset_ref
 from core.contract.fetched_refs import RegisteredRef, RemoteRef
 from core.contract.spec import HardenSpec
-from core.contract.training_cost import steps_per_epoch, student_epoch_budget
+from core.contract.training_cost import steps_per_epoch
 from core.errors import InvalidSpecError
 
 
@@ -51,12 +50,6 @@ class RunPlan:
     device: str  # e.g. 'cpu', 'cuda', 'cuda:1'
     batch_size: int
     steps_per_epoch: int
-    teacher_epochs: int
-    teacher_learning_rate: float  # the spec's, else learning_rate / 10 (fine-tuning the upload)
-    # Exact when the spec sets student_epochs; when auto, the most it may train (it stops at
-    # convergence). What it trained is in the method's result.
-    student_epochs: int
-    student_epochs_auto: bool  # the spec left student_epochs unset
     # Training precision, memory layout and cuDNN autotuning on the device (core.compute).
     compute: Compute = Compute()
 
@@ -72,12 +65,6 @@ class RunPlan:
     ) -> RunPlan:
         """The plan of running ``spec`` on ``train_samples`` training images of ``dataset``."""
         batches = steps_per_epoch(train_samples, spec.batch_size)
-        auto = spec.distillation.student_epochs is None
-        student_epochs = (
-            student_epoch_budget(train_samples, spec.batch_size)
-            if spec.distillation.student_epochs is None
-            else spec.distillation.student_epochs
-        )
         return cls(
             spec=spec,
             dataset=dataset,
@@ -85,14 +72,6 @@ class RunPlan:
             device=device,
             batch_size=spec.batch_size,
             steps_per_epoch=batches,
-            teacher_epochs=spec.distillation.teacher_epochs,
-            teacher_learning_rate=(
-                spec.distillation.teacher_learning_rate
-                if spec.distillation.teacher_learning_rate is not None
-                else spec.learning_rate / 10
-            ),
-            student_epochs=student_epochs,
-            student_epochs_auto=auto,
             compute=compute or Compute(),
         )
 

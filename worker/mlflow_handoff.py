@@ -29,10 +29,10 @@ from app.infra.mlflow_target import (
     resolve_target,
 )
 from app.infra.settings import Settings
-from core.contract.methods import DEFAULT_METHOD
 from core.contract.mlflow_settings import MlflowSpec
 from core.contract.spec import HardenSpec
 from core.names import MODEL_CARD, MODEL_ONNX, REPORT_HTML, REPORT_JSON, REPORT_SARIF
+from core.report.schema import Report, read_report
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +173,9 @@ def _log(
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
-    report = json.loads(Path(outputs[REPORT_JSON]).read_text())
-    verdict = (report.get("verdict") or {}).get("label") or NOT_AUDITED
-    method = str(report.get("method") or DEFAULT_METHOD)  # reports before 1.x named none
+    report = read_report(json.loads(Path(outputs[REPORT_JSON]).read_text()))
+    verdict = report.verdict.label if report.verdict is not None else NOT_AUDITED
+    method = report.method
     onnx_model = onnx.load(str(outputs[MODEL_ONNX]))
     with _LOCK:
         mlflow.set_tracking_uri(target.tracking_uri)
@@ -185,7 +185,7 @@ def _log(
         with mlflow.start_run(
             experiment_id=experiment.experiment_id, run_name=f"harden-{job_id[:12]}", tags=tags
         ) as run:
-            mlflow.log_params(spec_params(report.get("spec") or {}))
+            mlflow.log_params(spec_params(report.spec))
             mlflow.log_metrics(report_metrics(report))
             # The model card and the SARIF findings go with the report (older jobs lack them).
             for document in (REPORT_JSON, REPORT_HTML, MODEL_CARD, REPORT_SARIF):
@@ -256,31 +256,28 @@ def spec_params(spec: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return params
 
 
-def report_metrics(report: dict[str, Any]) -> dict[str, float]:
+def report_metrics(report: Report) -> dict[str, float]:
     """The report's numbers as MLflow metrics (names: README, "MLflow hand-off")."""
     metrics: dict[str, float] = {}
-    for model, summary in (report.get("models") or {}).items():
-        metrics[f"clean_accuracy/{model}"] = float(summary["clean_accuracy"])
-    evaluation = report.get("evaluation") or {}
-    for model, robustness in (evaluation.get("models") or {}).items():
-        for attack in robustness.get("attacks") or []:
-            for point in attack.get("points") or []:
-                budget = _budget(point.get("epsilon"))
-                name = f"robust_accuracy/{model}/{attack['attack']}{budget}"
-                metrics[name] = float(point["robust_accuracy"])
-        for worst in robustness.get("worst_case") or []:
-            budget = f"{worst['norm']}{_budget(worst['epsilon'])}"
-            metrics[f"worst_case_robust_accuracy/{model}/{budget}"] = float(
-                worst["robust_accuracy"]
-            )
-    for row in (report.get("verdict") or {}).get("strongest") or []:
-        budget = f"{row['norm']}{_budget(row['epsilon'])}"
-        for model in ("uploaded", "student"):
-            metrics[f"strongest_attack_robust_accuracy/{model}/{budget}"] = float(
-                row[f"{model}_robust_accuracy"]
-            )
-    for stage, seconds in (report.get("timings_s") or {}).items():
-        metrics[f"time_s/{stage}"] = float(seconds)
+    for model, summary in report.models.items():
+        metrics[f"clean_accuracy/{model}"] = summary.clean_accuracy
+    if report.evaluation is not None:
+        for model, robustness in report.evaluation.models.items():
+            for attack in robustness.attacks:
+                for point in attack.points:
+                    name = f"robust_accuracy/{model}/{attack.attack}{_budget(point.epsilon)}"
+                    metrics[name] = point.robust_accuracy
+            for worst in robustness.worst_case:
+                budget = f"{worst.norm}{_budget(worst.epsilon)}"
+                metrics[f"worst_case_robust_accuracy/{model}/{budget}"] = worst.robust_accuracy
+    for row in report.verdict.strongest if report.verdict is not None else []:
+        budget = f"{row.norm}{_budget(row.epsilon)}"
+        metrics[f"strongest_attack_robust_accuracy/uploaded/{budget}"] = (
+            row.uploaded_robust_accuracy
+        )
+        metrics[f"strongest_attack_robust_accuracy/student/{budget}"] = row.student_robust_accuracy
+    for stage, seconds in report.timings_s.items():
+        metrics[f"time_s/{stage}"] = seconds
     return metrics
 
 

@@ -16,7 +16,7 @@ that keeps the most robust epoch and guards fast training (core.hardening.pertur
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,13 +24,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.contract.methods import ADVERSARIAL, ROBUST_DISTILLATION, TRADES, MethodInfo
-from core.hardening.method import HardeningResult, RobustTraining
+from core.hardening.method import ACCURACY_DROP_NOTE, HardeningResult
 from core.hardening.normalization import with_normalization
 from core.hardening.perturb import Budget, HeldOutCheck, held_out_split, perturb
 from core.hardening.scaling import set_training_mode
 from core.hardening.training import BatchLoss, logits_of, timed_stage, train_epochs
 from core.intake.zoo import build_zoo_model
 from core.names import CancelFn, ProgressFn
+from core.report.schema import RobustTrainingSummary
 
 if TYPE_CHECKING:
     from core.datasets.references import Dataset
@@ -42,6 +43,26 @@ if TYPE_CHECKING:
 TRADES_START_SCALE = 1e-3
 # Wong et al.'s fast training steps 1.25 ε from a uniform random start inside the ball.
 FAST_STEP = 1.25
+
+
+@dataclass
+class RobustTraining:
+    """How a method that trains against attacks trained: its budget and what the held-out check
+    saw (core.hardening.perturb.HeldOutCheck)."""
+
+    norm: str
+    epsilon: float
+    steps: int  # PGD steps of the inner maximisation (1 for a fast FGSM epoch)
+    step_size: float
+    fast: bool
+    warmup_epochs: int
+    epochs: int  # epochs trained
+    best_epoch: int  # 1-based: the epoch whose weights were kept
+    held_out_samples: int
+    held_out_robust_accuracy: list[float] = field(default_factory=list)  # PGD, per epoch
+    losses: list[float] = field(default_factory=list)  # per epoch
+    fell_back_at: int | None = None  # 1-based epoch where fast training collapsed, went to PGD
+    parameters: dict[str, float] = field(default_factory=dict)  # e.g. TRADES' beta
 
 
 @dataclass
@@ -214,6 +235,31 @@ def _fit(
     )  # fmt: skip
 
 
+def robust_summary(record: RobustTraining) -> RobustTrainingSummary:
+    """The report's record of training against attacks."""
+    return RobustTrainingSummary(
+        norm=record.norm, epsilon=record.epsilon, steps=record.steps,
+        step_size=record.step_size, fast=record.fast, warmup_epochs=record.warmup_epochs,
+        epochs=record.epochs, best_epoch=record.best_epoch,
+        held_out_samples=record.held_out_samples,
+        held_out_robust_accuracy=record.held_out_robust_accuracy,
+        fell_back_at=record.fell_back_at, parameters=record.parameters,
+        loss_history=record.losses,
+    )  # fmt: skip
+
+
+def robust_notes(record: RobustTraining, accuracy_drop: float) -> list[str]:
+    """Training against attacks trades clean accuracy for robustness (Tsipras et al. 2019): the
+    cost is stated, not treated as a failure."""
+    if accuracy_drop <= ACCURACY_DROP_NOTE:
+        return []
+    return [
+        f"the hardened model's clean accuracy is {100 * accuracy_drop:.1f} points below the "
+        f"uploaded model's: the price of training against {record.norm} attacks of size "
+        f"{record.epsilon:g}; a smaller robust.epsilon (or a larger model) costs less"
+    ]
+
+
 def _start(uploaded: LoadedModel, plan: RunPlan) -> nn.Module:
     return uploaded.fresh_copy(reinitialise=plan.spec.robust.start == "scratch")
 
@@ -254,10 +300,8 @@ class _Trained:
             )  # fmt: skip
         record.parameters.update(self.parameters(plan))
         return HardeningResult(
-            teacher=None, student=model, robust=record, timings=timings,
-            student_losses=record.losses,
-            student_steps=record.epochs * plan.steps_per_epoch, student_stop="epochs as set",
-            student_deployed="the trained network as is",
+            teacher=None, student=model, timings=timings, losses={stage: record.losses},
+            record=record,
         )  # fmt: skip
 
     def parameters(self, plan: RunPlan) -> dict[str, float]:
@@ -265,8 +309,11 @@ class _Trained:
         return {}
 
     def report_section(self, result: HardeningResult, plan: RunPlan) -> dict[str, Any]:
-        """Nothing beyond the report's robust_training, which every method's result fills."""
-        return {}
+        """The report's ``robust_training``: the budget, the epochs and the held-out check."""
+        return {"robust_training": robust_summary(result.record)}
+
+    def notes(self, result: HardeningResult, plan: RunPlan, *, accuracy_drop: float) -> list[str]:
+        return robust_notes(result.record, accuracy_drop)
 
 
 class AdversarialTraining(_Trained):
@@ -301,8 +348,12 @@ class RobustDistillation:
     title = ROBUST_DISTILLATION.title
 
     def report_section(self, result: HardeningResult, plan: RunPlan) -> dict[str, Any]:
-        """Nothing beyond the report's robust_training (its temperature and alpha are there)."""
-        return {}
+        """The report's ``robust_training`` (its temperature and alpha are there): the budget,
+        the epochs and the held-out check of the student."""
+        return {"robust_training": robust_summary(result.record)}
+
+    def notes(self, result: HardeningResult, plan: RunPlan, *, accuracy_drop: float) -> list[str]:
+        return robust_notes(result.record, accuracy_drop)
 
     def harden(
         self,
@@ -349,13 +400,6 @@ class RobustDistillation:
             temperature=spec.distillation.temperature, alpha=spec.robust.distillation_alpha
         )
         return HardeningResult(
-            teacher=teacher, student=student, soft_labels=soft_labels, robust=record,
-            timings=timings, teacher_losses=teacher_losses, student_losses=record.losses,
-            student_steps=record.epochs * plan.steps_per_epoch, student_stop="epochs as set",
-            student_deployed="the trained network as is",
-            teacher_start=(
-                "the upload, adversarially trained (PGD)"
-                if spec.robust.teacher == "adversarial"
-                else "the upload as it is"
-            ),
+            teacher=teacher, student=student, timings=timings,
+            losses={"teacher": teacher_losses, "student": record.losses}, record=record,
         )  # fmt: skip

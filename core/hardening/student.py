@@ -30,8 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from core.contract.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST
-from core.contract.training_cost import steps_per_epoch
-from core.hardening.method import StudentCheck
+from core.contract.training_cost import steps_per_epoch, student_epoch_budget
 from core.hardening.normalization import normalized_inputs
 from core.hardening.perturb import held_out_split
 from core.hardening.training import Convergence, EpochHook, LossFn, logits_of, train_epochs
@@ -43,6 +42,57 @@ if TYPE_CHECKING:
 
 # Builds a student on the device: from the teacher's weights (True) or as the spec says (False).
 MakeStudent = Callable[[bool], nn.Module]
+
+
+@dataclass(frozen=True)
+class StudentCheck:
+    """Whether a student trained from scratch kept the upload's accuracy (spec.student_max_drop):
+    its accuracy on training images held out from it, against the upload's test accuracy."""
+
+    held_out_samples: int
+    upload_test_accuracy: float
+    max_drop: float
+    # of the difference of the two accuracies: the scratch student falls back only when it is
+    # below upload_test_accuracy - max_drop - standard_error (the last one measured)
+    standard_error: float
+    scratch_accuracy: float  # the scratch student's, on the held-out images, at its plateau
+    scratch_epochs: int  # epochs the scratch student trained to its plateau
+    fell_back: bool  # the deployed student was warm-started from the teacher instead
+    # When scratch_accuracy fell short: the same student's, after its low-learning-rate finish
+    # on the rows it trained on; this one decides. None when scratch_accuracy passed.
+    finished_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class DistillationPlan:
+    """Distillation's own numbers, resolved once per run from the spec and the training set's
+    size (the run plan holds only what every method shares): the teacher's epochs and learning
+    rate, and the student's epochs, exact when set, a bound when auto."""
+
+    teacher_epochs: int
+    teacher_learning_rate: float  # the spec's, else learning_rate / 10 (fine-tuning the upload)
+    # Exact when the spec sets student_epochs; when auto, the most it may train (it stops at
+    # convergence). What it trained is in the method's record.
+    student_epochs: int
+    student_epochs_auto: bool  # the spec left student_epochs unset
+
+    @classmethod
+    def resolve(cls, plan: RunPlan) -> DistillationPlan:
+        settings = plan.spec.distillation
+        return cls(
+            teacher_epochs=settings.teacher_epochs,
+            teacher_learning_rate=(
+                settings.teacher_learning_rate
+                if settings.teacher_learning_rate is not None
+                else plan.spec.learning_rate / 10
+            ),
+            student_epochs=(
+                student_epoch_budget(plan.train_samples, plan.batch_size)
+                if settings.student_epochs is None
+                else settings.student_epochs
+            ),
+            student_epochs_auto=settings.student_epochs is None,
+        )
 
 
 @dataclass
@@ -110,7 +160,8 @@ def train_student(
     converges, then a short finish at a tenth of the learning rate), checking a scratch student
     against ``uploaded``'s test accuracy where :func:`checks_student` says so."""
     spec = plan.spec
-    auto = plan.student_epochs_auto
+    schedule = DistillationPlan.resolve(plan)
+    auto = schedule.student_epochs_auto
     full = Convergence(offset=soft_label_entropy(soft_labels))
 
     def fit(
@@ -135,12 +186,12 @@ def train_student(
 
     def unchecked(student: nn.Module, progress: ProgressFn) -> TrainedStudent:
         losses = fit(
-            student, None, progress, epochs=plan.student_epochs,
+            student, None, progress, epochs=schedule.student_epochs,
             convergence=full if auto else None,
         )  # fmt: skip
         if not auto:
             stop = "epochs as set"
-        elif len(losses) < plan.student_epochs or full.reached(losses):
+        elif len(losses) < schedule.student_epochs or full.reached(losses):
             stop = "converged"
         else:
             stop = "step bound"
@@ -161,7 +212,7 @@ def train_student(
     partial = Convergence(offset=soft_label_entropy(soft_labels[rows]))
     student = make(False)
     losses = fit(
-        student, rows, on_progress, epochs=plan.student_epochs,
+        student, rows, on_progress, epochs=schedule.student_epochs,
         # auto: stop at the plateau; the low-rate finish comes after the check, on every image
         after_epoch=(lambda epoch, so_far: partial.reached(so_far)) if auto else None,
     )  # fmt: skip

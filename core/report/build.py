@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from core.audit.schema import Evaluation, Verdict
 from core.datasets.references import Dataset
 from core.deploy.onnx_export import ExportResult
-from core.hardening.method import HardeningMethod, HardeningResult, RobustTraining
+from core.hardening.method import HardeningMethod, HardeningResult
 from core.hardening.training import logits_of
 from core.intake.upload import LoadedModel
 from core.names import MODEL_ONNX
@@ -27,7 +27,6 @@ from core.report.schema import (
     MethodComparison,
     ModelSummary,
     Report,
-    RobustTrainingSummary,
 )
 
 
@@ -111,75 +110,6 @@ def onnx_metadata(
     }
 
 
-# A student this far below the upload is worth a word in the report (the 1.5 points are the
-# bar bench/results/student_accuracy.md measures every architecture against).
-ACCURACY_DROP_NOTE = 0.015
-
-
-def accuracy_note(
-    models: dict[str, ModelSummary], plan: RunPlan, result: HardeningResult
-) -> str | None:
-    """A sentence for the report when the student is far below the upload; None otherwise."""
-    drop = models["uploaded"].clean_accuracy - models["student"].clean_accuracy
-    if drop <= ACCURACY_DROP_NOTE:
-        return None
-    if result.robust is not None:
-        # Training against attacks trades clean accuracy for robustness (Tsipras et al. 2019):
-        # the cost is stated, not treated as a failure.
-        return (
-            f"the hardened model's clean accuracy is {100 * drop:.1f} points below the uploaded "
-            f"model's: the price of training against {result.robust.norm} attacks of size "
-            f"{result.robust.epsilon:g}; a smaller robust.epsilon (or a larger model) costs less"
-        )
-    spec = plan.spec
-    if spec.distillation.student_parametrization == "plain":
-        advice = "use the default student_parametrization 'output_scale'"
-    elif result.student_stop != "converged":
-        advice = "raise student_epochs, or start it from the teacher (student_init='teacher')"
-    elif spec.distillation.student_init == "scratch" and not (
-        result.student_check is not None and result.student_check.fell_back
-    ):
-        # More epochs do not help a converged student: what it lacks is the upload's luck. On
-        # bench's synthetic32_hard an MLP trained from scratch on hard labels ends at 74-98%
-        # depending on its seed, and its students at 78-97%; started from the teacher, 98%
-        # (bench/results/student_accuracy.md).
-        advice = (
-            "its soft-label loss converged, so more epochs will not close the gap; a student "
-            "trained from scratch depends on its initial weights: start it from the teacher "
-            "(student_init='teacher'), or try another seed"
-        )
-    else:
-        advice = "check the teacher's accuracy in this report: the student learns what it says"
-    return (
-        f"the student's clean accuracy is {100 * drop:.1f} points below the uploaded model's "
-        f"after {len(result.student_losses)} epochs ({result.student_steps} optimizer steps, "
-        f"stopped: {result.student_stop}) at T={plan.spec.distillation.temperature:g}: {advice}"
-    )
-
-
-def student_check_note(result: HardeningResult) -> str | None:
-    """A sentence for the report when the scratch student failed its check and the job deployed
-    a student warm-started from the teacher instead; None otherwise."""
-    check = result.student_check
-    if check is None or not check.fell_back:
-        return None
-    after_finish = (
-        ""
-        if check.finished_accuracy is None
-        else f" at its loss plateau and {100 * check.finished_accuracy:.1f}% after its "
-        "low-learning-rate finish"
-    )
-    return (
-        f"the student trained from scratch reached {100 * check.scratch_accuracy:.1f}% on "
-        f"{check.held_out_samples} training images held out from it{after_finish}, more than "
-        f"{100 * check.max_drop:g} points (plus one standard error, "
-        f"{100 * check.standard_error:.1f}) below the uploaded model's "
-        f"{100 * check.upload_test_accuracy:.1f}% test accuracy, so the deployed student was "
-        "warm-started from the teacher instead (same T, same soft labels); a scratch student's "
-        "accuracy depends on its initial weights (student_max_drop: null turns the check off)"
-    )
-
-
 def dataset_split(data: Dataset, train_samples: int) -> DatasetSplit:
     """Where the run's train/test split came from, and its sizes."""
     split = data.split
@@ -237,7 +167,6 @@ def build_report(
         models=models,
         method=method.name,
         method_title=method.title,
-        robust_training=robust_summary(result.robust),
         **method.report_section(result, plan),
         export=ExportSummary(
             file=MODEL_ONNX,
@@ -259,24 +188,10 @@ def build_report(
     )
 
 
-def robust_summary(record: RobustTraining | None) -> RobustTrainingSummary | None:
-    """The report's record of training against attacks (None for distillation)."""
-    if record is None:
-        return None
-    return RobustTrainingSummary(
-        norm=record.norm, epsilon=record.epsilon, steps=record.steps,
-        step_size=record.step_size, fast=record.fast, warmup_epochs=record.warmup_epochs,
-        epochs=record.epochs, best_epoch=record.best_epoch,
-        held_out_samples=record.held_out_samples,
-        held_out_robust_accuracy=record.held_out_robust_accuracy,
-        fell_back_at=record.fell_back_at, parameters=record.parameters,
-        loss_history=record.losses,
-    )  # fmt: skip
-
-
 def method_comparison(
     method: HardeningMethod,
     result: HardeningResult,
+    plan: RunPlan,
     student: ModelSummary,
     *,
     training_s: float,
@@ -286,5 +201,5 @@ def method_comparison(
     """One compared method's row of the report."""
     return MethodComparison(
         method=method.name, method_title=method.title, training_s=training_s, student=student,
-        robust_training=robust_summary(result.robust), evaluation=evaluation, verdict=verdict,
+        evaluation=evaluation, verdict=verdict, **method.report_section(result, plan),
     )  # fmt: skip

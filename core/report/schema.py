@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.audit.schema import Evaluation, Verdict
+from core.contract.spec import FLAT_DISTILLATION_FIELDS
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 
 # 1.1: export.max_rel_diff and export.prediction_agreement.
@@ -32,7 +33,13 @@ from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 #      and whether the job fell back to a student warm-started from the teacher).
 # 1.9: distillation.student_check.finished_accuracy (a scratch student short at its plateau is
 #      measured again after its low-rate finish before it is replaced).
-REPORT_VERSION = "1.9"
+# 2.0: breaking for readers of 1.x (read one with read_report, which upgrades it):
+#      spec.distillation holds the eight distillation settings that 1.x kept at the top of the
+#      spec; a comparison row carries its method's own section (distillation or
+#      robust_training), as the job's own method does; timings_s has one key per stage the
+#      method declares (core.contract.methods), so adversarial training and TRADES time
+#      ``training`` where 1.x said ``student``.
+REPORT_VERSION = "2.0"
 
 
 class _Section(BaseModel):
@@ -209,6 +216,7 @@ class MethodComparison(_Section):
     method_title: str
     training_s: float = Field(description="Seconds its training took.")
     student: ModelSummary = Field(description="Its model's clean behaviour on the test split.")
+    distillation: DistillationSummary | None = None
     robust_training: RobustTrainingSummary | None = None
     evaluation: Evaluation | None = None
     verdict: Verdict | None = None
@@ -287,6 +295,45 @@ class Report(_Section):
                 for row in self.verdict.strongest
             ],
         )
+
+
+# The methods of 1.x whose one training stage was timed as ``student``.
+_SINGLE_STAGE_1X = ("adversarial", "trades")
+
+
+def _upgrade_1x(data: dict[str, Any]) -> dict[str, Any]:
+    """A 1.x report's fields where 2.0 keeps them (the numbers are unchanged)."""
+    data = dict(data)
+    spec = dict(data.get("spec") or {})
+    nested = dict(spec.get("distillation") or {})
+    for name in FLAT_DISTILLATION_FIELDS:
+        if name in spec:
+            nested.setdefault(name, spec.pop(name))
+    spec["distillation"] = nested
+    data["spec"] = spec
+    if data.get("method") in _SINGLE_STAGE_1X and "student" in (data.get("timings_s") or {}):
+        data["timings_s"] = {
+            ("training" if stage == "student" else stage): seconds
+            for stage, seconds in data["timings_s"].items()
+        }
+    data["report_version"] = REPORT_VERSION
+    return data
+
+
+def read_report(data: dict[str, Any]) -> Report:
+    """A ``report.json`` of this major version, or of 1.x upgraded to it; any other version is
+    refused with what to do (a report is read by the worker, the CLI and clients, which may be
+    older or newer than the job that wrote it)."""
+    version = str(data.get("report_version", ""))
+    major = version.split(".", 1)[0]
+    if major == "1":
+        data = _upgrade_1x(data)
+    elif major != REPORT_VERSION.split(".", 1)[0]:
+        raise ValueError(
+            f"report_version {version or '(none)'} is not one this version reads "
+            f"({REPORT_VERSION.split('.', 1)[0]}.x or 1.x): upgrade harden to read it"
+        )
+    return Report.model_validate(data)
 
 
 def report_json_schema() -> dict[str, Any]:

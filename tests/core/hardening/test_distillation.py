@@ -127,9 +127,14 @@ def test_distilled_student_has_much_larger_logits_and_keeps_accuracy() -> None:
         (logits_of(result.teacher, data.x_test).argmax(1) == data.y_test).float().mean()
     )
     assert teacher_accuracy > 0.85
-    assert result.soft_labels.shape == (len(data.x_train), data.num_classes)
-    assert torch.allclose(result.soft_labels.sum(1), torch.ones(len(data.x_train)), atol=1e-5)
-    assert len(result.student_losses) == 6 and result.student_losses[-1] < result.student_losses[0]
+    assert result.record.soft_labels.shape == (len(data.x_train), data.num_classes)
+    assert torch.allclose(
+        result.record.soft_labels.sum(1), torch.ones(len(data.x_train)), atol=1e-5
+    )
+    assert (
+        len(result.losses["student"]) == 6
+        and result.losses["student"][-1] < result.losses["student"][0]
+    )
 
 
 def test_teacher_epochs_zero_keeps_the_scaled_upload() -> None:
@@ -140,7 +145,7 @@ def test_teacher_epochs_zero_keeps_the_scaled_upload() -> None:
     assert torch.allclose(
         logits_of(result.teacher, data.x_test[:64]), expected, rtol=1e-4, atol=1e-3
     )
-    assert result.teacher_losses == []
+    assert result.losses["teacher"] == []
 
 
 def test_same_seed_gives_the_same_student() -> None:

@@ -86,27 +86,27 @@ def test_a_default_student_keeps_the_uploads_accuracy_and_the_t_times_logits(
     result = distill(upload, data, HardenSpec(dataset="builtin:digits"))
     uploaded, student = _accuracy(upload.module), _accuracy(result.student)
     assert uploaded > 0.94
-    assert student >= uploaded - MAX_DROP, (uploaded, student, result.student_stop)
+    assert student >= uploaded - MAX_DROP, (uploaded, student, result.record.student.stop)
     ratio = float(
         logits_of(result.student, data.x_test).abs().mean()
         / logits_of(upload.module, data.x_test).abs().mean()
     )
     assert ratio >= MIN_LOGIT_RATIO, ratio
     # Auto: it stopped because the loss converged, long before the step bound.
-    assert result.student_stop == "converged"
-    check = result.student_check
+    assert result.record.student.stop == "converged"
+    check = result.record.student.check
     assert check is not None and check.held_out_samples == 143  # a tenth of 1,437 digits
     assert not isinstance(result.student, OutputScale)
     if check.fell_back:
         # Warm-started from the teacher (T already in its last layer), on all 12 batches.
-        assert result.student_deployed == "the trained network as is"
-        assert result.student_steps == len(result.student_losses) * 12
+        assert result.record.student_deployed == "the trained network as is"
+        assert result.record.student.steps == len(result.losses["student"]) * 12
     else:
         # The scratch student: T folded into its last linear layer, no wrapper left; it trained
         # on 11 batches (1,294 digits) to its plateau, then finished on all 12 (5 epochs).
-        assert result.student_deployed.startswith("T folded into")
-        assert result.student_steps == check.scratch_epochs * 11 + 5 * 12
-        assert len(result.student_losses) == check.scratch_epochs + 5
+        assert result.record.student_deployed.startswith("T folded into")
+        assert result.record.student.steps == check.scratch_epochs * 11 + 5 * 12
+        assert len(result.losses["student"]) == check.scratch_epochs + 5
 
 
 def test_the_papers_plain_recipe_stays_available_and_is_recorded() -> None:
@@ -119,8 +119,8 @@ def test_the_papers_plain_recipe_stays_available_and_is_recorded() -> None:
     )
     result = distill(_Upload(trained_mlp()), data, spec)
     assert not isinstance(result.student, OutputScale)
-    assert result.student_deployed == "the trained network as is"
-    assert result.student_stop == "epochs as set" and len(result.student_losses) == 2
+    assert result.record.student_deployed == "the trained network as is"
+    assert result.record.student.stop == "epochs as set" and len(result.losses["student"]) == 2
     # Two plain epochs at T=100 barely move a fresh network: its logits stay near their
     # initial size, where the output-scaled student starts T-fold (what makes it train fast).
     scaled = distill(

@@ -11,8 +11,7 @@ import pytest
 from torch import nn
 
 from core.contract.spec import STUDENT_CHECK_LEAST, HardenSpec
-from core.hardening.method import StudentCheck
-from core.hardening.student import standard_error
+from core.hardening.student import StudentCheck, standard_error
 from core.hardening.training import logits_of
 from tests.core.hardening.test_distillation import _Upload, distill
 from tests.core.model_files import digits, trained_mlp
@@ -38,9 +37,9 @@ def test_a_scratch_student_below_the_upload_is_replaced_by_one_from_the_teacher(
     )
     checked = distill(_Upload(upload), data, HardenSpec(dataset="builtin:digits", **UNDERTRAINED))
     # Unchecked, the scratch student is deployed as it is, 1.5 points or more below the upload.
-    assert plain.student_check is None
+    assert plain.record.student.check is None
     assert _accuracy(plain.student) < uploaded - 0.015
-    check = checked.student_check
+    check = checked.record.student.check
     assert check is not None and check.fell_back and check.scratch_epochs == 1
     assert check.upload_test_accuracy == pytest.approx(uploaded)
     assert check.scratch_accuracy < uploaded - check.max_drop
@@ -64,11 +63,11 @@ def test_a_scratch_student_that_passes_is_deployed_as_it_is() -> None:
             update={"distillation": spec.distillation.model_copy(update={"student_max_drop": None})}
         ),
     )
-    check = result.student_check
+    check = result.record.student.check
     assert check is not None and not check.fell_back and check.held_out_samples == 143
     # The same scratch student as without the check but for the held-out rows: one epoch of
     # 11 batches (1,294 images) instead of 12 (1,437), so not the same weights.
-    assert result.student_steps == 11 and unchecked.student_steps == 12
+    assert result.record.student.steps == 11 and unchecked.record.student.steps == 12
     assert _accuracy(result.student) < _accuracy(trained_mlp()) - 0.015
 
 
@@ -86,8 +85,8 @@ def test_no_check_and_every_training_image_where_it_does_not_apply(
 ) -> None:
     spec = HardenSpec(dataset="builtin:digits", student_epochs=1, **overrides)  # type: ignore[arg-type]
     result = distill(_Upload(trained_mlp()), digits(), spec)
-    assert result.student_check is None
-    assert result.student_steps == 12  # all 1,437 digits at batch 128
+    assert result.record.student.check is None
+    assert result.record.student.steps == 12  # all 1,437 digits at batch 128
 
 
 def test_no_check_on_a_training_set_too_small_to_hold_out_enough() -> None:
@@ -98,7 +97,9 @@ def test_no_check_on_a_training_set_too_small_to_hold_out_enough() -> None:
     result = distill(
         _Upload(trained_mlp()), small, HardenSpec(dataset="builtin:digits", student_epochs=1)
     )
-    assert result.student_check is None and result.student_steps == 8  # 999 at batch 128
+    assert (
+        result.record.student.check is None and result.record.student.steps == 8
+    )  # 999 at batch 128
 
 
 def _short(accuracy: float, check: StudentCheck) -> bool:
@@ -114,23 +115,23 @@ def test_a_scratch_student_short_at_its_plateau_is_measured_again_after_its_fini
     # less than an image, and its low-rate finish on the rows it trains on adds one.
     spec = HardenSpec(dataset="builtin:digits", student_max_drop=0.0, seed=6, learning_rate=3e-4)
     result = distill(_Upload(trained_mlp()), digits(), spec)
-    check = result.student_check
+    check = result.record.student.check
     assert check is not None and check.finished_accuracy is not None
     assert _short(check.scratch_accuracy, check)
     assert check.finished_accuracy > check.scratch_accuracy
     assert not _short(check.finished_accuracy, check) and not check.fell_back
     # Kept: its plateau and finish on 1,294 images (11 batches), then the finish again on every
     # image (12 batches), so that the deployed student learnt from the held-out ones too.
-    assert result.student_steps == 11 * (check.scratch_epochs + 5) + 12 * 5
+    assert result.record.student.steps == 11 * (check.scratch_epochs + 5) + 12 * 5
 
 
 def test_a_scratch_student_still_short_after_its_finish_is_replaced() -> None:
     spec = HardenSpec(dataset="builtin:digits", student_max_drop=0.0, seed=1)
     result = distill(_Upload(trained_mlp()), digits(), spec)
-    check = result.student_check
+    check = result.record.student.check
     assert check is not None and check.finished_accuracy is not None
     assert _short(check.scratch_accuracy, check) and _short(check.finished_accuracy, check)
     assert check.fell_back
     # The replacement from the teacher trains on every image: whole epochs of 12 batches.
-    assert result.student_steps % 12 == 0
+    assert result.record.student.steps % 12 == 0
     assert _accuracy(result.student) >= check.upload_test_accuracy - 0.015

@@ -1,4 +1,4 @@
-"""The report's note on a student far below the upload says what would close the gap, by why the
+"""Distillation's note on a student far below the upload says what would close the gap, by why the
 student stopped: more epochs only where training was cut short; where its loss converged, a
 warm start from the teacher (more epochs did not help a converged student: on
 bench/results/student_accuracy.md's synthetic32_hard, 300 epochs left an MLP student at 78.8%)."""
@@ -8,35 +8,35 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 from torch import nn
 
 from core.contract.spec import HardenSpec
-from core.hardening.method import HardeningResult, StudentCheck
+from core.hardening.distillation import (
+    DefensiveDistillation,
+    DistillationRecord,
+    student_check_note,
+)
+from core.hardening.method import HardeningResult
+from core.hardening.student import DistillationPlan, StudentCheck, TrainedStudent
 from core.plan import RunPlan
-from core.report.build import accuracy_note, student_check_note
-from core.report.schema import ModelSummary
 
 
 def _note(
     student_accuracy: float, stop: str, check: StudentCheck | None = None, **spec_fields: object
 ) -> str | None:
+    """The method's note on a student ``student_accuracy`` against an upload's 98%."""
     spec = HardenSpec(dataset="builtin:digits", **spec_fields)
     plan = RunPlan.resolve(spec, dataset=spec.dataset, train_samples=1437)
-    models = {
-        "uploaded": ModelSummary(clean_accuracy=0.98, mean_abs_logit=3.0, test_samples=500),
-        "student": ModelSummary(
-            clean_accuracy=student_accuracy, mean_abs_logit=300.0, test_samples=500
-        ),
-    }
-    result = HardeningResult(
-        teacher=nn.Identity(),
-        student=nn.Identity(),
-        student_losses=[0.5] * 93,
-        student_steps=93 * 12,
-        student_stop=stop,
-        student_check=check,
+    trained = TrainedStudent(nn.Identity(), [0.5] * 93, 93 * 12, stop, None, check)
+    record = DistillationRecord(
+        DistillationPlan.resolve(plan), "", torch.zeros(1), trained, "the trained network as is"
     )
-    return accuracy_note(models, plan, result)
+    result = HardeningResult(teacher=nn.Identity(), student=nn.Identity(), record=record)
+    notes = DefensiveDistillation().notes(result, plan, accuracy_drop=0.98 - student_accuracy)
+    accuracy = [note for note in notes if note.startswith("the student's clean accuracy")]
+    assert len(accuracy) <= 1
+    return accuracy[0] if accuracy else None
 
 
 def test_no_note_within_the_bar() -> None:
@@ -87,10 +87,9 @@ def test_the_replacement_note_gives_the_held_out_accuracy_that_decided(
         held_out_samples=200, upload_test_accuracy=0.98, max_drop=0.015, standard_error=0.028,
         scratch_accuracy=0.80, scratch_epochs=96, fell_back=True, finished_accuracy=finished,
     )  # fmt: skip
-    result = HardeningResult(teacher=None, student=nn.Linear(2, 2), student_check=check)
-    note = student_check_note(result)
+    note = student_check_note(check)
     assert note is not None and "80.0% on 200 training images held out" in note
     assert "98.0% test accuracy" in note and "2.8)" in note
     assert ("81.0% after its low-learning-rate finish" in note) == (finished is not None)
     kept = dataclasses.replace(check, fell_back=False)
-    assert student_check_note(dataclasses.replace(result, student_check=kept)) is None
+    assert student_check_note(kept) is None

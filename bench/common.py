@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.datasets.references import Dataset, load_dataset
+from core.datasets.dataset import Dataset
+from core.datasets.references import load_dataset
 from core.intake.zoo import papernot_mnist
 
 CACHE = Path("/tmp/harden_bench_cache")

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.contract.spec import HardenSpec
-from core.datasets.references import Dataset, load_dataset
+from core.datasets.dataset import Dataset
+from core.datasets.references import load_dataset
 from core.device import pick_device
 from core.hardening.distillation import DefensiveDistillation
 from core.hardening.student import DistillationPlan

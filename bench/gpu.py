@@ -44,7 +44,8 @@ from bench.gpu_attacks import (  # noqa: E402
 from bench.gpu_training import compare, time_options  # noqa: E402
 from core.compute import Compute  # noqa: E402
 from core.contract.spec import HardenSpec  # noqa: E402
-from core.datasets.references import Dataset, load_dataset  # noqa: E402
+from core.datasets.dataset import Dataset
+from core.datasets.references import load_dataset  # noqa: E402
 from core.device import pick_device, supports_bfloat16  # noqa: E402
 from core.intake.zoo import build_zoo_model  # noqa: E402
 from core.pipeline import run  # noqa: E402

@@ -26,11 +26,11 @@ from torch import Tensor, nn
 
 from bench.distill_overhead import _Upload
 from core.compute import Compute
-from core.datasets.references import Dataset
+from core.datasets.dataset import Dataset
 from core.hardening.distillation import DefensiveDistillation
-from core.hardening.perturb import held_out_split
 from core.hardening.robust import AdversarialTraining
 from core.hardening.student import DistillationPlan
+from core.hardening.training import held_out_split
 from core.plan import RunPlan
 
 Step = Callable[[nn.Module, Tensor, Tensor], Tensor]

@@ -37,7 +37,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from core.contract.spec import HardenSpec
-from core.datasets.references import Dataset, load_dataset
+from core.datasets.dataset import Dataset
+from core.datasets.references import load_dataset
 from core.intake.zoo import build_zoo_model
 from core.pipeline import run
 from core.report.schema import DistillationSummary

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from core.contract.spec import HardenSpec
 from core.contract.training_cost import steps_per_epoch
-from core.datasets.references import Dataset, load_dataset
+from core.datasets.dataset import Dataset
+from core.datasets.references import load_dataset
 from core.intake.zoo import build_zoo_model
 from core.pipeline import run
 

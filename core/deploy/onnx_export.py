@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from core.errors import HardenError, UnsupportedModelError
-from core.hardening.scaling import set_training_mode
+from core.modules import set_training_mode
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -40,13 +40,15 @@ from core.hardening.student import (
     TrainedStudent,
     train_student,
 )
-from core.hardening.training import LossFn, logits_of, timed_stage, train_epochs
+from core.hardening.training import LossFn, train_epochs
 from core.intake.zoo import build_zoo_model
+from core.modules import logits_of
 from core.names import CancelFn, ProgressFn
 from core.report.schema import DistillationSummary, StudentCheckSummary
+from core.stages import timed_stage
 
 if TYPE_CHECKING:
-    from core.datasets.references import Dataset
+    from core.datasets.dataset import Dataset
     from core.intake.upload import LoadedModel
     from core.plan import RunPlan
 

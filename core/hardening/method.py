@@ -17,7 +17,7 @@ from core.names import CancelFn, ProgressFn
 
 if TYPE_CHECKING:
     from core.contract.methods import MethodInfo
-    from core.datasets.references import Dataset
+    from core.datasets.dataset import Dataset
     from core.intake.upload import LoadedModel
     from core.plan import RunPlan
 

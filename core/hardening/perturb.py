@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from core.audit.attacks.base import normalise_l2, per_sample, project_l2, project_linf
 from core.audit.attacks.gradient import Norm, pgd
 from core.contract.spec import HardenSpec
-from core.hardening.scaling import set_training_mode
+from core.modules import set_training_mode
 
 # What the inner maximisation climbs: the batch's logits at x + δ -> a scalar.
 Objective = Callable[[Tensor], Tensor]
@@ -142,12 +142,3 @@ class HeldOutCheck:
     def restore_best(self) -> None:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-
-
-def held_out_split(
-    count: int, generator: torch.Generator, *, most: int = 256
-) -> tuple[Tensor, Tensor]:
-    """Indices to train on and indices held out for the check (a tenth, at most ``most``)."""
-    order = torch.randperm(count, generator=generator)
-    held = max(1, min(most, count // 10))
-    return order[held:], order[:held]

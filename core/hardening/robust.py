@@ -26,15 +26,16 @@ from torch import Tensor, nn
 from core.contract.methods import ADVERSARIAL, ROBUST_DISTILLATION, TRADES, MethodInfo
 from core.hardening.method import ACCURACY_DROP_NOTE, HardeningResult
 from core.hardening.normalization import with_normalization
-from core.hardening.perturb import Budget, HeldOutCheck, held_out_split, perturb
-from core.hardening.scaling import set_training_mode
-from core.hardening.training import BatchLoss, logits_of, timed_stage, train_epochs
+from core.hardening.perturb import Budget, HeldOutCheck, perturb
+from core.hardening.training import BatchLoss, held_out_split, train_epochs
 from core.intake.zoo import build_zoo_model
+from core.modules import logits_of, set_training_mode
 from core.names import CancelFn, ProgressFn
 from core.report.schema import RobustTrainingSummary
+from core.stages import timed_stage
 
 if TYPE_CHECKING:
-    from core.datasets.references import Dataset
+    from core.datasets.dataset import Dataset
     from core.intake.upload import LoadedModel
     from core.plan import RunPlan
 

@@ -36,22 +36,6 @@ class OutputScale(nn.Module):
         return self.module(x) * self.factor
 
 
-def set_training_mode(module: nn.Module, training: bool) -> None:
-    """``module.train(training)``, tolerating torch.export graphs.
-
-    A GraphModule from ``torch.export`` refuses ``train()``/``eval()``; its dropout and batch-norm
-    behaviour was fixed when it was exported, so leaving its mode alone is the only choice.
-    """
-    try:
-        module.train(training)
-    except NotImplementedError:
-        for child in module.modules():
-            # Plain children (a Normalize, an OutputScale) still get the mode; only the exported
-            # graph itself keeps the one it was exported with.
-            if child is not module and not hasattr(child, "graph"):
-                child.training = training
-
-
 Candidate = tuple[str, nn.Parameter, nn.Parameter | None]
 
 

@@ -32,12 +32,12 @@ from torch import Tensor, nn
 from core.contract.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST
 from core.contract.training_cost import steps_per_epoch, student_epoch_budget
 from core.hardening.normalization import normalized_inputs
-from core.hardening.perturb import held_out_split
-from core.hardening.training import Convergence, EpochHook, LossFn, logits_of, train_epochs
+from core.hardening.training import Convergence, EpochHook, LossFn, held_out_split, train_epochs
+from core.modules import logits_of
 from core.names import CancelFn, ProgressFn
 
 if TYPE_CHECKING:
-    from core.datasets.references import Dataset
+    from core.datasets.dataset import Dataset
     from core.plan import RunPlan
 
 # Builds a student on the device: from the teacher's weights (True) or as the spec says (False).

@@ -1,5 +1,5 @@
 """What every hardening method trains with: the spec's optimiser, a training loop on in-memory
-tensors, batched inference, and stage timing with cancellation.
+tensors, its convergence rule, and the split of training rows held out for a method's checks.
 
 Training runs on plain tensors already on the device, with batches drawn by a seeded index
 permutation: no DataLoader, so the loop costs what a hand-written PyTorch loop costs
@@ -8,9 +8,8 @@ permutation: no DataLoader, so the loop costs what a hand-written PyTorch loop c
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -19,10 +18,10 @@ from torch import Tensor, nn
 from core.compute import Compute
 from core.contract.spec import HardenSpec
 from core.contract.training_cost import steps_per_epoch
-from core.errors import JobCancelledError
-from core.hardening.scaling import set_training_mode
+from core.modules import set_training_mode
 from core.names import CancelFn, ProgressFn
 from core.plan import RunPlan
+from core.stages import cancelled
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 # A loss that needs the model and the batch's inputs, not only its logits: adversarial training
@@ -30,9 +29,6 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 BatchLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
 # Called after each epoch with the epoch's index and the per-epoch losses so far; True stops.
 EpochHook = Callable[[int, list[float]], bool]
-
-# How many inputs one inference pass takes (soft labels, accuracy): big enough to keep a GPU busy.
-INFERENCE_BATCH = 1024
 
 
 def make_optimizer(
@@ -44,15 +40,6 @@ def make_optimizer(
     if spec.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=spec.momentum)  # type: ignore[arg-type]
     return torch.optim.Adam(params, lr=lr)  # type: ignore[arg-type]
-
-
-@torch.no_grad()
-def logits_of(module: nn.Module, inputs: Tensor, *, batch_size: int = INFERENCE_BATCH) -> Tensor:
-    """``module``'s logits for ``inputs`` in eval mode, batched, on the inputs' device."""
-    set_training_mode(module, False)
-    return torch.cat(
-        [module(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
-    )
 
 
 @dataclass(frozen=True)
@@ -96,12 +83,6 @@ class Convergence:
         best_recent = min(excess[-self.window :])
         progress = excess[0] - best_recent
         return best_before - best_recent <= self.tolerance * progress
-
-
-def _cancelled(message: str, stage: str) -> JobCancelledError:
-    return JobCancelledError(
-        message, hint="nothing was written; submit the job again to rerun it", stage=stage
-    )
 
 
 def train_epochs(
@@ -163,7 +144,7 @@ def train_epochs(
         loss_sum = torch.zeros((), device=inputs.device)
         for start in range(0, count, batch_size):
             if should_cancel():
-                raise _cancelled(
+                raise cancelled(
                     f"cancelled during {stage} training at step {step} of {total}", stage
                 )
             index = order[start : start + batch_size]
@@ -203,12 +184,10 @@ def training_autocast(compute: Compute, device: torch.device) -> AbstractContext
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-@contextmanager
-def timed_stage(stage: str, should_cancel: CancelFn, timings: dict[str, float]) -> Iterator[None]:
-    """Check for cancellation before ``stage`` and record its seconds in ``timings`` once it
-    completes (long stages also check every step, e.g. train_epochs)."""
-    if should_cancel():
-        raise _cancelled(f"cancelled before {stage}", stage)
-    started = time.perf_counter()
-    yield
-    timings[stage] = time.perf_counter() - started
+def held_out_split(
+    count: int, generator: torch.Generator, *, most: int = 256
+) -> tuple[Tensor, Tensor]:
+    """Indices to train on and indices held out for the check (a tenth, at most ``most``)."""
+    order = torch.randperm(count, generator=generator)
+    held = max(1, min(most, count // 10))
+    return order[held:], order[:held]

@@ -14,11 +14,11 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from core.audit.schema import Evaluation, Verdict
-from core.datasets.references import Dataset
+from core.datasets.dataset import Dataset
 from core.deploy.onnx_export import ExportResult
 from core.hardening.method import HardeningMethod, HardeningResult
-from core.hardening.training import logits_of
 from core.intake.upload import LoadedModel
+from core.modules import logits_of
 from core.names import MODEL_ONNX
 from core.plan import RunPlan
 from core.report.schema import (

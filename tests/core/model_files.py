@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from core.datasets.references import Dataset, load_dataset
+from core.datasets.dataset import Dataset
+from core.datasets.references import load_dataset
 from core.intake.zoo import build_zoo_model
 
 FORMATS = ("torchscript", "torch_export", "onnx", "safetensors")

@@ -20,7 +20,7 @@ from core.audit.schema import (
 )
 from core.audit.verdict import decide
 from core.contract.spec import HardenSpec
-from core.datasets.references import Dataset
+from core.datasets.dataset import Dataset
 from core.errors import JobCancelledError
 from tests.core.robust_models import digits, distilled, undefended
 

@@ -13,7 +13,7 @@ from core.audit.evaluate import evaluate
 from core.contract.evaluation import EvaluationSpec
 from core.contract.spec import HardenSpec
 from core.contract.threat_models import threat_model_for_shape
-from core.datasets.references import Dataset
+from core.datasets.dataset import Dataset
 
 
 @pytest.mark.parametrize(

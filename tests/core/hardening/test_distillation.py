@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from core.contract.spec import HardenSpec
-from core.datasets.references import Dataset
+from core.datasets.dataset import Dataset
 from core.errors import JobCancelledError
 from core.hardening.distillation import DefensiveDistillation
 from core.hardening.method import HardeningResult
 from core.hardening.registry import DEFAULT_METHOD, METHODS
 from core.hardening.scaling import OutputScale, scale_last_linear
-from core.hardening.training import logits_of
+from core.modules import logits_of
 from core.names import CancelFn, ProgressFn
 from core.plan import RunPlan
 from tests.core.model_files import FORMATS, digits, loaded_module, trained_mlp

@@ -20,7 +20,7 @@ from core.audit.attacks.apgd import apgd
 from core.audit.attacks.cw import carlini_wagner_l2
 from core.audit.attacks.gradient import pgd
 from core.contract.spec import HardenSpec
-from core.datasets.references import Dataset
+from core.datasets.dataset import Dataset
 from core.hardening.registry import METHODS
 from core.intake.upload import load_model
 from core.plan import RunPlan

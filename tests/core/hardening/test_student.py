@@ -14,7 +14,8 @@ from torch import nn
 from core.audit.evaluate import evaluate
 from core.contract.spec import HardenSpec
 from core.hardening.scaling import OutputScale
-from core.hardening.training import Convergence, logits_of
+from core.hardening.training import Convergence
+from core.modules import logits_of
 from tests.core.hardening.test_distillation import _Upload, distill
 from tests.core.model_files import digits, trained_mlp
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from core.contract.spec import STUDENT_CHECK_LEAST, HardenSpec
 from core.hardening.student import StudentCheck, standard_error
-from core.hardening.training import logits_of
+from core.modules import logits_of
 from tests.core.hardening.test_distillation import _Upload, distill
 from tests.core.model_files import digits, trained_mlp
 

@@ -13,7 +13,7 @@ import pytest
 
 from core.audit.evaluate import evaluate
 from core.contract.spec import HardenSpec
-from core.datasets.references import Dataset
+from core.datasets.dataset import Dataset
 from core.report.html import render_html
 from core.report.schema import (
     DistillationSummary,

@@ -8,7 +8,7 @@ core.contract.mlflow_settings) and nowhere else.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
@@ -24,7 +24,7 @@ from core.contract.distillation import (
 )
 from core.contract.evaluation import EvaluationSpec
 from core.contract.fetched_refs import RemoteRef, is_fetched_reference, parse_fetched_reference
-from core.contract.methods import CATALOGUE, DEFAULT_METHOD
+from core.contract.methods import CATALOGUE, DEFAULT_METHOD, with_sections
 from core.contract.mlflow_settings import MlflowSpec
 from core.contract.robust import HardeningMethodName, RobustTrainingSpec
 from core.contract.strict_model import StrictModel
@@ -273,6 +273,18 @@ class HardenSpec(StrictModel):
                 f"input_range bounds must lie within ±{MAX_INPUT_MAGNITUDE:g}, got {list(value)}"
             )
         return value
+
+
+def _with_method_settings(base: type[HardenSpec]) -> type[HardenSpec]:
+    """``base`` with one field per method that declares settings of its own in the catalogue
+    (core.contract.methods: ``settings``), defaults filled in: a new method's settings are part
+    of the job contract, its schema and the OpenAPI without an edit here."""
+    sections = (info.settings for info in CATALOGUE.values() if info.settings is not None)
+    return with_sections(base, sections, optional=False)
+
+
+if not TYPE_CHECKING:  # the type checker sees the class above; methods read theirs by name
+    HardenSpec = _with_method_settings(HardenSpec)
 
 
 def deprecations(config: object) -> list[str]:

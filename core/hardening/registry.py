@@ -1,21 +1,26 @@
-"""The hardening methods a job can run, by name: each torch implementation under the name of its
-description in :mod:`core.contract.methods` (torch-free, where the names come from)."""
+"""The hardening methods a job can run, by name: each catalogue description's torch class
+(:mod:`core.contract.methods` names it, ``implementation``), imported here, so the methods are
+listed once, in the catalogue."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Final
 
-from core.contract.methods import CATALOGUE, DEFAULT_METHOD
-from core.hardening.distillation import DefensiveDistillation
+from core.contract.methods import CATALOGUE, DEFAULT_METHOD, MethodInfo
 from core.hardening.method import HardeningMethod
-from core.hardening.robust import AdversarialTraining, RobustDistillation, Trades
 
 __all__ = ["DEFAULT_METHOD", "METHODS"]
 
+
+def _implementation(info: MethodInfo) -> HardeningMethod:
+    module, _, name = info.implementation.partition(":")
+    method: HardeningMethod = getattr(importlib.import_module(module), name)()
+    if method.info is not info:  # a class naming another description would run the wrong method
+        raise ImportError(f"{info.implementation} implements {method.info.name}, not {info.name}")
+    return method
+
+
 METHODS: Final[dict[str, HardeningMethod]] = {
-    method.name: method
-    for method in (DefensiveDistillation(), AdversarialTraining(), Trades(), RobustDistillation())
+    name: _implementation(info) for name, info in CATALOGUE.items()
 }
-_missing = set(CATALOGUE) - set(METHODS)
-if _missing:  # a description without its implementation: every job naming it would fail
-    raise ImportError(f"hardening methods described but not implemented: {sorted(_missing)}")

@@ -5,13 +5,15 @@ Rendered by a Jinja2 template with autoescaping on; no HTML is built by string c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel
 
 from core.audit.schema import Evaluation
-from core.contract.methods import AFTER_METHOD, BEFORE_METHOD
+from core.contract.methods import AFTER_METHOD, BEFORE_METHOD, CATALOGUE
 from core.report.plots import gradient_histograms, robust_accuracy_plots
 
 if TYPE_CHECKING:
@@ -61,6 +63,22 @@ def attack_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     return rows
 
 
+def method_records(report: Report) -> list[dict[str, Any]]:
+    """The record sections that methods declare in the catalogue (core.contract.methods), as
+    name/value rows: a method added later gets its table without an edit of the template."""
+    sections = []
+    for info in CATALOGUE.values():
+        record = getattr(report, info.record.field, None) if info.record is not None else None
+        if info.record is None or not isinstance(record, BaseModel):
+            continue
+        fields = [
+            (key, json.dumps(value) if isinstance(value, list | dict) else value)
+            for key, value in record.model_dump(mode="json").items()
+        ]
+        sections.append({"title": info.record.description, "fields": fields})
+    return sections
+
+
 def render_html(report: Report) -> str:
     """The report as one self-contained HTML page: verdict first, then the numbers and plots."""
     evaluation = report.evaluation
@@ -69,6 +87,7 @@ def render_html(report: Report) -> str:
         "verdict": report.verdict,
         "evaluation": evaluation,
         "rows": [],
+        "method_records": method_records(report),
         "accuracy_plots": {},
         "gradient_plot": None,
         # Seconds of the hardening method's own stages (whatever it declares), for the

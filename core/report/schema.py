@@ -9,11 +9,12 @@ No torch import here: the API and clients may read reports too. The HTML page is
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.audit.schema import Evaluation, Verdict
+from core.contract.methods import CATALOGUE, with_sections
 from core.contract.spec import FLAT_DISTILLATION_FIELDS
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 
@@ -44,6 +45,9 @@ REPORT_VERSION = "2.0"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class ModelSummary(_Section):
@@ -222,6 +226,18 @@ class MethodComparison(_Section):
     verdict: Verdict | None = None
 
 
+def _with_method_records(base: type[_Model]) -> type[_Model]:
+    """``base`` with one optional field per method that declares a report section of its own in
+    the catalogue (core.contract.methods: ``record``): a new method's record is part of the
+    report and its JSON Schema without an edit here."""
+    sections = (info.record for info in CATALOGUE.values() if info.record is not None)
+    return with_sections(base, sections, optional=True)
+
+
+if not TYPE_CHECKING:  # the type checker sees the class above; templates read them by name
+    MethodComparison = _with_method_records(MethodComparison)
+
+
 class Report(_Section):
     """Everything a hardening job produced, in one document."""
 
@@ -296,6 +312,9 @@ class Report(_Section):
             ],
         )
 
+
+if not TYPE_CHECKING:
+    Report = _with_method_records(Report)
 
 # The methods of 1.x whose one training stage was timed as ``student``.
 _SINGLE_STAGE_1X = ("adversarial", "trades")

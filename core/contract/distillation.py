@@ -15,7 +15,8 @@ from pydantic import Field
 from core.contract.strict_model import StrictModel
 
 # The names of core.intake.zoo.ZOO, here so that the API (no torch) refuses an unknown
-# architecture at submit instead of a worker failing the job later (tests check both lists agree).
+# architecture at submit instead of a worker failing the job later (core.intake.zoo derives ZOO
+# from these names).
 # A student's architecture (this section) or a safetensors upload's (the spec's architecture).
 ZooArchitecture = Literal["mlp", "papernot_cifar", "papernot_mnist", "resnet18"]
 ZOO_ARCHITECTURES: tuple[ZooArchitecture, ...] = get_args(ZooArchitecture)

@@ -12,6 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
+from core.contract.distillation import ZOO_ARCHITECTURES
 from core.errors import UnsupportedModelError
 
 InputShape = tuple[int, int, int]
@@ -114,12 +115,9 @@ def mlp(*, num_classes: int, input_shape: InputShape) -> nn.Module:
     )
 
 
-ZOO: dict[str, Callable[..., nn.Module]] = {
-    "papernot_mnist": papernot_mnist,
-    "papernot_cifar": papernot_cifar,
-    "resnet18": resnet18,
-    "mlp": mlp,
-}
+# Derived from the contract's names (the API refuses an unknown one without torch): each
+# architecture is built by the function of its name above.
+ZOO: dict[str, Callable[..., nn.Module]] = {name: globals()[name] for name in ZOO_ARCHITECTURES}
 
 
 def build_zoo_model(name: str, *, num_classes: int, input_shape: InputShape) -> nn.Module:

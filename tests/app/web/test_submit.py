@@ -248,13 +248,6 @@ def test_unknown_zoo_architecture_is_refused(api, auth, store, settings, field):
     assert_nothing_left(store, settings)
 
 
-def test_spec_and_zoo_name_the_same_architectures():
-    from core.contract.spec import ZOO_ARCHITECTURES
-    from core.intake.zoo import ZOO
-
-    assert sorted(ZOO_ARCHITECTURES) == sorted(ZOO)
-
-
 def test_safetensors_without_architecture_is_refused(api, auth, store, settings):
     # Weights without code: was queued, and the worker failed it.
     safetensors = pytest.importorskip("safetensors.numpy")

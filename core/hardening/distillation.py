@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from core.contract.methods import DISTILLATION
 from core.hardening.method import ACCURACY_DROP_NOTE, HardeningResult
-from core.hardening.normalization import normalized_inputs
+from core.hardening.normalization import normalized_inputs, with_normalization
 from core.hardening.scaling import OutputScale, scale_last_linear
 from core.hardening.student import (
     DistillationPlan,
@@ -253,21 +253,28 @@ class DefensiveDistillation:
         loss = cross_entropy_at_temperature(temperature)
         torch.manual_seed(spec.seed)
         generator = torch.Generator().manual_seed(spec.seed)
-        inputs = normalized_inputs(data.x_train.to(device), spec.normalization)
+        # Every method's convention: raw inputs (the spec's input_range), the spec's
+        # normalisation in front of the bare model; the sample is the bare model's own input,
+        # for the checks that scaling its last layer by T leaves its logits as they should be.
+        inputs = data.x_train.to(device)
+        sample = normalized_inputs(inputs[:64], spec.normalization)
         labels = data.y_train.to(device)
         timings: dict[str, float] = {}
 
+        def raw(module: nn.Module) -> nn.Module:
+            return with_normalization(module, spec.normalization)
+
         with timed_stage("teacher", should_cancel, timings):
-            teacher, teacher_start = _teacher_at_temperature(uploaded, temperature, inputs[:64])
+            teacher, teacher_start = _teacher_at_temperature(uploaded, temperature, sample)
             teacher_losses = train_epochs(
-                teacher, inputs, labels, loss, epochs=schedule.teacher_epochs, plan=plan,
+                raw(teacher), inputs, labels, loss, epochs=schedule.teacher_epochs, plan=plan,
                 stage="teacher", generator=generator, on_progress=on_progress,
                 should_cancel=should_cancel, learning_rate=schedule.teacher_learning_rate,
             )  # fmt: skip
 
         with timed_stage("soft_labels", should_cancel, timings):
             on_progress("soft_labels", 0, 1)
-            soft_labels = torch.softmax(logits_of(teacher, inputs) / temperature, dim=1)
+            soft_labels = torch.softmax(logits_of(raw(teacher), inputs) / temperature, dim=1)
             on_progress("soft_labels", 1, 1)
 
         with timed_stage("student", should_cancel, timings):
@@ -281,7 +288,7 @@ class DefensiveDistillation:
                 data=data, plan=plan, generator=generator, on_progress=on_progress,
                 should_cancel=should_cancel,
             )  # fmt: skip
-            student, deployed = _deployable(trained.module, inputs[:64])
+            student, deployed = _deployable(trained.module, sample)
         return HardeningResult(
             teacher=teacher,
             student=student,

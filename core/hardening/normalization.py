@@ -1,8 +1,13 @@
 """The per-channel normalisation a spec may name, applied to raw inputs.
 
-Uploads and hardened models stay bare (they expect normalised input, as the user trained them);
-training normalises the data tensors once, evaluation puts a :class:`Normalize` layer in front so
-attacks work in raw input space.
+Uploads and hardened models stay bare (they expect normalised input, as the user trained them).
+Every hardening method and the audit follow one convention: the data stays raw (in the spec's
+input_range) and a :class:`Normalize` layer goes in front of the bare model
+(:func:`with_normalization`), so attacks and the methods that train against them work in raw input
+space and a method that does not perturb gets the same numbers (the layer computes
+``(x - mean) / std`` per batch, element by element as a normalised copy would). The pipeline
+normalises tensors for what takes the bare model itself: the export's parity samples and the
+clean accuracies (:func:`normalized_inputs`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ and its place in the registry of hardening methods."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.contract.spec import HardenSpec
+from core.contract.spec import HardenSpec, Normalization
 from core.datasets.dataset import Dataset
 from core.errors import JobCancelledError
 from core.hardening.distillation import DefensiveDistillation
@@ -185,3 +186,24 @@ def test_progress_is_monotone_per_stage_and_reaches_the_total() -> None:
         totals = {t for s, _, t in events if s == stage}
         assert done == sorted(done) and len(totals) == 1
         assert done[-1] == totals.pop()
+
+
+def test_a_normalisation_in_front_trains_what_pre_normalised_data_trains() -> None:
+    """One input convention for every method: raw data with the spec's normalisation in front of
+    the bare model gives the student that pre-normalised data without one gives."""
+    data = digits()
+    mean, std = 0.3, 0.4
+    upload = _Upload(trained_mlp())
+    # The scratch student's check measures the upload on the test split: it sees raw data too.
+    spec = _spec(student_max_drop=None)
+    normalised = dataclasses.replace(
+        data, x_train=(data.x_train - mean) / std, x_test=(data.x_test - mean) / std
+    )
+    expected = distill(upload, normalised, spec)
+    spec_in_front = spec.model_copy(update={"normalization": Normalization(mean=[mean], std=[std])})
+    got = distill(upload, data, spec_in_front)
+    for a, b in zip(
+        expected.student.state_dict().values(), got.student.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert got.losses["student"] == pytest.approx(expected.losses["student"], rel=1e-4)

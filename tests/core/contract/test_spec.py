@@ -50,3 +50,44 @@ def test_distillation_settings_live_in_their_section_and_the_flat_form_still_rea
 def test_a_setting_given_in_both_places_is_refused() -> None:
     with pytest.raises(ValidationError, match="both at the top level and in distillation"):
         HardenSpec.model_validate({"student_epochs": 3, "distillation": {"student_epochs": 4}})
+
+
+@pytest.mark.parametrize(
+    ("method", "refusal"),
+    [([], "lists no method"), (["adversarial", "adversarial"], "names a method twice")],
+)
+def test_a_method_list_names_each_method_once(method: list[str], refusal: str) -> None:
+    with pytest.raises(ValidationError, match=refusal):
+        HardenSpec(method=method)
+    assert HardenSpec(method=["distillation", "trades"]).methods == ("distillation", "trades")
+
+
+def test_the_robust_budget_defaults_to_the_largest_audited_one() -> None:
+    spec = HardenSpec(method="adversarial", evaluation={"epsilons_linf": [0.05, 0.2]})
+    assert spec.trains_against_attacks and spec.robust_epsilon() == 0.2
+    assert HardenSpec(method="adversarial", robust={"epsilon": 0.1}).robust_epsilon() == 0.1
+    assert not HardenSpec().trains_against_attacks
+    # Training against L2 attacks with no L2 budget audited has nothing to train for.
+    with pytest.raises(ValidationError, match="set robust.epsilon"):
+        HardenSpec(
+            method="adversarial",
+            robust={"norm": "l2"},
+            evaluation={"epsilons_l2": [], "attacks": ["fgsm_ce"]},
+        )
+
+
+@pytest.mark.parametrize(
+    ("dataset", "pin", "allowed"),
+    [
+        ("dataset:" + "c" * 32, "a" * 64, True),
+        ("builtin:mnist", "a" * 64, False),
+        ("https://example.test/d.npz#sha256=" + "b" * 64, "a" * 64, False),
+        ("https://example.test/d.npz#sha256=" + "a" * 64, "a" * 64, True),
+    ],
+)
+def test_dataset_sha256_pins_only_a_fetched_dataset(dataset: str, pin: str, allowed: bool) -> None:
+    if allowed:
+        assert HardenSpec(dataset=dataset, dataset_sha256=pin).dataset_sha256 == pin
+    else:
+        with pytest.raises(ValidationError, match="dataset_sha256"):
+            HardenSpec(dataset=dataset, dataset_sha256=pin)

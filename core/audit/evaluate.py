@@ -263,7 +263,7 @@ def audit(
     # 'auto' sample counts are sized by the device the attacks run on
     # (core.contract.evaluation.AUTO_SAMPLES).
     samples, samples_slow = spec.evaluation.sample_counts(dev.type)
-    ev = spec.evaluation.resolved(data.input_shape, bounds).for_device(dev.type)
+    ev = spec.evaluation.resolved(data.input_shape, bounds, dev.type)
     # A transfer attack reuses its source attack's adversarials on the uploaded model.
     ev = _with_transfer_sources(ev)
     progress = _Progress(

@@ -176,11 +176,6 @@ class EvaluationSpec(StrictModel):
         slow = slow_auto if self.samples_slow == "auto" else self.samples_slow
         return fast, fast if self.preset == "autoattack" else slow
 
-    def for_device(self, device_type: str) -> EvaluationSpec:
-        """This spec with 'auto' sample counts replaced by the numbers for ``device_type``."""
-        fast, slow = self.sample_counts(device_type)
-        return self.model_copy(update={"samples": fast, "samples_slow": slow})
-
     def for_input_shape(self, input_shape: tuple[int, int, int]) -> EvaluationSpec:
         """This spec with its threat model chosen from ``input_shape`` where unset."""
         if self.threat_model is not None:
@@ -188,14 +183,18 @@ class EvaluationSpec(StrictModel):
         return self.model_copy(update={"threat_model": threat_model_for_shape(input_shape)})
 
     def resolved(
-        self, input_shape: tuple[int, int, int], input_range: tuple[float, float]
+        self, input_shape: tuple[int, int, int], input_range: tuple[float, float], device_type: str
     ) -> EvaluationSpec:
-        """This spec with its threat model and both budget lists filled in for the data."""
+        """This spec as an audit runs it, resolved in one step: its threat model chosen for the
+        data, both budget lists filled in, and 'auto' sample counts sized for ``device_type``."""
         chosen = self.for_input_shape(input_shape)
+        fast, slow = chosen.sample_counts(device_type)
         return chosen.model_copy(
             update={
                 "epsilons_linf": chosen.budgets("linf", input_range),
                 "epsilons_l2": chosen.budgets("l2", input_range),
+                "samples": fast,
+                "samples_slow": slow,
             }
         )
 

@@ -20,7 +20,7 @@ def test_auto_is_the_default_and_keeps_the_cpu_counts_of_old() -> None:
     assert evaluation.sample_counts("cpu") == (100, 50)
     assert evaluation.sample_counts("cuda") == AUTO_SAMPLES["cuda"] == (1000, 500)
     assert evaluation.sample_counts("mps") == (100, 50)  # any other device: the CPU's
-    resolved = evaluation.for_device("cuda")
+    resolved = evaluation.resolved((1, 28, 28), (0.0, 1.0), "cuda")
     assert (resolved.samples, resolved.samples_slow) == (1000, 500)
 
 

@@ -57,7 +57,7 @@ def test_unset_budgets_are_the_threat_models_scaled_to_the_input_range() -> None
     linf, l2 = PRESET_BUDGETS["cifar"]
     assert spec.budgets("linf", (0.0, 255.0)) == pytest.approx([255 * e for e in linf])
     assert spec.budgets("l2", (-1.0, 1.0)) == pytest.approx([2 * e for e in l2])
-    resolved = EvaluationSpec().resolved((1, 28, 28), (0.0, 1.0))
+    resolved = EvaluationSpec().resolved((1, 28, 28), (0.0, 1.0), "cpu")
     assert resolved.threat_model == "mnist"
     assert resolved.epsilons_linf == pytest.approx(list(PRESET_BUDGETS["mnist"][0]))
     # A threat model given is kept whatever the shape.
@@ -71,7 +71,7 @@ def test_auto_sample_counts_follow_the_device(device: str) -> None:
     expected = AUTO_SAMPLES.get(device, AUTO_SAMPLES["cpu"])
     assert EvaluationSpec().sample_counts(device) == expected
     assert EvaluationSpec(samples=7, samples_slow=3).sample_counts(device) == (7, 3)
-    fixed = EvaluationSpec().for_device(device)
+    fixed = EvaluationSpec().resolved((1, 28, 28), (0.0, 1.0), device)
     assert (fixed.samples, fixed.samples_slow) == expected
 
 

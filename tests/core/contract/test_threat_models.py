@@ -36,23 +36,25 @@ def test_preset_from_the_input_shape(shape: tuple[int, int, int], expected: str)
 
 
 def test_mnist_budgets_are_the_old_defaults() -> None:
-    spec = EvaluationSpec().resolved((1, 28, 28), (0.0, 1.0))
+    spec = EvaluationSpec().resolved((1, 28, 28), (0.0, 1.0), "cpu")
     assert spec.threat_model == "mnist"
     assert spec.epsilons_linf == pytest.approx([0.1, 0.2, 0.3])
     assert spec.epsilons_l2 == pytest.approx([1.0, 2.0, 3.0])
 
 
 def test_cifar_and_imagenet_budgets_scale_with_the_input_range() -> None:
-    cifar = EvaluationSpec().resolved((3, 32, 32), (0.0, 1.0))
+    cifar = EvaluationSpec().resolved((3, 32, 32), (0.0, 1.0), "cpu")
     assert cifar.epsilons_linf == pytest.approx([2 / 255, 4 / 255, 8 / 255])
     assert cifar.epsilons_l2 == pytest.approx([0.25, 0.5])
-    imagenet = EvaluationSpec().resolved((3, 224, 224), (0.0, 255.0))
+    imagenet = EvaluationSpec().resolved((3, 224, 224), (0.0, 255.0), "cpu")
     assert imagenet.epsilons_linf == pytest.approx([1.0, 2.0, 4.0])
     assert imagenet.epsilons_l2 == []
 
 
 def test_explicit_budgets_override_the_preset() -> None:
-    spec = EvaluationSpec(epsilons_linf=[0.05], epsilons_l2=[0.7]).resolved((3, 32, 32), (0, 1))
+    spec = EvaluationSpec(epsilons_linf=[0.05], epsilons_l2=[0.7]).resolved(
+        (3, 32, 32), (0, 1), "cpu"
+    )
     assert spec.threat_model == "cifar"
     assert (spec.epsilons_linf, spec.epsilons_l2) == ([0.05], [0.7])
 

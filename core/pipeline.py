@@ -20,6 +20,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from core.audit.certify import certification_sigma, certify_models
 from core.audit.evaluate import UploadAudit, audit
 from core.compute import Compute, Precision
 from core.contract.spec import HardenSpec
@@ -221,6 +222,27 @@ def run(
                     method=method.title,
                 )
                 evaluation, verdict, upload_audit = done.evaluation, done.verdict, done.upload
+        certification = None
+        if spec.certifies:
+            with timed_stage("certify", cancel, timings):
+                certification = certify_models(
+                    {
+                        "uploaded": with_normalization(uploaded_module, spec.normalization),
+                        "student": with_normalization(
+                            result.student.to(torch_device), spec.normalization
+                        ),
+                    },
+                    data.x_test.to(torch_device),
+                    data.y_test,
+                    spec.certification,
+                    sigma=certification_sigma(spec, result.noise_sigma),
+                    num_classes=data.num_classes,
+                    seed=spec.seed,
+                    device_type=torch_device.type,
+                    on_progress=progress,
+                    should_cancel=cancel,
+                    stage="certify",
+                )
         # Written once the verdict is known: the ONNX file says it too (or "not audited").
         label = verdict.label if verdict is not None else "not audited"
         exported = write_onnx(checked, staging[MODEL_ONNX], metadata | {"verdict": label})
@@ -238,6 +260,7 @@ def run(
                 plan, Path(model_file), uploaded, data, models, result, exported,
                 created_at=created_at, notes=notes, timings=timings,
                 evaluation=evaluation, verdict=verdict, method=method, comparison=comparison,
+                certification=certification,
             )  # fmt: skip
         report = report.model_copy(update={"timings_s": dict(timings), "notes": list(notes)})
         # Every file from the final report: report.html's timings and notes are report.json's

@@ -149,7 +149,9 @@ def _execute(
     spec = HardenSpec.model_validate(job.spec)
     reporter = ProgressReporter(
         lambda stage, progress: store.set_progress(job_id, stage, progress, attempt=attempt),
-        job_stages(spec.methods[0], evaluation=spec.evaluation.enabled),
+        job_stages(
+            spec.methods[0], evaluation=spec.evaluation.enabled, certification=spec.certifies
+        ),
         interval_s=settings.progress_interval_s,
     )
     cancel = CancelCheck(

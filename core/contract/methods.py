@@ -81,6 +81,9 @@ class MethodInfo:
     trains_against_attacks: bool
     # Its torch class, "module:Class" (core.hardening.registry imports it: no second list).
     implementation: str
+    # Trains its model under Gaussian noise, as a base classifier of a smoothed one: the audit
+    # certifies by default (core.contract.certification: enabled 'auto').
+    trains_under_noise: bool = False
     # Its own spec section (settings no other method reads) and report section; the methods
     # described first share the spec's distillation and robust sections and the report's
     # distillation and robust_training, which predate this.
@@ -168,7 +171,12 @@ DEFAULT_METHOD: Final = DISTILLATION.name
 
 # The stages every job runs around its method's (core.pipeline), with their shares of its time.
 BEFORE_METHOD: Final = (Stage("load", 0.02),)
-AFTER_METHOD: Final = (Stage("export", 0.05), Stage("evaluate", 0.33), Stage("report", 0.02))
+AFTER_METHOD: Final = (
+    Stage("export", 0.05),
+    Stage("evaluate", 0.33),
+    Stage("certify", 0.10),  # only when the job certifies (core.contract.certification)
+    Stage("report", 0.02),
+)
 
 if TYPE_CHECKING:
     HardeningMethodName = str
@@ -178,9 +186,15 @@ else:
 HARDENING_METHODS: Final = tuple(CATALOGUE)
 
 
-def job_stages(method: str, *, evaluation: bool = True) -> tuple[Stage, ...]:
+def job_stages(
+    method: str, *, evaluation: bool = True, certification: bool = False
+) -> tuple[Stage, ...]:
     """Every stage a job whose (first) method is ``method`` passes, in order."""
-    after = tuple(s for s in AFTER_METHOD if evaluation or s.name != "evaluate")
+    after = tuple(
+        s
+        for s in AFTER_METHOD
+        if (evaluation or s.name != "evaluate") and (certification or s.name != "certify")
+    )
     return (*BEFORE_METHOD, *CATALOGUE[method].stages, *after)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
+from core.contract.certification import CertificationSpec
 from core.contract.dataset_ref import parse_dataset_ref
 from core.contract.distillation import (
     STUDENT_CHECK_LEAST,
@@ -150,6 +151,11 @@ class HardenSpec(StrictModel):
     )
     onnx_opset: int = Field(18, ge=14, le=21, description="ONNX opset of the export (14..21).")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    certification: CertificationSpec = Field(
+        default_factory=CertificationSpec,
+        description="Randomized smoothing's certificates for the upload and the hardened model "
+        "(core/contract/certification.py).",
+    )
     webhook_url: HttpUrl | None = Field(
         None, description="Service only: signed POST (HMAC-SHA256) here when the job ends."
     )
@@ -217,6 +223,14 @@ class HardenSpec(StrictModel):
     def trains_against_attacks(self) -> bool:
         """Whether a method of this job trains against attacks (and so needs a budget)."""
         return any(CATALOGUE[name].trains_against_attacks for name in self.methods)
+
+    @property
+    def certifies(self) -> bool:
+        """Whether the audit certifies (certification.enabled; 'auto': when a method of the job
+        trains its model under noise)."""
+        if self.certification.enabled == "auto":
+            return any(CATALOGUE[name].trains_under_noise for name in self.methods)
+        return self.certification.enabled
 
     @model_validator(mode="after")
     def _robust_budget(self) -> HardenSpec:

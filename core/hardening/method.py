@@ -44,6 +44,9 @@ class HardeningResult:
     # saturated); None when it outputs plain logits (training against attacks, ARD: its student
     # matches the teacher's soft labels at T, so its logits have the teacher's scale).
     output_temperature: float | None = None
+    # The standard deviation of the Gaussian noise it was trained under (input units), when it
+    # is the base classifier of a smoothed one: the audit certifies at it, and model.onnx says it.
+    noise_sigma: float | None = None
     record: Any = None  # the method's own record; opaque to everything but the method
 
 

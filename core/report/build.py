@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from core.audit.schema import Evaluation, Verdict
+from core.contract.certification import Certification
 from core.datasets.dataset import Dataset
 from core.deploy.onnx_export import ExportResult
 from core.hardening.method import HardeningMethod, HardeningResult
@@ -84,6 +85,15 @@ def onnx_metadata(
     spec = plan.spec
     versions = software_versions()
     outputs: dict[str, str] = {"outputs": "logits", "outputs_note": outputs_sentence(result)}
+    if result.noise_sigma is not None:
+        # The base classifier of a smoothed one: what harden_client's SmoothedClassifier needs to
+        # predict as the certified classifier does (PREDICT, with abstain).
+        draws, _ = plan.spec.certification.counts(plan.device.split(":")[0])
+        outputs |= {
+            "smoothing_sigma": repr(result.noise_sigma),
+            "smoothing_n": str(draws),
+            "smoothing_alpha": repr(plan.spec.certification.alpha),
+        }
     if result.output_temperature is not None:
         outputs |= {
             "outputs": "t_scaled_logits",
@@ -139,6 +149,7 @@ def build_report(
     verdict: Verdict | None,
     method: HardeningMethod,
     comparison: list[MethodComparison],
+    certification: Certification | None = None,
 ) -> Report:
     """The report of one run (validated by its pydantic model)."""
     return Report(
@@ -185,6 +196,7 @@ def build_report(
         evaluation=evaluation,
         verdict=verdict,
         comparison=comparison,
+        certification=certification,
     )
 
 

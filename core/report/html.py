@@ -79,6 +79,36 @@ def method_records(report: Report) -> list[dict[str, Any]]:
     return sections
 
 
+def certified_rows(report: Report) -> list[dict[str, Any]]:
+    """Per certified radius: each model's certified accuracy beside its empirical robust
+    accuracy at the same L2 budget (the strongest attack's, where the audit ran one there)."""
+    certification = report.certification
+    if certification is None:
+        return []
+    empirical: dict[str, dict[float, float]] = {name: {} for name in certification.models}
+    if report.evaluation is not None:
+        for name, robustness in report.evaluation.models.items():
+            for worst in robustness.worst_case:
+                if worst.norm == "l2" and name in empirical:
+                    empirical[name][round(worst.epsilon, 6)] = worst.robust_accuracy
+    rows = []
+    for index, radius in enumerate(
+        r.radius for r in next(iter(certification.models.values())).certified
+    ):
+        rows.append(
+            {
+                "radius": radius,
+                "certified": [
+                    m.certified[index].certified_accuracy for m in certification.models.values()
+                ],
+                "empirical": [
+                    empirical[name].get(round(radius, 6)) for name in certification.models
+                ],
+            }
+        )
+    return rows
+
+
 def render_html(report: Report) -> str:
     """The report as one self-contained HTML page: verdict first, then the numbers and plots."""
     evaluation = report.evaluation
@@ -88,6 +118,7 @@ def render_html(report: Report) -> str:
         "evaluation": evaluation,
         "rows": [],
         "method_records": method_records(report),
+        "certified_rows": certified_rows(report),
         "accuracy_plots": {},
         "gradient_plot": None,
         # Seconds of the hardening method's own stages (whatever it declares), for the

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.audit.schema import Evaluation, Verdict
+from core.contract.certification import Certification
 from core.contract.methods import CATALOGUE, with_sections
 from core.contract.spec import FLAT_DISTILLATION_FIELDS
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
@@ -39,7 +40,9 @@ from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 #      spec; a comparison row carries its method's own section (distillation or
 #      robust_training), as the job's own method does; timings_s has one key per stage the
 #      method declares (core.contract.methods), so adversarial training and TRADES time
-#      ``training`` where 1.x said ``student``.
+#      ``training`` where 1.x said ``student``. New: certification (randomized smoothing's
+#      certificates of both models, stage ``certify``) and the sections methods declare in the
+#      catalogue (randomized_smoothing's ``smoothing``).
 REPORT_VERSION = "2.0"
 
 
@@ -278,6 +281,11 @@ class Report(_Section):
     # Filled by core.audit.evaluate; None when evaluation is disabled.
     evaluation: Evaluation | None = None
     verdict: Verdict | None = None
+    certification: Certification | None = Field(
+        None,
+        description="Randomized smoothing's certificates of the upload and the hardened model as "
+        "base classifiers (what is certified: the smoothed classifiers, see its 'what').",
+    )
     comparison: list[MethodComparison] = Field(
         default_factory=list,
         description="The other methods the spec named, each run on the same upload and audited "

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, Field, create_model
 
+from core.contract.smoothing import SmoothingRecord, SmoothingSpec
+
 if TYPE_CHECKING:
     from core.contract.spec import HardenSpec
 
@@ -124,6 +126,11 @@ class _TrainedAgainstAttacks(MethodInfo):
         return [against_attacks(spec, batches)]
 
 
+class _UnderNoise(MethodInfo):
+    def training_steps(self, spec: HardenSpec, train_samples: int, batches: int) -> list[int]:
+        return [self.settings_of(spec).epochs * batches]  # type: ignore[attr-defined]
+
+
 class _RobustDistillation(MethodInfo):
     def training_steps(self, spec: HardenSpec, train_samples: int, batches: int) -> list[int]:
         from core.contract.training_cost import against_attacks
@@ -161,10 +168,22 @@ ROBUST_DISTILLATION: Final = _RobustDistillation(
     implementation="core.hardening.robust:RobustDistillation",
 )
 
+RANDOMIZED_SMOOTHING: Final = _UnderNoise(
+    name="randomized_smoothing",
+    title="randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019)",
+    stages=(Stage("training", 0.58),),
+    trains_against_attacks=False,
+    implementation="core.hardening.smoothing:RandomizedSmoothing",
+    trains_under_noise=True,
+    settings=Section("smoothing", SmoothingSpec, "Randomized smoothing's training under noise."),
+    record=Section("smoothing", SmoothingRecord, "Randomized smoothing's training record."),
+)
+
 # The catalogue: a method described above and listed here is one a job may name; its spec and
 # report sections, its torch class, its progress stages and its cost all follow from this entry.
 CATALOGUE: Final[dict[str, MethodInfo]] = {
-    info.name: info for info in (DISTILLATION, ADVERSARIAL, TRADES, ROBUST_DISTILLATION)
+    info.name: info
+    for info in (DISTILLATION, ADVERSARIAL, TRADES, ROBUST_DISTILLATION, RANDOMIZED_SMOOTHING)
 }
 # Defensive distillation is the paper this service implements and the default (DESIGN.md).
 DEFAULT_METHOD: Final = DISTILLATION.name

@@ -12,7 +12,7 @@ import pytest
 from core.contract.spec import HardenSpec
 from core.pipeline import run
 from core.report.schema import Report
-from tests.core.model_files import write_model
+from tests.core.model_files import digits, write_model
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,41 @@ def test_model_onnx_says_how_to_predict_as_the_certified_classifier(
     assert float(metadata["smoothing_sigma"]) == 0.25
     assert int(metadata["smoothing_n"]) == 300 and float(metadata["smoothing_alpha"]) == 0.001
     assert metadata["outputs"] == "logits"
+
+
+def test_the_clients_smoothed_classifier_predicts_as_the_certificate_says(
+    smoothed: tuple[Report, Path],
+) -> None:
+    """harden_client.smoothed predicts with model.onnx as the certified g: on the images the
+    audit certified right with a radius, PREDICT (its own noise, n from the metadata) answers
+    the same class or abstains, and is never wrong more often than alpha allows."""
+    from harden_client.smoothed import SmoothedClassifier
+
+    report, out = smoothed
+    section = report.certification
+    assert section is not None
+    data = digits()
+    classifier = SmoothedClassifier(out / "model.onnx", seed=5)
+    assert classifier.sigma == section.sigma and classifier.n == section.n
+    certified = [i for i, r in enumerate(section.models["student"].radii) if r > 0]
+    assert certified, "the hardened model certified none of the images"
+    answers = [classifier.predict(data.x_test[i].numpy()) for i in certified]
+    wrong = [
+        i
+        for i, a in zip(certified, answers, strict=True)
+        if a is not None and a != int(data.y_test[i])
+    ]
+    assert not wrong
+    assert sum(a is not None for a in answers) >= len(certified) // 2
+
+
+def test_the_clients_binomial_test_matches_scipy_and_abstains_on_ties() -> None:
+    from harden_client.smoothed import binomial_two_sided_p, decide
+    from scipy.stats import binomtest
+
+    for successes, trials in ((5, 10), (0, 7), (60, 100), (530, 1000), (999, 1000)):
+        assert binomial_two_sided_p(successes, trials) == pytest.approx(
+            binomtest(successes, trials, 0.5).pvalue, rel=1e-9
+        )
+    assert decide([500, 500, 0], alpha=0.001) is None
+    assert decide([3, 40, 957], alpha=0.001) == 2

@@ -8,7 +8,10 @@ A gate is one of:
   or ``min-robust=0.4@linf:8/255``:
   trips when the hardened model's robust accuracy at that budget is below VALUE. The accuracy
   is the per-sample worst case over every attack where it was measured, else the strongest
-  single attack's (the number the verdict weighs). The form needs no shell quoting (no ``<``).
+  single attack's (the number the verdict weighs). The form needs no shell quoting (no ``<``);
+* ``min-certified=VALUE@l2:RADIUS``, e.g. ``min-certified=0.5@l2:0.5``: trips when the hardened
+  model's smoothed classifier is certified (randomized smoothing) right at that L2 radius on
+  fewer than VALUE of the certified images.
 
 A gate that cannot be checked (no verdict, a budget the evaluation did not audit) trips: a
 pipeline that asked for a check must not pass without one. ``harden run`` and ``harden submit``
@@ -40,14 +43,16 @@ EXIT_CODES_HELP = (
 FAIL_ON_HELP = (
     "Exit 3 when the verdict trips this gate: 'masked', 'no-measurable-gain', or "
     "'min-robust=VALUE@NORM:EPSILON' (e.g. min-robust=0.5@linf:0.3: the hardened model's robust "
-    "accuracy at L-inf 0.3, worst case over the attacks, below 0.5). Repeat the option or "
-    "separate gates with commas."
+    "accuracy at L-inf 0.3, worst case over the attacks, below 0.5), or "
+    "'min-certified=VALUE@l2:RADIUS' (e.g. min-certified=0.5@l2:0.5: the hardened model's "
+    "certified accuracy at L2 radius 0.5 below 0.5). Repeat the option or separate gates with "
+    "commas."
 )
 
 _LABELS = {"masked": "masked", "no-measurable-gain": "no measurable gain"}
 _NUMBER = r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
 _THRESHOLD = re.compile(
-    rf"min-robust=(?P<value>{_NUMBER})(?P<percent>%?)@(?P<norm>linf|l2):"
+    rf"min-(?P<kind>robust|certified)=(?P<value>{_NUMBER})(?P<percent>%?)@(?P<norm>linf|l2):"
     rf"(?P<epsilon>{_NUMBER})(?:/(?P<denominator>{_NUMBER}))?"
 )
 
@@ -69,7 +74,8 @@ class Gate:
     label: str | None = None  # the verdict label that trips it
     minimum: float | None = None  # the least robust accuracy that passes
     norm: str | None = None
-    epsilon: float | None = None
+    epsilon: float | None = None  # the budget, or the certified radius
+    certified: bool = False  # min-certified: the certified accuracy, not the empirical one
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,9 @@ def _parse(text: str) -> Gate:
     match = _THRESHOLD.fullmatch(text)
     if match is None:
         raise GateError(
-            f"--fail-on {text!r} is no gate: use masked, no-measurable-gain or "
-            "min-robust=VALUE@NORM:EPSILON (e.g. min-robust=0.5@linf:0.3)"
+            f"--fail-on {text!r} is no gate: use masked, no-measurable-gain, "
+            "min-robust=VALUE@NORM:EPSILON (e.g. min-robust=0.5@linf:0.3) or "
+            "min-certified=VALUE@l2:RADIUS (e.g. min-certified=0.5@l2:0.5)"
         )
     value = float(match["value"]) / (100 if match["percent"] else 1)
     if not 0 <= value <= 1:
@@ -106,7 +113,12 @@ def _parse(text: str) -> Gate:
     epsilon = float(match["epsilon"]) / float(match["denominator"] or 1)
     if not epsilon > 0:
         raise GateError(f"--fail-on {text!r}: the budget must be above 0")
-    return Gate(text, minimum=value, norm=match["norm"], epsilon=epsilon)
+    certified = match["kind"] == "certified"
+    if certified and match["norm"] != "l2":
+        raise GateError(
+            f"--fail-on {text!r}: randomized smoothing certifies L2 radii only: use @l2:RADIUS"
+        )
+    return Gate(text, minimum=value, norm=match["norm"], epsilon=epsilon, certified=certified)
 
 
 def check_evaluation(gates: list[Gate], evaluation: EvaluationSpec) -> None:
@@ -120,7 +132,7 @@ def check_evaluation(gates: list[Gate], evaluation: EvaluationSpec) -> None:
             "(--no-evaluation or evaluation.enabled false): drop one or the other"
         )
     for gate in gates:
-        if gate.norm is None or gate.epsilon is None:
+        if gate.norm is None or gate.epsilon is None or gate.certified:
             continue
         # Budgets left to the threat model are known only once the data is (checked then).
         audited = getattr(evaluation, f"epsilons_{gate.norm}") or []
@@ -142,9 +154,33 @@ def check(gates: list[Gate], verdict: VerdictSummary | None) -> list[CheckResult
         elif gate.label is not None:
             passed = verdict.label != gate.label
             results.append(CheckResult(gate.name, passed, f"verdict: {verdict.label}"))
+        elif gate.certified:
+            results.append(_certified(gate, verdict))
         else:
             results.append(_threshold(gate, verdict))
     return results
+
+
+def _certified(gate: Gate, verdict: VerdictSummary) -> CheckResult:
+    assert gate.minimum is not None and gate.epsilon is not None
+    row = next((r for r in verdict.certified if same_budget(r.radius, gate.epsilon)), None)
+    if row is None:
+        certified = ", ".join(f"{r.radius:g}" for r in verdict.certified) or "none"
+        return CheckResult(
+            gate.name,
+            False,
+            f"no certified accuracy at L2 radius {gate.epsilon:g} (certified radii: "
+            f"{certified}); add it to certification.radii (and certification.enabled true for a "
+            "method not trained under noise)",
+        )
+    passed = row.student_certified_accuracy >= gate.minimum
+    relation = ">=" if passed else "<"
+    return CheckResult(
+        gate.name,
+        passed,
+        f"certified accuracy at L2 radius {gate.epsilon:g}: {row.student_certified_accuracy:.4f} "
+        f"{relation} {gate.minimum:g} (the hardened model's smoothed classifier)",
+    )
 
 
 def _threshold(gate: Gate, verdict: VerdictSummary) -> CheckResult:

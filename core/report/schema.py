@@ -17,6 +17,7 @@ from core.audit.schema import Evaluation, Verdict
 from core.contract.certification import Certification
 from core.contract.methods import CATALOGUE, with_sections
 from core.contract.spec import FLAT_DISTILLATION_FIELDS
+from core.report.summary import CertifiedAt as SummaryCertifiedAt
 from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
 
 # 1.1: export.max_rel_diff and export.prediction_agreement.
@@ -318,7 +319,22 @@ class Report(_Section):
                 )
                 for row in self.verdict.strongest
             ],
+            certified=self._certified_summary(),
         )
+
+    def _certified_summary(self) -> list[SummaryCertifiedAt]:
+        certification = self.certification
+        if certification is None or {"uploaded", "student"} - set(certification.models):
+            return []
+        uploaded, student = certification.models["uploaded"], certification.models["student"]
+        return [
+            SummaryCertifiedAt(
+                radius=up.radius,
+                uploaded_certified_accuracy=up.certified_accuracy,
+                student_certified_accuracy=st.certified_accuracy,
+            )
+            for up, st in zip(uploaded.certified, student.certified, strict=True)
+        ]
 
 
 if not TYPE_CHECKING:

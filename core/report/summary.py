@@ -64,6 +64,20 @@ class RobustAt(_Strict):
         return self.student_robust_accuracy
 
 
+class CertifiedAt(_Strict):
+    """Both models' smoothed classifiers at one certified L2 radius (the report's
+    ``certification``): the share of the certified test images whose class is right and
+    certified at least that far."""
+
+    radius: float = Field(description="The L2 radius, in input units.")
+    uploaded_certified_accuracy: float = Field(
+        ge=0, le=1, description="The uploaded model's smoothed classifier's."
+    )
+    student_certified_accuracy: float = Field(
+        ge=0, le=1, description="The hardened model's smoothed classifier's (the gate's number)."
+    )
+
+
 class VerdictSummary(_Strict):
     """The audit's verdict on model.onnx with the numbers behind it."""
 
@@ -79,4 +93,9 @@ class VerdictSummary(_Strict):
     robust: list[RobustAt] = Field(
         default_factory=list,
         description="Per norm and budget audited, both models under the strongest attack.",
+    )
+    certified: list[CertifiedAt] = Field(
+        default_factory=list,
+        description="Per L2 radius certified (randomized smoothing), both smoothed classifiers' "
+        "certified accuracy; empty when the job did not certify.",
     )

@@ -23,7 +23,7 @@ from cli.gate import (
 from cli.main import app
 from core.contract.evaluation import EvaluationSpec
 from core.report.schema import Report
-from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
+from core.report.summary import CertifiedAt, CleanAccuracy, RobustAt, VerdictSummary
 from tests.core.model_files import write_model
 from tests.worker.real_pipeline import TINY_EVALUATION
 
@@ -166,3 +166,30 @@ def test_each_gate_on_each_verdict() -> None:
     check_evaluation(gates, EvaluationSpec(epsilons_linf=[2 / 255, 4 / 255, 8 / 255]))
     with pytest.raises(GateError, match="does not audit"):
         check_evaluation(gates, EvaluationSpec(epsilons_linf=[0.0314]))
+
+
+def test_a_certified_gate_reads_the_certified_accuracy_at_its_radius() -> None:
+    gates = parse_gates(["min-certified=0.5@l2:0.5", "min-certified=60%@l2:0.25"])
+    certified = verdict("real gain", 0.5, None).model_copy(
+        update={
+            "certified": [
+                CertifiedAt(
+                    radius=0.25, uploaded_certified_accuracy=0.2, student_certified_accuracy=0.7
+                ),
+                CertifiedAt(
+                    radius=0.5, uploaded_certified_accuracy=0.1, student_certified_accuracy=0.45
+                ),
+            ]
+        }
+    )
+    outcomes = check(gates, certified)
+    assert [r.passed for r in outcomes] == [False, True]
+    assert "0.4500 < 0.5" in outcomes[0].message and "smoothed classifier" in outcomes[0].message
+    # A radius the job did not certify, or a job that certified nothing: the gate trips.
+    (missing,) = check(parse_gates(["min-certified=0.1@l2:1"]), certified)
+    assert not missing.passed and "certification.radii" in missing.message
+    (none,) = check(gates[:1], verdict("real gain", 0.5, None))
+    assert not none.passed and "certified radii: none" in none.message
+    # An L-inf certificate is no randomized smoothing certificate.
+    with pytest.raises(GateError, match="L2 radii only"):
+        parse_gates(["min-certified=0.5@linf:0.1"])

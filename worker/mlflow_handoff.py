@@ -276,6 +276,11 @@ def report_metrics(report: Report) -> dict[str, float]:
             row.uploaded_robust_accuracy
         )
         metrics[f"strongest_attack_robust_accuracy/student/{budget}"] = row.student_robust_accuracy
+    if report.certification is not None:
+        for model, certified in report.certification.models.items():
+            for at in certified.certified:
+                name = f"certified_accuracy/{model}/l2{_budget(at.radius)}"
+                metrics[name] = at.certified_accuracy
     for stage, seconds in report.timings_s.items():
         metrics[f"time_s/{stage}"] = seconds
     return metrics

@@ -180,3 +180,26 @@ def test_a_job_without_mlflow_is_not_handed_over(services: WorkerServices) -> No
     job_id = queue_job(services)
     assert run_job(services, job_id) == "succeeded"
     assert job_out(services.store.get(job_id)).mlflow is None
+
+
+def test_certified_accuracies_become_metrics_per_model_and_radius() -> None:
+    from core.contract.certification import Certification, CertifiedAt, ModelCertification
+    from core.report.schema import read_report
+    from worker.mlflow_handoff import report_metrics
+
+    v1 = Path(__file__).resolve().parents[1] / "core" / "report" / "data" / "report-v1.9.json"
+    report = read_report(json.loads(v1.read_text()))
+    assert not any(name.startswith("certified_accuracy/") for name in report_metrics(report))
+    certified = ModelCertification(
+        certified=[CertifiedAt(radius=0.25, certified_accuracy=0.75),
+                   CertifiedAt(radius=0.5, certified_accuracy=0.5)],
+        smoothed_accuracy=0.75, abstain_rate=0.0, mean_radius=0.5, radii=[0.6, 0.3, 0.0, 0.7],
+        seconds_per_image=0.1,
+    )  # fmt: skip
+    section = Certification(
+        sigma=0.25, n0=10, n=100, alpha=0.001, samples=4, seed=0, what="g",
+        models={"student": certified},
+    )  # fmt: skip
+    metrics = report_metrics(report.model_copy(update={"certification": section}))
+    assert metrics["certified_accuracy/student/l2/eps_0.25"] == 0.75
+    assert metrics["certified_accuracy/student/l2/eps_0.5"] == 0.5

@@ -43,8 +43,12 @@ def _cost_inputs(evaluation: EvaluationSpec) -> CostInputs:
 
 
 def evaluation_steps(spec: HardenSpec) -> dict[str, int]:
-    """Attack name -> its worst-case attack steps over the whole job (empty when the evaluation
-    is off). The job's total is the sum."""
+    """Attack name (and 'certify' when the job certifies) -> its worst-case attack steps over the
+    whole job. The job's total is the sum."""
+    return _attack_steps(spec) | _certification_steps(spec)
+
+
+def _attack_steps(spec: HardenSpec) -> dict[str, int]:
     evaluation = spec.evaluation
     if not evaluation.enabled:
         return {}
@@ -55,3 +59,17 @@ def evaluation_steps(spec: HardenSpec) -> dict[str, int]:
     models = 1 + len(spec.methods)
     inputs = _cost_inputs(evaluation)
     return {name: models * samples * CATALOGUE[name].cost(inputs) for name in evaluation.attacks}
+
+
+def _certification_steps(spec: HardenSpec) -> dict[str, int]:
+    """{'certify': its worst-case model passes} when the job certifies (core.audit.certify), else
+    empty. Each certified image costs n0 + n forward passes, for the upload and every hardened
+    model. A forward pass is charged as one attack step although it is about a third of one (no
+    backward): the bound stays an upper bound. 'auto' is charged at the CPU's counts like the
+    attacks': the bound limits what a request asks for, and a GPU worker's larger 'auto' counts
+    are the service's own choice, not the request's."""
+    if not spec.certifies:
+        return {}
+    draws, images = spec.certification.counts("cpu")
+    models = 1 + len(spec.methods)
+    return {"certify": models * images * (spec.certification.n0 + draws)}

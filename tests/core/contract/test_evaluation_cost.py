@@ -45,3 +45,18 @@ def test_more_budget_costs_more(knob):
 def test_a_switched_off_evaluation_costs_nothing_and_duplicates_count_once():
     assert steps(enabled=False, samples=10_000) == {}
     assert steps(attacks=["square"] * 1000) == steps(attacks=["square"])
+
+
+def test_certification_is_charged_n0_plus_n_passes_per_image_and_model():
+    def certify(**certification: object) -> dict[str, int]:
+        spec = {"method": "randomized_smoothing", "certification": certification}
+        return evaluation_steps(HardenSpec.model_validate(spec))
+
+    assert certify(n=500, n0=10, samples=7)["certify"] == 2 * 7 * (10 + 500)
+    assert "certify" not in certify(enabled=False)
+    # Distillation does not certify unless asked: nothing charged; asked, it is.
+    assert "certify" not in evaluation_steps(HardenSpec())
+    asked = HardenSpec.model_validate({"certification": {"enabled": True, "n": 1000}})
+    assert evaluation_steps(asked)["certify"] > 0
+    # A request for days of certificates is counted, so the submit-time limit can refuse it.
+    assert certify(n=100_000, samples=10_000)["certify"] > 1_000_000_000

@@ -156,6 +156,12 @@ def run_command(**kwargs: Any) -> None:
     except typer.BadParameter as error:
         raise _fail(str(error), "pass --config a JSON object of spec fields") from None
 
+    if fixed["dataset_file"] is None and "dataset" not in spec.model_fields_set:
+        from core.contract.dataset_ref import missing_dataset
+
+        missing = missing_dataset()
+        raise _fail(missing.message, missing.hint) from None
+
     from core.pipeline import run  # imported late: torch loads only when a run really starts
 
     bars = _StageBars()

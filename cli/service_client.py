@@ -30,6 +30,7 @@ from cli.outcome import (
     write_sarif,
 )
 from cli.run_options import merge_option
+from core.contract.dataset_ref import missing_dataset
 from core.report.summary import VerdictSummary
 
 URL_OPTION = typer.Option(
@@ -138,6 +139,8 @@ def submit(
             merge_option(spec, name, value)  # --temperature goes to distillation.temperature
     if no_evaluation:
         spec.setdefault("evaluation", {})["enabled"] = False
+    if dataset_file is None and "dataset" not in spec:
+        _fail(missing_dataset())  # before uploading the model: the service would answer 422
     _check_evaluation(gates, spec)
     client = _client(url, key)
     with _service_errors(url):

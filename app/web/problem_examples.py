@@ -85,7 +85,12 @@ def _costly_example() -> ProblemExample:
 
 # A config whose training passes the default HARDEN_MAX_TRAINING_STEPS (the issue's 500 + 500
 # epochs at batch size 1; replayed in the tests).
-LONG_TRAINING_CONFIG = {"teacher_epochs": 500, "student_epochs": 500, "batch_size": 1}
+LONG_TRAINING_CONFIG = {
+    "dataset": "builtin:mnist",
+    "teacher_epochs": 500,
+    "student_epochs": 500,
+    "batch_size": 1,
+}
 DEFAULT_TRAINING_LIMIT = 1_000_000  # Settings.max_training_steps' default
 DEFAULT_ACTIVE_LIMIT = 4  # Settings.max_active_jobs_per_key's default
 

@@ -29,7 +29,13 @@ from app.web.errors import (
 )
 from app.web.problems import spec_error
 from app.web.uploads import ParsedForm, check_dataset_upload
-from core.contract.dataset_ref import LocalRef, UploadRef, missing_upload, parse_dataset_ref
+from core.contract.dataset_ref import (
+    LocalRef,
+    UploadRef,
+    missing_dataset,
+    missing_upload,
+    parse_dataset_ref,
+)
 from core.contract.evaluation_cost import evaluation_steps
 from core.contract.fetched_refs import is_fetched_reference
 from core.contract.library_names import dataset_name_refusal
@@ -73,6 +79,10 @@ def parse_spec(config_text: str | None, *, dataset_uploaded: bool) -> tuple[Hard
         )
     if dataset_uploaded:
         config["dataset"] = "upload"
+    elif "dataset" not in config:
+        # The spec's default (builtin:mnist) is for specs read back, never for a submit: a
+        # model trained on other data failed in the worker, after a 202.
+        raise missing_dataset()
     try:
         spec = HardenSpec.model_validate(config)
     except ValidationError as exc:

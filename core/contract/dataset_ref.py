@@ -89,6 +89,18 @@ def parse_dataset_ref(ref: str) -> DatasetRef:
     return LocalRef(Path(ref), ref)
 
 
+def missing_dataset() -> DatasetError:
+    """The refusal of a job that names no dataset. There is no default: a model trained on
+    anything but MNIST used to be hardened against builtin:mnist and fail in the worker."""
+    return DatasetError(
+        "the job names no dataset",
+        hint="name one in config.dataset (harden submit/run --dataset): builtin:mnist (4,000 "
+        "train / 1,000 test MNIST images) or builtin:digits; or send a file with the job (curl "
+        "-F dataset=@data.npz; --dataset-file data.npz); or a registered dataset (harden "
+        "datasets upload data.npz, then dataset:<id>)",
+    )
+
+
 def missing_upload() -> DatasetError:
     """The refusal of ``dataset: 'upload'`` when no dataset file came with the job."""
     return DatasetError(

@@ -81,7 +81,9 @@ class HardenSpec(StrictModel):
         min_length=1,
         max_length=2048,
         description=(
-            "Dataset reference: builtin:mnist, builtin:digits, 'upload' when a dataset file is "
+            "Dataset reference, required at submit (POST /harden, harden submit/run refuse a "
+            "job without one and a dataset file; the default only reads back older specs): "
+            "builtin:mnist, builtin:digits, 'upload' when a dataset file is "
             "sent with the job, dataset:<id> or dataset:sha256:<hex> (registered with POST "
             "/datasets), s3://bucket/key or https://host/path (fetched by the worker; optionally "
             "ending in #sha256=<hex>); harden run also reads a local path or file:///path (.npz "

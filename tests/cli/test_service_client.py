@@ -22,7 +22,12 @@ def closed_port_url() -> str:
 
 @pytest.mark.parametrize(
     "command",
-    [["status", "abc"], ["download", "abc"], ["cancel", "abc"], ["submit", "MODEL"]],
+    [
+        ["status", "abc"],
+        ["download", "abc"],
+        ["cancel", "abc"],
+        ["submit", "MODEL", "--dataset", "builtin:digits"],
+    ],
 )
 def test_an_unreachable_service_is_one_line_not_a_traceback(
     command: list[str], tmp_path: Path
@@ -67,3 +72,20 @@ def test_a_local_file_as_dataset_points_at_dataset_file(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert f"--dataset-file {data}" in result.output
+
+
+@pytest.mark.parametrize("command", ["submit", "run"])
+def test_a_job_without_a_dataset_is_refused_before_anything_runs(
+    command: str, tmp_path: Path
+) -> None:
+    # harden submit digits.pt without --dataset silently used builtin:mnist, failed in the
+    # worker, and exited 0.
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"x")
+    extra = ["--url", closed_port_url()] if command == "submit" else ["--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [command, str(model), *extra])
+    assert result.exit_code == 2, result.output
+    for way in ("builtin:mnist", "builtin:digits", "--dataset-file", "dataset:<id>"):
+        assert way in result.output
+    assert "cannot reach the service" not in result.output  # refused before any request
+    assert not (tmp_path / "o").exists()

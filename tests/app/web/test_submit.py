@@ -141,6 +141,19 @@ def test_unknown_builtin_dataset_is_refused(api, auth, store, settings):
     assert_nothing_left(store, settings)
 
 
+@pytest.mark.parametrize("config", [{}, {"distillation": {"student_epochs": 5}}])
+def test_a_job_without_a_dataset_is_refused_with_the_ways_to_name_one(
+    api, auth, store, settings, config
+):
+    # Was a 202 with builtin:mnist silently, and a failure in the worker for a non-MNIST model.
+    response = post(api, auth, onnx_model_bytes(), config=config)
+    body = assert_problem(response, 422, "invalid_dataset")
+    assert "names no dataset" in body["detail"]
+    for way in ("builtin:mnist", "builtin:digits", "dataset=@data.npz", "dataset:<id>"):
+        assert way in body["hint"]
+    assert_nothing_left(store, settings)
+
+
 def test_server_paths_as_dataset_are_refused(api, auth, store, settings):
     response = post(api, auth, onnx_model_bytes(), config={"dataset": "/etc/passwd"})
     assert_problem(response, 422, "invalid_dataset")

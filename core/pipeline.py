@@ -22,6 +22,7 @@ from torch import Tensor
 
 from core.audit.certify import certification_sigma, certify_models
 from core.audit.evaluate import UploadAudit, audit
+from core.audit.verdict import with_certificate
 from core.compute import Compute, Precision
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset
@@ -243,6 +244,8 @@ def run(
                     should_cancel=cancel,
                     stage="certify",
                 )
+            if verdict is not None:  # a certified gain is real for the smoothed classifier
+                verdict = with_certificate(verdict, certification)
         # Written once the verdict is known: the ONNX file says it too (or "not audited").
         label = verdict.label if verdict is not None else "not audited"
         exported = write_onnx(checked, staging[MODEL_ONNX], metadata | {"verdict": label})

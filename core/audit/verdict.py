@@ -31,6 +31,7 @@ from core.audit.schema import (
     Verdict,
     WorstCase,
 )
+from core.contract.certification import Certification
 
 GAIN_THRESHOLD = 0.05  # robust accuracy gain (5 points) that counts as real at one budget
 # A gain must also exceed sampling noise: 1.96 standard errors of the difference of two
@@ -310,4 +311,52 @@ def decide(evaluation: Evaluation) -> Verdict:
         strongest=strongest,
         masking_signs=signs,
         paper_attacks_gain=bool(paper),
+    )
+
+
+def with_certificate(verdict: Verdict, certification: Certification) -> Verdict:
+    """The verdict with randomized smoothing's certificates (core.audit.certify): where the
+    hardened model's *smoothed* classifier is certified at an L2 radius on at least
+    GAIN_THRESHOLD more of the images than the upload's, beyond sampling noise, L2 robustness is
+    a ``real gain`` on a proof rather than on attacks that failed. The headline says it is the
+    smoothed classifier (PREDICT with the certificate's sigma, n and alpha) that is certified,
+    never the base network, and keeps the attacks' verdict on the base network beside it."""
+    up, st = certification.models["uploaded"], certification.models["student"]
+    images = certification.samples
+    gains = []
+    for mine, theirs in zip(st.certified, up.certified, strict=True):
+        gain = mine.certified_accuracy - theirs.certified_accuracy
+        p, q = mine.certified_accuracy, theirs.certified_accuracy
+        # The same two-proportion noise as the attacks' gains (unpaired: the safe side).
+        noise = NOISE_Z * math.sqrt((p * (1 - p) + q * (1 - q)) / max(images, 1))
+        if gain >= GAIN_THRESHOLD and gain > noise:
+            gains.append((gain, mine.radius, p, q))
+    scope = (
+        f"smoothed classifier (Gaussian noise σ={certification.sigma:g}, n={certification.n}, "
+        f"α={certification.alpha:g}, {images} images)"
+    )
+    if not gains:
+        summary = (
+            f"Certificates of the {scope}: no L2 radius where the hardened model's is certified "
+            f"on {100 * GAIN_THRESHOLD:.0f} or more points more of the images than the upload's "
+            "beyond sampling noise."
+        )
+        return verdict.model_copy(update={"evidence": [*verdict.evidence, summary]})
+    gain, radius, student, uploaded = max(gains, key=lambda row: row[1])
+    certified = (
+        f"Certified L2 gain: the hardened model's {scope} is proven to keep its prediction "
+        f"within L2 radius {radius:g} on {student:.0%} of the images (upload's: {uploaded:.0%}), "
+        "with probability at least 1-α over the noise. The certificate holds for the smoothed "
+        "classifier only, not for the base network in model.onnx run alone"
+    )
+    if verdict.label == "real gain":
+        headline = f"{verdict.headline.rstrip()} {certified}."
+    else:
+        headline = f"{certified}; the base network alone, under attack: {verdict.headline.rstrip()}"
+    return verdict.model_copy(
+        update={
+            "label": "real gain",
+            "headline": headline,
+            "evidence": [*verdict.evidence, certified + "."],
+        }
     )

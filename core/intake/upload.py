@@ -200,6 +200,20 @@ def reinitialise_parameters(module: nn.Module) -> None:
             buffer.fill_(1.0)
 
 
+def _expected_input(module: nn.Module) -> str:
+    """What the model's first weight says about its inputs ('3-channel inputs', 'inputs of 784
+    values'), or '' when its first parameter is neither a 2-D convolution's nor a linear
+    layer's. TorchScript's own error is a truncated graph trace that never says this."""
+    first = next(iter(module.parameters()), None)
+    if first is None:
+        return ""
+    if first.dim() == 4:  # Conv2d weight: (out, in_channels / groups, kh, kw)
+        return f"{first.shape[1]}-channel inputs (its first convolution takes {first.shape[1]})"
+    if first.dim() == 2:  # Linear weight: (out, in_features), after a Flatten
+        return f"inputs of {first.shape[1]} values (its first linear layer takes {first.shape[1]})"
+    return ""
+
+
 def check_model_io(module: nn.Module, sample: Tensor, num_classes: int) -> None:
     """Check that ``module`` maps a few ``sample`` inputs to finite (N, num_classes) logits."""
     batch = sample[: min(len(sample), 8)]
@@ -210,11 +224,15 @@ def check_model_io(module: nn.Module, sample: Tensor, num_classes: int) -> None:
         with torch.no_grad():
             out = module(batch)
     except Exception as exc:  # any failure here means the model does not fit the data
+        given = "x".join(str(d) for d in batch.shape[1:])
+        expected = _expected_input(module)
+        head = f"the model expects {expected}; " if expected else "the model fails on "
         raise ModelDatasetMismatchError(
-            f"the model fails on the dataset's inputs of shape (N, {dims}): "
-            f"{type(exc).__name__}: {str(exc)[:500]}",
-            hint="use a dataset with the input shape the model was trained on, or a model for "
-            "this dataset",
+            f"{head}the dataset's images are {given} (N, {dims}; {num_classes} classes): "
+            f"{type(exc).__name__}: {str(exc)[:300]}",
+            hint=f"use a dataset of {expected or 'the shape the model was trained on'} "
+            f"(e.g. grayscale to RGB: np.repeat(x, 3, axis=1) before saving the .npz), or a "
+            f"model trained on {given} inputs with {num_classes} outputs",
         ) from exc
     finally:
         module.train(was_training)
@@ -222,8 +240,10 @@ def check_model_io(module: nn.Module, sample: Tensor, num_classes: int) -> None:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ModelDatasetMismatchError(
             f"the model outputs {shape} for {len(batch)} inputs; expected ({len(batch)}, "
-            f"{num_classes}) logits, one per class of the dataset",
-            hint="the model's last layer must have one output per dataset class",
+            f"{num_classes}) logits, one per class of the dataset ({num_classes} classes)",
+            hint=f"the model's last layer must have {num_classes} outputs, one per dataset class: "
+            f"use a model trained on this dataset's {num_classes} classes, or a dataset with as "
+            "many classes as the model has outputs",
         )
     if not torch.isfinite(out).all():
         raise ModelDatasetMismatchError(

@@ -199,7 +199,7 @@ def test_papernot_mnist_has_the_papers_layer_sizes() -> None:
 
 def test_check_model_io_names_the_mismatch() -> None:
     model = _reference()
-    with pytest.raises(ModelDatasetMismatchError, match=r"shape \(N, 3, 8, 8\)"):
+    with pytest.raises(ModelDatasetMismatchError, match=r"images are 3x8x8 \(N, 3, 8, 8;"):
         check_model_io(model, torch.rand(4, 3, 8, 8), CLASSES)
     with pytest.raises(ModelDatasetMismatchError, match="expected"):
         check_model_io(model, torch.rand(4, *SHAPE), 3)
@@ -241,3 +241,18 @@ def test_pt2_with_hostile_sample_inputs_is_refused(saved: dict[str, Path], tmp_p
     with pytest.raises(UnsafeModelError, match="sample inputs"):
         load_model(evil)
     assert not marker.exists()
+
+
+def test_a_colour_model_on_grayscale_images_names_both_shapes_and_the_fix() -> None:
+    # Was a truncated TorchScript trace and a generic hint that never said "3 channels".
+    colour = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+    )
+    scripted = torch.jit.script(colour)
+    with pytest.raises(ModelDatasetMismatchError) as caught:
+        check_model_io(scripted, torch.rand(4, 1, 28, 28), 10)
+    assert "the model expects 3-channel inputs" in caught.value.message
+    assert "the dataset's images are 1x28x28" in caught.value.message
+    assert "10 classes" in caught.value.message
+    assert "np.repeat(x, 3, axis=1)" in caught.value.hint
+    assert "1x28x28 inputs with 10 outputs" in caught.value.hint

@@ -199,7 +199,7 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
             bar.n = round(100 * job["progress"], 1)
             bar.refresh()
 
-        return dict(client.wait(job_id, on_progress=show, poll_s=0.5))
+        return dict(client.wait(job_id, on_progress=show, poll_s=0.5, timeout_s=None))
 
 
 def _finish(
@@ -313,8 +313,19 @@ def cancel(
 ) -> None:
     """Cancel a queued or running job."""
     with _service_errors(url):
-        job = _client(url, key).cancel(job_id)
-    typer.echo(f"job {job['id']}: {job['state']}")
+        client = _client(url, key)
+        job = client.cancel(job_id)
+        # The cancel's answer can carry the state before the worker stopped (printed 'running'):
+        # wait a few seconds for the state after it.
+        for _ in range(10):
+            if job["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+            job = client.status(job_id)
+    state = job["state"]
+    if state in ("queued", "running"):
+        state += f" (cancel requested; the worker stops it shortly: harden status {job_id})"
+    typer.echo(f"job {job['id']}: {state}")
 
 
 def jobs(
@@ -340,6 +351,10 @@ def jobs(
         if verdict is None and job["state"] in ("queued", "running"):
             verdict = f"{job.get('stage') or '-'} {100 * job['progress']:.0f}%"
         typer.echo(f"{job['id']:<32}  {job['state']:<9}  {verdict or '-':<18}  {job['created_at']}")
+        error = job.get("error") or {}
+        if job["state"] == "failed" and error:
+            # Why it failed, under it: the list was ids and 'failed' and nothing to act on.
+            typer.echo(f"  reason: {error.get('code')}: {error.get('message', '')[:200]}")
     shown = len(page["items"])
     where = (
         f"{offset + 1}-{offset + shown} of {page['total']}" if shown else f"0 of {page['total']}"

@@ -196,13 +196,15 @@ class HardenClient:
         job_id: str,
         *,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
-        timeout_s: float | None = None,
+        timeout_s: float | None = 4 * 3600.0,
         poll_s: float = 1.0,
         raise_on_failure: bool = False,
     ) -> dict[str, Any]:
         """Poll until the job ends and return it; ``on_progress(job)`` after every poll.
-        TimeoutError past ``timeout_s``. A job that succeeded with the evaluation on carries its
-        ``verdict`` (label, headline, clean and robust accuracies of both models)."""
+        TimeoutError past ``timeout_s`` (4 hours by default: a default MNIST job with its
+        evaluation took 46 minutes on a busy 2-core CPU; None waits for ever). A job that
+        succeeded with the evaluation on carries its ``verdict`` (label, headline, clean and
+        robust accuracies of both models)."""
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         while True:
             job = self.status(job_id)
@@ -234,7 +236,9 @@ class HardenClient:
                     409,
                     "job_not_done",
                     f"job {job_id} is {job['state']}: only a succeeded job has artifacts",
-                    "wait for it to succeed (HardenClient.wait) before downloading",
+                    f"wait for it to succeed before downloading: harden status {job_id} shows "
+                    "its state (harden submit --wait follows a job; in Python, "
+                    "HardenClient.wait)",
                     job,
                 )
         out = Path(out_dir)

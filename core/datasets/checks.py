@@ -127,8 +127,10 @@ def check_values(
         raise DatasetError(
             f"{name} has values in [{found_low:g}, {found_high:g}], outside the input_range "
             f"[{low:g}, {high:g}]",
-            hint="rescale the images into input_range, store them as uint8 0..255, or set the "
-            "job's input_range to the range the model expects",
+            hint="store the raw images (uint8 0..255, or floats inside input_range) and set the "
+            "job's normalization {mean, std} when the model expects normalised inputs (values "
+            "like these usually are already normalised); or set input_range to the range the "
+            "model takes",
         )
 
 

@@ -287,3 +287,12 @@ def test_declared_budget_refuses_from_the_listing_alone(tmp_path: Path) -> None:
     # Within budget: the layout is read (one class in train/, nothing to split).
     with pytest.raises(DatasetError, match="a classifier needs at least 2"):
         check_archive_listing(tar_path)
+
+
+def test_a_pre_normalised_npz_is_pointed_at_normalization(tmp_path: Path) -> None:
+    # The hint suggested rescaling or input_range only; normalization was the right fix for
+    # images stored as (x - mean) / std.
+    standardised = (BASE["x_train"] - 0.5) / 0.1
+    with pytest.raises(DatasetError) as info:
+        load_dataset(str(_npz(tmp_path, **_bad(BASE, "x_train", standardised))))
+    assert "normalization" in info.value.hint and "input_range" in info.value.hint

@@ -21,7 +21,9 @@ from pathlib import Path
 from torch import Tensor
 
 from core.audit.certify import certification_sigma, certify_models
+from core.audit.corruptions import corruption_robustness
 from core.audit.evaluate import UploadAudit, audit
+from core.audit.verdict import with_corruptions
 from core.audit.verdict import with_certificate
 from core.compute import Compute, Precision
 from core.contract.spec import HardenSpec
@@ -246,6 +248,22 @@ def run(
                 )
             if verdict is not None:  # a certified gain is real for the smoothed classifier
                 verdict = with_certificate(verdict, certification)
+        corruptions = None
+        if spec.corruptions.enabled:
+            with timed_stage("corruptions", cancel, timings):
+                corruptions = corruption_robustness(
+                    with_normalization(uploaded_module, spec.normalization),
+                    with_normalization(result.student.to(torch_device), spec.normalization),
+                    data.x_test,
+                    data.y_test,
+                    spec.corruptions,
+                    input_range=spec.input_range,
+                    device=torch_device,
+                    on_progress=progress,
+                    should_cancel=cancel,
+                )
+            if verdict is not None:  # the headline says what hardening cost under corruptions
+                verdict = with_corruptions(verdict, corruptions)
         # Written once the verdict is known: the ONNX file says it too (or "not audited").
         label = verdict.label if verdict is not None else "not audited"
         exported = write_onnx(checked, staging[MODEL_ONNX], metadata | {"verdict": label})
@@ -265,7 +283,9 @@ def run(
                 evaluation=evaluation, verdict=verdict, method=method, comparison=comparison,
                 certification=certification,
             )  # fmt: skip
-        report = report.model_copy(update={"timings_s": dict(timings), "notes": list(notes)})
+        report = report.model_copy(
+            update={"timings_s": dict(timings), "notes": list(notes), "corruptions": corruptions}
+        )
         # Every file from the final report: report.html's timings and notes are report.json's
         # (rendered inside the report stage, the page lacked that stage's own seconds).
         _write_text(staging[REPORT_HTML], render_html(report))

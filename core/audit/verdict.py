@@ -32,6 +32,7 @@ from core.audit.schema import (
     WorstCase,
 )
 from core.contract.certification import Certification
+from core.contract.corruptions import CorruptionRobustness
 
 GAIN_THRESHOLD = 0.05  # robust accuracy gain (5 points) that counts as real at one budget
 # A gain must also exceed sampling noise: 1.96 standard errors of the difference of two
@@ -311,6 +312,35 @@ def decide(evaluation: Evaluation) -> Verdict:
         strongest=strongest,
         masking_signs=signs,
         paper_attacks_gain=bool(paper),
+    )
+
+
+def with_corruptions(verdict: Verdict, corruptions: CorruptionRobustness) -> Verdict:
+    """The verdict with what hardening cost under common corruptions: where the hardened model's
+    accuracy fell by more than the margin *and* more than 1.96 paired standard errors
+    (core.audit.corruptions), the headline says so ("weaker under fog/contrast") and the evidence
+    gives the numbers; otherwise one sentence of evidence says it held up."""
+    weaker = [row for row in corruptions.per_corruption if row.weaker]
+    up = corruptions.mean_corruption_accuracy["uploaded"]
+    st = corruptions.mean_corruption_accuracy["student"]
+    summary = (
+        f"Under common corruptions ({corruptions.family}, {corruptions.samples} images, five "
+        f"severities) mean accuracy {up:.1%} (upload) -> {st:.1%} (hardened): "
+        f"{-corruptions.drop_points:+.1f} points ± {corruptions.noise_points:.1f}."
+    )
+    if not weaker:
+        return verdict.model_copy(update={"evidence": [*verdict.evidence, summary]})
+    names = "/".join(row.corruption.replace("_", " ") for row in weaker)
+    details = [
+        f"Under {row.corruption.replace('_', ' ')} the hardened model lost "
+        f"{row.drop_points:.1f} points (± {row.noise_points:.1f}) against the upload "
+        f"({row.uploaded:.1%} -> {row.student:.1%}), beyond the "
+        f"{corruptions.margin_points:g}-point margin."
+        for row in weaker
+    ]
+    headline = f"{verdict.headline.rstrip()} Weaker under {names} than the upload."
+    return verdict.model_copy(
+        update={"headline": headline, "evidence": [*verdict.evidence, summary, *details]}
     )
 
 

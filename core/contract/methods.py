@@ -194,6 +194,7 @@ AFTER_METHOD: Final = (
     Stage("export", 0.05),
     Stage("evaluate", 0.33),
     Stage("certify", 0.10),  # only when the job certifies (core.contract.certification)
+    Stage("corruptions", 0.03),  # only when corruptions.enabled (core.contract.corruptions)
     Stage("report", 0.02),
 )
 
@@ -206,13 +207,19 @@ HARDENING_METHODS: Final = tuple(CATALOGUE)
 
 
 def job_stages(
-    method: str, *, evaluation: bool = True, certification: bool = False
+    method: str,
+    *,
+    evaluation: bool = True,
+    certification: bool = False,
+    corruptions: bool = True,
 ) -> tuple[Stage, ...]:
     """Every stage a job whose (first) method is ``method`` passes, in order."""
     after = tuple(
         s
         for s in AFTER_METHOD
-        if (evaluation or s.name != "evaluate") and (certification or s.name != "certify")
+        if (evaluation or s.name != "evaluate")
+        and (certification or s.name != "certify")
+        and (corruptions or s.name != "corruptions")
     )
     return (*BEFORE_METHOD, *CATALOGUE[method].stages, *after)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
 from core.contract.certification import CertificationSpec
+from core.contract.corruptions import CorruptionsSpec
 from core.contract.dataset_ref import parse_dataset_ref
 from core.contract.distillation import (
     STUDENT_CHECK_LEAST,
@@ -157,6 +158,11 @@ class HardenSpec(StrictModel):
         default_factory=CertificationSpec,
         description="Randomized smoothing's certificates for the upload and the hardened model "
         "(core/contract/certification.py).",
+    )
+    corruptions: CorruptionsSpec = Field(
+        default_factory=CorruptionsSpec,
+        description="Both models' accuracy under common corruptions at five severities "
+        "(core/contract/corruptions.py).",
     )
     webhook_url: HttpUrl | None = Field(
         None, description="Service only: signed POST (HMAC-SHA256) here when the job ends."

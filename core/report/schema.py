@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.audit.schema import Evaluation, Verdict
 from core.contract.certification import Certification
+from core.contract.corruptions import CorruptionRobustness
 from core.contract.methods import CATALOGUE, with_sections
 from core.contract.spec import FLAT_DISTILLATION_FIELDS
 from core.report.summary import CertifiedAt as SummaryCertifiedAt
@@ -286,6 +287,11 @@ class Report(_Section):
         None,
         description="Randomized smoothing's certificates of the upload and the hardened model as "
         "base classifiers (what is certified: the smoothed classifiers, see its 'what').",
+    )
+    corruptions: CorruptionRobustness | None = Field(
+        None,
+        description="Both models' accuracy under common corruptions at five severities and what "
+        "hardening cost there (None when the spec disabled it).",
     )
     comparison: list[MethodComparison] = Field(
         default_factory=list,

@@ -14,7 +14,11 @@ from pydantic import BaseModel
 
 from core.audit.schema import Evaluation
 from core.contract.methods import AFTER_METHOD, BEFORE_METHOD, CATALOGUE
-from core.report.plots import gradient_histograms, robust_accuracy_plots
+from core.report.plots import (
+    certified_accuracy_plot,
+    gradient_histograms,
+    robust_accuracy_plots,
+)
 
 if TYPE_CHECKING:
     from core.report.schema import Report
@@ -119,6 +123,11 @@ def render_html(report: Report) -> str:
         "rows": [],
         "method_records": method_records(report),
         "certified_rows": certified_rows(report),
+        "certified_plot": (
+            certified_accuracy_plot(report.certification, evaluation)
+            if report.certification is not None
+            else None
+        ),
         "accuracy_plots": {},
         "gradient_plot": None,
         # Seconds of the hardening method's own stages (whatever it declares), for the

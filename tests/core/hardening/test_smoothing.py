@@ -64,6 +64,9 @@ def test_both_models_are_certified_on_the_same_images(smoothed: tuple[Report, Pa
     assert "nothing is certified of the base network" in section.what
     html = (out / "report.html").read_text()
     assert "certified accuracy" in html and "Randomized smoothing" in html
+    # The plot of certified accuracy against radius, beside the empirical L2 accuracy.
+    assert 'alt="certified accuracy against L2 radius' in html
+    assert 'src="data:image/png;base64,' in html.split('alt="certified accuracy against L2')[1]
 
 
 def test_model_onnx_says_how_to_predict_as_the_certified_classifier(

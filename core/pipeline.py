@@ -23,8 +23,7 @@ from torch import Tensor
 from core.audit.certify import certification_sigma, certify_models
 from core.audit.corruptions import corruption_robustness
 from core.audit.evaluate import UploadAudit, audit
-from core.audit.verdict import with_corruptions
-from core.audit.verdict import with_certificate
+from core.audit.verdict import with_certificate, with_corruptions
 from core.compute import Compute, Precision
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset

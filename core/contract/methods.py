@@ -192,7 +192,7 @@ DEFAULT_METHOD: Final = DISTILLATION.name
 BEFORE_METHOD: Final = (Stage("load", 0.02),)
 AFTER_METHOD: Final = (
     Stage("export", 0.05),
-    Stage("evaluate", 0.33),
+    Stage("evaluate", 0.30),
     Stage("certify", 0.10),  # only when the job certifies (core.contract.certification)
     Stage("corruptions", 0.03),  # only when corruptions.enabled (core.contract.corruptions)
     Stage("report", 0.02),

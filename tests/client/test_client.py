@@ -37,7 +37,7 @@ def test_submit_status_wait_download(client, store, settings, tmp_path: Path):
 def test_problem_becomes_an_exception_with_code_and_hint(client, tmp_path: Path):
     (tmp_path / "m.onnx").write_bytes(onnx_model_bytes())
     with pytest.raises(HardenAPIError) as error:
-        client.submit(tmp_path / "m.onnx", config={"temperature": -1})
+        client.submit(tmp_path / "m.onnx", dataset="builtin:digits", config={"temperature": -1})
     assert error.value.status == 422 and error.value.code == "invalid_spec"
     assert error.value.hint
     with pytest.raises(HardenAPIError) as missing:

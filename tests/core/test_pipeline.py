@@ -70,13 +70,15 @@ def test_each_format_is_hardened_end_to_end(fmt: str, tmp_path: Path) -> None:
     # Relative to the logits: the student's are T times an undistilled model's (hundreds), so
     # float32 rounding alone gives absolute differences of 1e-4 and more.
     assert report.export.max_rel_diff <= 1e-5 and report.export.prediction_agreement == 1.0
-    # Evaluation is off: every stage that ran is timed, and no "evaluate" stage is claimed.
+    # Evaluation is off: every stage that ran is timed, and no "evaluate" stage is claimed
+    # (common corruptions have their own switch, on by default).
     assert set(report.timings_s) == {
         "load",
         "teacher",
         "soft_labels",
         "student",
         "export",
+        "corruptions",
         "report",
     }
     # report.html is rendered from the final report: every stage, its own included, is there.

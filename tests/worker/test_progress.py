@@ -85,7 +85,7 @@ def test_every_method_declares_weighted_stages_that_fill_the_job(method):
     stages = job_stages(method)
     names = [stage.name for stage in stages]
     assert len(set(names)) == len(names) and all(stage.weight > 0 for stage in stages)
-    assert names[0] == "load" and names[-3:] == ["export", "evaluate", "report"]
+    assert names[0] == "load" and names[-4:] == ["export", "evaluate", "corruptions", "report"]
     # Each method's stages weigh alike, so a job's progress pace does not depend on its method.
     assert sum(stage.weight for stage in stages) == pytest.approx(1.0)
 

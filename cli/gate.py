@@ -11,7 +11,17 @@ A gate is one of:
   single attack's (the number the verdict weighs). The form needs no shell quoting (no ``<``);
 * ``min-certified=VALUE@l2:RADIUS``, e.g. ``min-certified=0.5@l2:0.5``: trips when the hardened
   model's smoothed classifier is certified (randomized smoothing) right at that L2 radius on
-  fewer than VALUE of the certified images.
+  fewer than VALUE of the certified images;
+* ``regression=POINTS``, e.g. ``regression=2``: trips when the hardened model is worse than the
+  job's baseline (spec ``baseline``: a previous job or the MLflow champion) by more than POINTS
+  percentage points beyond noise, in clean accuracy or in worst-case robust accuracy at any
+  audited budget: "beyond noise" means the whole paired 95% interval of new minus baseline lies
+  below -POINTS points (core.report.comparison). ``regression=0``: any regression beyond noise;
+* ``corruption-drop=POINTS``, e.g. ``corruption-drop=5``: trips when hardening cost more than
+  POINTS percentage points of accuracy under common corruptions, and more than its paired
+  sampling noise (1.96 standard errors), in the mean over every corruption and severity or under
+  any one corruption (averaged over its severities): the verdict's "weaker under" rule with
+  POINTS as the margin.
 
 A gate that cannot be checked (no verdict, a budget the evaluation did not audit) trips: a
 pipeline that asked for a check must not pass without one. ``harden run`` and ``harden submit``
@@ -26,6 +36,7 @@ import re
 from dataclasses import dataclass
 
 from core.contract.evaluation import EvaluationSpec
+from core.report.comparison import REGRESSION_GATE, row_name
 from core.report.summary import VerdictSummary
 
 # The exit codes of `harden` (README: Exit codes; `harden --help`).
@@ -45,16 +56,21 @@ FAIL_ON_HELP = (
     "'min-robust=VALUE@NORM:EPSILON' (e.g. min-robust=0.5@linf:0.3: the hardened model's robust "
     "accuracy at L-inf 0.3, worst case over the attacks, below 0.5), or "
     "'min-certified=VALUE@l2:RADIUS' (e.g. min-certified=0.5@l2:0.5: the hardened model's "
-    "certified accuracy at L2 radius 0.5 below 0.5). Repeat the option or separate gates with "
-    "commas."
+    "certified accuracy at L2 radius 0.5 below 0.5), or 'regression=POINTS' (e.g. regression=2: "
+    "worse than the job's baseline by more than 2 points beyond noise, clean or at any budget), "
+    "or 'corruption-drop=POINTS' (e.g. corruption-drop=5: hardening cost more than 5 points "
+    "beyond noise under common corruptions, on the mean or any one corruption). Repeat the "
+    "option or separate gates with commas."
 )
 
+CORRUPTION_GATE = "corruption-drop"
 _LABELS = {"masked": "masked", "no-measurable-gain": "no measurable gain"}
 _NUMBER = r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
 _THRESHOLD = re.compile(
     rf"min-(?P<kind>robust|certified)=(?P<value>{_NUMBER})(?P<percent>%?)@(?P<norm>linf|l2):"
     rf"(?P<epsilon>{_NUMBER})(?:/(?P<denominator>{_NUMBER}))?"
 )
+_POINTS = re.compile(rf"(?P<kind>{REGRESSION_GATE}|{CORRUPTION_GATE})=(?P<points>{_NUMBER})")
 
 
 def same_budget(a: float, b: float) -> bool:
@@ -76,6 +92,8 @@ class Gate:
     norm: str | None = None
     epsilon: float | None = None  # the budget, or the certified radius
     certified: bool = False  # min-certified: the certified accuracy, not the empirical one
+    regression_points: float | None = None  # regression: the tolerated loss, in points
+    corruption_points: float | None = None  # corruption-drop: the tolerated loss, in points
 
 
 @dataclass(frozen=True)
@@ -100,12 +118,22 @@ def parse_gates(values: list[str] | None) -> list[Gate]:
 def _parse(text: str) -> Gate:
     if text in _LABELS:
         return Gate(text, label=_LABELS[text])
+    by_points = _POINTS.fullmatch(text)
+    if by_points is not None:
+        points = float(by_points["points"])
+        if points > 100:
+            raise GateError(f"--fail-on {text!r}: the points must lie in 0..100")
+        if by_points["kind"] == CORRUPTION_GATE:
+            return Gate(text, corruption_points=points)
+        return Gate(text, regression_points=points)
     match = _THRESHOLD.fullmatch(text)
     if match is None:
         raise GateError(
             f"--fail-on {text!r} is no gate: use masked, no-measurable-gain, "
-            "min-robust=VALUE@NORM:EPSILON (e.g. min-robust=0.5@linf:0.3) or "
-            "min-certified=VALUE@l2:RADIUS (e.g. min-certified=0.5@l2:0.5)"
+            "min-robust=VALUE@NORM:EPSILON (e.g. min-robust=0.5@linf:0.3), "
+            "min-certified=VALUE@l2:RADIUS (e.g. min-certified=0.5@l2:0.5), "
+            "regression=POINTS (e.g. regression=2) or corruption-drop=POINTS (e.g. "
+            "corruption-drop=5)"
         )
     value = float(match["value"]) / (100 if match["percent"] else 1)
     if not 0 <= value <= 1:
@@ -156,6 +184,10 @@ def check(gates: list[Gate], verdict: VerdictSummary | None) -> list[CheckResult
             results.append(CheckResult(gate.name, passed, f"verdict: {verdict.label}"))
         elif gate.certified:
             results.append(_certified(gate, verdict))
+        elif gate.regression_points is not None:
+            results.append(_regression(gate, gate.regression_points, verdict))
+        elif gate.corruption_points is not None:
+            results.append(_corruption(gate, gate.corruption_points, verdict))
         else:
             results.append(_threshold(gate, verdict))
     return results
@@ -180,6 +212,64 @@ def _certified(gate: Gate, verdict: VerdictSummary) -> CheckResult:
         passed,
         f"certified accuracy at L2 radius {gate.epsilon:g}: {row.student_certified_accuracy:.4f} "
         f"{relation} {gate.minimum:g} (the hardened model's smoothed classifier)",
+    )
+
+
+def _regression(gate: Gate, points: float, verdict: VerdictSummary) -> CheckResult:
+    comparison = verdict.baseline
+    if comparison is None:
+        return CheckResult(
+            gate.name,
+            False,
+            "the job has no comparison with a baseline: name one in the spec's baseline "
+            "({'job': ID} or {'mlflow_model': NAME, 'alias': 'champion'})",
+        )
+    worse = comparison.regressions(points)
+    if not worse:
+        return CheckResult(
+            gate.name,
+            True,
+            f"no regression beyond {points:g} points against {comparison.baseline} "
+            f"({len(comparison.rows)} comparisons, paired 95% intervals)",
+        )
+    described = "; ".join(
+        f"{row_name(row)}: {100 * row.difference:+.1f} points "
+        f"(95% interval {100 * row.difference_low:+.1f} to {100 * row.difference_high:+.1f})"
+        for row in worse
+    )
+    return CheckResult(
+        gate.name,
+        False,
+        f"worse than {comparison.baseline} by more than {points:g} points beyond noise: "
+        f"{described}",
+    )
+
+
+def _corruption(gate: Gate, points: float, verdict: VerdictSummary) -> CheckResult:
+    cor = verdict.corruptions
+    if cor is None:
+        return CheckResult(
+            gate.name,
+            False,
+            "the job did not measure accuracy under common corruptions: leave the spec's "
+            "corruptions.enabled on (its default)",
+        )
+    worse = cor.drops_beyond(points)
+    mean = (
+        f"mean corruption accuracy {cor.uploaded:.1%} (upload) -> {cor.student:.1%} (hardened), "
+        f"{-cor.drop_points:+.1f} points ± {cor.noise_points:.1f}"
+    )
+    if not worse:
+        return CheckResult(
+            gate.name, True, f"no loss beyond {points:g} points and noise under corruptions: {mean}"
+        )
+    described = "; ".join(
+        f"{name}: {-drop:+.1f} points (± {noise:.1f})" for name, drop, noise in worse
+    )
+    return CheckResult(
+        gate.name,
+        False,
+        f"hardening cost more than {points:g} points beyond noise under corruptions: {described}",
     )
 
 

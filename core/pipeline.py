@@ -20,6 +20,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from core.audit.baseline import compare_with_baseline
+from core.audit.baseline_input import CACHE_ENTRY, Baseline
 from core.audit.certify import certification_sigma, certify_models
 from core.audit.corruptions import corruption_robustness
 from core.audit.evaluate import UploadAudit, audit
@@ -55,7 +57,7 @@ from core.report.html import render_html
 from core.report.model_card import model_card
 from core.report.sarif import sarif_log
 from core.report.schema import MethodComparison, Report
-from core.stages import timed_stage
+from core.stages import StageTime, recording_stages, timed_stage
 
 PARITY_SAMPLES = 64
 # The order artifacts are renamed into place: report.json last, so its presence says every other
@@ -69,6 +71,7 @@ class RunResult:
 
     report: Report
     artifacts: dict[str, Path] = field(default_factory=dict)
+    stages: list[StageTime] = field(default_factory=list)  # the trace's stage spans
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -125,12 +128,14 @@ def run(
     precision: Precision = "auto",
     channels_last: bool = True,
     cudnn_benchmark: bool = True,
+    baseline: Baseline | None = None,
 ) -> RunResult:
     """Harden ``model_file`` with the spec's method(s) (defensive distillation by default) and
     write the first method's model.onnx, report.json and report.html to ``out_dir``.
     Raises HardenError subclasses for bad input and cancellation; DeviceError for a ``device``
     this machine lacks. ``precision``, ``channels_last`` and ``cudnn_benchmark`` say how a GPU
-    is used (core.compute; on the CPU only ``precision='bfloat16'`` changes anything)."""
+    is used (core.compute; on the CPU only ``precision='bfloat16'`` changes anything).
+    ``baseline``: a model to compare the hardened one against (core.audit.baseline)."""
     progress: ProgressFn = on_progress or (lambda stage, done, total: None)
     cancel: CancelFn = should_cancel or (lambda: False)
     torch_device = pick_device(device)
@@ -147,6 +152,8 @@ def run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = {name: out_dir / f".{name}.{uuid.uuid4().hex}.partial" for name in _WRITE_ORDER}
+    recording = recording_stages()
+    stage_times = recording.__enter__()
     try:
         with timed_stage("load", cancel, timings):
             progress("load", 0, 2)
@@ -208,6 +215,7 @@ def run(
 
         evaluation = verdict = None
         upload_audit = None  # the upload's half, attacked once for every method
+        versus_baseline = cache_entry = None
         if spec.evaluation.enabled:  # no "evaluate" timing for a job that did not evaluate
             with timed_stage("evaluate", cancel, timings):
                 student = result.student.to(torch_device)
@@ -224,6 +232,11 @@ def run(
                     method=method.title,
                 )
                 evaluation, verdict, upload_audit = done.evaluation, done.verdict, done.upload
+                if baseline is not None:  # attacked as the student was; progress is the audit's
+                    versus_baseline, cache_entry = compare_with_baseline(
+                        baseline, data, spec, done, out_dir, on_progress=progress,
+                        should_cancel=cancel,
+                    )  # fmt: skip
         certification = None
         if spec.certifies:
             with timed_stage("certify", cancel, timings):
@@ -283,7 +296,12 @@ def run(
                 certification=certification,
             )  # fmt: skip
         report = report.model_copy(
-            update={"timings_s": dict(timings), "notes": list(notes), "corruptions": corruptions}
+            update={
+                "corruptions": corruptions,
+                "timings_s": dict(timings),
+                "notes": list(notes),
+                "comparison_to_baseline": versus_baseline,
+            }
         )
         # Every file from the final report: report.html's timings and notes are report.json's
         # (rendered inside the report stage, the page lacked that stage's own seconds).
@@ -296,7 +314,10 @@ def run(
         artifacts = {name: out_dir / name for name in _WRITE_ORDER}
         for name, path in artifacts.items():
             os.replace(staging[name], path)
-        return RunResult(report=report, artifacts=artifacts)
+        if cache_entry is not None:  # for the worker's baseline cache, not a job artifact
+            artifacts[CACHE_ENTRY] = cache_entry
+        return RunResult(report=report, artifacts=artifacts, stages=list(stage_times))
     finally:
+        recording.__exit__(None, None, None)
         for path in staging.values():
             path.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from core.errors import JobCancelledError
 from core.names import CancelFn
@@ -18,12 +19,34 @@ def cancelled(message: str, stage: str) -> JobCancelledError:
     )
 
 
+StageTime = tuple[str, int, int]
+"""A stage that completed: its name, wall-clock start and end (nanoseconds since the epoch)."""
+
+_recording: ContextVar[list[StageTime] | None] = ContextVar("harden_stage_times", default=None)
+
+
+@contextmanager
+def recording_stages() -> Iterator[list[StageTime]]:
+    """Every stage timed inside (the pipeline's and its methods') appended to the list yielded,
+    with its wall-clock start and end: the worker makes the job's trace spans from them
+    (app/infra/tracing.py), as the confined child that runs the stages exports nothing."""
+    times: list[StageTime] = []
+    token = _recording.set(times)
+    try:
+        yield times
+    finally:
+        _recording.reset(token)
+
+
 @contextmanager
 def timed_stage(stage: str, should_cancel: CancelFn, timings: dict[str, float]) -> Iterator[None]:
     """Check for cancellation before ``stage`` and record its seconds in ``timings`` once it
     completes (long stages also check every step, e.g. train_epochs)."""
     if should_cancel():
         raise cancelled(f"cancelled before {stage}", stage)
-    started = time.perf_counter()
+    started, started_ns = time.perf_counter(), time.time_ns()
     yield
     timings[stage] = time.perf_counter() - started
+    times = _recording.get()
+    if times is not None:
+        times.append((stage, started_ns, time.time_ns()))

@@ -32,7 +32,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 from core.errors import HardenError, JobCancelledError
 from core.names import REPORT_JSON, CancelFn, ProgressFn
 from core.report.schema import Report
+from core.stages import StageTime
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class ContainedResult:
 
     report: Report
     artifacts: dict[str, Path]
+    stages: list[StageTime] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,27 @@ def _supervise(
     return outcome
 
 
+_MOST_STAGES = 256  # a job has a dozen; more is no job's
+
+
+def _stages(outcome: dict[str, Any]) -> list[StageTime]:
+    """The stage times the child sent (for the job's trace spans), as far as they are well
+    formed: the child runs the upload's code, so what it says is checked, and a malformed entry
+    is dropped, never an error of the job."""
+    stages: list[StageTime] = []
+    for entry in (outcome.get("stages") or [])[:_MOST_STAGES]:
+        if (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and isinstance(entry[0], str)
+            and 0 < len(entry[0]) <= 64
+            and all(type(t) is int and 0 < t < 2**63 for t in entry[1:])
+            and entry[1] <= entry[2]
+        ):
+            stages.append((entry[0], entry[1], entry[2]))
+    return stages
+
+
 def _unreadable() -> ModelCrashedError:
     return ModelCrashedError(
         "the job's process sent a message the worker cannot read",
@@ -269,7 +292,7 @@ def _result(outcome: dict[str, Any], limits: Limits, *, out_dir: Path) -> Contai
         if report_path is None:
             raise ModelCrashedError("the job's process wrote no report", hint="retry the job")
         report = Report.model_validate_json(report_path.read_bytes())
-        return ContainedResult(report=report, artifacts=artifacts)
+        return ContainedResult(report=report, artifacts=artifacts, stages=_stages(outcome))
     code = str(outcome.get("code", "internal"))
     message, hint = str(outcome.get("message", "")), str(outcome.get("hint", ""))
     if code == ModelMemoryError.code:
@@ -370,6 +393,7 @@ def _run_in_child(send: Connection, request: _Request) -> dict[str, Any]:
     return {
         "kind": "result",
         "artifacts": {name: str(path) for name, path in result.artifacts.items()},
+        "stages": [list(stage) for stage in getattr(result, "stages", [])],
     }
 
 

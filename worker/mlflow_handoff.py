@@ -51,7 +51,7 @@ class MlflowRecord:
     tracking_uri: str
     experiment: str
     registered_model: str
-    alias: str
+    alias: str | None  # None: not moved (the version regressed against the job's baseline)
     run_id: str | None = None
     model_version: str | None = None
     model_uri: str | None = None
@@ -202,12 +202,21 @@ def _log(
                     f"onnxruntime=={onnxruntime.__version__}",
                 ],
                 metadata={"harden_job_id": job_id, "verdict": verdict, "method": method},
+                # One self-contained file, as the job's own: a later job that compares against
+                # this version (a baseline) reads it through an intake that refuses external data.
+                save_as_external_data=False,
             )
         version = str(info.registered_model_version)
         client = MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.tracking_uri)
-        for key, value in (("verdict", verdict), ("method", method), ("harden_job_id", job_id)):
+        tags = {"verdict": verdict, "method": method, "harden_job_id": job_id}
+        tags.update(comparison_tags(report))
+        for key, value in tags.items():
             client.set_model_version_tag(target.registered_model, version, key, value)
-        client.set_registered_model_alias(target.registered_model, target.alias, version)
+        # A version worse than the job's baseline beyond noise does not take the alias: the
+        # baseline (the champion) stays where it is; the tags say why.
+        regressed = tags.get("baseline_regression") == "true"
+        if not regressed:
+            client.set_registered_model_alias(target.registered_model, target.alias, version)
     log.info(
         "job %s logged to MLflow run %s, %s version %s (@%s)",
         job_id,
@@ -217,7 +226,35 @@ def _log(
         target.alias,
     )
     model_uri = f"models:/{target.registered_model}/{version}"
-    return replace(record, run_id=run.info.run_id, model_version=version, model_uri=model_uri)
+    record = replace(record, run_id=run.info.run_id, model_version=version, model_uri=model_uri)
+    if regressed:
+        return replace(
+            record,
+            alias=None,
+            warning=f"the alias {target.alias!r} was not moved to version {version}: it is worse "
+            f"than the baseline ({tags['baseline']}) beyond noise (see the version's "
+            "baseline_difference tags and the report's comparison_to_baseline)",
+        )
+    return record
+
+
+def comparison_tags(report: Report) -> dict[str, str]:
+    """The version's tags from the report's comparison with its baseline (none without one):
+    what it is, whether it regressed beyond noise, and each difference with its 95% interval."""
+    comparison = report.comparison_to_baseline
+    if comparison is None:
+        return {}
+    tags = {
+        "baseline": comparison.baseline,
+        "baseline_sha256": comparison.baseline_sha256,
+        "baseline_regression": "true" if comparison.regressions(0) else "false",
+    }
+    for row in comparison.rows:
+        name = "clean" if row.kind == "clean" else f"{row.norm}{_budget(row.epsilon)}"
+        tags[f"baseline_difference/{name}"] = (
+            f"{row.difference:+.4f} [{row.difference_low:+.4f}, {row.difference_high:+.4f}]"
+        )
+    return tags
 
 
 def onnx_signature(model: Any) -> Any:
@@ -281,6 +318,14 @@ def report_metrics(report: Report) -> dict[str, float]:
             for at in certified.certified:
                 name = f"certified_accuracy/{model}/l2{_budget(at.radius)}"
                 metrics[name] = at.certified_accuracy
+    if report.corruptions is not None:  # what hardening cost under common corruptions
+        corruptions = report.corruptions
+        for model, accuracy in corruptions.mean_corruption_accuracy.items():
+            metrics[f"mean_corruption_accuracy/{model}"] = accuracy
+        metrics["corruption_drop_points"] = corruptions.drop_points
+        for per in corruptions.per_corruption:
+            metrics[f"corruption_accuracy/uploaded/{per.corruption}"] = per.uploaded
+            metrics[f"corruption_accuracy/student/{per.corruption}"] = per.student
     for stage, seconds in report.timings_s.items():
         metrics[f"time_s/{stage}"] = seconds
     return metrics

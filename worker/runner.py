@@ -22,10 +22,14 @@ from app.infra.artifacts import ArtifactStore
 from app.infra.db import Job, JobState, utcnow
 from app.infra.settings import Settings
 from app.infra.store import JobError, JobStore, is_terminal
+from app.infra.tracing import record_stages
+from core.audit.baseline_input import CACHE_ENTRY as BASELINE_CACHE_ENTRY
+from core.audit.baseline_input import store_cache_entry
 from core.contract.methods import job_stages
 from core.contract.spec import HardenSpec
 from core.errors import HardenError, JobCancelledError
 from core.names import ARTIFACT_NAMES
+from worker.baseline_fetch import resolve_baseline
 from worker.contained import Limits, run_contained
 from worker.dataset_fetch import fetch_job_dataset
 from worker.heartbeat import Heartbeat
@@ -175,18 +179,26 @@ def _execute(
                 engine=store.engine,
                 work=work,
             )
+        baseline = resolve_baseline(
+            job, spec, settings=settings, store=store, artifacts=services.artifacts, work=work
+        )
         run = pipeline or _core_pipeline()
         args = (spec, model_path, dataset_path, work / "out")
-        options = {
+        options: dict[str, Any] = {
             "device": settings.device,
             "precision": settings.training_precision,
             "channels_last": settings.channels_last,
             "cudnn_benchmark": settings.cudnn_benchmark,
         }
+        if baseline is not None:
+            options["baseline"] = baseline
         result: Any
         if settings.contain_models:
             # The upload is code: it runs in a supervised, confined child (worker/contained.py).
             readable = [dataset_path] if dataset_path and work not in dataset_path.parents else []
+            if baseline is not None and baseline.cache_dir is not None:
+                baseline.cache_dir.mkdir(parents=True, exist_ok=True)
+                readable.append(baseline.cache_dir)  # read only: entries come back as outputs
             result = run_contained(
                 run,
                 args,
@@ -202,9 +214,13 @@ def _execute(
             )
         else:
             result = run(*args, on_progress=reporter, should_cancel=cancel, **options)
+        record_stages(result.stages)  # the job's trace: a span per stage (no-op untraced)
         if heartbeat.lost:  # handed to another worker while the last stage ran
             return _lost_race(services, job_id)
         outputs: dict[str, Path] = dict(result.artifacts)
+        entry = outputs.pop(BASELINE_CACHE_ENTRY, None)
+        if entry is not None and baseline is not None and baseline.cache_dir is not None:
+            store_cache_entry(Path(entry), baseline.cache_dir)
         shas: dict[str, str] = {}
         # The MLflow hand-off reads the files once they are stored: keep the work copies then.
         handoff = spec.mlflow is not None or settings.mlflow_tracking_uri is not None

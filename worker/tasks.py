@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from celery.signals import worker_init, worker_process_init
 
+from app.infra import tracing
 from app.infra.artifacts import make_store
 from app.infra.db import DATABASE_UNREACHABLE
 from app.infra.logs import job_context
@@ -38,6 +39,9 @@ def _import_the_pipeline(sender: Any = None, **_: Any) -> None:
     # a few seconds for a new process (worker_proc_alive_timeout) before killing it: a dead
     # pool process was never replaced. Nothing here touches CUDA, which must not be initialised
     # before a fork. A worker that runs no jobs (the maintenance queue) skips it.
+    # Traces (HARDEN_OTEL_ENDPOINT): installed here, before the pool forks; each pool process's
+    # exporter thread restarts after the fork. Nothing when unset.
+    tracing.install(get_settings(), "harden-worker")
     if sender is not None and not _consumes(sender, get_settings().queue):
         return
     try:
@@ -83,8 +87,9 @@ def _fresh_connections(**_: Any) -> None:
 def harden_job(job_id: str) -> str:
     """Harden the model of job ``job_id`` (its state is re-read from the job store)."""
     current = services()
-    # Deployment wiring: every log line written while the job runs carries its id.
-    with job_context(job_id):
+    # Deployment wiring: every log line written while the job runs carries its id, and so does
+    # every span of its trace (app/infra/tracing.py; nothing when tracing is off).
+    with job_context(job_id), tracing.job_context(job_id):
         state = run_job(current, job_id)
     job = current.store.get(job_id)
     if job is not None and job.spec.get("webhook_url") and state != "gone":

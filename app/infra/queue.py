@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from app.infra.settings import Settings, broker_transport_options
+from app.infra.tracing import job_context
 
 RUN_JOB_TASK = "harden.run_job"
 WEBHOOK_TASK = "harden.send_webhook"
@@ -24,8 +25,10 @@ def make_producer(settings: Settings) -> Celery:
 
 
 def enqueue_job(producer: Celery, job_id: str, queue: str) -> None:
-    """Queue the hardening of ``job_id``; raise when the broker cannot take it."""
-    producer.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, task_id=job_id, retries=0)
+    """Queue the hardening of ``job_id``; raise when the broker cannot take it. Traced, the
+    publish span and the worker's spans carry the job id (app/infra/tracing.py)."""
+    with job_context(job_id):
+        producer.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, task_id=job_id, retries=0)
 
 
 def broker_reachable(producer: Celery, timeout_s: float = 2.0) -> bool:

@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         "Prometheus sends a key (harden keys create --name prometheus).",
     )
     webhook_secret: str = Field("", description="HMAC-SHA256 secret of webhook signatures.")
+    otel_endpoint: str | None = Field(
+        None,
+        description="An OpenTelemetry collector's OTLP/HTTP endpoint (e.g. "
+        "http://otel-collector:4318): the API and the workers export each job's trace there "
+        "(POST /harden, the Celery task, each pipeline stage; app/infra/tracing.py). Unset: no "
+        "tracing at all.",
+    )
     webhook_max_retries: int = Field(6, ge=0, le=20)
     webhook_allow_private: bool = Field(
         False,

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from app.infra import tracing
 from app.infra.api_keys import ApiKeyStore
 from app.infra.artifacts import make_store
 from app.infra.migrate import upgrade
@@ -64,5 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     install_metrics_and_logging(app, settings)
+    provider = tracing.install(settings, "harden-api")  # None unless HARDEN_OTEL_ENDPOINT
+    if provider is not None:
+        tracing.instrument_app(app, provider)
     install_openapi(app, routers, open_auth=settings.auth == "open")
     return app

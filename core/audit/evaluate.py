@@ -33,6 +33,7 @@ from core.datasets.dataset import Dataset
 from core.device import pick_device
 from core.errors import JobCancelledError
 from core.names import CancelFn, ProgressFn
+from core.report.comparison import PerSampleOutcomes
 
 _UNITS_PER_JOB = 100  # progress resolution inside one attack run
 
@@ -239,6 +240,7 @@ class Audit:
     evaluation: Evaluation
     verdict: Verdict
     upload: UploadAudit
+    student_outcomes: PerSampleOutcomes  # per sample, for a paired comparison with a baseline
 
 
 def audit(
@@ -282,27 +284,17 @@ def audit(
         transfer_sources.update(kept.transfer_sources)
         progress.job += _job_count(ev, "uploaded")
     # The uploaded model first: the transfer attack on the student needs its adversarials.
+    per_sample = None
     for role, model in (("uploaded", uploaded), ("student", student)):
         if role in models:
             continue
-        model = model.to(dev).eval()
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            logits = model(x)
-        outcomes = SampleOutcomes()
-        summaries = _attack_model(
-            role, model, x, y, ev, bounds, data.num_classes, progress, transfer_sources, outcomes
-        )
-        models[role] = ModelRobustness(
-            clean_accuracy=float((logits.argmax(1) == y).float().mean()),
-            mean_abs_logit=float(logits.abs().mean()),
-            gradient=gradient_amplitude(model, x, y),
-            attacks=summaries,
-            worst_case=outcomes.worst_case(),
-            seconds=time.perf_counter() - t0,
+        models[role], outcomes = _robustness(
+            role, model, x, y, ev, bounds, data.num_classes, progress, transfer_sources
         )
         if role == "uploaded":
             kept = UploadAudit(ev, x, models[role], dict(transfer_sources))
+        else:
+            per_sample = outcomes
     evaluation = Evaluation(
         samples=len(x),
         samples_slow=min(samples_slow, len(x)),
@@ -317,5 +309,67 @@ def audit(
         models=models,
         seconds=time.perf_counter() - started,
     )
-    assert kept is not None  # the upload was attacked above, or reused
-    return Audit(evaluation, decide(evaluation), kept)
+    assert kept is not None and per_sample is not None  # the upload was attacked or reused
+    return Audit(evaluation, decide(evaluation), kept, per_sample)
+
+
+def _robustness(
+    role: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    ev: EvaluationSpec,
+    bounds: tuple[float, float],
+    num_classes: int,
+    progress: _Progress,
+    transfer_sources: TransferSources,
+) -> tuple[ModelRobustness, PerSampleOutcomes]:
+    """Everything the audit measures on one model, and its per-sample outcomes."""
+    model = model.to(x.device).eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        logits = model(x)
+    outcomes = SampleOutcomes()
+    summaries = _attack_model(
+        role, model, x, y, ev, bounds, num_classes, progress, transfer_sources, outcomes
+    )
+    correct = logits.argmax(1) == y
+    robustness = ModelRobustness(
+        clean_accuracy=float(correct.float().mean()),
+        mean_abs_logit=float(logits.abs().mean()),
+        gradient=gradient_amplitude(model, x, y),
+        attacks=summaries,
+        worst_case=outcomes.worst_case(),
+        seconds=time.perf_counter() - t0,
+    )
+    per_sample = PerSampleOutcomes(clean=correct.cpu().tolist(), budgets=outcomes.per_budget())
+    return robustness, per_sample
+
+
+def attack_like_student(
+    model: nn.Module,
+    data: Dataset,
+    spec: HardenSpec,
+    upload: UploadAudit,
+    *,
+    on_progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> PerSampleOutcomes:
+    """Attack one more model exactly as an audit attacked its student: the same settings, the
+    same samples (drawn again with the same seed and checked equal), the same adversarials of
+    the upload for a transfer attack: a baseline beside the job's model (core.audit.baseline)."""
+    ev, x = upload.settings, upload.samples
+    drawn, y = draw_samples(data, len(x), ev.seed)
+    if not torch.equal(drawn.to(x.device), x):
+        raise ValueError("the audit's samples cannot be drawn again from this dataset")
+    bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
+    progress = _Progress(
+        on_progress or (lambda stage, done, total: None),
+        should_cancel or (lambda: False),
+        _job_count(ev, "student"),
+    )
+    _, per_sample = _robustness(
+        "student", model, x, y.to(x.device), ev, bounds, data.num_classes, progress,
+        dict(upload.transfer_sources),
+    )  # fmt: skip
+    return per_sample

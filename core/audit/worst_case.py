@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from core.audit.schema import ThreatNorm, WorstCase
+from core.report.comparison import BudgetOutcomes
 
 Budget = tuple[ThreatNorm, float]
 
@@ -28,15 +29,21 @@ class SampleOutcomes:
         if norm != "l0":
             self.by_budget.setdefault((norm, epsilon), []).append((attack, robust.detach().cpu()))
 
+    def per_budget(self) -> list[BudgetOutcomes]:
+        """Per budget, the per-sample worst case itself (on the samples every attack there ran
+        on): what a paired comparison with another model on the same samples needs."""
+        return [
+            BudgetOutcomes(norm=norm, epsilon=epsilon, robust=_every(outcomes).tolist())  # type: ignore[arg-type]
+            for (norm, epsilon), outcomes in sorted(self.by_budget.items())
+        ]
+
     def worst_case(self) -> list[WorstCase]:
         """Per budget, sorted by norm then epsilon: the worst case and the minimum over attacks,
         both on the samples every attack there ran on (slow attacks run on a prefix)."""
         rows = []
         for (norm, epsilon), outcomes in sorted(self.by_budget.items()):
-            samples = min(len(robust) for _, robust in outcomes)
-            every = outcomes[0][1][:samples].clone()
-            for _, robust in outcomes[1:]:
-                every &= robust[:samples]
+            every = _every(outcomes)
+            samples = len(every)
             means = [(float(robust[:samples].float().mean()), name) for name, robust in outcomes]
             lowest, lowest_name = min(means)
             rows.append(
@@ -51,3 +58,12 @@ class SampleOutcomes:
                 )
             )
         return rows
+
+
+def _every(outcomes: list[tuple[str, Tensor]]) -> Tensor:
+    """Robust to every attack, on the samples every attack ran on (slow ones ran on a prefix)."""
+    samples = min(len(robust) for _, robust in outcomes)
+    every = outcomes[0][1][:samples].clone()
+    for _, robust in outcomes[1:]:
+        every &= robust[:samples]
+    return every

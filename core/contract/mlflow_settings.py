@@ -63,9 +63,14 @@ class MlflowSpec(StrictModel):
     @field_validator("alias")
     @classmethod
     def _alias(cls, alias: str) -> str:
-        if not _ALIAS.fullmatch(alias) or _RESERVED_ALIAS.fullmatch(alias):
-            raise ValueError(
-                f"alias {alias!r} is not a valid MLflow alias: use letters, digits, '_' and "
-                "'-' (not 'latest' nor 'v' followed by digits, which name versions)"
-            )
-        return alias
+        return check_alias(alias)
+
+
+def check_alias(alias: str) -> str:
+    """``alias`` if MLflow accepts it as an alias name, else a ValueError saying why."""
+    if not _ALIAS.fullmatch(alias) or _RESERVED_ALIAS.fullmatch(alias):
+        raise ValueError(
+            f"alias {alias!r} is not a valid MLflow alias: use letters, digits, '_' and "
+            "'-' (not 'latest' nor 'v' followed by digits, which name versions)"
+        )
+    return alias

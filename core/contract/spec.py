@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
+from core.contract.baseline import BaselineRef
 from core.contract.certification import CertificationSpec
 from core.contract.corruptions import CorruptionsSpec
 from core.contract.dataset_ref import parse_dataset_ref
@@ -166,6 +167,13 @@ class HardenSpec(StrictModel):
     )
     webhook_url: HttpUrl | None = Field(
         None, description="Service only: signed POST (HMAC-SHA256) here when the job ends."
+    )
+    baseline: BaselineRef | None = Field(
+        None,
+        description="A model to compare the hardened one against on the same attacks, budgets "
+        "and samples: {'job': <id>} (a previous job's model.onnx) or {'mlflow_model': <name>, "
+        "'alias': 'champion'} (core/contract/baseline.py). The report gains "
+        "comparison_to_baseline; --fail-on regression=POINTS gates on it.",
     )
     mlflow: MlflowSpec | None = Field(
         None,

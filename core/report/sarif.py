@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 from urllib.parse import quote
 
+from core.report.comparison import REGRESSION_GATE, row_name
 from core.report.schema import Report
 
 SARIF_VERSION: Final = "2.1.0"
@@ -252,11 +253,23 @@ def sarif_log(
                         f"{attack.title} on the {model_name} model: {attack.note}",
                         model=model_name, attack=attack.attack,
                     )  # fmt: skip
+    regression_gates = [g for g in gates if g.name.startswith(f"{REGRESSION_GATE}=")]
     for gate in gates:
         if not gate.passed:
             findings.add(
-                GATE_TRIPPED, gate.name, f"--fail-on {gate.name} tripped: {gate.message}",
-                gate=gate.name,
+                REGRESSION if gate in regression_gates else GATE_TRIPPED, gate.name,
+                f"--fail-on {gate.name} tripped: {gate.message}", gate=gate.name,
+            )  # fmt: skip
+    comparison = report.comparison_to_baseline
+    if comparison is not None and not regression_gates:
+        # No gate set the tolerance: every loss beyond noise is one (a gate's result says it).
+        for row in comparison.regressions(0):
+            findings.add(
+                REGRESSION, row_name(row),
+                f"Below the baseline ({comparison.baseline}) at {row_name(row)}: "
+                f"{100 * row.difference:+.1f} points (paired 95% interval "
+                f"{100 * row.difference_low:+.1f} to {100 * row.difference_high:+.1f}).",
+                baseline=comparison.baseline, baseline_sha256=comparison.baseline_sha256,
             )  # fmt: skip
 
     version = report.software.get("harden") or "unknown"

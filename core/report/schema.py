@@ -18,8 +18,15 @@ from core.contract.certification import Certification
 from core.contract.corruptions import CorruptionRobustness
 from core.contract.methods import CATALOGUE, with_sections
 from core.contract.spec import FLAT_DISTILLATION_FIELDS
+from core.report.comparison import ComparisonToBaseline
 from core.report.summary import CertifiedAt as SummaryCertifiedAt
-from core.report.summary import CleanAccuracy, RobustAt, VerdictSummary
+from core.report.summary import (
+    CleanAccuracy,
+    CorruptionDropAt,
+    CorruptionSummary,
+    RobustAt,
+    VerdictSummary,
+)
 
 # 1.1: export.max_rel_diff and export.prediction_agreement.
 # 1.2: distillation.student_epochs_auto and distillation.student_steps.
@@ -293,6 +300,11 @@ class Report(_Section):
         description="Both models' accuracy under common corruptions at five severities and what "
         "hardening cost there (None when the spec disabled it).",
     )
+    comparison_to_baseline: ComparisonToBaseline | None = Field(
+        None,
+        description="The hardened model against the job's baseline (spec.baseline) on the same "
+        "attacks, budgets and samples, with paired 95% intervals (core/report/comparison.py).",
+    )
     comparison: list[MethodComparison] = Field(
         default_factory=list,
         description="The other methods the spec named, each run on the same upload and audited "
@@ -326,6 +338,33 @@ class Report(_Section):
                 for row in self.verdict.strongest
             ],
             certified=self._certified_summary(),
+            baseline=self.comparison_to_baseline,
+            corruptions=self._corruption_summary(),
+        )
+
+    def _corruption_summary(self) -> CorruptionSummary | None:
+        cor = self.corruptions
+        if cor is None:
+            return None
+        return CorruptionSummary(
+            family=cor.family,
+            samples=cor.samples,
+            uploaded=cor.mean_corruption_accuracy["uploaded"],
+            student=cor.mean_corruption_accuracy["student"],
+            drop_points=cor.drop_points,
+            noise_points=cor.noise_points,
+            margin_points=cor.margin_points,
+            weaker_under=cor.weaker_under,
+            per_corruption=[
+                CorruptionDropAt(
+                    corruption=row.corruption,
+                    uploaded=row.uploaded,
+                    student=row.student,
+                    drop_points=row.drop_points,
+                    noise_points=row.noise_points,
+                )
+                for row in cor.per_corruption
+            ],
         )
 
     def _certified_summary(self) -> list[SummaryCertifiedAt]:

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.names import VerdictLabel
+from core.report.comparison import ComparisonToBaseline
 
 
 class _Strict(BaseModel):
@@ -78,6 +79,49 @@ class CertifiedAt(_Strict):
     )
 
 
+class CorruptionDropAt(_Strict):
+    """One corruption, averaged over its severities: both models and the hardened one's loss."""
+
+    corruption: str = Field(description="The corruption's name, e.g. 'fog'.")
+    uploaded: float = Field(ge=0, le=1, description="The upload's mean accuracy under it.")
+    student: float = Field(ge=0, le=1, description="The hardened model's mean accuracy under it.")
+    drop_points: float = Field(description="(uploaded - student) x 100: points lost.")
+    noise_points: float = Field(
+        ge=0, description="1.96 paired standard errors of that drop, in points."
+    )
+
+
+class CorruptionSummary(_Strict):
+    """What hardening cost under common corruptions (the report's ``corruptions``): what
+    ``--fail-on corruption-drop=POINTS`` reads."""
+
+    family: Literal["colour", "grayscale"] = Field(
+        description="'colour' (CIFAR-10-C's corruptions) or 'grayscale' (MNIST-C's)."
+    )
+    samples: int = Field(ge=1, description="Test images corrupted.")
+    uploaded: float = Field(ge=0, le=1, description="The upload's mean corruption accuracy.")
+    student: float = Field(ge=0, le=1, description="The hardened model's mean corruption accuracy.")
+    drop_points: float = Field(description="Mean corruption accuracy lost, in points.")
+    noise_points: float = Field(ge=0, description="1.96 paired standard errors of that drop.")
+    margin_points: float = Field(
+        ge=0, description="The spec's margin: the verdict says 'weaker under' beyond it."
+    )
+    weaker_under: list[str] = Field(
+        default_factory=list,
+        description="Corruptions where the loss exceeds both the margin and its noise.",
+    )
+    per_corruption: list[CorruptionDropAt] = Field(default_factory=list)
+
+    def drops_beyond(self, points: float) -> list[tuple[str, float, float]]:
+        """(name, drop, noise) where the loss exceeds ``points`` and its own noise: the mean
+        corruption accuracy (named 'mean') first, then each corruption; the verdict's rule for
+        'weaker under' with ``points`` as the margin."""
+        rows = [("mean", self.drop_points, self.noise_points)] + [
+            (row.corruption, row.drop_points, row.noise_points) for row in self.per_corruption
+        ]
+        return [row for row in rows if row[1] > points and row[1] > row[2]]
+
+
 class VerdictSummary(_Strict):
     """The audit's verdict on model.onnx with the numbers behind it."""
 
@@ -98,4 +142,14 @@ class VerdictSummary(_Strict):
         default_factory=list,
         description="Per L2 radius certified (randomized smoothing), both smoothed classifiers' "
         "certified accuracy; empty when the job did not certify.",
+    )
+    baseline: ComparisonToBaseline | None = Field(
+        None,
+        description="The hardened model against the job's baseline (the report's "
+        "comparison_to_baseline): what --fail-on regression=POINTS reads.",
+    )
+    corruptions: CorruptionSummary | None = Field(
+        None,
+        description="Both models under common corruptions and what hardening cost there; null "
+        "when the job did not measure it.",
     )

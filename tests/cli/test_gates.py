@@ -23,7 +23,14 @@ from cli.gate import (
 from cli.main import app
 from core.contract.evaluation import EvaluationSpec
 from core.report.schema import Report
-from core.report.summary import CertifiedAt, CleanAccuracy, RobustAt, VerdictSummary
+from core.report.summary import (
+    CertifiedAt,
+    CleanAccuracy,
+    CorruptionDropAt,
+    CorruptionSummary,
+    RobustAt,
+    VerdictSummary,
+)
 from tests.core.model_files import write_model
 from tests.worker.real_pipeline import TINY_EVALUATION
 
@@ -96,11 +103,21 @@ def test_a_tripped_gate_exits_3_with_a_json_summary_and_junit_failures(tmp_path:
 
 def test_gates_that_pass_exit_0(tmp_path: Path) -> None:
     code, stdout, stderr = harden_run(
-        tmp_path, "--fail-on", "no-measurable-gain", "--fail-on", "min-robust=0%@l2:1", "--json"
-    )
+        tmp_path, "--fail-on", "no-measurable-gain", "--fail-on", "min-robust=0%@l2:1",
+        "--fail-on", "corruption-drop=100", "--json",
+    )  # fmt: skip
     assert code == EXIT_OK, stderr
     summary = json.loads(stdout)
-    assert summary["gates_passed"] and [c["passed"] for c in summary["checks"]] == [True, True]
+    assert summary["gates_passed"] and [c["passed"] for c in summary["checks"]] == [True] * 3
+    # The job's corruption figures reach the summary a pipeline reads, as the report has them.
+    report = Report.model_validate_json((tmp_path / "out" / "report.json").read_text())
+    assert report.corruptions is not None
+    corruptions = summary["verdict"]["corruptions"]
+    assert corruptions["drop_points"] == report.corruptions.drop_points
+    assert {row["corruption"] for row in corruptions["per_corruption"]} == {
+        row.corruption for row in report.corruptions.per_corruption
+    }
+    assert "mean corruption accuracy" in summary["checks"][2]["message"]
 
 
 @pytest.mark.parametrize(
@@ -193,3 +210,42 @@ def test_a_certified_gate_reads_the_certified_accuracy_at_its_radius() -> None:
     # An L-inf certificate is no randomized smoothing certificate.
     with pytest.raises(GateError, match="L2 radii only"):
         parse_gates(["min-certified=0.5@linf:0.1"])
+
+
+def _corruptions(mean: tuple[float, float], fog: tuple[float, float]) -> CorruptionSummary:
+    """A summary whose mean drop and fog drop are (points, noise)."""
+    return CorruptionSummary(
+        family="grayscale", samples=500, uploaded=0.8, student=0.8 - mean[0] / 100,
+        drop_points=mean[0], noise_points=mean[1], margin_points=5, per_corruption=[
+            CorruptionDropAt(corruption="fog", uploaded=0.7, student=0.7 - fog[0] / 100,
+                             drop_points=fog[0], noise_points=fog[1]),
+            CorruptionDropAt(corruption="contrast", uploaded=0.7, student=0.75,
+                             drop_points=-5.0, noise_points=1.0),
+        ],
+    )  # fmt: skip
+
+
+def test_the_corruption_gate_trips_beyond_its_points_and_the_noise_only() -> None:
+    def outcome(gate: str, mean: tuple[float, float], fog: tuple[float, float]) -> tuple[bool, str]:
+        summary = verdict("real gain", 0.5, None).model_copy(
+            update={"corruptions": _corruptions(mean, fog)}
+        )
+        (result,) = check(parse_gates([gate]), summary)
+        return result.passed, result.message
+
+    # The mean lost 6 points (noise 2): beyond 5 trips and names it; within 10 passes.
+    passed, message = outcome("corruption-drop=5", (6.0, 2.0), (1.0, 1.0))
+    assert not passed and "mean: -6.0 points" in message and "fog" not in message
+    assert outcome("corruption-drop=10", (6.0, 2.0), (1.0, 1.0))[0]
+    # One corruption beyond the points but within its own noise does not trip; beyond, it does.
+    assert outcome("corruption-drop=5", (1.0, 1.0), (8.0, 9.0))[0]
+    passed, message = outcome("corruption-drop=5", (1.0, 1.0), (8.0, 3.0))
+    assert not passed and "fog: -8.0 points (± 3.0)" in message and "contrast" not in message
+    # A gain is never a trip, even at 0 points.
+    assert outcome("corruption-drop=0", (-2.0, 1.0), (-1.0, 0.5))[0]
+    # A job without the measurement: the gate trips and says how to get one.
+    (missing,) = check(parse_gates(["corruption-drop=5"]), verdict("real gain", 0.5, None))
+    assert not missing.passed and "corruptions.enabled" in missing.message
+    for bad in ("corruption-drop=-1", "corruption-drop=101", "corruption-drop=five"):
+        with pytest.raises(GateError):
+            parse_gates([bad])

@@ -185,7 +185,13 @@ def test_the_github_workflow_runs_the_script_on_push():
     assert "push" in workflow[True]
     steps = workflow["jobs"]["harden"]["steps"]
     gate = next(step for step in steps if "examples/ci/harden.sh" in step.get("run", ""))
-    assert gate["env"]["HARDEN_FAIL_ON"] == "masked"
+    # It gates on the verdict and on a regression against the champion its spec names.
+    assert gate["env"]["HARDEN_FAIL_ON"].split(",") == ["masked", "regression=2"]
+    assert gate["env"]["HARDEN_CONFIG"] == "harden.json"
+    assert (
+        '{"baseline": {"mlflow_model"'
+        in (ROOT / "examples" / "ci" / "github-actions.yml").read_text()
+    )
     assert gate["env"]["HARDEN_API_KEY"] == "${{ secrets.HARDEN_API_KEY }}"
     upload = steps[-1]
     assert upload["uses"].startswith("actions/upload-artifact") and upload["if"] == "always()"

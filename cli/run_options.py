@@ -1,7 +1,7 @@
-"""The options of ``harden run``, generated from :class:`core.contract.spec.HardenSpec`'s top-level
-scalar
-fields, so the CLI cannot drift from the job contract and holds no second copy of its defaults:
-an option left out is simply not passed, and the spec's default applies.
+"""The spec options of ``harden run`` and ``harden submit``, generated from
+:class:`core.contract.spec.HardenSpec`'s top-level scalar fields, so the CLI cannot drift from the
+job contract and holds no second copy of its defaults: an option left out is simply not passed,
+and the spec's default (or the --config file's value) applies.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import inspect
 import json
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -90,6 +91,17 @@ def merge_option(values: dict[str, Any], name: str, value: Any) -> None:
     values[name] = value
 
 
+def merge_options(values: dict[str, Any], options: dict[str, Any]) -> None:
+    """Merge the spec options given on the command line (None: not given) over ``values`` (a
+    --config file's), as ``harden run`` and ``harden submit`` both do."""
+    for name, value in options.items():
+        if value is not None:
+            merge_option(values, name, value)
+    if isinstance(values.get("method"), str) and "," in values["method"]:
+        # --method adversarial,distillation: several methods, side by side.
+        values["method"] = [name.strip() for name in values["method"].split(",")]
+
+
 def build_spec(
     dataset: str | None,
     config: Path | None,
@@ -106,17 +118,48 @@ def build_spec(
             raise typer.BadParameter(f"cannot read {config} as JSON: {error}") from error
         if not isinstance(values, dict):
             raise typer.BadParameter(f"{config} must hold a JSON object of spec fields")
-    for name, value in overrides.items():
-        if value is not None:
-            merge_option(values, name, value)
-    if isinstance(values.get("method"), str) and "," in values["method"]:
-        # --method adversarial,distillation: several methods, side by side.
-        values["method"] = [name.strip() for name in values["method"].split(",")]
+    merge_options(values, overrides)
     if dataset is not None:
         values["dataset"] = dataset
     if no_evaluation:
         values["evaluation"] = {**dict(values.get("evaluation") or {}), "enabled": False}
     return HardenSpec.model_validate(values)
+
+
+def spec_parameters() -> list[inspect.Parameter]:
+    """spec_options as typer's keyword parameters, each None (not given) by default."""
+    return [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[kind | None, typer.Option(help=help_text)],  # type: ignore[valid-type]
+        )
+        for name, (kind, help_text) in spec_options().items()
+    ]
+
+
+def with_spec_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command``, whose ``**spec_values`` collects the spec options, as typer sees it: its own
+    parameters followed by spec_parameters (``harden submit``)."""
+    own = [
+        parameter
+        for parameter in inspect.signature(command, eval_str=True).parameters.values()
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    clash = {parameter.name for parameter in own} & set(spec_options())
+    if clash:  # a spec field named like one of the command's own options
+        raise TypeError(f"{command.__name__}: options named like spec fields: {sorted(clash)}")
+
+    def wrapper(**kwargs: Any) -> None:
+        command(**kwargs)
+
+    signature = inspect.Signature([*own, *spec_parameters()])
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+    wrapper.__name__ = command.__name__
+    wrapper.__doc__ = command.__doc__
+    return wrapper
 
 
 def command_signature() -> tuple[inspect.Signature, dict[str, Any]]:
@@ -179,14 +222,6 @@ def command_signature() -> tuple[inspect.Signature, dict[str, Any]]:
             ],
         ),
     ]
-    for name, (kind, help_text) in spec_options().items():
-        params.append(
-            inspect.Parameter(
-                name,
-                kw,
-                default=None,
-                annotation=Annotated[kind | None, typer.Option(help=help_text)],  # type: ignore[valid-type]
-            )
-        )
+    params.extend(spec_parameters())
     params.extend(ci_parameters())
     return inspect.Signature(params), {p.name: p.annotation for p in params}

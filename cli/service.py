@@ -15,6 +15,7 @@ import typer
 
 from cli.datasets_cmd import datasets_app
 from cli.gate import EXIT_CODES_HELP
+from cli.run_options import with_spec_options
 from cli.service_client import cancel, download, jobs, status, submit
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (operators).")
@@ -25,7 +26,7 @@ def register(app: typer.Typer) -> None:
     """Add the service commands to ``app``."""
     app.command()(serve)
     app.command()(worker)
-    app.command(epilog=EXIT_CODES_HELP)(submit)
+    app.command(epilog=EXIT_CODES_HELP)(with_spec_options(submit))
     app.command()(status)
     app.command()(jobs)
     app.command()(download)
@@ -173,7 +174,9 @@ def _check_device(device: str | None) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head")) -> None:
+def db_upgrade(
+    revision: str = typer.Argument("head", help="The Alembic revision to upgrade to."),
+) -> None:
     """Apply the Alembic migrations to HARDEN_DATABASE_URL."""
     from app.infra.migrate import upgrade
     from app.infra.settings import get_settings
@@ -196,7 +199,9 @@ def keys_create(name: str = typer.Option(..., "--name", help="Who the key is for
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: str = typer.Option(..., "--name")) -> None:
+def keys_revoke(
+    name: str = typer.Option(..., "--name", help="The key's name, as 'harden keys list' shows it."),
+) -> None:
     """Revoke the key called NAME."""
     if not _keys().revoke(name):
         typer.echo(f"no active key named {name!r}", err=True)

@@ -29,14 +29,18 @@ from cli.outcome import (
     report,
     write_sarif,
 )
-from cli.run_options import merge_option
+from cli.run_options import merge_options
 from core.contract.dataset_ref import missing_dataset
+from core.contract.spec import HardenSpec
 from core.report.summary import VerdictSummary
 
 URL_OPTION = typer.Option(
     "http://127.0.0.1:8000", "--url", envvar="HARDEN_URL", help="Service URL."
 )
 KEY_OPTION = typer.Option(None, "--key", envvar="HARDEN_API_KEY", help="API key (Bearer).")
+JOB_ID_ARGUMENT = typer.Argument(
+    ..., help="The job's id, as harden submit printed it ('harden jobs' lists yours)."
+)
 
 
 def _client(url: str, key: str | None) -> Any:
@@ -94,13 +98,10 @@ def submit(
     config: Path | None = typer.Option(
         None, exists=True, dir_okay=False, help="JSON file of the job spec (options override it)."
     ),
-    temperature: float | None = typer.Option(None, help="Distillation temperature."),
-    teacher_epochs: int | None = typer.Option(None),
-    student_epochs: int | None = typer.Option(None),
-    batch_size: int | None = typer.Option(None),
-    student_architecture: str | None = typer.Option(None),
     no_evaluation: bool = typer.Option(False, "--no-evaluation", help="Skip the attacks."),
-    webhook_url: str | None = typer.Option(None),
+    webhook_url: str | None = typer.Option(
+        None, help=HardenSpec.model_fields["webhook_url"].description
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow the job with a progress bar."),
     out: Path | None = typer.Option(None, help="With --wait: download the artifacts here."),
     fail_on: list[str] | None = typer.Option(
@@ -111,8 +112,10 @@ def submit(
     sarif: Path | None = typer.Option(None, dir_okay=False, help=SARIF_HELP + " Needs --wait."),
     url: str = URL_OPTION,
     key: str | None = KEY_OPTION,
+    **spec_values: Any,
 ) -> None:
-    """Submit MODEL to a running service; print the job (or follow it with --wait)."""
+    """Submit MODEL to a running service; print the job (or follow it with --wait). The spec
+    options are harden run's; given here, they override --config's values."""
     if (fail_on or junit or sarif) and not wait:
         _fail(
             "--fail-on, --junit and --sarif need --wait: only a followed job has a verdict to check"
@@ -125,18 +128,8 @@ def submit(
             f"register it once with 'harden datasets upload {dataset}'"
         )
     spec: dict[str, Any] = _read_config(config) if config else {}
-    overrides = {
-        "dataset": dataset,
-        "temperature": temperature,
-        "teacher_epochs": teacher_epochs,
-        "student_epochs": student_epochs,
-        "batch_size": batch_size,
-        "student_architecture": student_architecture,
-        "webhook_url": webhook_url,
-    }
-    for name, value in overrides.items():
-        if value is not None:
-            merge_option(spec, name, value)  # --temperature goes to distillation.temperature
+    # --temperature goes to distillation.temperature, --method a,b to a list: as in harden run.
+    merge_options(spec, {**spec_values, "dataset": dataset, "webhook_url": webhook_url})
     if no_evaluation:
         spec.setdefault("evaluation", {})["enabled"] = False
     if dataset_file is None and "dataset" not in spec:
@@ -256,7 +249,7 @@ def _job_sarif(client: Any, outcome: Outcome, out: Path | None, model: Path) -> 
 
 
 def status(
-    job_id: str = typer.Argument(...),
+    job_id: str = JOB_ID_ARGUMENT,
     wait: bool = typer.Option(False, "--wait", help="Follow until the job ends."),
     url: str = URL_OPTION,
     key: str | None = KEY_OPTION,
@@ -269,7 +262,7 @@ def status(
 
 
 def download(
-    job_id: str = typer.Argument(...),
+    job_id: str = JOB_ID_ARGUMENT,
     out: Path = typer.Option(Path("."), "--out", help="Folder for the files."),
     layout: str | None = typer.Option(
         None,
@@ -309,7 +302,7 @@ def download(
 
 
 def cancel(
-    job_id: str = typer.Argument(...), url: str = URL_OPTION, key: str | None = KEY_OPTION
+    job_id: str = JOB_ID_ARGUMENT, url: str = URL_OPTION, key: str | None = KEY_OPTION
 ) -> None:
     """Cancel a queued or running job."""
     with _service_errors(url):

@@ -4,9 +4,11 @@ help (README: Exit codes)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
+import click
 import typer
 from typer.testing import CliRunner
 
@@ -56,3 +58,21 @@ def test_the_readme_lists_every_exit_code() -> None:
     assert [int(code) for code in rows] == codes == [0, 1, 2, 3]
     for code in codes:
         assert f"{code} " in EXIT_CODES_HELP
+
+
+def test_every_option_and_argument_of_every_command_has_help() -> None:
+    # harden submit --help listed --teacher-epochs, --batch-size ... with nothing beside them.
+    def walk(command: click.Command, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    commands = list(walk(typer.main.get_command(app), []))
+    assert len(commands) > 10
+    missing = [
+        (" ".join(path), parameter.name)
+        for path, command in commands
+        for parameter in command.params
+        if not (getattr(parameter, "help", None) or "").strip()
+    ]
+    assert not missing, missing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -89,3 +90,53 @@ def test_a_job_without_a_dataset_is_refused_before_anything_runs(
         assert way in result.output
     assert "cannot reach the service" not in result.output  # refused before any request
     assert not (tmp_path / "o").exists()
+
+
+class RecordingClient:
+    """Stands in for HardenClient: records what ``harden submit`` would send."""
+
+    def __init__(self) -> None:
+        self.configs: list[dict] = []
+
+    def submit(self, model: Path, *, config: dict, dataset_file: Path | None = None) -> dict:
+        self.configs.append(config)
+        return {"id": "0" * 32, "state": "queued"}
+
+
+def test_submit_takes_the_spec_options_of_run_over_its_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # harden submit had no --method (and five hand-written spec options): a user who found
+    # --method in `harden run --help` could not submit the same job to the service.
+    client = RecordingClient()
+    monkeypatch.setattr("cli.service_client._client", lambda url, key: client)
+    (tmp_path / "model.pt").write_bytes(b"x")
+    config = {"method": "distillation", "seed": 1, "batch_size": 32, "temperature": 10}
+    (tmp_path / "spec.json").write_text(json.dumps(config))
+    args = ["submit", str(tmp_path / "model.pt"), "--config", str(tmp_path / "spec.json")]
+    args += ["--dataset", "builtin:digits", "--method", "adversarial", "--seed", "3"]
+    args += ["--temperature", "50", "--optimizer", "sgd"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    [sent] = client.configs
+    assert sent["method"] == "adversarial" and sent["seed"] == 3 and sent["optimizer"] == "sgd"
+    assert sent["batch_size"] == 32  # from the file: no option given
+    assert sent["distillation"] == {"temperature": 50.0} and "temperature" not in sent
+    result = runner.invoke(
+        app,
+        ["submit", str(tmp_path / "model.pt"), "--dataset", "builtin:digits"]
+        + ["--method", "adversarial,distillation"],
+    )
+    assert result.exit_code == 0, result.output
+    assert client.configs[-1]["method"] == ["adversarial", "distillation"]
+
+
+def test_submit_has_every_spec_option_of_run() -> None:
+    import typer
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    options = {name: {p.name for p in commands[name].params} for name in ("run", "submit")}
+    from cli.run_options import spec_options
+
+    assert set(spec_options()) <= options["run"]
+    assert set(spec_options()) <= options["submit"], set(spec_options()) - options["submit"]

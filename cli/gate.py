@@ -3,6 +3,8 @@
 A gate is one of:
 
 * ``masked``: trips when the verdict is ``masked`` (the gain, if any, is gradient masking);
+* ``untrained``: trips when the upload's clean accuracy on the test split is at or near chance
+  (untrained, or not the model of this dataset: every robustness number is noise);
 * ``no-measurable-gain``: trips when the verdict is ``no measurable gain``;
 * ``min-robust=VALUE@NORM:EPSILON``, e.g. ``min-robust=0.5@linf:0.3``, ``min-robust=50%@l2:1``
   or ``min-robust=0.4@linf:8/255``:
@@ -52,7 +54,8 @@ EXIT_CODES_HELP = (
 )
 
 FAIL_ON_HELP = (
-    "Exit 3 when the verdict trips this gate: 'masked', 'no-measurable-gain', or "
+    "Exit 3 when the verdict trips this gate: 'masked', 'no-measurable-gain', 'untrained' (the "
+    "upload is at or near chance accuracy on the test split), or "
     "'min-robust=VALUE@NORM:EPSILON' (e.g. min-robust=0.5@linf:0.3: the hardened model's robust "
     "accuracy at L-inf 0.3, worst case over the attacks, below 0.5), or "
     "'min-certified=VALUE@l2:RADIUS' (e.g. min-certified=0.5@l2:0.5: the hardened model's "
@@ -64,6 +67,7 @@ FAIL_ON_HELP = (
 )
 
 CORRUPTION_GATE = "corruption-drop"
+UNTRAINED_GATE = "untrained"
 _LABELS = {"masked": "masked", "no-measurable-gain": "no measurable gain"}
 _NUMBER = r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
 _THRESHOLD = re.compile(
@@ -118,6 +122,8 @@ def parse_gates(values: list[str] | None) -> list[Gate]:
 def _parse(text: str) -> Gate:
     if text in _LABELS:
         return Gate(text, label=_LABELS[text])
+    if text == UNTRAINED_GATE:
+        return Gate(text)
     by_points = _POINTS.fullmatch(text)
     if by_points is not None:
         points = float(by_points["points"])
@@ -129,7 +135,7 @@ def _parse(text: str) -> Gate:
     match = _THRESHOLD.fullmatch(text)
     if match is None:
         raise GateError(
-            f"--fail-on {text!r} is no gate: use masked, no-measurable-gain, "
+            f"--fail-on {text!r} is no gate: use masked, no-measurable-gain, untrained, "
             "min-robust=VALUE@NORM:EPSILON (e.g. min-robust=0.5@linf:0.3), "
             "min-certified=VALUE@l2:RADIUS (e.g. min-certified=0.5@l2:0.5), "
             "regression=POINTS (e.g. regression=2) or corruption-drop=POINTS (e.g. "
@@ -182,6 +188,8 @@ def check(gates: list[Gate], verdict: VerdictSummary | None) -> list[CheckResult
         elif gate.label is not None:
             passed = verdict.label != gate.label
             results.append(CheckResult(gate.name, passed, f"verdict: {verdict.label}"))
+        elif gate.name == UNTRAINED_GATE:
+            results.append(_untrained(gate, verdict))
         elif gate.certified:
             results.append(_certified(gate, verdict))
         elif gate.regression_points is not None:
@@ -243,6 +251,18 @@ def _regression(gate: Gate, points: float, verdict: VerdictSummary) -> CheckResu
         f"worse than {comparison.baseline} by more than {points:g} points beyond noise: "
         f"{described}",
     )
+
+
+def _untrained(gate: Gate, verdict: VerdictSummary) -> CheckResult:
+    accuracy = verdict.clean_accuracy.uploaded
+    if verdict.untrained_upload:
+        return CheckResult(
+            gate.name,
+            False,
+            f"the upload is at or near chance accuracy ({accuracy:.1%} on the test split): it is "
+            "untrained or not a model of this dataset (classes, input range, normalization)",
+        )
+    return CheckResult(gate.name, True, f"the upload's clean accuracy: {accuracy:.1%}")
 
 
 def _corruption(gate: Gate, points: float, verdict: VerdictSummary) -> CheckResult:

@@ -183,16 +183,28 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
     with tqdm(
         total=100,
         unit="%",
-        bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]",
+        bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}{postfix}]",
         mininterval=bar_interval_s(),
     ) as bar:
 
         def show(job: dict[str, Any]) -> None:
             bar.set_description(f"{job['state']}:{job.get('stage') or '-'}")
             bar.n = round(100 * job["progress"], 1)
+            eta = job.get("eta_s")
+            bar.set_postfix_str("" if eta is None else f"ETA {duration(eta)}", refresh=False)
             bar.refresh()
 
         return dict(client.wait(job_id, on_progress=show, poll_s=0.5, timeout_s=None))
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: '45 s', '3 min 20 s', '2 h 05 min'."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def _finish(

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from core.audit.baseline import compare_with_baseline
 from core.audit.baseline_input import CACHE_ENTRY, Baseline
 from core.audit.certify import certification_sigma, certify_models
 from core.audit.corruptions import corruption_robustness
 from core.audit.evaluate import UploadAudit, audit
-from core.audit.verdict import with_certificate, with_corruptions
+from core.audit.verdict import with_certificate, with_corruptions, with_untrained_upload
 from core.compute import Compute, Precision
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset
@@ -36,7 +38,7 @@ from core.hardening.method import HardeningMethod
 from core.hardening.normalization import normalized_inputs, with_normalization
 from core.hardening.registry import METHODS
 from core.intake.upload import LoadedModel, check_model_io, load_model
-from core.modules import set_training_mode
+from core.modules import logits_of, set_training_mode
 from core.names import (
     MODEL_CARD,
     MODEL_ONNX,
@@ -57,7 +59,10 @@ from core.report.html import render_html
 from core.report.model_card import model_card
 from core.report.sarif import sarif_log
 from core.report.schema import MethodComparison, Report
+from core.report.summary import near_chance
 from core.stages import StageTime, recording_stages, timed_stage
+
+log = logging.getLogger(__name__)
 
 PARITY_SAMPLES = 64
 # The order artifacts are renamed into place: report.json last, so its presence says every other
@@ -72,6 +77,29 @@ class RunResult:
     report: Report
     artifacts: dict[str, Path] = field(default_factory=dict)
     stages: list[StageTime] = field(default_factory=list)  # the trace's stage spans
+
+
+# The upload's accuracy is checked at load on this many test images: seconds for any model, and
+# enough to tell chance (10% of 10 classes) from a trained model within 3 standard errors.
+UNTRAINED_CHECK_SAMPLES = 1000
+
+
+def _untrained_upload_note(module: nn.Module, test_inputs: Tensor, data: Dataset) -> list[str]:
+    """A note, logged at once, when the upload is at or near chance on the first test images:
+    hardening and auditing it would take the whole job to say nothing."""
+    inputs, labels = test_inputs[:UNTRAINED_CHECK_SAMPLES], data.y_test[:UNTRAINED_CHECK_SAMPLES]
+    with torch.no_grad():
+        accuracy = float((logits_of(module, inputs).argmax(1) == labels).float().mean())
+    if data.num_classes < 2 or not near_chance(accuracy, data.num_classes, len(labels)):
+        return []
+    note = (
+        f"the upload is at or near chance accuracy ({accuracy:.1%} on {len(labels)} test images "
+        f"of {data.num_classes} classes): it is untrained or not a model of this dataset "
+        "(classes, input range, normalization); its hardening and audit say nothing "
+        "(--fail-on untrained stops a pipeline on it)"
+    )
+    log.warning(note)
+    return [note]
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -182,6 +210,8 @@ def run(
             )
             test_inputs = normalized_inputs(data.x_test, spec.normalization)
             check_model_io(uploaded.module, test_inputs[:2], data.num_classes)
+            notes.extend(f"dataset: {conversion}" for conversion in data.conversions)
+            notes.extend(_untrained_upload_note(uploaded.module, test_inputs, data))
             progress("load", 2, 2)
 
         result = method.harden(uploaded, data, plan, on_progress=progress, should_cancel=cancel)
@@ -276,6 +306,13 @@ def run(
                 )
             if verdict is not None:  # the headline says what hardening cost under corruptions
                 verdict = with_corruptions(verdict, corruptions)
+        upload_accuracy = models["uploaded"]
+        if verdict is not None and near_chance(
+            upload_accuracy.clean_accuracy, data.num_classes, upload_accuracy.test_samples
+        ):
+            verdict = with_untrained_upload(
+                verdict, upload_accuracy.clean_accuracy, data.num_classes
+            )
         # Written once the verdict is known: the ONNX file says it too (or "not audited").
         label = verdict.label if verdict is not None else "not audited"
         exported = write_onnx(checked, staging[MODEL_ONNX], metadata | {"verdict": label})

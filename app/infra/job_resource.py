@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.infra.db import Job, JobState
+from app.infra.db import Job, JobState, utcnow
 from core.contract.methods import stage_names
 from core.names import (
     ARTIFACT_NAMES,
@@ -115,6 +115,12 @@ class JobOut(BaseModel):
         "export: core/contract/methods.py)."
     )
     progress: float = Field(ge=0, le=1, description="Overall progress, 0..1.")
+    eta_s: int | None = Field(
+        None,
+        description="Seconds until the job is done at its pace so far (time running x (1 - "
+        "progress) / progress; the stages' shares of a job are estimates, so it is corrected as "
+        "the job goes); null while queued, before 1% or 5 s, and once it ended.",
+    )
     created_at: datetime = Field(description="When the job was submitted (UTC).")
     started_at: datetime | None = Field(
         description="When a worker first started it (UTC); null while queued."
@@ -157,8 +163,23 @@ class JobOut(BaseModel):
     )
 
 
-def job_out(job: Job) -> JobOut:
-    """The client view of a job row."""
+# Before this much progress or time, a pace says nothing yet (the load stage alone is ~2%).
+ETA_MIN_PROGRESS = 0.01
+ETA_MIN_SECONDS = 5.0
+
+
+def eta_seconds(job: Job, now: datetime) -> int | None:
+    """The seconds a running job still needs at its measured pace, or None (see JobOut.eta_s)."""
+    if job.state != JobState.running or job.started_at is None:
+        return None
+    elapsed = (now - job.started_at).total_seconds()
+    if job.progress < ETA_MIN_PROGRESS or elapsed < ETA_MIN_SECONDS:
+        return None
+    return round(elapsed * (1 - job.progress) / job.progress)
+
+
+def job_out(job: Job, now: datetime | None = None) -> JobOut:
+    """The client view of a job row (``now``: the time its ETA is from; the clock's)."""
     base = f"/jobs/{job.id}"
     error = None
     if job.error_code:
@@ -177,6 +198,7 @@ def job_out(job: Job) -> JobOut:
         state=JobState(job.state),
         stage=job.stage,
         progress=job.progress,
+        eta_s=eta_seconds(job, now or utcnow()),
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

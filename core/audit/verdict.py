@@ -315,6 +315,18 @@ def decide(evaluation: Evaluation) -> Verdict:
     )
 
 
+def with_untrained_upload(verdict: Verdict, accuracy: float, num_classes: int) -> Verdict:
+    """The verdict on an upload at or near chance accuracy: its headline says first that every
+    number is noise (the label is kept: the gate ``untrained`` is how a pipeline stops on it)."""
+    warning = (
+        f"The upload is at or near chance accuracy ({accuracy:.1%} on the test split, "
+        f"{num_classes} classes: chance is {1 / num_classes:.1%}): it is untrained or not a "
+        "model of this dataset (classes, input range, normalization), so no number below means "
+        "anything."
+    )
+    return verdict.model_copy(update={"headline": f"{warning} {verdict.headline}"})
+
+
 def with_corruptions(verdict: Verdict, corruptions: CorruptionRobustness) -> Verdict:
     """The verdict with what hardening cost under common corruptions: where the hardened model's
     accuracy fell by more than the margin *and* more than 1.96 paired standard errors

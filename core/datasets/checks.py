@@ -25,6 +25,8 @@ class CheckedArrays(NamedTuple):
     y_test: np.ndarray
     num_classes: int
     class_names: list[str]
+    # What was done to the stored arrays to make them so, in words (the report lists them).
+    conversions: tuple[str, ...] = ()
 
 
 def _to_nchw(name: str, x: np.ndarray) -> np.ndarray:
@@ -33,6 +35,23 @@ def _to_nchw(name: str, x: np.ndarray) -> np.ndarray:
     if _channels_last(name, x.shape):
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     return x
+
+
+def _conversions(x: np.ndarray, input_range: tuple[float, float]) -> tuple[str, ...]:
+    """In words, what :func:`validate_arrays` does to stored images ``x`` beyond checking them:
+    a layout changed or a dtype scaled, which a user should see rather than have done silently."""
+    done = []
+    if x.ndim == 3:
+        done.append(f"images stored as (N, H, W) {tuple(x.shape)} were given one channel")
+    elif x.ndim == 4 and _channels_last("x", x.shape):
+        done.append(
+            f"images stored channels-last (N, H, W, C) {tuple(x.shape)} were transposed to "
+            "(N, C, H, W)"
+        )
+    if x.dtype == np.uint8:
+        low, high = input_range
+        done.append(f"uint8 images were scaled from 0..255 to the input_range [{low:g}, {high:g}]")
+    return tuple(done)
 
 
 def _channels_last(name: str, shape: tuple[int, ...]) -> bool:
@@ -207,6 +226,7 @@ def validate_arrays(
             raise DatasetError(
                 f"{name} is empty", hint="both splits need at least one image", reference=ref
             )
+    conversions = _conversions(x_train, input_range)
     x_train = _to_nchw("x_train", x_train)
     x_test = _to_nchw("x_test", x_test)
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -228,4 +248,5 @@ def validate_arrays(
         y_test,
         num_classes,
         class_names,
+        conversions,
     )

@@ -23,3 +23,4 @@ class Dataset:
     reference: str  # what the user asked for, e.g. "builtin:mnist"
     input_shape: tuple[int, int, int]  # (C, H, W)
     split: SplitRecord = SplitRecord("given")  # where the train/test split came from
+    conversions: tuple[str, ...] = ()  # layout/dtype changes made on loading, in words

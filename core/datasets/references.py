@@ -200,4 +200,5 @@ def _to_dataset(
         reference=ref,
         input_shape=(channels, height, width),
         split=split,
+        conversions=checked.conversions,
     )

@@ -172,6 +172,7 @@ def build_report(
                 "input_shape": list(data.input_shape),
                 "train_samples": plan.train_samples,
                 "test_samples": int(len(data.y_test)),
+                "conversions": list(data.conversions),
             },
         },
         dataset_split=dataset_split(data, plan.train_samples),

@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from core.report.sarif import near_chance
 from core.report.schema import Report
 
 _NORM_TITLES = {"linf": "L-inf", "l2": "L2"}
@@ -162,12 +161,7 @@ def _limits(report: Report) -> list[str]:
         )
     uploaded = report.models.get("uploaded")
     classes = (report.input.get("dataset") or {}).get("num_classes")
-    if (
-        uploaded
-        and isinstance(classes, int)
-        and classes > 1
-        and near_chance(uploaded.clean_accuracy, classes, uploaded.test_samples)
-    ):
+    if report.untrained_upload and uploaded is not None:
         limits.append(
             f"The uploaded model is near chance accuracy ({_pct(uploaded.clean_accuracy)}, "
             f"{classes} classes): it is untrained or does not match the dataset."

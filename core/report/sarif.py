@@ -12,7 +12,6 @@ alert instead of opening a new one. ``security-severity`` follows GitHub's bands
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +25,6 @@ from core.report.schema import Report
 SARIF_VERSION: Final = "2.1.0"
 SARIF_SCHEMA_URI: Final = "https://json.schemastore.org/sarif-2.1.0.json"
 FINGERPRINT_KEY: Final = "harden/v1"
-# An upload within this share of the way from chance to perfect accuracy (or within three
-# standard errors of chance) is treated as untrained: every robustness number of it is noise.
-UNTRAINED_MARGIN: Final = 0.1
 
 Level = Literal["error", "warning", "note"]
 
@@ -140,15 +136,6 @@ class GateOutcome(Protocol):
     def message(self) -> str: ...
 
 
-def near_chance(accuracy: float, num_classes: int, samples: int) -> bool:
-    """Whether ``accuracy`` on ``samples`` test images of ``num_classes`` classes is so close to
-    chance that the model is untrained (or does not match the data): within UNTRAINED_MARGIN of
-    the way from chance to 1, or within three binomial standard errors of chance."""
-    chance = 1.0 / num_classes
-    noise = 3 * math.sqrt(chance * (1 - chance) / max(samples, 1))
-    return accuracy <= chance + max(UNTRAINED_MARGIN * (1 - chance), noise)
-
-
 def _wording(text: str) -> str:
     """A note's text without its numbers: the same finding in a rerun has the same wording."""
     return re.sub(r"\d+(?:[.,]\d+)?(?:e[+-]?\d+)?", "#", text.lower())
@@ -228,12 +215,7 @@ def sarif_log(
         findings.add(NO_MEASURABLE_GAIN, "verdict", verdict.headline, evidence=verdict.evidence)
     uploaded = report.models.get("uploaded")
     num_classes = dataset.get("num_classes")
-    if (
-        uploaded is not None
-        and isinstance(num_classes, int)
-        and num_classes > 1
-        and near_chance(uploaded.clean_accuracy, num_classes, uploaded.test_samples)
-    ):
+    if report.untrained_upload and uploaded is not None and isinstance(num_classes, int):
         findings.add(
             UNTRAINED_UPLOAD, "uploaded",
             f"The uploaded model's clean accuracy is {100 * uploaded.clean_accuracy:.1f}% on "

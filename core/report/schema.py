@@ -26,6 +26,7 @@ from core.report.summary import (
     CorruptionSummary,
     RobustAt,
     VerdictSummary,
+    near_chance,
 )
 
 # 1.1: export.max_rel_diff and export.prediction_agreement.
@@ -340,6 +341,19 @@ class Report(_Section):
             certified=self._certified_summary(),
             baseline=self.comparison_to_baseline,
             corruptions=self._corruption_summary(),
+            untrained_upload=self.untrained_upload,
+        )
+
+    @property
+    def untrained_upload(self) -> bool:
+        """Whether the upload's clean accuracy on the test split is at or near chance."""
+        uploaded = self.models.get("uploaded")
+        classes = (self.input.get("dataset") or {}).get("num_classes")
+        return (
+            uploaded is not None
+            and isinstance(classes, int)
+            and classes > 1
+            and near_chance(uploaded.clean_accuracy, classes, uploaded.test_samples)
         )
 
     def _corruption_summary(self) -> CorruptionSummary | None:

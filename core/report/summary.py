@@ -8,12 +8,26 @@ process, which must stay free of torch and of the audit code, imports it too.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.names import VerdictLabel
 from core.report.comparison import ComparisonToBaseline
+
+# An upload within this share of the way from chance to perfect accuracy (or within three
+# standard errors of chance) is treated as untrained: every robustness number of it is noise.
+UNTRAINED_MARGIN: Final = 0.1
+
+
+def near_chance(accuracy: float, num_classes: int, samples: int) -> bool:
+    """Whether ``accuracy`` on ``samples`` test images of ``num_classes`` classes is so close to
+    chance that the model is untrained (or does not match the data): within UNTRAINED_MARGIN of
+    the way from chance to 1, or within three binomial standard errors of chance."""
+    chance = 1.0 / num_classes
+    noise = 3 * math.sqrt(chance * (1 - chance) / max(samples, 1))
+    return accuracy <= chance + max(UNTRAINED_MARGIN * (1 - chance), noise)
 
 
 class _Strict(BaseModel):
@@ -147,6 +161,13 @@ class VerdictSummary(_Strict):
         None,
         description="The hardened model against the job's baseline (the report's "
         "comparison_to_baseline): what --fail-on regression=POINTS reads.",
+    )
+    untrained_upload: bool = Field(
+        False,
+        description="The uploaded model's clean accuracy on the test split is at or near chance "
+        "(1 / number of classes, within 10% of the way to 100% or 3 standard errors): it is "
+        "untrained or does not match the dataset, and every robustness number is noise. What "
+        "--fail-on untrained reads.",
     )
     corruptions: CorruptionSummary | None = Field(
         None,

@@ -185,6 +185,16 @@ def test_each_gate_on_each_verdict() -> None:
         check_evaluation(gates, EvaluationSpec(epsilons_linf=[0.0314]))
 
 
+def test_the_untrained_gate_reads_whether_the_upload_is_near_chance() -> None:
+    trained = verdict("real gain", 0.5, None)
+    (passed,) = check(parse_gates(["untrained"]), trained)
+    assert passed.passed and "90.0%" in passed.message
+    at_chance = trained.model_copy(update={"untrained_upload": True})
+    (tripped,) = check(parse_gates(["untrained"]), at_chance)
+    assert not tripped.passed and "near chance" in tripped.message
+    assert not check(parse_gates(["untrained"]), None)[0].passed
+
+
 def test_a_certified_gate_reads_the_certified_accuracy_at_its_radius() -> None:
     gates = parse_gates(["min-certified=0.5@l2:0.5", "min-certified=60%@l2:0.25"])
     certified = verdict("real gain", 0.5, None).model_copy(

@@ -183,6 +183,50 @@ def test_evaluation_disabled_leaves_the_sections_empty(tmp_path: Path) -> None:
     assert result.report.models["uploaded"].mean_abs_logit < 50
 
 
+def test_an_upload_at_chance_is_warned_about_at_load_and_in_the_verdict(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A linear model whose weights are all zero predicts class 0 for every digit: 10% accuracy.
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.nn.init.zeros_(model[1].weight)
+    torch.nn.init.zeros_(model[1].bias)
+    path = tmp_path / "untrained.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    evaluation = {"attacks": ["fgsm_ce"], "epsilons_linf": [0.1], "epsilons_l2": [],
+                  "samples": 20, "samples_slow": 10}  # fmt: skip
+    spec = _spec(teacher_epochs=0, student_epochs=1, evaluation=evaluation)
+    with caplog.at_level("WARNING", logger="core.pipeline"):
+        report = run(spec, path, None, tmp_path / "out", device="cpu").report
+    [note] = [n for n in report.notes if "near chance" in n]
+    assert "of 10 classes" in note and "--fail-on untrained" in note
+    assert any("near chance" in r.getMessage() for r in caplog.records)  # logged at load
+    assert report.verdict is not None
+    assert report.verdict.headline.startswith("The upload is at or near chance accuracy")
+    summary = report.verdict_summary()
+    assert summary is not None and summary.untrained_upload
+    # A trained upload gets neither.
+    trained = run(_spec(), write_model("torchscript", tmp_path), None, tmp_path / "t").report
+    assert not [n for n in trained.notes if "near chance" in n] and not trained.untrained_upload
+
+
+def test_layout_and_dtype_conversions_of_the_dataset_are_in_the_report(tmp_path: Path) -> None:
+    # The digits stored as a user might: uint8, channels-last. Loaded as before, and said so.
+    data = digits()
+
+    def stored(x: torch.Tensor) -> np.ndarray:
+        return (x.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+
+    path = tmp_path / "digits.npz"
+    np.savez(path, x_train=stored(data.x_train), y_train=data.y_train.numpy(),
+             x_test=stored(data.x_test), y_test=data.y_test.numpy())  # fmt: skip
+    spec = _spec(dataset=str(path), student_epochs=1)
+    report = run(spec, write_model("torchscript", tmp_path), None, tmp_path / "out").report
+    conversions = report.input["dataset"]["conversions"]
+    assert len(conversions) == 2 and "channels-last" in conversions[0]
+    assert "uint8" in conversions[1]
+    assert [f"dataset: {c}" for c in conversions] == [n for n in report.notes if "dataset: " in n]
+
+
 def test_an_undertrained_student_is_named_in_the_notes(tmp_path: Path) -> None:
     # One student epoch at T=100 leaves the student far below the upload: the report says so and
     # says what to change, instead of handing back a worse model silently.

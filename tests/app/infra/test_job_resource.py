@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -66,3 +66,21 @@ def _row(job: dict) -> dict:
         "artifacts": {name: a["sha256"] for name, a in job["artifacts"].items()},
         "verdict": job["verdict"],
     }  # fmt: skip
+
+
+def test_a_running_job_has_an_eta_from_its_pace_and_no_other_does():
+    started = datetime.fromisoformat("2026-01-01T10:00:00+00:00")
+    row = _row(SUCCEEDED) | {"state": JobState.running, "started_at": started}
+
+    def eta(progress: float, seconds: float, **changes: object) -> int | None:
+        job = Job(**(row | {"progress": progress} | changes))
+        return job_out(job, now=started + timedelta(seconds=seconds)).eta_s
+
+    # A quarter done in 100 s: 300 s to go; half done in 100 s: 100 s to go.
+    assert eta(0.25, 100) == 300 and eta(0.5, 100) == 100 and eta(1.0, 60) == 0
+    # Too early to tell: under 1% done or under 5 s running.
+    assert eta(0.005, 100) is None and eta(0.5, 3) is None
+    # Queued or ended: no ETA.
+    assert eta(0.5, 100, state=JobState.queued) is None
+    assert eta(1.0, 100, state=JobState.succeeded) is None
+    assert eta(0.5, 100, started_at=None) is None

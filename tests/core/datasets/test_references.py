@@ -60,6 +60,7 @@ def test_npz_float_nchw_round_trip(tmp_path: Path) -> None:
     assert np.allclose(data.x_train.numpy(), arrays["x_train"])
     assert data.num_classes == 3 and data.class_names == ["0", "1", "2"]
     assert data.input_shape == (1, 5, 5)
+    assert data.conversions == ()  # stored as used: nothing to say
 
 
 def test_npz_uint8_nhwc_and_file_uri(tmp_path: Path) -> None:
@@ -69,12 +70,17 @@ def test_npz_uint8_nhwc_and_file_uri(tmp_path: Path) -> None:
     data = load_dataset(path.as_uri(), input_range=(0.0, 1.0))
     assert data.input_shape == (3, 6, 7)
     assert torch.allclose(data.x_train[0, 2], torch.from_numpy(x[0, :, :, 2] / 255).float())
+    # Both conversions are said, not done silently (the report's notes and input list them).
+    transposed, scaled = data.conversions
+    assert "channels-last (N, H, W, C) (8, 6, 7, 3)" in transposed and "(N, C, H, W)" in transposed
+    assert scaled == "uint8 images were scaled from 0..255 to the input_range [0, 1]"
 
 
 def test_npz_three_dim_grayscale(tmp_path: Path) -> None:
     arrays = _arrays(shape=(4, 6))
     data = load_dataset(str(_npz(tmp_path, **arrays)))
     assert data.x_train.shape == (12, 1, 4, 6)
+    assert data.conversions == ("images stored as (N, H, W) (12, 4, 6) were given one channel",)
 
 
 def test_upload_reference(tmp_path: Path) -> None:

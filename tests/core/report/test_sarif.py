@@ -20,10 +20,10 @@ from core.report.sarif import (
     RULES,
     artifact_uri,
     failed_sarif_log,
-    near_chance,
     sarif_log,
 )
 from core.report.schema import ModelSummary, Report
+from core.report.summary import near_chance
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +153,9 @@ def test_an_upload_near_chance_is_flagged_as_untrained(audited_run: tuple[Report
     untrained = report.model_copy(update={"models": {**report.models, "uploaded": chance_model}})
     flagged = [r for r in _results(sarif_log(untrained)) if r["ruleId"] == "HARDEN004"]
     assert len(flagged) == 1 and "12.0%" in flagged[0]["message"]["text"]
+    # The job resource's verdict says it too (what --fail-on untrained reads).
+    assert untrained.untrained_upload and untrained.verdict_summary().untrained_upload
+    assert not report.untrained_upload and not report.verdict_summary().untrained_upload
     # Near chance: a band above 1/classes, wider for few samples, never reaching a trained model.
     assert near_chance(0.1, 10, 1000) and near_chance(0.18, 10, 1000)
     assert not near_chance(0.3, 10, 1000) and not near_chance(0.9, 2, 1000)

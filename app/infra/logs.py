@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,6 +75,42 @@ def configure_json_logging(level: int | str = logging.INFO) -> logging.Handler:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     return handler
+
+
+# What a client following a job asks for again and again: the job list, a job, its event stream.
+_JOB_POLL = re.compile(r"/jobs(/[^/?]+(/events)?)?/?(\?.*)?")
+
+
+class QuietJobPolls(logging.Filter):
+    """uvicorn's access line of a successful ``GET /jobs``, ``/jobs/{id}`` or
+    ``/jobs/{id}/events``, at DEBUG instead of INFO.
+
+    A client following a job polls about every second (``harden submit --wait`` every 0.5 s),
+    and at INFO those lines buried the submissions, cancels, deletes, downloads and errors,
+    which stay at INFO. A demoted line is still written when DEBUG is on: uvicorn's
+    ``--log-level debug`` or ``HARDEN_LOG_LEVEL=DEBUG``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn's access record: '%s - "%s %s HTTP/%s" %d' % (client, method, path, http, status)
+        args = record.args
+        if record.levelno != logging.INFO or not isinstance(args, tuple) or len(args) != 5:
+            return True
+        method, path, status = args[1], args[2], args[4]
+        if method != "GET" or not isinstance(status, int) or status >= 400:
+            return True
+        if not _JOB_POLL.fullmatch(str(path)):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        wanted = logging.getLogger(record.name).level == logging.DEBUG
+        return wanted or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def quiet_job_polls() -> None:
+    """Install :class:`QuietJobPolls` on uvicorn's access logger (once however often called)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, QuietJobPolls) for existing in access.filters):
+        access.addFilter(QuietJobPolls())
 
 
 def connect_worker_logging(settings: Any) -> Callable[..., None] | None:

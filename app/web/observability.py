@@ -23,7 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from app.infra.api_keys import ApiKeyStore
 from app.infra.db import JobState
-from app.infra.logs import configure_json_logging
+from app.infra.logs import configure_json_logging, quiet_job_polls
 from app.infra.settings import Settings
 from app.infra.store import JobStore
 from app.web.errors import AuthError
@@ -179,10 +179,12 @@ def install_observability(
 
 
 def install(app: FastAPI, settings: Settings) -> Metrics:
-    """Everything deployment-side for the API: logging per the settings, ``GET /metrics``,
-    HTTP metrics and the job-store collector bound to ``app.state.services.store``."""
+    """Everything deployment-side for the API: logging per the settings (job polls' access lines
+    at DEBUG), ``GET /metrics``, HTTP metrics and the job-store collector bound to
+    ``app.state.services.store``."""
     if settings.log_json:
         configure_json_logging(settings.log_level.upper())
+    quiet_job_polls()
     store: JobStore = app.state.services.store
     needs_key = settings.auth == "keys" and not settings.metrics_open
     return install_observability(

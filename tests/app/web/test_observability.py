@@ -5,10 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 from fastapi import APIRouter, FastAPI, File, UploadFile
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -421,3 +426,63 @@ def test_the_operator_may_serve_the_metrics_without_a_key(settings, changes, ope
     with TestClient(create_app(settings.model_copy(update=changes))) as client:
         response = client.get("/metrics")
     assert (response.status_code == 200) is open_page, response.text
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """``app`` behind a real uvicorn server (its access log included) on a free port."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_job_polls_are_access_logged_at_debug_and_changes_at_info(api, auth, caplog):
+    # Every GET /jobs/{id} of a client following a job was an INFO line: a job followed for an
+    # hour wrote thousands, burying the submissions, cancels and errors.
+    from tests.app.web.test_jobs import submit
+
+    job_id = submit(api, auth)["id"]
+
+    def access_lines(level: int) -> list[tuple[str, str, int]]:
+        caplog.clear()
+        caplog.set_level(level)
+        with served(api.app) as url, httpx.Client(base_url=url, headers=auth) as client:
+            assert client.get("/jobs").status_code == 200
+            assert client.get(f"/jobs/{job_id}").status_code == 200
+            assert client.get("/jobs?page=2").status_code == 422  # an error: INFO
+            assert client.get("/jobs/" + "0" * 32).status_code == 404
+            assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+            assert client.get(f"/jobs/{job_id}/events").status_code == 200  # cancelled: ends
+            assert client.delete(f"/jobs/{job_id}").status_code == 204
+        return [
+            (record.args[1], record.args[2], record.levelno)  # type: ignore[index]
+            for record in caplog.records
+            if record.name == "uvicorn.access"
+        ]
+
+    info = access_lines(logging.INFO)
+    assert info == [
+        ("GET", "/jobs?page=2", logging.INFO),
+        ("GET", "/jobs/" + "0" * 32, logging.INFO),
+        ("POST", f"/jobs/{job_id}/cancel", logging.INFO),
+        ("DELETE", f"/jobs/{job_id}", logging.INFO),
+    ]
+    job_id = submit(api, auth)["id"]
+    debug = access_lines(logging.DEBUG)  # still written when DEBUG is on, as DEBUG
+    assert [(method, path) for method, path, level in debug if level == logging.DEBUG] == [
+        ("GET", "/jobs"),
+        ("GET", f"/jobs/{job_id}"),
+        ("GET", f"/jobs/{job_id}/events"),
+    ]

@@ -90,7 +90,7 @@ def register(services: Services, owner: str, form: ParsedForm) -> tuple[Dataset,
             "the dataset file is empty",
             hint="send an .npz (x_train, y_train, x_test, y_test) or a zip/tar of image folders",
         )
-    file_name = check_dataset_upload(upload.path, input_range)
+    file_name, _ = check_dataset_upload(upload.path, input_range)
     name = (form.fields.get("name") or upload.filename or file_name).strip()[:255] or file_name
     store = datasets_of(services)
     existing = store.find_by_sha256(owner, upload.sha256)

@@ -46,6 +46,7 @@ from core.contract.training_cost import (
     training_steps,
 )
 from core.errors import DatasetError, InvalidSpecError, UnsafeModelError, UnsupportedModelError
+from core.intake.onnx_interface import BUILTIN_SHAPES, check_onnx_fits
 from core.intake.sniff import sniff_format
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,13 @@ def submit(
     check_evaluation_cost(spec, services.settings.max_evaluation_steps)
     check_training_cost(spec, services.settings.max_training_steps)
     model_format = check_model(model.path, spec)
-    dataset_name = check_dataset_upload(dataset.path, spec.input_range) if dataset else None
+    dataset_name, dataset_shape = (
+        check_dataset_upload(dataset.path, spec.input_range) if dataset else (None, None)
+    )
+    if dataset is None:
+        dataset_shape = BUILTIN_SHAPES.get(spec.dataset or "")
+    if model_format == "onnx" and dataset_shape is not None:
+        check_onnx_fits(model.path, *dataset_shape)  # 422 now, not a failure in the worker
     fetched = FetchedDataset(None, dataset.sha256 if dataset else None)
     if dataset is None and is_fetched_reference(spec.dataset):
         fetched = check_fetched_dataset(services, owner, spec)

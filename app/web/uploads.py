@@ -208,9 +208,12 @@ def remove(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_dataset_upload(path: Path, input_range: tuple[float, float]) -> str:
+def check_dataset_upload(
+    path: Path, input_range: tuple[float, float]
+) -> tuple[str, tuple[tuple[int, int, int], int] | None]:
     """Check an uploaded dataset as far as the file alone allows (no torch, no model); return
-    the name to store it under.
+    the name to store it under and, for an .npz, its images' (C, H, W) and number of classes
+    (what an ONNX upload's interface is checked against at submit).
 
     An .npz is checked as the worker will check it (core.datasets.npz_upload: arrays, headers
     against their data, labels, pixel values against ``input_range``), streaming its images; an
@@ -231,18 +234,18 @@ def check_dataset_upload(path: Path, input_range: tuple[float, float]) -> str:
             check_archive_listing(path, image_folder=not is_npz)
             if is_npz:
                 with zipfile.ZipFile(path) as archive:
-                    check_npz_upload(archive, input_range)
-                return "dataset.npz"
+                    shape = check_npz_upload(archive, input_range)
+                return "dataset.npz", shape
         except zipfile.BadZipFile as exc:
             raise DatasetError(
                 f"the dataset upload is a damaged zip file ({exc})",
                 hint="re-create the .npz or .zip and upload it again",
             ) from exc
-        return "dataset.zip"
+        return "dataset.zip", None
     if not is_tar(path):
         raise DatasetError(
             "the dataset upload is neither an .npz nor a zip/tar archive",
             hint=f"send {DATASET_FORMS}",
         )
     check_archive_listing(path)
-    return "dataset.tar.gz" if head.startswith(b"\x1f\x8b") else "dataset.tar"
+    return ("dataset.tar.gz" if head.startswith(b"\x1f\x8b") else "dataset.tar"), None

@@ -43,12 +43,13 @@ def check_npz_upload(
     input_range: tuple[float, float],
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
-) -> None:
+) -> tuple[tuple[int, int, int], int]:
     """Refuse (:class:`DatasetError`) an .npz that ``core.datasets.references`` would refuse:
     missing arrays, object arrays, headers that lie about their data, empty splits, image
     layouts it cannot read or that differ between splits, labels that are not class indices
     (negative, fractional, past :data:`core.datasets.checks.MAX_CLASSES`, test classes never
-    trained), NaN or infinite pixels and float pixels outside ``input_range``."""
+    trained), NaN or infinite pixels and float pixels outside ``input_range``. Returns the
+    images' (C, H, W) and the number of classes, as the worker will load them."""
     present = sorted(n.removesuffix(".npy") for n in archive.namelist() if not n.endswith("/"))
     form = npz_form(present)
     if form is None:
@@ -78,10 +79,12 @@ def check_npz_upload(
         }
         if form == UNSPLIT_ARRAYS:
             _check_splittable(labels["y"])
+            num_classes = int(labels["y"].max()) + 1
         else:
-            check_classes(labels["y_train"], labels["y_test"], None)
+            num_classes = len(check_classes(labels["y_train"], labels["y_test"], None))
         for x, _ in pairs:
             _scan_images(archive, x, headers[x], input_range)
+        return next(iter(shapes.values())), num_classes
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise DatasetError(
             f"the uploaded .npz cannot be read (truncated or damaged?): {exc}",

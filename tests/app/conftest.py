@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import pickle
+import threading
+import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 
@@ -19,8 +24,10 @@ from app.infra.store import JobStore
 from app.web.main import create_app
 
 
-def onnx_model_bytes(features: int = 64, classes: int = 10) -> bytes:
-    """A tiny valid ONNX classifier (Flatten + Gemm) for 1x8x8 inputs."""
+def onnx_model_bytes(side: int = 8, classes: int = 10, channels: int = 1) -> bytes:
+    """A tiny valid ONNX classifier (Flatten + Gemm) for channels x side x side inputs (1x8x8:
+    builtin:digits; side 28: builtin:mnist)."""
+    features = channels * side * side
     rng = np.random.default_rng(0)
     weight = helper.make_tensor(
         "W", TensorProto.FLOAT, [features, classes], rng.normal(size=features * classes).tolist()
@@ -32,7 +39,7 @@ def onnx_model_bytes(features: int = 64, classes: int = 10) -> bytes:
             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
         ],
         "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, side, side])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
         initializer=[weight, bias],
     )
@@ -97,6 +104,26 @@ def key(store: JobStore) -> str:
 @pytest.fixture
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """``app`` behind a real uvicorn server (its access log included) on a free port."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def files_under(folder: Path) -> list[Path]:

@@ -115,4 +115,4 @@ def test_the_training_bound_charges_the_dataset_and_the_methods(api, auth, setti
 
 def test_the_default_job_is_far_within_the_bound(api, auth, settings):
     # Every setting at its default; a dataset is required (the builtin the README starts with).
-    assert post(api, auth, onnx_model_bytes(), {"dataset": "builtin:mnist"}).status_code == 202
+    assert post(api, auth, onnx_model_bytes(28), {"dataset": "builtin:mnist"}).status_code == 202

@@ -83,6 +83,31 @@ def test_dataset_upload_sets_reference_to_upload(api, auth, settings):
     assert names == ["dataset.npz", "model"]
 
 
+@pytest.mark.parametrize(
+    ("model", "config", "dataset", "says"),
+    [
+        # 3-channel 12x12 inputs against 1x8x8 digits: named at once, with both shapes.
+        (onnx_model_bytes(12, channels=3), CONFIG, None, "takes 3x12x12 per image"),
+        # 8x8 inputs against builtin:mnist's 1x28x28.
+        (onnx_model_bytes(), CONFIG | {"dataset": "builtin:mnist"}, None, "images are 1x28x28"),
+        # 100 outputs for an uploaded dataset of 10 classes.
+        (
+            onnx_model_bytes(classes=100),
+            {"student_epochs": 1},
+            "npz",
+            "has 100 values per image; the dataset has 10 classes",
+        ),
+    ],
+)
+def test_an_onnx_model_that_cannot_fit_its_dataset_is_refused_at_submit(
+    api, auth, store, settings, model, config, dataset, says
+):
+    npz = digits_like_npz() if dataset else None
+    body = assert_problem(post(api, auth, model, config, npz), 422, "model_dataset_mismatch")
+    assert says in body["detail"] and body.get("hint")
+    assert_nothing_left(store, settings)
+
+
 def test_idempotency_key_returns_the_same_job(api, auth, store):
     first = post(api, auth, onnx_model_bytes(), extra_headers={"Idempotency-Key": "abc"})
     again = post(api, auth, onnx_model_bytes(), extra_headers={"Idempotency-Key": "abc"})

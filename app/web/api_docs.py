@@ -15,7 +15,7 @@ from app.infra.db import Job, JobState
 from app.infra.job_resource import JobOut, job_out
 from app.web.problem_docs import AUTH, responses
 from app.web.problem_examples import EXAMPLE_JOB_ID
-from app.web.schemas import JobList
+from app.web.schemas import JobList, JobProgress
 from core.contract.methods import DEFAULT_METHOD
 from core.contract.spec import HardenSpec, spec_json_schema
 from core.names import MODEL_CARD, MODEL_ONNX, REPORT_HTML, REPORT_JSON, REPORT_SARIF
@@ -136,14 +136,16 @@ SERVER_SENT_EVENT: dict[str, Any] = {
     "properties": {
         "event": {
             "type": "string",
-            "enum": ["job", "end"],
-            "description": "job: the job changed; end: it has ended, and so does the stream.",
+            "enum": ["job", "progress", "end"],
+            "description": "job: the whole job, first; progress: it changed; end: it has ended, "
+            "and so does the stream.",
         },
         "data": {
             "type": "string",
             "contentMediaType": "application/json",
-            "description": 'job: the job as GET /jobs/{job_id} shows it; end: {"state": the '
-            "final state, or 'deleted'}.",
+            "description": "job: the job as GET /jobs/{job_id} shows it; progress: what "
+            "changes while it runs (JobProgress: no spec), the verdict once it succeeded; end: "
+            "{\"state\": the final state, or 'deleted'}.",
         },
     },
 }
@@ -151,8 +153,12 @@ SERVER_SENT_EVENT: dict[str, Any] = {
 
 def event_stream_example() -> str:
     """What GET /jobs/{id}/events sends for a job that runs to the end."""
-    lines = [f"event: job\ndata: {json.dumps(job)}\n\n" for job in (RUNNING, SUCCEEDED)]
-    lines.insert(1, ": keep-alive\n\n")
+    done = JobProgress.of(JobOut.model_validate(SUCCEEDED)).event_data()
+    lines = [
+        f"event: job\ndata: {json.dumps(RUNNING)}\n\n",
+        ": keep-alive\n\n",
+        f"event: progress\ndata: {done}\n\n",
+    ]
     lines.append('event: end\ndata: {"state": "succeeded"}\n\n')
     return "".join(lines)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.infra.job_resource import JobOut
+from app.infra.db import JobState
+from app.infra.job_resource import ErrorOut, JobOut
+from core.report.summary import VerdictSummary
 
 
 class JobList(BaseModel):
@@ -15,6 +17,37 @@ class JobList(BaseModel):
     limit: int = Field(description="Page size asked for (1..200).")
     offset: int = Field(description="How many matching jobs come before this page.")
     next: str | None = Field(description="URL of the next page, or null on the last one.")
+
+
+def _job_field(name: str) -> str:
+    return JobOut.model_fields[name].description or ""
+
+
+class JobProgress(BaseModel):
+    """An ``event: progress`` of GET /jobs/{id}/events: the part of the job that changes while it
+    runs. The rest, the ~3 KB spec above all, is in the stream's first event (``event: job``,
+    the whole job) and not sent again. eta_s, error and verdict are left out while null."""
+
+    id: str = Field(description=_job_field("id"))
+    state: JobState = Field(description=_job_field("state"))
+    stage: str | None = Field(description=_job_field("stage"))
+    progress: float = Field(ge=0, le=1, description=_job_field("progress"))
+    eta_s: int | None = Field(None, description=_job_field("eta_s"))
+    cancel_requested: bool = Field(description=_job_field("cancel_requested"))
+    error: ErrorOut | None = Field(None, description=_job_field("error"))
+    verdict: VerdictSummary | None = Field(
+        None, description="Once the job succeeded: " + _job_field("verdict")
+    )
+
+    @classmethod
+    def of(cls, job: JobOut) -> JobProgress:
+        """The progress event of ``job`` (its verdict is null until it succeeded)."""
+        return cls.model_validate(job.model_dump(include=set(cls.model_fields)))
+
+    def event_data(self) -> str:
+        """The event's JSON, without eta_s, error and verdict while they are null."""
+        unset = {name for name in ("eta_s", "error", "verdict") if getattr(self, name) is None}
+        return self.model_dump_json(exclude=unset)
 
 
 class Health(BaseModel):

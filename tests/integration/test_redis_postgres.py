@@ -88,9 +88,13 @@ def test_post_to_downloadable_onnx(redis_cluster: Cluster, tmp_path: Path, webho
         assert done["state"] == "succeeded", (done, redis_cluster.log("w1"))
         assert done["attempts"] == 1 and done["progress"] == 1.0
         assert events[-1] == ("end", {"state": "succeeded"})
-        progress = [data["progress"] for name, data in events if name == "job"]
+        # The whole job first, then only what changes: the spec once.
+        assert events[0][0] == "job" and "spec" in events[0][1]
+        job_events = [data for name, data in events if name in ("job", "progress")]
+        assert [name for name, _ in events[1:-1]] == ["progress"] * (len(job_events) - 1)
+        assert not any("spec" in data for data in job_events[1:])
+        progress = [data["progress"] for data in job_events]
         assert progress == sorted(progress) and progress[-1] == 1.0
-        job_events = [data for name, data in events if name == "job"]
         assert {e["state"] for e in job_events} <= {"queued", "running", "succeeded"}
         assert job_events[-1]["state"] == "succeeded"
         stages = {"load", "teacher", "soft_labels", "student", "export", "evaluate", "report"}

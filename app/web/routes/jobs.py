@@ -20,7 +20,7 @@ from app.web import api_docs as docs
 from app.web.deps import OwnerDep, Services, ServicesDep
 from app.web.errors import ConflictError, InvalidRequestError, NotFoundError
 from app.web.problem_docs import AUTH, responses
-from app.web.schemas import JobList
+from app.web.schemas import JobList, JobProgress
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 # Deeper pages than this are refused (422) rather than sent to the database, whose integers
@@ -180,8 +180,11 @@ def delete_job(job_id: JobId, owner: OwnerDep, services: ServicesDep) -> Respons
 @router.get(
     "/{job_id}/events",
     summary="Server-sent events of the job's state and progress until it ends",
-    description="`event: job` with the job JSON whenever state, stage or progress changes; "
-    "`event: end` once it has ended; a comment every 15 s keeps proxies from closing the stream.",
+    description="`event: job` first, with the whole job as GET /jobs/{job_id} answers it; then "
+    "`event: progress` whenever state, stage or progress changes, with only what changes "
+    "(JobProgress: state, stage, progress, eta_s, cancel_requested, error, and the verdict once "
+    "it succeeded; not the spec again); `event: end` once it has ended; a comment every 15 s "
+    "keeps proxies from closing the stream.",
     response_class=StreamingResponse,
     responses=responses(
         {
@@ -224,8 +227,12 @@ async def _event_stream(
             return
         key = (job.state, job.stage, round(job.progress, 3), job.cancel_requested)
         if key != last:
+            resource = job_out(job)
+            if last is None:  # the whole job once, then only what changes (not the spec again)
+                yield f"event: job\ndata: {resource.model_dump_json()}\n\n"
+            else:
+                yield f"event: progress\ndata: {JobProgress.of(resource).event_data()}\n\n"
             last, last_sent = key, time.monotonic()
-            yield f"event: job\ndata: {json.dumps(job_out(job).model_dump(mode='json'))}\n\n"
         if is_terminal(job.state):
             yield f"event: end\ndata: {json.dumps({'state': str(job.state)})}\n\n"
             return

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 from typing import get_args
 
+import httpx
 from fastapi.testclient import TestClient
 
 from app.infra.artifacts import LocalStore
 from app.infra.store import JobStore
 from app.web.routes.outputs import ArtifactName
 from core.names import ARTIFACT_NAMES
-from tests.app.conftest import files_under, onnx_model_bytes
+from tests.app.conftest import files_under, onnx_model_bytes, served
 from tests.app.web.test_submit import CONFIG, assert_problem, post
 
 
@@ -196,6 +197,50 @@ def test_events_stream_until_the_job_ends(api, auth, store, settings, tmp_path):
     assert events[0].startswith("event: job\ndata: ")
     assert json.loads(events[0].split("data: ", 1)[1])["state"] == "cancelled"
     assert events[-1] == 'event: end\ndata: {"state": "cancelled"}'
+
+
+def test_events_send_the_spec_once_then_small_progress_events(api, auth, store, settings):
+    # Every event repeated the whole job, its ~3 KB spec included, several times a second.
+    from app.web import api_docs as docs
+    from app.web.schemas import JobProgress
+
+    job_id = submit(api, auth)["id"]
+    changes = iter(
+        [
+            lambda: store.mark_running(job_id),
+            lambda: store.set_progress(job_id, "teacher", 0.25),
+            lambda: (
+                store.record_artifacts(job_id, {}, verdict=docs.SUCCEEDED["verdict"])
+                and store.mark_succeeded(job_id, {})
+            ),
+        ]
+    )
+    events: list[tuple[str, str]] = []
+    with (
+        served(api.app) as url,
+        httpx.stream("GET", f"{url}/jobs/{job_id}/events", headers=auth, timeout=10) as stream,
+    ):
+        name = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, line[6:]))
+                if name != "end":
+                    next(changes, lambda: None)()  # the next change once this one is seen
+    names = [name for name, _ in events]
+    assert names[0] == "job" and names[-1] == "end" and set(names[1:-1]) == {"progress"}, names
+    first = json.loads(events[0][1])
+    assert first["spec"] and first["state"] == "queued"
+    later = [json.loads(data) for name, data in events if name == "progress"]
+    for (_, data), event in zip(events[1:-1], later, strict=True):
+        assert "spec" not in event and len(data.encode()) < 1024, data
+        JobProgress.model_validate(event)
+    assert ("running", "teacher", 0.25) in [(e["state"], e["stage"], e["progress"]) for e in later]
+    done = later[-1]
+    assert done["state"] == "succeeded" and done["progress"] == 1.0
+    assert done["verdict"] == docs.SUCCEEDED["verdict"]
+    assert all("verdict" not in event for event in later[:-1])
 
 
 def test_health_and_readiness(api):

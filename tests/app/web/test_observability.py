@@ -5,15 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter, FastAPI, File, UploadFile
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -428,29 +424,10 @@ def test_the_operator_may_serve_the_metrics_without_a_key(settings, changes, ope
     assert (response.status_code == 200) is open_page, response.text
 
 
-@contextmanager
-def served(app: FastAPI) -> Iterator[str]:
-    """``app`` behind a real uvicorn server (its access log included) on a free port."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 def test_job_polls_are_access_logged_at_debug_and_changes_at_info(api, auth, caplog):
     # Every GET /jobs/{id} of a client following a job was an INFO line: a job followed for an
     # hour wrote thousands, burying the submissions, cancels and errors.
+    from tests.app.conftest import served
     from tests.app.web.test_jobs import submit
 
     job_id = submit(api, auth)["id"]

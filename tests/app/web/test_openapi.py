@@ -193,7 +193,7 @@ def test_download_and_event_media_types(document):
     events = document["paths"]["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     assert "event: end" in events["text/event-stream"]["example"]
     event = events["text/event-stream"]["schema"]["properties"]["event"]
-    assert event["enum"] == ["job", "end"]
+    assert event["enum"] == ["job", "progress", "end"]
     deleted = document["paths"]["/jobs/{job_id}"]["delete"]["responses"]
     assert "204" in deleted and "content" not in deleted["204"]
 

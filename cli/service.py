@@ -187,8 +187,11 @@ def db_upgrade(
 
 @keys_app.command("create")
 def keys_create(name: str = typer.Option(..., "--name", help="Who the key is for.")) -> None:
-    """Create an API key and print it (once: only its sha256 is stored)."""
+    """Create an API key and print it (once: only its sha256 is stored). With HARDEN_AUTH=open
+    the key is made, for when keys are turned on, with a warning that nothing checks it yet."""
     from sqlalchemy.exc import IntegrityError
+
+    from app.infra.settings import get_settings
 
     try:
         key = _keys().create(name)
@@ -196,6 +199,14 @@ def keys_create(name: str = typer.Option(..., "--name", help="Who the key is for
         typer.echo(f"a key named {name!r} exists already; pick another name", err=True)
         raise typer.Exit(1) from None
     typer.echo(key)
+    if get_settings().auth == "open":
+        # Not refused: making keys before switching a service to keys mode is how one switches.
+        typer.echo(
+            f"warning: HARDEN_AUTH=open: the service checks no key, so {name!r} protects "
+            "nothing yet (every caller is 'anonymous' and sees every job); restart the service "
+            "with HARDEN_AUTH=keys to require keys",
+            err=True,
+        )
 
 
 @keys_app.command("revoke")

@@ -25,6 +25,7 @@ from app.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+CPU_OVERRIDE = ROOT / "docker-compose.cpu.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 
@@ -53,18 +54,21 @@ def _compose_binary() -> Path:
     return binary
 
 
-def _compose(tmp_path: Path, compose_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _compose(
+    tmp_path: Path, compose_file: Path | list[Path], *args: str
+) -> subprocess.CompletedProcess[str]:
     # A clean environment and an empty env file: the defaults written in the file are what is
-    # checked, not whatever HARDEN_*/COMPOSE_* variables the developer's shell has.
+    # checked, not whatever HARDEN_*/COMPOSE_* variables the developer's shell has. Several
+    # files are merged in order, as `docker compose -f a.yml -f b.yml` merges them.
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
+    files = compose_file if isinstance(compose_file, list) else [compose_file]
     return subprocess.run(
         [
             str(_compose_binary()),
             "--env-file",
             str(env_file),
-            "-f",
-            str(compose_file),
+            *(argument for path in files for argument in ("-f", str(path))),
             "--project-directory",
             str(ROOT),
             *args,
@@ -112,6 +116,32 @@ def test_worker_reserves_one_nvidia_gpu_and_runs_one_job(compose_model: dict[str
     command = worker["command"]
     assert command[0] == "worker"
     assert command[command.index("--concurrency") + 1] == "1"
+
+
+def test_the_cpu_override_drops_the_gpu_reservation_and_nothing_else(
+    compose_model: dict[str, Any], tmp_path: Path
+) -> None:
+    # On a host without the NVIDIA Container Toolkit the worker's GPU reservation fails the
+    # whole `docker compose up`; docker-compose.cpu.yml is the documented way round it.
+    result = _compose(tmp_path, [COMPOSE_FILE, CPU_OVERRIDE], "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    cpu_model: dict[str, Any] = json.loads(result.stdout)
+    worker = cpu_model["services"]["worker"]
+    assert not worker.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+    assert "devices" not in json.dumps(cpu_model)  # no service reserves one, by any path
+    # The CPU build of torch (the API's image) instead of the CUDA one, on a host with no GPU.
+    assert worker["image"] == compose_model["services"]["api"]["image"] == "harden:cpu"
+    assert worker["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    # Apart from that, the same deployment: every service, command, variable, check, volume.
+    gpu_worker = json.loads(json.dumps(compose_model["services"]["worker"]))
+    del gpu_worker["deploy"]["resources"]["reservations"]["devices"]
+    gpu_worker["image"], gpu_worker["build"]["args"]["TORCH_VARIANT"] = "harden:cpu", "cpu"
+    assert worker == gpu_worker
+    others = {name: s for name, s in cpu_model["services"].items() if name != "worker"}
+    assert others == {n: s for n, s in compose_model["services"].items() if n != "worker"}
+    assert {k: v for k, v in cpu_model.items() if k != "services"} == {
+        k: v for k, v in compose_model.items() if k != "services"
+    }
 
 
 def test_every_long_running_service_has_a_healthcheck(compose_model: dict[str, Any]) -> None:

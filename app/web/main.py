@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
+from starlette.routing import Match
 
 from app.infra import tracing
 from app.infra.api_keys import ApiKeyStore
@@ -69,4 +71,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if provider is not None:
         tracing.instrument_app(app, provider)
     install_openapi(app, routers, open_auth=settings.auth == "open")
+    redirect_root_to_docs(app)
     return app
+
+
+def redirect_root_to_docs(app: FastAPI) -> None:
+    """``GET /`` answers 307 to the API docs (a JSON 404 told a first visitor nothing), unless a
+    route of the app owns ``/`` already."""
+    scope = {"type": "http", "path": "/", "method": "GET", "root_path": "", "path_params": {}}
+    if any(route.matches(scope)[0] != Match.NONE for route in app.router.routes):
+        return
+
+    async def root(request: Request) -> RedirectResponse:
+        return RedirectResponse(request.scope.get("root_path", "") + "/docs", status_code=307)
+
+    app.add_api_route("/", root, methods=["GET"], include_in_schema=False)

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.audit.corruptions import COLOUR, GRAYSCALE, corrupt, corruption_robustness
+from core.audit.corruptions import (
+    COLOUR,
+    GRAYSCALE,
+    brightness,
+    corrupt,
+    corruption_robustness,
+    pixelate,
+)
 from core.audit.schema import Verdict
 from core.audit.verdict import with_corruptions
 from core.contract.corruptions import CorruptionsSpec
@@ -116,3 +123,31 @@ def test_the_headline_names_the_corruptions_only_beyond_margin_and_noise() -> No
                       paper_attacks_gain=False)  # fmt: skip
     assert "Weaker under contrast/rotate" in with_corruptions(verdict, worse).headline
     assert with_corruptions(verdict, same).headline == verdict.headline
+
+
+def test_colour_brightness_shifts_hsv_value_as_cifar_10_c_does() -> None:
+    # Checked against the standard library's HSV conversion, pixel by pixel.
+    import colorsys
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x[0, :, 0, 0] = 0.0  # black: V = 0, becomes grey
+    out = brightness(x, 5, torch.Generator())
+    for n, i, j in ((0, 0, 0), (0, 1, 2), (1, 3, 3), (1, 0, 1)):
+        h, s, v = colorsys.rgb_to_hsv(*x[n, :, i, j].tolist())
+        expected = colorsys.hsv_to_rgb(h, s, min(1.0, v + 0.3))
+        assert out[n, :, i, j].tolist() == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_pixelate_is_pil_box_down_then_box_up(severity: int) -> None:
+    # CIFAR-10-C's pixelate is PIL's BOX resize down by the severity's factor and back up;
+    # PIL rounds to uint8 after each step, so within one level of 255.
+    import numpy as np
+    from PIL import Image
+
+    image = (np.random.default_rng(severity).random((32, 32, 3)) * 255).astype(np.uint8)
+    side = int(32 * (0.95, 0.9, 0.85, 0.75, 0.65)[severity - 1])
+    pil = Image.fromarray(image).resize((side, side), Image.BOX).resize((32, 32), Image.BOX)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float64) / 255
+    ours = pixelate(x, severity, torch.Generator())[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(ours - np.asarray(pil)).max() <= 1.0 + 1e-9

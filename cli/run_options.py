@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from cli.outcome import ci_parameters
@@ -37,6 +38,15 @@ FIXED = (
     "model", "dataset", "dataset_file", "out", "config", "no_evaluation", "device",
     "fail_on", "json_output", "junit", "sarif",
 )  # fmt: skip
+
+
+def _is_section(annotation: Any) -> bool:
+    """Whether a field's type is (or may be) a structured section: a pydantic model, or a union,
+    list or dict holding one. Such fields come from --config's JSON, never a text option (a
+    method's own settings section, e.g. smoothing, or certification, corruptions, baseline)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_is_section(arg) for arg in typing.get_args(annotation))
 
 
 def _option_type(info: FieldInfo) -> tuple[Any, str]:
@@ -63,7 +73,7 @@ def spec_options() -> dict[str, tuple[Any, str]]:
         *(
             (name, info)
             for name, info in HardenSpec.model_fields.items()
-            if name not in _NOT_OPTIONS
+            if name not in _NOT_OPTIONS and not _is_section(info.annotation)
         ),
         *(
             (name, info)

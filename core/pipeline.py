@@ -23,12 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from core.audit.baseline import compare_with_baseline
+from core.audit.baseline import with_certificates as baseline_with_certificates
+from core.audit.baseline import with_corruptions as baseline_with_corruptions
 from core.audit.baseline_input import CACHE_ENTRY, Baseline
 from core.audit.certify import certification_sigma, certify_models
 from core.audit.corruptions import corruption_robustness
 from core.audit.evaluate import UploadAudit, audit
 from core.audit.verdict import with_certificate, with_corruptions, with_untrained_upload
 from core.compute import Compute, Precision
+from core.contract.corruptions import CorruptionRobustness
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset
 from core.datasets.references import load_dataset
@@ -245,7 +248,7 @@ def run(
 
         evaluation = verdict = None
         upload_audit = None  # the upload's half, attacked once for every method
-        versus_baseline = cache_entry = None
+        versus_baseline = cache_entry = baseline_model = None
         if spec.evaluation.enabled:  # no "evaluate" timing for a job that did not evaluate
             with timed_stage("evaluate", cancel, timings):
                 student = result.student.to(torch_device)
@@ -263,10 +266,12 @@ def run(
                 )
                 evaluation, verdict, upload_audit = done.evaluation, done.verdict, done.upload
                 if baseline is not None:  # attacked as the student was; progress is the audit's
-                    versus_baseline, cache_entry = compare_with_baseline(
+                    baseline_run = compare_with_baseline(
                         baseline, data, spec, done, out_dir, on_progress=progress,
                         should_cancel=cancel,
                     )  # fmt: skip
+                    versus_baseline = baseline_run.comparison
+                    cache_entry, baseline_model = baseline_run.cache_entry, baseline_run.model
         certification = None
         if spec.certifies:
             with timed_stage("certify", cancel, timings):
@@ -288,22 +293,49 @@ def run(
                     should_cancel=cancel,
                     stage="certify",
                 )
+                if versus_baseline is not None and baseline_model is not None:
+                    # The baseline's smoothed classifier, certified alike (uncached: rare, and
+                    # as costly as the job's own certificates).
+                    theirs = certify_models(
+                        {"baseline": baseline_model},
+                        data.x_test.to(torch_device),
+                        data.y_test,
+                        spec.certification,
+                        sigma=certification.sigma,
+                        num_classes=data.num_classes,
+                        seed=spec.seed,
+                        device_type=torch_device.type,
+                        on_progress=lambda stage, done, total: None,  # the stage's bar is done
+                        should_cancel=cancel,
+                        stage="certify",
+                    )
+                    versus_baseline = baseline_with_certificates(
+                        versus_baseline, certification, theirs
+                    )
             if verdict is not None:  # a certified gain is real for the smoothed classifier
                 verdict = with_certificate(verdict, certification)
         corruptions = None
         if spec.corruptions.enabled:
             with timed_stage("corruptions", cancel, timings):
-                corruptions = corruption_robustness(
-                    with_normalization(uploaded_module, spec.normalization),
-                    with_normalization(result.student.to(torch_device), spec.normalization),
-                    data.x_test,
-                    data.y_test,
-                    spec.corruptions,
-                    input_range=spec.input_range,
-                    device=torch_device,
-                    on_progress=progress,
-                    should_cancel=cancel,
+                hardened = with_normalization(result.student.to(torch_device), spec.normalization)
+
+                def against(
+                    reference: nn.Module, report: ProgressFn | None
+                ) -> CorruptionRobustness:
+                    return corruption_robustness(
+                        reference, hardened, data.x_test, data.y_test, spec.corruptions,
+                        input_range=spec.input_range, device=torch_device, on_progress=report,
+                        should_cancel=cancel,
+                    )  # fmt: skip
+
+                corruptions = against(
+                    with_normalization(uploaded_module, spec.normalization), progress
                 )
+                if versus_baseline is not None and baseline_model is not None:
+                    # The baseline in the upload's place, on the same corrupted images.
+                    versus_baseline = baseline_with_corruptions(
+                        versus_baseline, against(baseline_model, None)
+                    )
             if verdict is not None:  # the headline says what hardening cost under corruptions
                 verdict = with_corruptions(verdict, corruptions)
         upload_accuracy = models["uploaded"]

@@ -21,19 +21,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from core.audit.baseline_input import CACHE_ENTRY, Baseline, cache_entry_document, read_cached
 from core.audit.evaluate import Audit, attack_like_student
+from core.contract.certification import Certification
+from core.contract.corruptions import CorruptionRobustness
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset
 from core.hardening.normalization import normalized_inputs, with_normalization
 from core.intake.upload import check_model_io, load_model
 from core.modules import set_training_mode
 from core.names import CancelFn, ProgressFn
-from core.report.comparison import ComparisonToBaseline, compare
+from core.report.comparison import (
+    CertifiedComparison,
+    ComparisonToBaseline,
+    CorruptionComparison,
+    compare,
+)
 
 
 def _digest(tensor: torch.Tensor) -> str:
@@ -61,6 +70,17 @@ def cache_key(model_sha256: str, spec: HardenSpec, done: Audit, labels: torch.Te
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass
+class BaselineRun:
+    """A baseline compared with the job's model: the comparison so far (clean and robust), the
+    cache entry written (None: read from the cache), and the baseline itself, taking raw inputs
+    (its normalisation in front), for the later stages' figures (corruptions, certificates)."""
+
+    comparison: ComparisonToBaseline
+    cache_entry: Path | None
+    model: nn.Module
+
+
 def compare_with_baseline(
     baseline: Baseline,
     data: Dataset,
@@ -70,9 +90,8 @@ def compare_with_baseline(
     *,
     on_progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
-) -> tuple[ComparisonToBaseline, Path | None]:
-    """The job's model against ``baseline`` on ``done``'s samples, and the path of a new cache
-    entry written into ``out_dir`` (None when the outcomes came from the cache)."""
+) -> BaselineRun:
+    """The job's model against ``baseline`` on ``done``'s samples (see BaselineRun)."""
     device = done.upload.samples.device
     loaded = load_model(
         baseline.model_file,
@@ -85,18 +104,52 @@ def compare_with_baseline(
     )
     module = loaded.module.to(device)
     set_training_mode(module, False)
+    model = with_normalization(module, spec.normalization)
     key = cache_key(loaded.sha256, spec, done, data.y_test)
     outcomes = read_cached(baseline.cache_dir, key)
     entry = None
     if outcomes is None:
         outcomes = attack_like_student(
-            with_normalization(module, spec.normalization), data, spec, done.upload,
-            on_progress=on_progress, should_cancel=should_cancel,
-        )  # fmt: skip
+            model, data, spec, done.upload, on_progress=on_progress, should_cancel=should_cancel
+        )
         entry = out_dir / CACHE_ENTRY
         entry.write_text(cache_entry_document(key, outcomes))
     comparison = compare(
         done.student_outcomes, outcomes, label=baseline.label, sha256=loaded.sha256,
         cached=entry is None,
     )  # fmt: skip
-    return comparison, entry
+    return BaselineRun(comparison, entry, model)
+
+
+def with_corruptions(
+    comparison: ComparisonToBaseline, cor: CorruptionRobustness
+) -> ComparisonToBaseline:
+    """``comparison`` with the corruption figures of a corruptions section measured with the
+    baseline in the upload's place (``uploaded``: the baseline, ``student``: the job's model)."""
+    figures = CorruptionComparison(
+        samples=cor.samples,
+        new_accuracy=cor.mean_corruption_accuracy["student"],
+        baseline_accuracy=cor.mean_corruption_accuracy["uploaded"],
+        difference=-cor.drop_points / 100,
+        noise=cor.noise_points / 100,
+    )
+    return comparison.model_copy(update={"corruptions": figures})
+
+
+def with_certificates(
+    comparison: ComparisonToBaseline, job: Certification, baseline: Certification
+) -> ComparisonToBaseline:
+    """``comparison`` with the certified accuracy per radius of the job's model (from the job's
+    certification) and of the baseline (certified alike: same images, noise and settings)."""
+    new, theirs = job.models["student"], baseline.models["baseline"]
+    rows = [
+        CertifiedComparison(
+            radius=mine.radius,
+            images=job.samples,
+            new_certified_accuracy=mine.certified_accuracy,
+            baseline_certified_accuracy=other.certified_accuracy,
+            difference=mine.certified_accuracy - other.certified_accuracy,
+        )  # fmt: skip
+        for mine, other in zip(new.certified, theirs.certified, strict=True)
+    ]
+    return comparison.model_copy(update={"certified": rows})

@@ -66,9 +66,34 @@ class ComparisonRow(_Strict):
     baseline_only: int = Field(ge=0, description="Samples only the baseline got right.")
 
 
+class CorruptionComparison(_Strict):
+    """New against baseline under common corruptions: both models on the same corrupted images
+    (the job's corruptions section's settings), over every corruption and severity."""
+
+    samples: int = Field(ge=1, description="Test images corrupted.")
+    new_accuracy: float = Field(ge=0, le=1, description="The hardened model's mean accuracy.")
+    baseline_accuracy: float = Field(ge=0, le=1, description="The baseline's mean accuracy.")
+    difference: float = Field(description="New minus baseline (points / 100).")
+    noise: float = Field(
+        ge=0, description="1.96 paired standard errors of the difference (per image, same inputs)."
+    )
+
+
+class CertifiedComparison(_Strict):
+    """New against baseline at one certified L2 radius: each one's smoothed classifier certified
+    on the same images with the same noise (the job's certification settings)."""
+
+    radius: float = Field(description="The L2 radius, in input units.")
+    images: int = Field(ge=1, description="Images certified.")
+    new_certified_accuracy: float = Field(ge=0, le=1, description="The hardened model's.")
+    baseline_certified_accuracy: float = Field(ge=0, le=1, description="The baseline's.")
+    difference: float = Field(description="New minus baseline (points / 100).")
+
+
 class ComparisonToBaseline(_Strict):
     """The hardened model against the job's baseline: clean and per-budget worst-case robust
-    accuracy, each difference with its paired 95% interval."""
+    accuracy, each difference with its paired 95% interval; under common corruptions and
+    certified, where the job measured those."""
 
     baseline: str = Field(
         description="What the baseline is, e.g. 'job 3f2a...' or 'mlflow m@champion'."
@@ -77,6 +102,13 @@ class ComparisonToBaseline(_Strict):
     cached: bool = Field(description="The baseline's audit was read from the cache, not rerun.")
     interval: str = Field(INTERVAL_METHOD, description="How each difference's interval is made.")
     rows: list[ComparisonRow] = Field(description="Clean, then each audited budget.")
+    corruptions: CorruptionComparison | None = Field(
+        None, description="Under common corruptions; null when the job did not measure them."
+    )
+    certified: list[CertifiedComparison] = Field(
+        default_factory=list,
+        description="Per certified L2 radius; empty when the job did not certify.",
+    )
 
     def regressions(self, points: float) -> list[ComparisonRow]:
         """Rows where the new model is worse than the baseline by more than ``points``

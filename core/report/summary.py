@@ -124,7 +124,9 @@ class CorruptionSummary(_Strict):
         default_factory=list,
         description="Corruptions where the loss exceeds both the margin and its noise.",
     )
-    per_corruption: list[CorruptionDropAt] = Field(default_factory=list)
+    per_corruption: list[CorruptionDropAt] = Field(
+        default_factory=list, description="Each corruption, averaged over its severities."
+    )
 
     def drops_beyond(self, points: float) -> list[tuple[str, float, float]]:
         """(name, drop, noise) where the loss exceeds ``points`` and its own noise: the mean

@@ -76,3 +76,17 @@ def test_every_option_and_argument_of_every_command_has_help() -> None:
         if not (getattr(parameter, "help", None) or "").strip()
     ]
     assert not missing, missing
+
+
+def test_no_settings_section_is_a_text_option() -> None:
+    # A section (certification, corruptions, baseline, a method's own settings) is JSON in
+    # --config; as a text option its value could only fail validation.
+    from pydantic import BaseModel
+
+    from cli.run_options import _is_section, spec_options
+    from core.contract.spec import HardenSpec
+
+    sections = {n for n, f in HardenSpec.model_fields.items() if _is_section(f.annotation)}
+    assert {"certification", "corruptions", "baseline", "smoothing", "evaluation"} <= sections
+    assert not sections & set(spec_options())
+    assert not _is_section(int) and not _is_section(str | None) and _is_section(BaseModel | None)

@@ -66,9 +66,20 @@ def test_the_upload_as_its_own_baseline_measures_what_the_audit_measured(tmp_pat
     assert on_disk.comparison_to_baseline == comparison
     summary = on_disk.verdict_summary()
     assert summary is not None and summary.baseline == comparison
+    # Under corruptions the baseline took the upload's place on the same corrupted images: the
+    # same model, so the same figures as the corruptions section's.
+    assert report.corruptions is not None and comparison.corruptions is not None
+    assert comparison.corruptions.baseline_accuracy == pytest.approx(
+        report.corruptions.mean_corruption_accuracy["uploaded"]
+    )
+    assert comparison.corruptions.new_accuracy == pytest.approx(
+        report.corruptions.mean_corruption_accuracy["student"]
+    )
+    assert comparison.certified == []  # the job did not certify
     page = artifacts["report.html"].read_text()
     assert "Against the baseline" in page and "the upload (sha256" in page
     assert page.count("robust, linf ε=") == len(robust)
+    assert "Under common corruptions (" in page
 
     # A second job with the same baseline and settings reads the cached outcomes.
     cache = tmp_path / "cache"
@@ -77,6 +88,31 @@ def test_the_upload_as_its_own_baseline_measures_what_the_audit_measured(tmp_pat
     assert again.comparison_to_baseline is not None and again.comparison_to_baseline.cached
     assert CACHE_ENTRY not in again_artifacts
     assert again.comparison_to_baseline.rows == comparison.rows
+
+
+def test_a_certifying_job_certifies_its_baseline_alike(tmp_path: Path) -> None:
+    # The upload as baseline again: certified on the same images with the same noise, its
+    # certified accuracy per radius is the job's certificate of the upload.
+    model = write_model("torchscript", tmp_path)
+    spec = _spec(
+        evaluation=_EVALUATION | {"samples": 10, "samples_slow": 5},
+        certification={"enabled": True, "n0": 10, "n": 100, "samples": 6, "radii": [0.1, 0.25]},
+        corruptions={"enabled": False},
+    )
+    report = run(
+        spec, model, None, tmp_path / "out", device="cpu", baseline=Baseline(model, "upload")
+    ).report
+    comparison, certification = report.comparison_to_baseline, report.certification
+    assert comparison is not None and certification is not None
+    assert comparison.corruptions is None  # the job measured none
+    uploaded = certification.models["uploaded"].certified
+    student = certification.models["student"].certified
+    assert [row.radius for row in comparison.certified] == [0.1, 0.25]
+    for row, up, st in zip(comparison.certified, uploaded, student, strict=True):
+        assert row.images == 6
+        assert row.baseline_certified_accuracy == up.certified_accuracy
+        assert row.new_certified_accuracy == st.certified_accuracy
+        assert row.difference == pytest.approx(st.certified_accuracy - up.certified_accuracy)
 
 
 def test_a_hostile_baseline_goes_through_the_intake_and_is_refused(tmp_path: Path) -> None:

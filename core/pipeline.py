@@ -63,7 +63,7 @@ from core.report.model_card import model_card
 from core.report.sarif import sarif_log
 from core.report.schema import MethodComparison, Report
 from core.report.summary import near_chance
-from core.stages import StageTime, recording_stages, timed_stage
+from core.stages import StageTime, record_stages_into, stop_recording, timed_stage
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ def run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = {name: out_dir / f".{name}.{uuid.uuid4().hex}.partial" for name in _WRITE_ORDER}
-    recording = recording_stages()
-    stage_times = recording.__enter__()
+    stage_times: list[StageTime] = []
+    recording = record_stages_into(stage_times)
     try:
         with timed_stage("load", cancel, timings):
             progress("load", 0, 2)
@@ -387,6 +387,6 @@ def run(
             artifacts[CACHE_ENTRY] = cache_entry
         return RunResult(report=report, artifacts=artifacts, stages=list(stage_times))
     finally:
-        recording.__exit__(None, None, None)
+        stop_recording(recording)
         for path in staging.values():
             path.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from core.errors import JobCancelledError
 from core.names import CancelFn
@@ -25,17 +25,16 @@ StageTime = tuple[str, int, int]
 _recording: ContextVar[list[StageTime] | None] = ContextVar("harden_stage_times", default=None)
 
 
-@contextmanager
-def recording_stages() -> Iterator[list[StageTime]]:
-    """Every stage timed inside (the pipeline's and its methods') appended to the list yielded,
-    with its wall-clock start and end: the worker makes the job's trace spans from them
-    (app/infra/tracing.py), as the confined child that runs the stages exports nothing."""
-    times: list[StageTime] = []
-    token = _recording.set(times)
-    try:
-        yield times
-    finally:
-        _recording.reset(token)
+def record_stages_into(times: list[StageTime]) -> Token[list[StageTime] | None]:
+    """From now on, every stage timed in this context (the pipeline's and its methods') is
+    appended to ``times`` with its wall-clock start and end, until :func:`stop_recording` with
+    the token returned: the worker makes the job's trace spans from them (app/infra/tracing.py),
+    as the confined child that runs the stages exports nothing."""
+    return _recording.set(times)
+
+
+def stop_recording(token: Token[list[StageTime] | None]) -> None:
+    _recording.reset(token)
 
 
 @contextmanager

@@ -32,7 +32,14 @@ from torch import Tensor, nn
 from core.contract.spec import STUDENT_CHECK_LEAST, STUDENT_CHECK_MOST
 from core.contract.training_cost import steps_per_epoch, student_epoch_budget
 from core.hardening.normalization import with_normalization
-from core.hardening.training import Convergence, EpochHook, LossFn, held_out_split, train_epochs
+from core.hardening.training import (
+    Convergence,
+    EpochHook,
+    LossFn,
+    StepMeter,
+    held_out_split,
+    train_epochs,
+)
 from core.modules import logits_of
 from core.names import CancelFn, ProgressFn
 
@@ -136,12 +143,6 @@ def soft_label_entropy(soft_labels: Tensor) -> float:
     return float(-(soft_labels * soft_labels.clamp_min(1e-30).log()).sum(dim=1).mean())
 
 
-def _quiet(stage: str, done: int, total: int) -> None:
-    """Progress of a later training inside the student stage (the finish, or a replacement): not
-    reported, because the scratch student has already reported the stage's whole total, and
-    progress within a stage counts optimizer steps and only goes forward."""
-
-
 def train_student(
     make: MakeStudent,
     inputs: Tensor,
@@ -168,33 +169,39 @@ def train_student(
         return with_normalization(module, spec.normalization)
 
     full = Convergence(offset=soft_label_entropy(soft_labels))
+    # Every training of the stage (the scratch student, its finish, a replacement) counts its
+    # steps on one bar, whose total is the steps the stage expects to run (StepMeter).
+    meter = StepMeter("student", on_progress)
 
     def fit(
         student: nn.Module,
         rows: Tensor | None,
-        progress: ProgressFn,
         *,
         epochs: int,
         convergence: Convergence | None = None,
         after_epoch: EpochHook | None = None,
+        expected: Convergence | None = None,
         learning_rate: float | None = None,
     ) -> list[float]:
         return train_epochs(
             raw(student), inputs, soft_labels, loss, plan=plan, stage="student",
             generator=generator,
-            on_progress=progress, should_cancel=should_cancel, rows=rows, epochs=epochs,
+            on_progress=on_progress, should_cancel=should_cancel, rows=rows, epochs=epochs,
             convergence=convergence, after_epoch=after_epoch, learning_rate=learning_rate,
+            meter=meter, expected=expected,
         )  # fmt: skip
+
+    def steps_of(epochs: int, rows: Tensor | None) -> int:
+        count = plan.train_samples if rows is None else len(rows)
+        return epochs * steps_per_epoch(count, plan.batch_size)
 
     def steps(losses: list[float], rows: Tensor | None) -> int:
-        count = plan.train_samples if rows is None else len(rows)
-        return len(losses) * steps_per_epoch(count, plan.batch_size)
+        return steps_of(len(losses), rows)
 
-    def unchecked(student: nn.Module, progress: ProgressFn) -> TrainedStudent:
+    def unchecked(student: nn.Module) -> TrainedStudent:
         losses = fit(
-            student, None, progress, epochs=schedule.student_epochs,
-            convergence=full if auto else None,
-        )  # fmt: skip
+            student, None, epochs=schedule.student_epochs, convergence=full if auto else None
+        )
         if not auto:
             stop = "epochs as set"
         elif len(losses) < schedule.student_epochs or full.reached(losses):
@@ -208,7 +215,9 @@ def train_student(
         # A zoo student_architecture is always built fresh: the teacher's weights do not fit it.
         settings = spec.distillation
         from_teacher = settings.student_init == "teacher" and not settings.student_architecture
-        return unchecked(make(from_teacher), on_progress)
+        trained = unchecked(make(from_teacher))
+        meter.finish()
+        return trained
 
     assert spec.distillation.student_max_drop is not None  # checks_student
     # Its own generator: the teacher's and the student's batches stay as they were.
@@ -217,10 +226,13 @@ def train_student(
     )
     partial = Convergence(offset=soft_label_entropy(soft_labels[rows]))
     student = make(False)
+    if auto:  # the finish on every image, after the check (expected: the check mostly passes)
+        meter.later = steps_of(full.settle_epochs, None)
     losses = fit(
-        student, rows, on_progress, epochs=schedule.student_epochs,
+        student, rows, epochs=schedule.student_epochs,
         # auto: stop at the plateau; the low-rate finish comes after the check, on every image
         after_epoch=(lambda epoch, so_far: partial.reached(so_far)) if auto else None,
+        expected=partial if auto else None,
     )  # fmt: skip
     converged = auto and partial.reached(losses)
     test_inputs = data.x_test.to(inputs.device)
@@ -232,9 +244,9 @@ def train_student(
         error = standard_error((accuracy, len(held)), (upload_accuracy, len(data.y_test)))
         return error, accuracy < bar - error
 
-    def finish(subset: Tensor | None, progress: ProgressFn) -> list[float]:
+    def finish(subset: Tensor | None) -> list[float]:
         return fit(
-            student, subset, progress, epochs=full.settle_epochs,
+            student, subset, epochs=full.settle_epochs,
             learning_rate=spec.learning_rate * full.lr_decay,
         )  # fmt: skip
 
@@ -247,7 +259,7 @@ def train_student(
         # points: Papernot's CNN on builtin:digits was at 94.4% on test when checked and ended
         # at 97.2% (bench/results/student_accuracy.md). So one that falls short gets that finish
         # first, on the rows it trains on, and is measured again before it is replaced.
-        finish_rows = finish(rows, _quiet)
+        finish_rows = finish(rows)
         finished_accuracy = _accuracy(raw(student), inputs[held], labels[held])
         error, short = measured(finished_accuracy)
     check = StudentCheck(
@@ -263,14 +275,18 @@ def train_student(
     if check.fell_back:
         # A warm start converges in a fraction of the scratch student's epochs (8 against 54-101
         # for the MLP on bench's synthetic32_hard).
-        replaced = unchecked(make(True), _quiet)
+        meter.later = 0  # a replacement, whose own training the meter estimates, not the finish
+        replaced = unchecked(make(True))
         replaced.check = check
+        meter.finish()
         return replaced
     finish_all: list[float] = []
     if converged:
         # Its finish (again, where it had one on the rows it trains on) on every training
         # image, the held-out ones included, so that the deployed student learnt from them all.
-        finish_all = finish(None, _quiet)
+        meter.later = 0  # now the current loop's
+        finish_all = finish(None)
+    meter.finish()
     stop = "converged" if converged else "step bound" if auto else "epochs as set"
     all_losses = losses + finish_rows + finish_all
     return TrainedStudent(

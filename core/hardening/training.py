@@ -8,6 +8,7 @@ permutation: no DataLoader, so the loop costs what a hand-written PyTorch loop c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -84,6 +85,71 @@ class Convergence:
         progress = excess[0] - best_recent
         return best_before - best_recent <= self.tolerance * progress
 
+    def epochs_left(self, losses: list[float]) -> int:
+        """An estimate of the epochs still needed until :meth:`reached` (0 once it is), for
+        progress bars and the ETA: the improvement made over each window of epochs is assumed to
+        shrink by the same ratio as over the last two windows (a loss decaying geometrically),
+        and training goes on until it is below ``tolerance`` of the progress made. Before two
+        windows are seen, or when the loss is not shrinking that way, as many epochs again as
+        were trained (at least the rule's minimum). Only an estimate: the caller corrects it
+        after every epoch."""
+        if self.reached(losses):
+            return 0
+        count = len(losses)
+        least = max(self.min_epochs, self.window + 1)
+        fallback = max(least - count, count, self.window)
+        if count < 2 * self.window + 1:
+            return fallback
+        excess = [self.excess(loss) for loss in losses]
+        best_recent = min(excess[-self.window :])
+        best_middle = min(excess[-2 * self.window : -self.window])
+        best_before = min(excess[: -2 * self.window])
+        latest, earlier = best_middle - best_recent, best_before - best_middle
+        target = self.tolerance * (excess[0] - best_recent)
+        if not (0 < latest < earlier) or target <= 0:
+            return fallback
+        windows = math.log(target / latest) / math.log(latest / earlier)
+        return max(1, math.ceil(windows * self.window))
+
+
+class StepMeter:
+    """The optimizer steps of one stage: those done, and an estimate of all the stage will run,
+    reported as ``on_progress(stage, done, estimate)``.
+
+    A training that stops at convergence cannot know its steps in advance; its step bound is
+    what it may not exceed, not what it will take (a default student's bound was 14,500 steps
+    where it ran 740). So the total shown is an estimate, corrected after every epoch
+    (:meth:`Convergence.epochs_left`) and exact once the stop is known; ``later`` holds the
+    steps a stage has planned after the current loop (a student's low-rate finish). Done only
+    goes forward; the estimate may go either way.
+    """
+
+    def __init__(self, stage: str, on_progress: ProgressFn) -> None:
+        self.stage = stage
+        self.done = 0
+        self.ahead = 0  # steps the current loop still expects
+        self.later = 0  # steps planned after the current loop
+        self._report = on_progress
+
+    @property
+    def total(self) -> int:
+        return max(self.done + self.ahead + self.later, self.done, 1)
+
+    def expect(self, steps_ahead: int) -> None:
+        """The current loop expects ``steps_ahead`` more steps; reported at once."""
+        self.ahead = max(0, steps_ahead)
+        self._report(self.stage, self.done, self.total)
+
+    def step(self) -> None:
+        self.done += 1
+        self.ahead = max(0, self.ahead - 1)
+        self._report(self.stage, self.done, self.total)
+
+    def finish(self) -> None:
+        """The stage has run every step it will: its bar is full."""
+        self.ahead = self.later = 0
+        self._report(self.stage, self.done, self.total)
+
 
 def train_epochs(
     model: nn.Module,
@@ -102,12 +168,17 @@ def train_epochs(
     convergence: Convergence | None = None,
     learning_rate: float | None = None,
     rows: Tensor | None = None,
+    meter: StepMeter | None = None,
+    expected: Convergence | None = None,
 ) -> list[float]:
     """Train ``model`` with the spec's optimiser at the plan's batch size on in-memory tensors;
     returns the mean loss of each epoch. At most ``epochs``; with ``convergence``, once the losses
     have converged it lowers the learning rate for ``convergence.settle_epochs`` and stops.
     ``learning_rate`` overrides the spec's. Calls ``should_cancel()`` before every step and
-    ``on_progress(stage, step, total)`` after it (total: the most steps it may take).
+    reports each step through ``meter`` (a new one of ``stage`` and ``on_progress`` when None):
+    ``on_progress(stage, done, total)``, whose total is the steps it expects to run, exact for
+    a fixed number of epochs and estimated where training stops at convergence (``convergence``,
+    or ``expected``: the convergence an ``after_epoch`` hook stops at), corrected every epoch.
 
     The loss is ``loss_fn(model(x), targets)``, or ``batch_loss(model, x, targets)`` where the
     loss needs the inputs themselves; ``after_epoch`` may stop training early by returning True.
@@ -128,11 +199,21 @@ def train_epochs(
     optimizer = make_optimizer(model.parameters(), plan.spec, learning_rate)
     count = len(inputs) if rows is None else len(rows)
     batch_size = plan.batch_size
-    total = epochs * steps_per_epoch(count, batch_size)
-    on_progress(stage, 0, total)
+    per_epoch = steps_per_epoch(count, batch_size)
+    total = epochs * per_epoch
+    meter = meter or StepMeter(stage, on_progress)
+    stops_at = convergence or expected
+
+    def epochs_ahead(done: int, losses: list[float]) -> int:
+        if stop_after < epochs or stops_at is None:
+            return stop_after - done  # known: a fixed number, or settling after convergence
+        settle = convergence.settle_epochs if convergence is not None else 0
+        return min(epochs - done, stops_at.epochs_left(losses) + settle)
+
     losses: list[float] = []
     step = 0
     stop_after = epochs
+    meter.expect(epochs_ahead(0, losses) * per_epoch)
     for epoch in range(epochs):
         # The permutation is drawn on the CPU generator so a seed gives the same batches on any
         # device; the loss sum stays on the device so there is one sync per epoch, not per step.
@@ -145,7 +226,7 @@ def train_epochs(
         for start in range(0, count, batch_size):
             if should_cancel():
                 raise cancelled(
-                    f"cancelled during {stage} training at step {step} of {total}", stage
+                    f"cancelled during {stage} training at step {step} of at most {total}", stage
                 )
             index = order[start : start + batch_size]
             batch = inputs[index]
@@ -158,7 +239,7 @@ def train_epochs(
             optimizer.step()
             loss_sum += loss.detach() * len(index)
             step += 1
-            on_progress(stage, step, total)
+            meter.step()
         losses.append(float(loss_sum) / count)
         if after_epoch is not None and after_epoch(epoch, losses):
             stop_after = epoch + 1
@@ -168,8 +249,8 @@ def train_epochs(
             for group in optimizer.param_groups:
                 group["lr"] *= convergence.lr_decay
             stop_after = min(epochs, epoch + 1 + convergence.settle_epochs)
-    if stop_after < epochs:
-        on_progress(stage, total, total)
+        meter.expect(epochs_ahead(epoch + 1, losses) * per_epoch)
+    meter.expect(0)
     set_training_mode(model, False)
     if compute.channels_last:
         model.to(memory_format=torch.contiguous_format)  # what export and the audit expect

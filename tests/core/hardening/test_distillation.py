@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from core.contract.spec import HardenSpec, Normalization
+from core.contract.training_cost import steps_per_epoch, student_epoch_budget
 from core.datasets.dataset import Dataset
 from core.errors import JobCancelledError
 from core.hardening.distillation import DefensiveDistillation
@@ -21,7 +22,6 @@ from core.hardening.registry import DEFAULT_METHOD, METHODS
 from core.hardening.scaling import OutputScale, scale_last_linear
 from core.modules import logits_of
 from core.names import CancelFn, ProgressFn
-from core.contract.training_cost import steps_per_epoch, student_epoch_budget
 from core.plan import RunPlan
 from tests.core.model_files import FORMATS, digits, loaded_module, trained_mlp
 

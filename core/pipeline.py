@@ -16,6 +16,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from core.audit.certify import certification_sigma, certify_models
 from core.audit.corruptions import corruption_robustness
 from core.audit.evaluate import UploadAudit, audit
 from core.audit.verdict import with_certificate, with_corruptions, with_untrained_upload
+from core.checkpoint import Checkpoints, Resumed, checkpointing
 from core.compute import Compute, Precision
 from core.contract.corruptions import CorruptionRobustness
 from core.contract.spec import HardenSpec
@@ -160,13 +162,67 @@ def run(
     channels_last: bool = True,
     cudnn_benchmark: bool = True,
     baseline: Baseline | None = None,
+    checkpoint_dir: Path | None = None,
+    resume_from: Path | None = None,
+    resumed_attempt: int | None = None,
+    checkpoint_every_s: float = 300.0,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> RunResult:
     """Harden ``model_file`` with the spec's method(s) (defensive distillation by default) and
     write the first method's model.onnx, report.json and report.html to ``out_dir``.
     Raises HardenError subclasses for bad input and cancellation; DeviceError for a ``device``
     this machine lacks. ``precision``, ``channels_last`` and ``cudnn_benchmark`` say how a GPU
     is used (core.compute; on the CPU only ``precision='bfloat16'`` changes anything).
-    ``baseline``: a model to compare the hardened one against (core.audit.baseline)."""
+    ``baseline``: a model to compare the hardened one against (core.audit.baseline).
+    ``checkpoint_dir``: where the trainings save checkpoints (core.checkpoint; every
+    ``checkpoint_every_s`` at an epoch's end, and at each training's end), each handed to
+    ``on_checkpoint``; ``resume_from``: the checkpoints of an earlier attempt
+    (``resumed_attempt``) to resume from."""
+    checkpoints = None
+    if checkpoint_dir is not None:
+        checkpoints = Checkpoints(
+            Path(checkpoint_dir), resume_from=resume_from, every_s=checkpoint_every_s,
+            on_saved=on_checkpoint,
+        )  # fmt: skip
+    with checkpointing(checkpoints):
+        result = _run(
+            spec, model_file, dataset, out_dir, on_progress=on_progress,
+            should_cancel=should_cancel, device=device, precision=precision,
+            channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, baseline=baseline,
+            resumed=lambda: _resumed_note(checkpoints, resumed_attempt),
+        )  # fmt: skip
+    return result
+
+
+def _resumed_note(checkpoints: Checkpoints | None, attempt: int | None) -> list[str]:
+    """A note saying what an earlier attempt's checkpoints saved this one (none: nothing)."""
+    if checkpoints is None or not checkpoints.resumed:
+        return []
+    last: Resumed = checkpoints.resumed[-1]
+    reused = sum(unit.epochs for unit in checkpoints.resumed)
+    where = "after its end" if last.ended else f"after epoch {last.epochs}"
+    of = f" of attempt {attempt}" if attempt is not None else ""
+    return [
+        f"resumed from the checkpoints{of}: {len(checkpoints.resumed)} training(s) taken over, "
+        f"the last the {last.stage} stage's {where} ({reused} epochs not retrained)"
+    ]
+
+
+def _run(
+    spec: HardenSpec,
+    model_file: Path,
+    dataset: Path | None,
+    out_dir: Path,
+    *,
+    on_progress: ProgressFn | None,
+    should_cancel: CancelFn | None,
+    device: str | None,
+    precision: Precision,
+    channels_last: bool,
+    cudnn_benchmark: bool,
+    baseline: Baseline | None,
+    resumed: Callable[[], list[str]],
+) -> RunResult:
     progress: ProgressFn = on_progress or (lambda stage, done, total: None)
     cancel: CancelFn = should_cancel or (lambda: False)
     torch_device = pick_device(device)
@@ -219,6 +275,7 @@ def run(
 
         result = method.harden(uploaded, data, plan, on_progress=progress, should_cancel=cancel)
         timings.update(result.timings)
+        notes.extend(resumed())
 
         with timed_stage("export", cancel, timings):
             progress("export", 0, 1)

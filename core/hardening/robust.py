@@ -184,6 +184,39 @@ def ard_loss(teacher_probs: Tensor, temperature: float, alpha: float) -> LossFac
     return make
 
 
+@dataclass
+class _FitState:
+    """What adversarial training keeps outside its model and optimizer, saved with its
+    checkpoints (core.checkpoint.Resumable): the held-out check's history and best weights, the
+    ε schedule's place, and the generator of the attacks' random starts."""
+
+    check: HeldOutCheck
+    schedule: _Schedule
+    generator: torch.Generator
+
+    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors = {"generator": self.generator.get_state()}
+        if self.check.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.check.best_state.items()})
+        values = {
+            "accuracies": self.check.accuracies, "best_epoch": self.check.best_epoch,
+            "epoch": self.schedule.epoch, "fast": self.schedule.fast,
+            "fell_back_at": self.schedule.fell_back_at,
+        }  # fmt: skip
+        return tensors, values
+
+    def restore_checkpoint(self, tensors: dict[str, Tensor], values: dict[str, Any]) -> None:
+        self.generator.set_state(tensors["generator"])
+        best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.check.best_state = best or None
+        self.check.accuracies = [float(a) for a in values["accuracies"]]
+        self.check.best_epoch = int(values["best_epoch"])
+        self.schedule.epoch = int(values["epoch"])
+        self.schedule.fast = bool(values["fast"])
+        fell_back_at = values["fell_back_at"]
+        self.schedule.fell_back_at = None if fell_back_at is None else int(fell_back_at)
+
+
 def _fit(
     model: nn.Module,
     data: Dataset,
@@ -225,6 +258,7 @@ def _fit(
         wrapped, x, targets, batch_loss=batch_loss, epochs=robust.epochs, plan=plan,
         stage=stage, generator=cpu_generator, on_progress=on_progress,
         should_cancel=should_cancel, after_epoch=after_epoch, rows=train_rows,
+        resumable=_FitState(check, schedule, generator),
     )  # fmt: skip
     check.restore_best()
     return RobustTraining(

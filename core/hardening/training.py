@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from core import checkpoint
+from core.checkpoint import Resumable
 from core.compute import Compute
 from core.contract.spec import HardenSpec
 from core.contract.training_cost import steps_per_epoch
@@ -170,6 +172,7 @@ def train_epochs(
     rows: Tensor | None = None,
     meter: StepMeter | None = None,
     expected: Convergence | None = None,
+    resumable: Resumable | None = None,
 ) -> list[float]:
     """Train ``model`` with the spec's optimiser at the plan's batch size on in-memory tensors;
     returns the mean loss of each epoch. At most ``epochs``; with ``convergence``, once the losses
@@ -184,6 +187,10 @@ def train_epochs(
     loss needs the inputs themselves; ``after_epoch`` may stop training early by returning True.
     ``rows``: train on these rows of ``inputs`` and ``targets`` only (indices), without copying
     them out: a memory-mapped dataset stays on disk.
+
+    Where the run checkpoints (core.checkpoint.current()), the training is a unit: it saves its
+    state at epoch ends and at its end, and resumes from what an earlier attempt saved (with
+    ``resumable``: state its caller keeps outside the model and the optimizer).
     """
     if batch_loss is None:
         if loss_fn is None:
@@ -213,8 +220,15 @@ def train_epochs(
     losses: list[float] = []
     step = 0
     stop_after = epochs
-    meter.expect(epochs_ahead(0, losses) * per_epoch)
-    for epoch in range(epochs):
+    first_epoch, ended = 0, False
+    unit = _Unit.begin(stage, model, optimizer, generator, resumable)
+    if unit is not None and unit.saved is not None:
+        losses, stop_after, ended = unit.restore()
+        first_epoch = len(losses)
+        step = first_epoch * per_epoch
+        meter.done += step
+    meter.expect(0 if ended else epochs_ahead(first_epoch, losses) * per_epoch)
+    for epoch in range(epochs if ended else first_epoch, epochs):
         # The permutation is drawn on the CPU generator so a seed gives the same batches on any
         # device; the loss sum stays on the device so there is one sync per epoch, not per step.
         order = torch.randperm(count, generator=generator)
@@ -249,12 +263,78 @@ def train_epochs(
             for group in optimizer.param_groups:
                 group["lr"] *= convergence.lr_decay
             stop_after = min(epochs, epoch + 1 + convergence.settle_epochs)
+        if unit is not None and unit.checkpoints.due():
+            unit.save(losses, stop_after, ended=False)
         meter.expect(epochs_ahead(epoch + 1, losses) * per_epoch)
+    if unit is not None and not ended:
+        unit.save(losses, stop_after, ended=True)
     meter.expect(0)
     set_training_mode(model, False)
     if compute.channels_last:
         model.to(memory_format=torch.contiguous_format)  # what export and the audit expect
     return losses
+
+
+@dataclass
+class _Unit:
+    """One training as a checkpointed unit of the run (core.checkpoint)."""
+
+    checkpoints: checkpoint.Checkpoints
+    key: str
+    stage: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    resumable: Resumable | None
+    saved: checkpoint.Saved | None
+
+    @classmethod
+    def begin(
+        cls,
+        stage: str,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        resumable: Resumable | None,
+    ) -> _Unit | None:
+        checkpoints = checkpoint.current()
+        if checkpoints is None:
+            return None
+        key = checkpoints.next_key(stage)
+        saved = checkpoints.load(key)
+        return cls(checkpoints, key, stage, model, optimizer, generator, resumable, saved)
+
+    def restore(self) -> tuple[list[float], int, bool]:
+        """Put the saved state back; (losses so far, the epoch it stops after, ended)."""
+        saved = self.saved
+        assert saved is not None
+        values = saved.values
+        self.model.load_state_dict(saved.group("model"))
+        checkpoint.restore_optimizer(self.optimizer, saved.group("optimizer"), values["optimizer"])
+        checkpoint.restore_random_states(self.generator, saved.group("random"))
+        if self.resumable is not None:
+            self.resumable.restore_checkpoint(saved.group("extra"), values.get("extra") or {})
+        losses = [float(loss) for loss in values["losses"]]
+        ended = bool(values["ended"])
+        self.checkpoints.resumed.append(
+            checkpoint.Resumed(self.key, self.stage, epochs=len(losses), ended=ended)
+        )
+        return losses, int(values["stop_after"]), ended
+
+    def save(self, losses: list[float], stop_after: int, *, ended: bool) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optimizer_tensors, optimizer_values = checkpoint.optimizer_tensors(self.optimizer)
+        tensors.update({f"optimizer.{k}": v for k, v in optimizer_tensors.items()})
+        random = checkpoint.random_states(self.generator)
+        tensors.update({f"random.{k}": v for k, v in random.items()})
+        values: dict[str, object] = {
+            "stage": self.stage, "losses": losses, "stop_after": stop_after, "ended": ended,
+            "optimizer": optimizer_values,
+        }  # fmt: skip
+        if self.resumable is not None:
+            extra_tensors, values["extra"] = self.resumable.checkpoint_state()
+            tensors.update({f"extra.{k}": v for k, v in extra_tensors.items()})
+        self.checkpoints.save(self.key, tensors, values)
 
 
 def training_autocast(compute: Compute, device: torch.device) -> AbstractContextManager[object]:

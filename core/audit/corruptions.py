@@ -36,6 +36,7 @@ from core.contract.corruptions import (
     CorruptionsSpec,
 )
 from core.names import CancelFn, ProgressFn
+from core.stages import cancelled
 
 Corruption = Callable[[Tensor, int, torch.Generator], Tensor]
 NOISE_Z = 1.96  # 95%, two-sided, as the attack verdict's noise margin
@@ -336,8 +337,8 @@ def corruption_robustness(
     total = len(names) * len(spec.severities)
     for name in names:
         for severity in spec.severities:
-            if should_cancel is not None:
-                should_cancel()
+            if should_cancel is not None and should_cancel():
+                raise cancelled("cancelled during the corruption evaluation", stage)
             corrupted = corrupt(x, name, severity, seed=spec.seed, input_range=input_range)
             cells[name, severity] = {
                 key: _correct(m, corrupted, y, spec.batch_size, device) for key, m in models.items()

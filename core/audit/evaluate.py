@@ -28,6 +28,7 @@ from core.audit.schema import (
 from core.audit.verdict import decide
 from core.audit.worst_case import SampleOutcomes
 from core.contract.evaluation import AttackName, EvaluationSpec
+from core.contract.evaluation_cost import audit_steps, run_steps
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset
 from core.device import pick_device
@@ -35,18 +36,25 @@ from core.errors import JobCancelledError
 from core.names import CancelFn, ProgressFn
 from core.report.comparison import PerSampleOutcomes
 
-_UNITS_PER_JOB = 100  # progress resolution inside one attack run
-
 
 @dataclass
 class _Progress:
-    """Turns per-step hooks into ``on_progress`` calls and cancellation checks."""
+    """Turns the attacks' per-step hooks into ``on_progress("evaluate", done, total)`` calls
+    and cancellation checks, counted in attack steps (one pass of one model on one sample:
+    core.contract.evaluation_cost.run_steps) over every run of the audit, so that the fraction
+    grows with the work done: an APGD-T run weighs its ``pgd_steps x targets`` steps on every
+    sample and an FGSM run its one. A run that stops early (every sample fooled) counts its
+    planned steps as done when it returns."""
 
     on_progress: ProgressFn
     should_cancel: CancelFn
-    total_jobs: int
-    job: int = 0
+    total: int  # the steps of every run planned
+    done: int = 0  # the steps of the runs finished
+    run: int = 0  # the planned steps of the run under way
     last: int = field(default=-1)
+
+    def start_run(self, steps: int) -> None:
+        self.run = steps
 
     def hook(self, step: int, total: int) -> None:
         if self.should_cancel():
@@ -54,14 +62,29 @@ class _Progress:
                 "the job was cancelled during the robustness evaluation",
                 hint="submit it again to restart; nothing of this run is kept",
             )
-        done = self.job * _UNITS_PER_JOB + min(step * _UNITS_PER_JOB // max(total, 1), 99)
+        fraction = min(max(step, 0), total) / total if total > 0 else 0.0
+        self._report(self.done + int(self.run * fraction))
+
+    def finish_run(self) -> None:
+        self.done += self.run
+        self.run = 0
+        self.hook(0, 1)
+
+    def skip(self, steps: int) -> None:
+        """Steps planned but not run here (the upload's half reused from an earlier audit)."""
+        self.done += steps
+
+    def _report(self, done: int) -> None:
+        done = min(done, self.total)
         if done != self.last:
             self.last = done
-            self.on_progress("evaluate", done, self.total_jobs * _UNITS_PER_JOB)
+            self.on_progress("evaluate", done, self.total)
 
-    def finish_job(self) -> None:
-        self.job += 1
-        self.hook(0, 1)
+
+def _run_steps(attack: Attack, ev: EvaluationSpec, x: Tensor, num_classes: int) -> int:
+    """The planned steps of one run of ``attack`` on the samples ``x``."""
+    features = x[0].numel() if len(x) else 1
+    return len(x) * run_steps(attack.name, ev, features=features, classes=num_classes)
 
 
 def draw_samples(data: Dataset, count: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -181,6 +204,7 @@ def _attack_model(
                 num_classes=num_classes, on_step=progress.hook,
                 source_adversarial=source_adversarial,
             )  # fmt: skip
+            progress.start_run(_run_steps(attack, ev, xs, num_classes))
             start = time.perf_counter()
             result = attack.run(call)
             seconds = time.perf_counter() - start
@@ -197,17 +221,31 @@ def _attack_model(
                 outcomes.add(name, attack.norm, epsilon, result.correct_before & ~result.success)
             if role == "uploaded" and name in source_names:
                 transfer_sources[(name, epsilon)] = result.adversarial
-            progress.finish_job()
+            progress.finish_run()
     return summaries
 
 
-def _job_count(ev: EvaluationSpec, role: str) -> int:
-    """Attack runs on one model; a transfer attack runs on the student only (the uploaded model
-    is its source)."""
+def _planned_steps(ev: EvaluationSpec, x: Tensor, num_classes: int, *, upload: bool) -> int:
+    """The attack steps an audit with the resolved settings ``ev`` plans on the samples ``x``:
+    the hardened model's, and the upload's too when ``upload``
+    (core.contract.evaluation_cost.audit_steps, which the job's ETA reads)."""
+    features = x[0].numel() if len(x) else 1
+    both = audit_steps(
+        ev, features=features, classes=num_classes, test_samples=len(x), device_type="cpu"
+    )
+    if upload:
+        return both
+    return both - _upload_steps(ev, x, num_classes)
+
+
+def _upload_steps(ev: EvaluationSpec, x: Tensor, num_classes: int) -> int:
+    """The upload's share of the audit's steps (every attack but a transfer, which it feeds)."""
+    fast, slow = len(x), min(int(ev.samples_slow), len(x))
     return sum(
-        len(REGISTRY[name].budgets(ev))
+        _run_steps(REGISTRY[name], ev, x[: slow if REGISTRY[name].slow else fast], num_classes)
+        * len(REGISTRY[name].budgets(ev))
         for name in ev.attacks
-        if role == "student" or REGISTRY[name].transfer_from is None
+        if REGISTRY[name].transfer_from is None
     )
 
 
@@ -271,10 +309,11 @@ def audit(
     progress = _Progress(
         on_progress or (lambda stage, done, total: None),
         should_cancel or (lambda: False),
-        _job_count(ev, "uploaded") + _job_count(ev, "student"),
+        0,
     )
     x, y = draw_samples(data, samples, ev.seed)
     x, y = x.to(dev), y.to(dev)
+    progress.total = _planned_steps(ev, x, data.num_classes, upload=True)
     started = time.perf_counter()
     transfer_sources: TransferSources = {}
     models: dict[str, ModelRobustness] = {}
@@ -282,7 +321,7 @@ def audit(
     if kept is not None:
         models["uploaded"] = kept.robustness
         transfer_sources.update(kept.transfer_sources)
-        progress.job += _job_count(ev, "uploaded")
+        progress.skip(_upload_steps(ev, x, data.num_classes))
     # The uploaded model first: the transfer attack on the student needs its adversarials.
     per_sample = None
     for role, model in (("uploaded", uploaded), ("student", student)):
@@ -366,7 +405,7 @@ def attack_like_student(
     progress = _Progress(
         on_progress or (lambda stage, done, total: None),
         should_cancel or (lambda: False),
-        _job_count(ev, "student"),
+        _planned_steps(ev, x, data.num_classes, upload=False),
     )
     _, per_sample = _robustness(
         "student", model, x, y.to(x.device), ev, bounds, data.num_classes, progress,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-# JSMA changes two input features per iteration and computes the Jacobian of every class per
 from core.contract.attacks import CATALOGUE, CostInputs
 from core.contract.evaluation import EvaluationSpec
 from core.contract.spec import HardenSpec
@@ -73,3 +72,68 @@ def _certification_steps(spec: HardenSpec) -> dict[str, int]:
     draws, images = spec.certification.counts("cpu")
     models = 1 + len(spec.methods)
     return {"certify": models * images * (spec.certification.n0 + draws)}
+
+
+def run_steps(attack: str, evaluation: EvaluationSpec, *, features: int, classes: int) -> int:
+    """Attack steps of one run of ``attack`` (at one of its budgets) on one sample with
+    ``features`` input features and ``classes`` classes: the catalogue's price with the job's
+    own counts, not the submit-time bound's. The audit's progress counts these
+    (core.audit.evaluate), so that a stage's fraction grows with the work done: one run of
+    APGD-T costs ``pgd_steps x target classes`` steps where FGSM's costs one."""
+    info = CATALOGUE[attack]
+    budgets = {"linf": 0, "l2": 0}
+    if info.norm in budgets:
+        budgets[info.norm] = 1  # one run is one budget
+    inputs = CostInputs(
+        budgets=budgets,
+        pgd_steps=evaluation.pgd_steps,
+        # The targeted attacks aim at the most likely wrong classes, at most all the others.
+        target_classes=max(1, min(evaluation.target_classes, classes - 1)),
+        jsma_iterations=max(1, math.floor(evaluation.jsma_max_fraction * features / 2)),
+        jsma_classes=classes,
+        cw_binary_steps=evaluation.cw_binary_steps,
+        cw_iterations=evaluation.cw_iterations,
+        square_queries=evaluation.square_queries,
+    )
+    return max(1, info.cost(inputs))
+
+
+def runs_per_model(evaluation: EvaluationSpec, attack: str) -> int:
+    """How many runs of ``attack`` an audit makes on one model: one per budget of its norm (one
+    for a minimum-norm attack, which searches the smallest perturbation instead, and for JSMA,
+    whose one budget is its fraction of changed features)."""
+    info = CATALOGUE[attack]
+    if info.minimum_norm or info.norm == "l0":
+        return 1
+    return len(evaluation.budgets(info.norm, (0.0, 1.0)))
+
+
+def audit_steps(
+    evaluation: EvaluationSpec,
+    *,
+    features: int,
+    classes: int,
+    test_samples: int,
+    device_type: str = "cpu",
+    hardened_models: int = 1,
+) -> int:
+    """Every attack step one audit plans (core.audit.evaluate's progress total): the upload and
+    ``hardened_models`` models, each attack at each of its budgets on its samples (the slow
+    attacks on ``samples_slow``), a transfer attack's source added where the job lacks it and
+    the transfer itself run on the hardened models only. Attacks stop early once every sample
+    is fooled, so the steps run are at most these."""
+    fast, slow = evaluation.sample_counts(device_type)
+    fast = min(fast, test_samples)
+    slow = min(slow, fast)
+    names = list(evaluation.attacks)
+    for name in evaluation.attacks:
+        source = CATALOGUE[name].transfer_from
+        if source is not None and source not in names:
+            names.insert(names.index(name), source)
+    total = 0
+    for name in names:
+        info = CATALOGUE[name]
+        models = hardened_models + (info.transfer_from is None)
+        per_run = run_steps(name, evaluation, features=features, classes=classes)
+        total += models * runs_per_model(evaluation, name) * per_run * (slow if info.slow else fast)
+    return total

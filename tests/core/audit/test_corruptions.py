@@ -21,6 +21,7 @@ from core.audit.schema import Verdict
 from core.audit.verdict import with_corruptions
 from core.contract.corruptions import CorruptionsSpec
 from core.contract.spec import HardenSpec
+from core.errors import JobCancelledError
 from core.pipeline import run
 from core.report.schema import Report
 from tests.core.model_files import digits, write_model
@@ -151,3 +152,29 @@ def test_pixelate_is_pil_box_down_then_box_up(severity: int) -> None:
     x = torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float64) / 255
     ours = pixelate(x, severity, torch.Generator())[0].permute(1, 2, 0).numpy() * 255
     assert np.abs(ours - np.asarray(pil)).max() <= 1.0 + 1e-9
+
+
+def test_progress_counts_cells_and_a_cancel_stops_between_them() -> None:
+    data = digits()
+    x, y = data.x_test[:50], data.y_test[:50]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    settings = CorruptionsSpec(names=["contrast", "rotate"], severities=[1, 2, 3])
+    cpu = torch.device("cpu")
+    calls: list[tuple[str, int, int]] = []
+    corruption_robustness(
+        model, model, x, y, settings, input_range=(0.0, 16.0), device=cpu,
+        on_progress=lambda stage, done, total: calls.append((stage, done, total)),
+    )  # fmt: skip
+    assert calls == [("corruptions", done, 6) for done in range(1, 7)]
+    polls: list[int] = []
+
+    def cancel_at_the_third_cell() -> bool:
+        polls.append(1)
+        return len(polls) == 3
+
+    with pytest.raises(JobCancelledError):
+        corruption_robustness(
+            model, model, x, y, settings, input_range=(0.0, 16.0), device=cpu,
+            should_cancel=cancel_at_the_third_cell,
+        )  # fmt: skip
+    assert len(polls) == 3

@@ -19,6 +19,7 @@ from core.audit.schema import (
     ModelRobustness,
 )
 from core.audit.verdict import decide
+from core.contract.evaluation_cost import audit_steps
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset
 from core.errors import JobCancelledError
@@ -227,3 +228,56 @@ def test_verdict_gain_within_sampling_noise_is_not_real() -> None:
     assert any("sampling noise" in line for line in verdict.evidence)
     # The same gain on 2,000 samples is well outside the noise.
     assert decide(_synthetic([0.40, 0.15], 0.2, samples=2000)).label == "real gain"
+
+
+class _Counted(nn.Module):
+    """``model`` counting the samples it is run on (the work done), with a zero input gradient
+    (its logits are read off the detached input): no attack fools it by following a gradient,
+    so every run goes on for its planned steps."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.samples_run = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.samples_run += len(x)
+        return self.model(x.detach()) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_progress_counts_attack_steps_not_attack_runs() -> None:
+    # FGSM's runs are one step each, PGD's twenty: six of the twelve runs are FGSM's, but they
+    # are a twenty-first of the work, and the progress says so. Its total is the plan that
+    # core.contract.evaluation_cost.audit_steps makes from the settings (the job's ETA).
+    upload, student = _Counted(undefended()), _Counted(undefended())
+    spec = _spec(attacks=["fgsm_ce", "pgd_linf_margin"], samples=40)
+    calls: list[tuple[int, int, int]] = []
+    evaluate(
+        upload, student, _dataset(), spec, device="cpu",
+        on_progress=lambda stage, done, total: calls.append(
+            (done, total, upload.samples_run + student.samples_run)
+        ),
+    )  # fmt: skip
+    total = calls[-1][1]
+    ev = spec.evaluation.resolved((1, 8, 8), (0.0, 1.0), "cpu")
+    assert total == audit_steps(ev, features=64, classes=10, test_samples=40)
+    assert total == 2 * 3 * 40 * (1 + 20)  # two models, three budgets, 40 samples, 1 + 20 steps
+    assert all(c[1] == total for c in calls)
+    done = [c[0] for c in calls]
+    assert done == sorted(done) and done[-1] == total
+    work = calls[-1][2]
+    # The fraction reported follows the fraction of the model's work done, everywhere.
+    assert max(abs(d / total - w / work) for d, _, w in calls) < 0.1
+
+
+def test_a_run_stopping_early_counts_its_planned_steps() -> None:
+    # Every sample is fooled at once (an undefended model, a large budget): the runs stop early,
+    # and the progress still ends at its total, never past it.
+    spec = _spec(attacks=["pgd_linf_ce"], samples=20, epsilons_linf=[0.9])
+    calls: list[tuple[int, int]] = []
+    evaluate(
+        undefended(), undefended(), _dataset(), spec, device="cpu",
+        on_progress=lambda stage, done, total: calls.append((done, total)),
+    )  # fmt: skip
+    assert calls[-1] == (calls[-1][1], calls[-1][1])
+    assert all(done <= total for done, total in calls)

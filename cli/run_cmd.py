@@ -119,6 +119,8 @@ def _summary(result: RunResult) -> str:
         verdict = report.verdict
         text = getattr(verdict, "summary", None) or getattr(verdict, "headline", None) or verdict
         lines.append(f"  verdict: {text}")
+    step = report.summary.next_step
+    lines.append(f"  next step: {step.action}" + (f"\n    {step.command}" if step.command else ""))
     for note in report.notes:
         lines.append(f"  note: {note}")
     for name, path in result.artifacts.items():

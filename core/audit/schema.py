@@ -6,12 +6,14 @@ touching the rest of the report; ``core.report.schema.Report`` uses these types 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.contract.attacks import ThreatNorm
 from core.names import VerdictLabel
+from core.report.intervals import INTERVAL_DESCRIPTION, accuracy_interval
+from core.report.summary import decisive_accuracy
 
 SUCCESS_DEFINITION = (
     "An attack succeeds on a sample only if the model classified the clean sample correctly and "
@@ -25,6 +27,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _interval_field() -> Any:
+    return Field(None, description=INTERVAL_DESCRIPTION + " Filled in when read, if missing.")
+
+
 class AttackPoint(_Section):
     """One attack at one budget on one model."""
 
@@ -35,11 +41,18 @@ class AttackPoint(_Section):
     correct_before: int = Field(ge=0, description="Of those, correctly classified before.")
     success_rate: float = Field(ge=0, le=1, description="Successes / correctly classified.")
     robust_accuracy: float = Field(ge=0, le=1, description="Correct and not fooled / samples.")
+    robust_accuracy_interval: tuple[float, float] | None = _interval_field()
     median_perturbation: float | None = Field(
         None, description="Median size of successful perturbations (unit: perturbation_unit)."
     )
     mean_perturbation: float | None = Field(None, description="Mean size, same unit.")
     seconds: float = Field(ge=0, description="Wall time of this attack run.")
+
+    @model_validator(mode="after")
+    def _with_interval(self) -> AttackPoint:
+        if self.robust_accuracy_interval is None and self.samples:
+            self.robust_accuracy_interval = accuracy_interval(self.robust_accuracy, self.samples)
+        return self
 
 
 class AttackSummary(_Section):
@@ -85,16 +98,29 @@ class WorstCase(_Section):
     robust_accuracy: float = Field(
         ge=0, le=1, description="Correct and fooled by no attack / samples: the worst case."
     )
+    robust_accuracy_interval: tuple[float, float] | None = _interval_field()
     min_mean_robust_accuracy: float = Field(
         ge=0, le=1, description="The minimum over attacks of each one's robust accuracy, here."
     )
     min_mean_attack: str = Field(description="The attack with that minimum.")
 
+    @model_validator(mode="after")
+    def _with_interval(self) -> WorstCase:
+        if self.robust_accuracy_interval is None:
+            self.robust_accuracy_interval = accuracy_interval(self.robust_accuracy, self.samples)
+        return self
+
 
 class ModelRobustness(_Section):
     """Everything measured on one model."""
 
-    clean_accuracy: float = Field(ge=0, le=1, description="On the attacked samples.")
+    clean_accuracy: float = Field(
+        ge=0,
+        le=1,
+        description="On the attacked samples (the evaluation's samples), not the whole test "
+        "split: the report's models.*.clean_accuracy is the test split's.",
+    )
+    clean_accuracy_interval: tuple[float, float] | None = _interval_field()
     mean_abs_logit: float = Field(ge=0)
     gradient: GradientAmplitude
     attacks: list[AttackSummary] = Field(default_factory=list)
@@ -130,6 +156,15 @@ class Evaluation(_Section):
     models: dict[str, ModelRobustness] = Field(description="'uploaded' and 'student'.")
     seconds: float = Field(ge=0)
 
+    @model_validator(mode="after")
+    def _with_intervals(self) -> Evaluation:
+        for model in self.models.values():
+            if model.clean_accuracy_interval is None:
+                model.clean_accuracy_interval = accuracy_interval(
+                    model.clean_accuracy, self.samples
+                )
+        return self
+
 
 class StrongestAttack(_Section):
     """At one budget, the attack leaving the lowest robust accuracy, for each model."""
@@ -138,13 +173,21 @@ class StrongestAttack(_Section):
     epsilon: float
     uploaded_attack: str
     uploaded_robust_accuracy: float
+    uploaded_robust_accuracy_interval: tuple[float, float] | None = Field(
+        None, description=INTERVAL_DESCRIPTION + " From the strongest attack's samples."
+    )
     student_attack: str
     student_robust_accuracy: float
+    student_robust_accuracy_interval: tuple[float, float] | None = Field(
+        None, description=INTERVAL_DESCRIPTION + " From the strongest attack's samples."
+    )
     gain: float = Field(description="Student minus uploaded robust accuracy (points / 100).")
     uploaded_worst_case: float | None = Field(
         None, description="The uploaded model's per-sample worst case over attacks here."
     )
+    uploaded_worst_case_interval: tuple[float, float] | None = _interval_field()
     student_worst_case: float | None = Field(None, description="The student's, likewise.")
+    student_worst_case_interval: tuple[float, float] | None = _interval_field()
     worst_case_samples: int | None = Field(
         None, description="Samples both worst cases are measured on."
     )
@@ -153,6 +196,51 @@ class StrongestAttack(_Section):
         description="AutoAttack components (APGD-CE, APGD-DLR/T, Square) that did not run here "
         "on both models; a gain counts as real only where none is missing.",
     )
+
+    @model_validator(mode="after")
+    def _with_intervals(self) -> StrongestAttack:
+        samples = self.worst_case_samples
+        if samples and self.uploaded_worst_case is not None:
+            self.uploaded_worst_case_interval = self.uploaded_worst_case_interval or (
+                accuracy_interval(self.uploaded_worst_case, samples)
+            )
+        if samples and self.student_worst_case is not None:
+            self.student_worst_case_interval = self.student_worst_case_interval or (
+                accuracy_interval(self.student_worst_case, samples)
+            )
+        return self
+
+    @property
+    def decisive_gain(self) -> float:
+        """The gain the verdict weighs: of the per-sample worst cases where both were measured
+        (what AutoAttack reports), else of the strongest single attacks."""
+        if self.uploaded_worst_case is not None and self.student_worst_case is not None:
+            return self.student_worst_case - self.uploaded_worst_case
+        return self.gain
+
+    @property
+    def student_decisive(self) -> float:
+        """The hardened model's robust accuracy the verdict weighs (its worst case where
+        measured, else the strongest attack's)."""
+        return decisive_accuracy(self.student_worst_case, self.student_robust_accuracy)
+
+
+def deciding_row(
+    label: str, strongest: list[StrongestAttack], gains: list[StrongestAttack]
+) -> StrongestAttack | None:
+    """The budget that decides a verdict, which its headline and the report's summary quote.
+
+    ``real gain``: the budget of the largest gain that counted. Otherwise (``masked``, ``no
+    measurable gain``, or a gain proven by a certificate rather than by attacks): the budget where
+    the hardened model's robust accuracy is lowest, since that is where attacks that see through
+    masking still win most clearly; L-inf first (the norm AutoAttack's components attack, the only
+    one where a gain can count), the larger budget on a tie (the threat model's standard one, e.g.
+    MNIST's 0.3). Never the budget with the largest apparent gain: that is what masking fakes.
+    """
+    if label == "real gain" and gains:
+        return max(gains, key=lambda row: row.decisive_gain)
+    pool = [row for row in strongest if row.norm == "linf"] or strongest
+    return min(pool, key=lambda row: (row.student_decisive, -row.epsilon), default=None)
 
 
 class MaskingSign(_Section):
@@ -177,3 +265,16 @@ class Verdict(_Section):
     paper_attacks_gain: bool = Field(
         description="Whether the paper's attacks (JSMA on softmax, FGSM on CE) show a big gain."
     )
+    deciding: StrongestAttack | None = Field(
+        None,
+        description="The budget that decides the label and that the headline quotes "
+        "(core.audit.schema.deciding_row): 'real gain', the largest gain that counted; "
+        "otherwise the L-inf budget where the hardened model's robust accuracy is lowest. "
+        "Filled in when read, if missing.",
+    )
+
+    @model_validator(mode="after")
+    def _with_deciding(self) -> Verdict:
+        if self.deciding is None:
+            self.deciding = deciding_row(self.label, self.strongest, self.gains)
+        return self

@@ -30,9 +30,12 @@ from core.audit.schema import (
     StrongestAttack,
     Verdict,
     WorstCase,
+    deciding_row,
 )
 from core.contract.certification import Certification
 from core.contract.corruptions import CorruptionRobustness
+from core.report.formatting import budget_text
+from core.report.intervals import accuracy_interval
 
 GAIN_THRESHOLD = 0.05  # robust accuracy gain (5 points) that counts as real at one budget
 # A gain must also exceed sampling noise: 1.96 standard errors of the difference of two
@@ -67,14 +70,6 @@ def noise_margin(
     return NOISE_Z * math.sqrt(p_up * (1 - p_up) / n_up + p_st * (1 - p_st) / n_st)
 
 
-def decisive_gain(row: StrongestAttack) -> float:
-    """The gain the verdict weighs: of the per-sample worst cases where both were measured (what
-    AutoAttack reports), else of the strongest single attacks."""
-    if row.uploaded_worst_case is not None and row.student_worst_case is not None:
-        return row.student_worst_case - row.uploaded_worst_case
-    return row.gain
-
-
 def _worst_at(model: ModelRobustness, norm: str, epsilon: float) -> WorstCase | None:
     return next(
         (w for w in model.worst_case if w.norm == norm and abs(w.epsilon - epsilon) < 1e-12), None
@@ -94,16 +89,19 @@ def _strong_attack_run(
     )
 
 
-def _strongest_for(model: ModelRobustness, norm: str, epsilon: float) -> tuple[str, float] | None:
+def _strongest_for(
+    model: ModelRobustness, norm: str, epsilon: float
+) -> tuple[str, float, tuple[float, float]] | None:
+    """The attack leaving the lowest robust accuracy here, that accuracy and its interval."""
     found = [
-        (ra, a.attack)
+        (point.robust_accuracy, a.attack, point.samples)
         for a in model.attacks
-        if a.norm == norm and (ra := robust_at(a, epsilon)) is not None
+        if a.norm == norm and (point := point_at(a, epsilon)) is not None
     ]
     if not found:
         return None
-    ra, name = min(found)
-    return name, ra
+    ra, name, samples = min(found)
+    return name, ra, accuracy_interval(ra, samples)
 
 
 def strongest_attacks(evaluation: Evaluation) -> list[StrongestAttack]:
@@ -127,8 +125,10 @@ def strongest_attacks(evaluation: Evaluation) -> list[StrongestAttack]:
                     epsilon=epsilon,
                     uploaded_attack=up[0],
                     uploaded_robust_accuracy=up[1],
+                    uploaded_robust_accuracy_interval=up[2],
                     student_attack=st[0],
                     student_robust_accuracy=st[1],
+                    student_robust_accuracy_interval=st[2],
                     gain=st[1] - up[1],
                     uploaded_worst_case=worst_up.robust_accuracy if both and worst_up else None,
                     student_worst_case=worst_st.robust_accuracy if both and worst_st else None,
@@ -171,10 +171,10 @@ def _strongest_sentence(row: StrongestAttack, up_title: str, st_title: str) -> s
     if row.uploaded_worst_case is not None and row.student_worst_case is not None:
         worst = (
             f" Per-sample worst case over every attack: {pct(row.uploaded_worst_case)} and "
-            f"{pct(row.student_worst_case)}, a change of {100 * decisive_gain(row):+.0f} points."
+            f"{pct(row.student_worst_case)}, a change of {100 * row.decisive_gain:+.0f} points."
         )
     return (
-        f"Strongest attack at {_norm_name(row.norm)} ε={row.epsilon:g}: uploaded model "
+        f"Strongest attack at {budget_text(row.norm, row.epsilon)}: uploaded model "
         f"{pct(row.uploaded_robust_accuracy)} robust accuracy ({up_title}), hardened model "
         f"{pct(row.student_robust_accuracy)} ({st_title}), a change of "
         f"{100 * row.gain:+.0f} points." + worst
@@ -188,8 +188,8 @@ def _unverified_sentence(row: StrongestAttack) -> str:
         if attack.sees_through_masking and attack.norm == row.norm
     )
     return (
-        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the hardened model keeps "
-        f"{100 * decisive_gain(row):.0f} more points of robust accuracy, but only attacks that "
+        f"At {budget_text(row.norm, row.epsilon)} the hardened model keeps "
+        f"{100 * row.decisive_gain:.0f} more points of robust accuracy, but only attacks that "
         "follow the softmax or cross-entropy ran there; those are the attacks gradient masking "
         f"defeats, so this is not counted as a gain. Add one of {strong} to the evaluation's "
         "attacks to measure it."
@@ -198,23 +198,23 @@ def _unverified_sentence(row: StrongestAttack) -> str:
 
 def _noisy_sentence(row: StrongestAttack, margin: float) -> str:
     return (
-        f"At {_norm_name(row.norm)} ε={row.epsilon:g} the hardened model keeps "
-        f"{100 * decisive_gain(row):.0f} more points of robust accuracy, within the sampling "
+        f"At {budget_text(row.norm, row.epsilon)} the hardened model keeps "
+        f"{100 * row.decisive_gain:.0f} more points of robust accuracy, within the sampling "
         f"noise of the attacked samples (±{100 * margin:.0f} points at 95%): not counted as a "
         "gain. Attack more samples to tell."
     )
 
 
 def _not_autoattack_sentence(row: StrongestAttack) -> str:
-    where = f"At {_norm_name(row.norm)} ε={row.epsilon:g}"
+    where = f"At {budget_text(row.norm, row.epsilon)}"
     if row.norm != "linf":
         return (
-            f"{where} the hardened model keeps {100 * decisive_gain(row):.0f} more points of "
+            f"{where} the hardened model keeps {100 * row.decisive_gain:.0f} more points of "
             "robust accuracy, but AutoAttack's components attack L-inf only in this audit: an "
             "L2 gain is shown, not counted as real."
         )
     return (
-        f"{where} the hardened model keeps {100 * decisive_gain(row):.0f} more points of robust "
+        f"{where} the hardened model keeps {100 * row.decisive_gain:.0f} more points of robust "
         f"accuracy, but {' and '.join(row.autoattack_missing)} of AutoAttack did not run there "
         "on both models: not counted as a gain until an AutoAttack-strength evaluation agrees. "
         "Run the evaluation with preset 'autoattack' (or add apgd_ce, apgd_t and square to its "
@@ -222,7 +222,18 @@ def _not_autoattack_sentence(row: StrongestAttack) -> str:
     )
 
 
-def _masked_headline(method: str | None, best_gain: StrongestAttack | None) -> str:
+def _decisive_pair(row: StrongestAttack) -> str:
+    """Both models' robust accuracy as the verdict weighs it at one budget, in words."""
+    both_worst = row.uploaded_worst_case is not None and row.student_worst_case is not None
+    uploaded = row.uploaded_worst_case if both_worst else row.uploaded_robust_accuracy
+    what = "worst case over every attack" if both_worst else "strongest attack"
+    return (
+        f"{pct(row.student_decisive)} robust accuracy for the hardened model vs "
+        f"{pct(uploaded or 0.0)} for the uploaded model, {what}"
+    )
+
+
+def _masked_headline(method: str | None, deciding: StrongestAttack | None) -> str:
     # Name the method only when the evaluation knows it: any method may mask gradients.
     opening = (
         f"Masked: {method} hides the hardened model's gradients instead of removing adversarial "
@@ -232,11 +243,9 @@ def _masked_headline(method: str | None, best_gain: StrongestAttack | None) -> s
         "not removed."
     )
     strongest = "."
-    if best_gain is not None:
+    if deciding is not None:
         strongest = (
-            f" (strongest attack at {_norm_name(best_gain.norm)} ε={best_gain.epsilon:g}: "
-            f"{pct(best_gain.student_robust_accuracy)} robust accuracy for the hardened model vs "
-            f"{pct(best_gain.uploaded_robust_accuracy)} for the uploaded model)."
+            f" (at {budget_text(deciding.norm, deciding.epsilon)}: {_decisive_pair(deciding)})."
         )
     return opening + " Attacks that see through the masking still fool it" + strongest
 
@@ -255,11 +264,11 @@ def decide(evaluation: Evaluation) -> Verdict:
     # A gain counts only where an attack that sees through masking was run (a gain under the
     # softmax/cross-entropy attacks alone is what masking fakes), where AutoAttack's components
     # agree, and beyond sampling noise.
-    candidates = [row for row in strongest if decisive_gain(row) >= GAIN_THRESHOLD]
+    candidates = [row for row in strongest if row.decisive_gain >= GAIN_THRESHOLD]
     unverified = [r for r in candidates if not _strong_attack_run(r.norm, r.epsilon, up, st)]
     not_autoattack = [r for r in candidates if r not in unverified and r.autoattack_missing]
     checked = [r for r in candidates if r not in unverified and r not in not_autoattack]
-    noisy = [r for r in checked if decisive_gain(r) < noise_margin(r, up, st)]
+    noisy = [r for r in checked if r.decisive_gain < noise_margin(r, up, st)]
     gains = [r for r in checked if r not in noisy]
     paper = paper_gain(up, st)
     signs = masking_signs(evaluation, up, st, strongest)
@@ -269,22 +278,28 @@ def decide(evaluation: Evaluation) -> Verdict:
         _strongest_sentence(r, titles[r.uploaded_attack], titles[r.student_attack])
         for r in strongest
     ]
-    best_gain = max(strongest, key=lambda r: r.gain, default=None)
-    if gains and not detected:
-        top = max(gains, key=decisive_gain)
-        label = "real gain"
+    label = (
+        "real gain"
+        if gains and not detected
+        else "masked"
+        if gains or detected or paper
+        else "no measurable gain"
+    )
+    deciding = deciding_row(label, strongest, gains)
+    if label == "real gain":
+        top = deciding
+        assert top is not None  # a real gain has a budget
         made_by = f" ({evaluation.method})" if evaluation.method else ""
         headline = (
             f"Real gain: under AutoAttack's attacks and every other attack tried, the hardened "
-            f"model{made_by} keeps {100 * decisive_gain(top):.0f} more points of robust accuracy "
-            f"at {_norm_name(top.norm)} ε={top.epsilon:g} (strongest: "
+            f"model{made_by} keeps {100 * top.decisive_gain:.0f} more points of robust accuracy "
+            f"at {budget_text(top.norm, top.epsilon)} (strongest: "
             f"{titles[top.student_attack]}), and no sign of gradient masking was found. "
             "Stronger, adaptive attacks may still lower it."
         )
         evidence = strongest_text + paper
-    elif gains or detected or paper:
-        label = "masked"
-        headline = _masked_headline(evaluation.method, best_gain)
+    elif label == "masked":
+        headline = _masked_headline(evaluation.method, deciding)
         evidence = paper + [s.evidence for s in detected] + strongest_text
         if gains:
             evidence.append(
@@ -292,12 +307,17 @@ def decide(evaluation: Evaluation) -> Verdict:
                 "above mean the attacks are not reliable on this model, so the gain is not trusted."
             )
     else:
-        label = "no measurable gain"
+        at = (
+            ""
+            if deciding is None
+            else f" (at {budget_text(deciding.norm, deciding.epsilon)}: {_decisive_pair(deciding)})"
+        )
         headline = (
             "No measurable gain: against the strongest attack at every budget, the hardened "
             f"model's robust accuracy is below the uploaded model's, less than "
             f"{100 * GAIN_THRESHOLD:.0f} points above it, or above it only within sampling noise, "
-            "under attacks that masking defeats, or without AutoAttack's attacks to confirm it."
+            "under attacks that masking defeats, or without AutoAttack's attacks to confirm "
+            f"it{at}."
         )
         evidence = strongest_text
     evidence += [_not_autoattack_sentence(r) for r in not_autoattack]
@@ -307,6 +327,7 @@ def decide(evaluation: Evaluation) -> Verdict:
     return Verdict(
         label=label,  # type: ignore[arg-type]
         headline=headline,
+        deciding=deciding,
         evidence=evidence,
         gains=gains,
         strongest=strongest,

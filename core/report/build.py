@@ -11,6 +11,7 @@ import platform
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from core.audit.schema import Evaluation, Verdict
@@ -22,7 +23,9 @@ from core.intake.upload import LoadedModel
 from core.modules import logits_of
 from core.names import MODEL_ONNX
 from core.plan import RunPlan
+from core.report.intervals import wilson_interval
 from core.report.schema import (
+    ClassAccuracy,
     DatasetSplit,
     ExportSummary,
     MethodComparison,
@@ -43,12 +46,26 @@ def software_versions() -> dict[str, str]:
 
 
 def model_summary(module: nn.Module, inputs: Tensor, labels: Tensor) -> ModelSummary:
-    """Clean accuracy and mean |logit| of ``module`` on the test split."""
+    """Clean accuracy (overall and per class, with 95% intervals) and mean |logit| of ``module``
+    on the test split."""
     logits = logits_of(module, inputs)
+    right = logits.argmax(dim=1) == labels
+    classes = logits.shape[1]
+    samples = torch.bincount(labels, minlength=classes).tolist()
+    correct = torch.bincount(labels[right], minlength=classes).tolist()
     return ModelSummary(
-        clean_accuracy=float((logits.argmax(dim=1) == labels).float().mean()),
+        clean_accuracy=float(right.float().mean()),
         mean_abs_logit=float(logits.abs().mean()),
         test_samples=int(len(labels)),
+        per_class=[
+            ClassAccuracy(
+                label=label,
+                samples=count,
+                accuracy=hits / count if count else 0.0,
+                interval=wilson_interval(hits, count),
+            )
+            for label, (count, hits) in enumerate(zip(samples, correct, strict=True))
+        ],
     )
 
 

@@ -20,10 +20,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.report.intervals import wilson_interval
+
 # The --fail-on gate that reads this section (cli/gate.py: regression=POINTS); SARIF files its
 # trips under rule HARDEN003 (core.report.sarif).
 REGRESSION_GATE = "regression"
-Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95%
 INTERVAL_METHOD = "Newcombe (1998) hybrid score interval for paired proportions, method 10, 95%"
 
 
@@ -122,14 +123,6 @@ def row_name(row: ComparisonRow) -> str:
     return "clean" if row.kind == "clean" else f"{row.norm} {row.epsilon:g}"
 
 
-def _wilson(successes: int, n: int) -> tuple[float, float]:
-    p = successes / n
-    denominator = 1 + Z_95**2 / n
-    centre = (p + Z_95**2 / (2 * n)) / denominator
-    half = Z_95 * math.sqrt(p * (1 - p) / n + Z_95**2 / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def paired_difference_interval(new: list[bool], baseline: list[bool]) -> tuple[float, float]:
     """Newcombe's method 10 interval (95%) for mean(new) - mean(baseline), paired per sample."""
     n = len(new)
@@ -138,8 +131,8 @@ def paired_difference_interval(new: list[bool], baseline: list[bool]) -> tuple[f
     base_only = sum(b and not a for a, b in zip(new, baseline, strict=True))
     neither = n - both - new_only - base_only
     p1, p2 = (both + new_only) / n, (both + base_only) / n
-    l1, u1 = _wilson(both + new_only, n)
-    l2, u2 = _wilson(both + base_only, n)
+    l1, u1 = wilson_interval(both + new_only, n)
+    l2, u2 = wilson_interval(both + base_only, n)
     margins = (both + new_only) * (base_only + neither) * (both + base_only) * (new_only + neither)
     phi = (both * neither - new_only * base_only) / math.sqrt(margins) if margins else 0.0
     difference = p1 - p2

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from core.audit.schema import Evaluation, Verdict
 from core.contract.certification import Certification
@@ -19,6 +19,9 @@ from core.contract.corruptions import CorruptionRobustness
 from core.contract.methods import CATALOGUE, with_sections
 from core.contract.spec import FLAT_DISTILLATION_FIELDS
 from core.report.comparison import ComparisonToBaseline
+from core.report.intervals import INTERVAL_DESCRIPTION, INTERVAL_METHOD, accuracy_interval
+from core.report.next_step import NextStep, next_step
+from core.report.overview import Measured, ReportSummary, RobustSummary, WhatRan
 from core.report.summary import CertifiedAt as SummaryCertifiedAt
 from core.report.summary import (
     CleanAccuracy,
@@ -53,7 +56,12 @@ from core.report.summary import (
 #      ``training`` where 1.x said ``student``. New: certification (randomized smoothing's
 #      certificates of both models, stage ``certify``) and the sections methods declare in the
 #      catalogue (randomized_smoothing's ``smoothing``).
-REPORT_VERSION = "2.0"
+# 2.1: additive: summary (what report.html shows first: the verdict, clean accuracy on the test
+#      split, robust accuracy at the deciding budget, what ran, how long, the next step; derived,
+#      written on every dump), verdict.deciding, a 95% Wilson interval beside every accuracy
+#      (models.*.clean_accuracy_interval, evaluation's points, worst cases and strongest rows),
+#      models.*.per_class. A 2.0 report reads as 2.1 with them filled in.
+REPORT_VERSION = "2.1"
 
 
 class _Section(BaseModel):
@@ -63,12 +71,40 @@ class _Section(BaseModel):
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
+class ClassAccuracy(_Section):
+    """One class's clean accuracy on the test split."""
+
+    label: int = Field(ge=0, description="The class index (input.dataset.class_names names it).")
+    samples: int = Field(ge=0, description="Test images of this class.")
+    accuracy: float = Field(ge=0, le=1, description="Of them, the share classified right.")
+    interval: tuple[float, float] = Field(description=INTERVAL_DESCRIPTION)
+
+
 class ModelSummary(_Section):
     """One model's clean behaviour on the held-out test split."""
 
-    clean_accuracy: float = Field(ge=0, le=1)
+    clean_accuracy: float = Field(
+        ge=0,
+        le=1,
+        description="On the whole held-out test split (test_samples images), without attack. "
+        "The evaluation's clean_accuracy is on its attacked samples only.",
+    )
+    clean_accuracy_interval: tuple[float, float] | None = Field(
+        None, description=INTERVAL_DESCRIPTION + " Filled in when read, if missing."
+    )
     mean_abs_logit: float = Field(ge=0)
     test_samples: int = Field(ge=1)
+    per_class: list[ClassAccuracy] = Field(
+        default_factory=list,
+        description="Clean accuracy per class on the test split, by class index (empty in "
+        "reports before 2.1).",
+    )
+
+    @model_validator(mode="after")
+    def _with_interval(self) -> ModelSummary:
+        if self.clean_accuracy_interval is None:
+            self.clean_accuracy_interval = accuracy_interval(self.clean_accuracy, self.test_samples)
+        return self
 
 
 class DatasetSplit(_Section):
@@ -312,6 +348,99 @@ class Report(_Section):
         "the same way, for a side-by-side comparison (their models are not exported).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_fields_are_not_read(cls, data: Any) -> Any:
+        """``summary`` is derived from the rest on every dump: a stored one is dropped."""
+        if isinstance(data, dict) and "summary" in data:
+            data = {key: value for key, value in data.items() if key != "summary"}
+        return data
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="What report.html shows first, derived from the fields below on every dump "
+        f"(core/report/overview.py); intervals: {INTERVAL_METHOD}."
+    )
+    @property
+    def summary(self) -> ReportSummary:
+        """The verdict, the test split's clean accuracy, robust accuracy at the deciding budget,
+        what ran, how long, and the next step."""
+        verdict, evaluation = self.verdict, self.evaluation
+        return ReportSummary(
+            verdict=verdict.label if verdict else None,
+            headline=verdict.headline if verdict else None,
+            clean_accuracy={
+                role: Measured(
+                    accuracy=model.clean_accuracy,
+                    samples=model.test_samples,
+                    interval=model.clean_accuracy_interval,
+                )
+                for role in ("uploaded", "student")
+                if (model := self.models.get(role)) is not None
+            },
+            robust=self._robust_summary(),
+            ran=WhatRan(
+                method=self.method,
+                method_title=self.method_title or self.method,
+                compared=[other.method for other in self.comparison],
+                preset=evaluation.preset if evaluation else None,
+                attacks=(
+                    [a.attack for a in evaluation.models["student"].attacks]
+                    if evaluation and "student" in evaluation.models
+                    else []
+                ),
+                threat_model=evaluation.threat_model if evaluation else None,
+                dataset=str((self.input.get("dataset") or {}).get("reference", "")),
+            ),
+            duration_s=sum(self.timings_s.values()),
+            next_step=self.next_step(),
+        )
+
+    def _robust_summary(self) -> RobustSummary | None:
+        row = self.verdict.deciding if self.verdict else None
+        if row is None:
+            return None
+        worst = bool(row.worst_case_samples) and row.uploaded_worst_case is not None
+        samples = row.worst_case_samples if worst else None
+        samples = samples or (self.evaluation.samples if self.evaluation else 0)
+        pairs = (
+            [
+                (row.uploaded_worst_case, row.uploaded_worst_case_interval),
+                (row.student_worst_case, row.student_worst_case_interval),
+            ]
+            if worst
+            else [
+                (row.uploaded_robust_accuracy, row.uploaded_robust_accuracy_interval),
+                (row.student_robust_accuracy, row.student_robust_accuracy_interval),
+            ]
+        )
+        uploaded, student = (
+            Measured(accuracy=accuracy or 0.0, samples=samples, interval=interval)
+            for accuracy, interval in pairs
+        )
+        return RobustSummary(
+            norm=row.norm,
+            epsilon=row.epsilon,
+            measure="worst case" if worst else "strongest attack",
+            uploaded=uploaded,
+            student=student,
+        )
+
+    def next_step(self) -> NextStep:
+        """What to do after this report (core/report/next_step.py)."""
+        robust = self._robust_summary()
+        gate = None
+        if robust is not None and robust.student.interval is not None:
+            gate = (robust.norm, robust.epsilon, robust.student.interval[0])
+        return next_step(
+            self.verdict.label if self.verdict else None,
+            untrained_upload=self.untrained_upload,
+            method=self.method,
+            spec=self.spec,
+            model_file=str((self.input.get("model") or {}).get("file", "model")),
+            dataset=str((self.input.get("dataset") or {}).get("reference", "")),
+            gate=gate,
+        )
+
     def verdict_summary(self) -> VerdictSummary | None:
         """The verdict on model.onnx in a few numbers (the job resource's ``verdict``); None
         when the run was not audited."""
@@ -342,6 +471,7 @@ class Report(_Section):
             baseline=self.comparison_to_baseline,
             corruptions=self._corruption_summary(),
             untrained_upload=self.untrained_upload,
+            next_step=self.next_step(),
         )
 
     @property
@@ -439,8 +569,10 @@ def read_report(data: dict[str, Any]) -> Report:
 
 
 def report_json_schema() -> dict[str, Any]:
-    """The JSON Schema of ``report.json`` (committed as ``schemas/report.schema.json``)."""
-    return Report.model_json_schema()
+    """The JSON Schema of ``report.json`` as written (committed as
+    ``schemas/report.schema.json``): the serialization schema, which holds the derived
+    ``summary``."""
+    return Report.model_json_schema(mode="serialization")
 
 
 if __name__ == "__main__":

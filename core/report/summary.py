@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.names import VerdictLabel
 from core.report.comparison import ComparisonToBaseline
+from core.report.next_step import NextStep
 
 # An upload within this share of the way from chance to perfect accuracy (or within three
 # standard errors of chance) is treated as untrained: every robustness number of it is noise.
@@ -28,6 +29,15 @@ def near_chance(accuracy: float, num_classes: int, samples: int) -> bool:
     chance = 1.0 / num_classes
     noise = 3 * math.sqrt(chance * (1 - chance) / max(samples, 1))
     return accuracy <= chance + max(UNTRAINED_MARGIN * (1 - chance), noise)
+
+
+def decisive_accuracy(worst_case: float | None, strongest_attack: float) -> float:
+    """A model's robust accuracy as the verdict weighs it at one budget: its per-sample worst case
+    over the attacks where measured (never above the strongest single attack's), else the
+    strongest attack's."""
+    if worst_case is not None:
+        return min(worst_case, strongest_attack)
+    return strongest_attack
 
 
 class _Strict(BaseModel):
@@ -72,11 +82,8 @@ class RobustAt(_Strict):
 
     @property
     def student_decisive(self) -> float:
-        """The hardened model's robust accuracy the verdict weighs: its per-sample worst case
-        where measured (never above the strongest single attack), else the strongest attack's."""
-        if self.student_worst_case is not None:
-            return min(self.student_worst_case, self.student_robust_accuracy)
-        return self.student_robust_accuracy
+        """The hardened model's robust accuracy the verdict weighs (:func:`decisive_accuracy`)."""
+        return decisive_accuracy(self.student_worst_case, self.student_robust_accuracy)
 
 
 class CertifiedAt(_Strict):
@@ -175,4 +182,9 @@ class VerdictSummary(_Strict):
         None,
         description="Both models under common corruptions and what hardening cost there; null "
         "when the job did not measure it.",
+    )
+    next_step: NextStep | None = Field(
+        None,
+        description="What to do next, chosen by the verdict, with the `harden run` command "
+        "(the report's summary.next_step).",
     )

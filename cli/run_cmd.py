@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -12,9 +13,19 @@ from pydantic import ValidationError
 
 from cli.gate import EXIT_CODES_HELP
 from cli.run_options import FIXED, build_spec, command_signature
+from cli.service_client import duration
+from core.contract.job_plan import JobPlan, job_plan
 
 if TYPE_CHECKING:
     from core.pipeline import RunResult  # torch: imported only for type checking here
+
+
+# What each stage counts, where it is not training steps (core.audit: attack steps, one pass of
+# one model on one sample; certified images; corruption and severity pairs).
+STAGE_UNITS = {
+    "load": "part", "export": "part", "report": "part", "evaluate": "attack step",
+    "certify": "image", "corruptions": "cell",
+}  # fmt: skip
 
 
 def bar_interval_s() -> float:
@@ -24,11 +35,28 @@ def bar_interval_s() -> float:
 
 
 class _StageBars:
-    """One tqdm bar per pipeline stage, on stderr; the pipeline's ``on_progress`` callback."""
+    """One tqdm bar per pipeline stage, on stderr; the pipeline's ``on_progress`` callback.
 
-    def __init__(self) -> None:
+    A bar counts its stage's real units (training steps, attack steps, images) and takes a total
+    that changes: a training that stops at convergence corrects its estimate every epoch. With
+    the job's ``plan`` each bar also shows the whole job's ETA at the pace measured so far (the
+    service's eta_s, from the same core.contract.job_plan)."""
+
+    def __init__(
+        self, plan: JobPlan | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.stage: str | None = None
         self.bar: Any = None
+        self.plan = plan
+        self._clock = clock
+        self._started = clock()
+
+    def eta_s(self, stage: str, done: int, total: int) -> float | None:
+        """Seconds until the job ends at its pace so far; None without a plan or a pace yet."""
+        if self.plan is None:
+            return None
+        fraction = done / total if total > 0 else 0.0
+        return self.plan.remaining_s(stage, fraction, self._clock() - self._started)
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
@@ -39,12 +67,15 @@ class _StageBars:
             self.bar = tqdm(
                 total=total,
                 desc=f"{stage:<11}",
-                unit="step",
+                unit=STAGE_UNITS.get(stage, "step"),
                 leave=True,
                 mininterval=bar_interval_s(),
             )
         if self.bar.total != total:
             self.bar.total = total
+        eta = self.eta_s(stage, done, total)
+        if eta is not None:
+            self.bar.set_postfix_str(f"job ETA {duration(eta)}", refresh=False)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -166,7 +197,7 @@ def run_command(**kwargs: Any) -> None:
 
     from core.pipeline import run  # imported late: torch loads only when a run really starts
 
-    bars = _StageBars()
+    bars = _StageBars(job_plan(spec))
     started = time.monotonic()
     try:
         result = run(

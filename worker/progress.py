@@ -9,13 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from core.contract.job_plan import overall_progress
 from core.contract.methods import Stage
 
 
 class ProgressReporter:
     """``on_progress(stage, done, total)`` (a :data:`core.names.ProgressFn`) -> overall 0..1
     progress written to the store, over the job's ``stages`` and their weights (the hardening
-    method declares its own: core.contract.methods.job_stages)."""
+    method declares its own: core.contract.job_plan.progress_stages, which the job's ETA reads
+    the stage's own fraction back with)."""
 
     def __init__(
         self,
@@ -28,19 +30,16 @@ class ProgressReporter:
         self._write = write
         self._interval = interval_s
         self._clock = clock
-        self._stages = [s.name for s in stages]
-        self._weights = {s.name: s.weight for s in stages}
-        self._total = sum(self._weights.values())
+        self._stages = tuple(stages)
         self._last_time = -float("inf")
         self._last_stage: str | None = None
         self.progress = 0.0
 
     def overall(self, stage: str, done: int, total: int) -> float:
-        if stage not in self._stages:
-            return self.progress
-        before = sum(self._weights[s] for s in self._stages[: self._stages.index(stage)])
         fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
-        return (before + self._weights[stage] * fraction) / self._total
+        # The formula the ETA reads the stage's fraction back with (core.contract.job_plan).
+        progress = overall_progress(self._stages, stage, fraction)
+        return self.progress if progress is None else progress
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         # Progress never goes backwards, even if a stage reports out of order.

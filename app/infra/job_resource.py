@@ -8,10 +8,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from app.infra.db import Job, JobState, utcnow
+from core.contract.job_plan import ETA_MIN_SECONDS, job_plan, progress_stages, stage_fraction
 from core.contract.methods import stage_names
+from core.contract.spec import HardenSpec
 from core.names import (
     ARTIFACT_NAMES,
     MODEL_CARD,
@@ -117,9 +119,11 @@ class JobOut(BaseModel):
     progress: float = Field(ge=0, le=1, description="Overall progress, 0..1.")
     eta_s: int | None = Field(
         None,
-        description="Seconds until the job is done at its pace so far (time running x (1 - "
-        "progress) / progress; the stages' shares of a job are estimates, so it is corrected as "
-        "the job goes); null while queued, before 1% or 5 s, and once it ended.",
+        description="Seconds until the job is done at its measured pace: the time running x "
+        "the work left / the work done, each stage's work priced from the spec in sample passes "
+        "(training steps x batch size, attack steps, forward passes: core/contract/job_plan.py) "
+        "and the running stage's share from its own progress; corrected as the job goes. Null "
+        "while queued or loading, before 5 s, and once the job ended.",
     )
     created_at: datetime = Field(description="When the job was submitted (UTC).")
     started_at: datetime | None = Field(
@@ -163,19 +167,33 @@ class JobOut(BaseModel):
     )
 
 
-# Before this much progress or time, a pace says nothing yet (the load stage alone is ~2%).
+# Before this much progress or time, a pace says nothing yet (core.contract.job_plan: nor while
+# loading).
 ETA_MIN_PROGRESS = 0.01
-ETA_MIN_SECONDS = 5.0
 
 
 def eta_seconds(job: Job, now: datetime) -> int | None:
-    """The seconds a running job still needs at its measured pace, or None (see JobOut.eta_s)."""
+    """The seconds a running job still needs at its measured pace, or None (see JobOut.eta_s).
+
+    The job's plan (core.contract.job_plan) prices every stage in sample passes, from its spec;
+    the stage running and its fraction done are read back from the stored progress. The ETA is
+    the time running x the planned work left / the planned work done: the throughput measured so
+    far (whatever the machine, the model and the load) applied to what is left. A spec that no
+    longer validates (an older version's) falls back to the overall progress's own pace."""
     if job.state != JobState.running or job.started_at is None:
         return None
     elapsed = (now - job.started_at).total_seconds()
-    if job.progress < ETA_MIN_PROGRESS or elapsed < ETA_MIN_SECONDS:
+    if job.progress < ETA_MIN_PROGRESS or elapsed < ETA_MIN_SECONDS or job.stage is None:
         return None
-    return round(elapsed * (1 - job.progress) / job.progress)
+    try:
+        spec = HardenSpec.model_validate(job.spec)
+    except ValidationError:
+        return round(elapsed * (1 - job.progress) / job.progress)
+    fraction = stage_fraction(progress_stages(spec), job.stage, job.progress)
+    if fraction is None:
+        return None
+    remaining = job_plan(spec).remaining_s(job.stage, fraction, elapsed)
+    return None if remaining is None else round(remaining)
 
 
 def job_out(job: Job, now: datetime | None = None) -> JobOut:

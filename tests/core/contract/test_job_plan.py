@@ -1,0 +1,104 @@
+"""A job's plan: every stage it runs priced in sample passes, the stage fraction read back from
+the overall progress, and the ETA from the pace so far."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.contract.evaluation_cost import audit_steps
+from core.contract.job_plan import (
+    BUILTIN_SHAPES,
+    FIXED_SHARES,
+    job_plan,
+    overall_progress,
+    progress_stages,
+    stage_fraction,
+)
+from core.contract.methods import CATALOGUE
+from core.contract.spec import HardenSpec
+
+
+@pytest.mark.parametrize("method", list(CATALOGUE))
+@pytest.mark.parametrize("evaluation", [True, False])
+def test_the_plan_prices_every_stage_the_job_runs_in_its_order(method, evaluation):
+    spec = HardenSpec(
+        dataset="builtin:digits", method=method, evaluation={"enabled": evaluation},
+        corruptions={"enabled": False},
+    )  # fmt: skip
+    plan = job_plan(spec)
+    ran = [s.name for s in progress_stages(spec) if s.name != "corruptions"]
+    assert list(plan.work) == ran and all(work > 0 for work in plan.work.values())
+    total = sum(plan.work.values())
+    for name, share in FIXED_SHARES.items():
+        assert plan.work[name] / total == pytest.approx(share)
+
+
+def test_the_evaluation_is_the_audits_own_plan_and_grows_with_its_settings():
+    spec = HardenSpec(dataset="builtin:mnist")
+    shape = BUILTIN_SHAPES["builtin:mnist"]
+    ev = spec.for_input_shape(shape.input_shape).evaluation
+    assert job_plan(spec).work["evaluate"] == audit_steps(
+        ev, features=784, classes=10, test_samples=shape.test_samples
+    )
+    more = HardenSpec(dataset="builtin:mnist", evaluation={"pgd_steps": 80})
+    strong = HardenSpec(dataset="builtin:mnist", evaluation={"preset": "autoattack"})
+    assert job_plan(more).work["evaluate"] > job_plan(spec).work["evaluate"]
+    assert job_plan(strong).work["evaluate"] > 5 * job_plan(spec).work["evaluate"]
+
+
+def test_training_is_priced_by_its_passes():
+    # PGD training pays its attack's steps on every batch; more epochs cost more.
+    base = job_plan(HardenSpec(dataset="builtin:digits", method="adversarial"))
+    longer = job_plan(
+        HardenSpec(dataset="builtin:digits", method="adversarial", robust={"epochs": 40})
+    )
+    assert longer.work["training"] == pytest.approx(2 * base.work["training"])
+    steps = job_plan(
+        HardenSpec(dataset="builtin:digits", method="adversarial", robust={"steps": 20})
+    )
+    assert steps.work["training"] == pytest.approx(base.work["training"] * 21 / 11)
+    # A set student epoch count is planned as set; an auto one at its expectation.
+    ten = job_plan(HardenSpec(dataset="builtin:digits", distillation={"student_epochs": 10}))
+    twenty = job_plan(HardenSpec(dataset="builtin:digits", distillation={"student_epochs": 20}))
+    assert twenty.work["student"] > ten.work["student"] > 0
+
+
+@pytest.mark.parametrize("method", list(CATALOGUE))
+def test_a_stages_fraction_is_read_back_from_the_overall_progress(method):
+    stages = progress_stages(HardenSpec(dataset="builtin:digits", method=method))
+    for stage in stages:
+        for fraction in (0.0, 0.3, 0.75, 1.0):
+            progress = overall_progress(stages, stage.name, fraction)
+            assert progress is not None
+            assert stage_fraction(stages, stage.name, progress) == pytest.approx(fraction)
+    # Progress never goes back: at a later stage's start it may still hold the earlier one's end.
+    first, second = stages[1], stages[2]
+    held = overall_progress(stages, first.name, 1.0)
+    assert held is not None and stage_fraction(stages, second.name, held) == 0.0
+    assert stage_fraction(stages, "unknown", 0.5) is None
+
+
+def test_the_eta_is_the_pace_so_far_applied_to_the_work_left():
+    plan = job_plan(HardenSpec(dataset="builtin:digits"))
+    total = sum(plan.work.values())
+    done = plan.done("evaluate", 0.5)
+    assert done is not None and 0 < done < total
+    assert plan.remaining_s("evaluate", 0.5, 100.0) == pytest.approx(100.0 * (total - done) / done)
+    # Twice the time for the same work: twice the time left.
+    assert plan.remaining_s("evaluate", 0.5, 200.0) == pytest.approx(
+        2 * (plan.remaining_s("evaluate", 0.5, 100.0) or 0)
+    )
+    assert plan.remaining_s("report", 1.0, 100.0) == 0
+    assert plan.remaining_s("load", 1.0, 100.0) is None  # loading is no pace of the work
+    assert plan.remaining_s("evaluate", 0.5, 1.0) is None  # too early
+    assert plan.remaining_s("certify", 0.5, 100.0) is None  # a stage the job does not run
+
+
+@pytest.mark.parametrize("reference", sorted(BUILTIN_SHAPES))
+def test_builtin_shapes_are_the_loaded_datasets(reference):
+    from core.datasets.references import load_dataset
+
+    data = load_dataset(reference)
+    shape = BUILTIN_SHAPES[reference]
+    assert (len(data.y_train), len(data.y_test)) == (shape.train_samples, shape.test_samples)
+    assert (tuple(data.input_shape), data.num_classes) == (shape.input_shape, shape.classes)

@@ -39,8 +39,6 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 SUFFIX = ".safetensors"
-# What a checkpoint may be called (the worker checks the names the job's process sends).
-NAME_PATTERN = re.compile(r"^train-[0-9]{2,4}-[a-z_]{1,32}\.safetensors$")
 _STATE_KEY = "harden_checkpoint"
 
 

@@ -6,6 +6,7 @@ Torch-free, so the web process, the workers, the CLI and the core all read them 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Final, Literal
 
@@ -16,6 +17,10 @@ REPORT_HTML: Final = "report.html"
 REPORT_SARIF: Final = "report.sarif"  # the findings as SARIF 2.1.0 (core/report/sarif.py)
 MODEL_CARD: Final = "MODEL_CARD.md"  # a Hugging Face model card (core/report/model_card.py)
 ARTIFACT_NAMES: Final = (MODEL_ONNX, REPORT_JSON, REPORT_HTML, REPORT_SARIF, MODEL_CARD)
+
+# A checkpoint of a job's training (core/checkpoint.py): the only names the job's process may
+# hand the worker to store.
+CHECKPOINT_NAME: Final = re.compile(r"^train-[0-9]{2,4}-[a-z_]{1,32}\.safetensors$")
 
 BUILTIN_DATASETS: Final = ("builtin:mnist", "builtin:digits")
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from core.errors import HardenError, JobCancelledError
-from core.names import REPORT_JSON, CancelFn, ProgressFn
+from core.names import CHECKPOINT_NAME, REPORT_JSON, CancelFn, ProgressFn
 from core.report.schema import Report
 from core.stages import StageTime
 
@@ -66,6 +66,9 @@ class ModelCrashedError(HardenError):
 class Limits:
     stall_timeout_s: float
     memory_limit_bytes: int
+    # The largest checkpoint stored: weights, optimizer state (Adam: twice the weights) and
+    # a robust training's best weights are about four times the model.
+    checkpoint_bytes: int = 4 << 30
 
 
 @dataclass
@@ -86,6 +89,7 @@ class _Request:
     readable: tuple[Path, ...]
     memory_limit_bytes: int
     cpu_only: bool
+    checkpoints: bool = False  # the child announces each checkpoint it saved
 
 
 _context: Any = None
@@ -133,8 +137,13 @@ def run_contained(
     on_progress: ProgressFn,
     should_cancel: CancelFn,
     limits: Limits,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> ContainedResult:
     """``pipeline(*args, on_progress=..., should_cancel=..., **options)`` in a confined child.
+
+    ``on_checkpoint(path)``: each checkpoint the child saved (options' ``checkpoint_dir``, a
+    folder of ``work``), as a plain file of that folder with a checkpoint's name and at most
+    ``checkpoint_bytes``; the child's word for anything else ends the job.
 
     Raises what the pipeline raised (as a HardenError), JobCancelledError when
     ``should_cancel()`` turned true (the child killed), ModelTimeoutError, ModelMemoryError or
@@ -151,12 +160,14 @@ def run_contained(
         tuple(readable),
         limits.memory_limit_bytes,
         cpu_only=device is None or str(device).startswith("cpu"),
+        checkpoints=on_checkpoint is not None and options.get("checkpoint_dir") is not None,
     )
+    checkpoints = _CheckpointRelay(options.get("checkpoint_dir"), on_checkpoint, limits)
     child = context.Process(target=_child_main, args=(send, request), daemon=True)
     _start(child)
     send.close()
     try:
-        outcome = _supervise(child, receive, on_progress, should_cancel, limits)
+        outcome = _supervise(child, receive, on_progress, should_cancel, limits, checkpoints)
         return _result(outcome, limits, out_dir=Path(args[3]))
     finally:
         if child.is_alive():
@@ -185,12 +196,41 @@ def _kill(child: Any) -> None:
     child.join(5)
 
 
+@dataclass(frozen=True)
+class _CheckpointRelay:
+    """Hands the checkpoints the child announces to ``on_saved``, after checking each is what
+    the worker may store: a checkpoint's name, a plain file of the checkpoint folder (not a
+    link to another file the worker could read), within the size bound."""
+
+    folder: Path | None
+    on_saved: Callable[[Path], None] | None
+    limits: Limits
+
+    def __call__(self, child: Any, message: dict[str, Any]) -> None:
+        name = message.get("name")
+        if self.folder is None or self.on_saved is None:
+            return
+        path = Path(self.folder) / str(name)
+        if not isinstance(name, str) or not CHECKPOINT_NAME.match(name) or not _plain_file(path):
+            _kill(child)
+            raise ModelCrashedError(
+                f"the job's process announced a checkpoint {str(name)[:80]!r} that is not one",
+                hint="retry the job; if it fails again, report the job id to the operators",
+            )
+        size = path.stat().st_size
+        if size > self.limits.checkpoint_bytes:
+            log.warning("checkpoint %s of %d bytes is past the bound; not stored", name, size)
+            return
+        self.on_saved(path)
+
+
 def _supervise(
     child: Any,
     receive: Connection,
     on_progress: ProgressFn,
     should_cancel: CancelFn,
     limits: Limits,
+    checkpoints: _CheckpointRelay | None = None,
 ) -> dict[str, Any]:
     """The child's last message (its result or its error), after relaying its progress."""
     last_sign = time.monotonic()
@@ -216,6 +256,9 @@ def _supervise(
                     _kill(child)
                     raise _unreadable() from None
                 on_progress(stage, done, total)
+            elif message.get("kind") == "checkpoint":
+                if checkpoints is not None:
+                    checkpoints(child, message)
             else:
                 outcome = message
                 break
@@ -376,9 +419,16 @@ def _run_in_child(send: Connection, request: _Request) -> dict[str, Any]:
             last.update(time=now, stage=stage)
             _send(send, {"kind": "progress", "stage": stage, "done": done, "total": total})
 
+    options = dict(request.options)
+    if request.checkpoints:
+
+        def on_checkpoint(path: Path) -> None:
+            _send(send, {"kind": "checkpoint", "name": Path(path).name})
+
+        options["on_checkpoint"] = on_checkpoint
     try:
         result = request.pipeline(
-            *request.args, on_progress=progress, should_cancel=lambda: False, **request.options
+            *request.args, on_progress=progress, should_cancel=lambda: False, **options
         )
     except HardenError as exc:
         fields = {k: v for k, v in exc.fields.items() if _jsonable(v)}

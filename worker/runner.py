@@ -100,6 +100,7 @@ def run_job(
     if job.attempts >= settings.max_attempts:
         # Each earlier attempt died without recording an outcome (OOM, hard limit, lost node).
         store.mark_failed(job_id, worker_lost_error(job.attempts))
+        _delete_checkpoints(services, job_id)
         return JobState.failed
     attempt = store.mark_running(job_id, stale_before=stale_before)
     if attempt is None:
@@ -117,11 +118,87 @@ def run_job(
     )
     try:
         with heartbeat:
-            return _execute(services, job, attempt, heartbeat, work, pipeline)
+            state = _execute(services, job, attempt, heartbeat, work, pipeline)
+        if is_terminal(state):  # this attempt recorded the end: its checkpoints have served
+            _delete_checkpoints(services, job_id)
+        return state
     finally:
         shutil.rmtree(work, ignore_errors=True)
         with contextlib.suppress(OSError):  # another attempt's folder is not ours to remove
             job_dir.rmdir()
+
+
+def _delete_checkpoints(services: WorkerServices, job_id: str) -> None:
+    """Every checkpoint file of the job, each attempt's (a later attempt's checkpoint of the same
+    training replaced the earlier one in the job's row, not in the store), and the row's list."""
+    job = services.store.get(job_id)
+    if job is None:
+        return
+    try:
+        names = [n for n in services.artifacts.job_names(job_id) if n.startswith("checkpoints/")]
+        for name in names:
+            services.artifacts.delete(job_id, name)
+    except Exception:  # the retention sweep deletes what is left with the job's files
+        log.warning("could not delete the checkpoints of job %s", job_id, exc_info=True)
+    if job.checkpoints:
+        services.store.clear_checkpoints(job_id)
+
+
+@dataclass
+class _Checkpointing:
+    """The attempt's side of core/checkpoint.py: the earlier attempts' checkpoints fetched into
+    the work folder to resume from, and each new one stored, fenced by the attempt."""
+
+    services: WorkerServices
+    job_id: str
+    attempt: int
+    heartbeat: Heartbeat
+    work: Path
+
+    def options(self, job: Job) -> dict[str, Any]:
+        settings = self.services.settings
+        if not settings.checkpoints:
+            return {}
+        options: dict[str, Any] = {
+            "checkpoint_dir": self.work / "checkpoints",
+            "checkpoint_every_s": settings.checkpoint_every_s,
+        }
+        fetched, attempts = self.work / "resume", []
+        for name, entry in (job.checkpoints or {}).items():
+            try:
+                saved_by = int(entry["attempt"])
+                key = f"checkpoints/{saved_by}/{name}"
+                self.services.artifacts.fetch(self.job_id, key, fetched / name)
+                attempts.append(saved_by)
+            except Exception:  # resuming is an optimisation: without it the job starts over
+                log.warning("checkpoint %s of job %s not fetched", name, self.job_id, exc_info=True)
+        if attempts:
+            options.update(resume_from=fetched, resumed_attempt=max(attempts))
+        return options
+
+    def __call__(self, path: Path) -> None:
+        """Store checkpoint ``path`` (a plain file the job's process wrote and may rewrite):
+        copied first out of the child's reach, then stored under the attempt's own key."""
+        if self.heartbeat.lost:
+            return
+        outgoing = self.work.parent / "outgoing" / path.name
+        try:
+            outgoing.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, outgoing)
+            size = outgoing.stat().st_size
+            sha = self.services.artifacts.put(
+                self.job_id, f"checkpoints/{self.attempt}/{path.name}", outgoing, move=True
+            )
+            entry = {"sha256": sha, "bytes": size}
+            self.services.store.record_checkpoint(
+                self.job_id, path.name, entry, attempt=self.attempt
+            )
+        except Exception:  # a checkpoint not stored costs a longer restart, never the job
+            log.warning("checkpoint %s of job %s not stored", path.name, self.job_id, exc_info=True)
+        finally:
+            outgoing.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the job's folder is removed when it ends
+                outgoing.parent.rmdir()
 
 
 def worker_lost_error(attempts: int) -> JobError:
@@ -192,6 +269,8 @@ def _execute(
         }
         if baseline is not None:
             options["baseline"] = baseline
+        checkpointing = _Checkpointing(services, job_id, attempt, heartbeat, work)
+        options.update(checkpointing.options(job))
         result: Any
         if settings.contain_models:
             # The upload is code: it runs in a supervised, confined child (worker/contained.py).
@@ -211,8 +290,11 @@ def _execute(
                     stall_timeout_s=settings.model_stall_timeout_s,
                     memory_limit_bytes=settings.model_memory_limit_mb * 2**20,
                 ),
+                on_checkpoint=checkpointing,
             )
         else:
+            if "checkpoint_dir" in options:
+                options["on_checkpoint"] = checkpointing
             result = run(*args, on_progress=reporter, should_cancel=cancel, **options)
         record_stages(result.stages)  # the job's trace: a span per stage (no-op untraced)
         if heartbeat.lost:  # handed to another worker while the last stage ran

@@ -7,6 +7,7 @@ uploaded in one piece, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -17,7 +18,8 @@ from typing import Any, Protocol
 
 from app.infra.settings import Settings
 
-_NAME = re.compile(r"^(inputs/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A job's files: its outputs, its inputs, and the checkpoints each attempt stored.
+_NAME = re.compile(r"^(inputs/|checkpoints/[0-9]{1,6}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 CHUNK = 1024 * 1024
 
@@ -57,6 +59,10 @@ class ArtifactStore(Protocol):
 
     def delete_job(self, job_id: str) -> None:
         """Remove every file of the job (no error when there is none)."""
+        ...
+
+    def delete(self, job_id: str, name: str) -> None:
+        """Remove one file of the job (no error when it is not there)."""
         ...
 
     def job_names(self, job_id: str) -> list[str]: ...
@@ -104,6 +110,15 @@ class LocalStore:
     def delete_job(self, job_id: str) -> None:
         _check(job_id, "x")
         shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+    def delete(self, job_id: str, name: str) -> None:
+        path = self._path(job_id, name)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:  # the checkpoints/<attempt>/ folders it leaves empty
+            if folder == self.root / job_id:
+                break
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def job_names(self, job_id: str) -> list[str]:
         _check(job_id, "x")
@@ -204,6 +219,9 @@ class S3Store:
             if result.get("Errors"):
                 failed = ", ".join(e.get("Key", "?") for e in result["Errors"][:5])
                 raise OSError(f"could not delete {len(result['Errors'])} objects: {failed}")
+
+    def delete(self, job_id: str, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(job_id, name))
 
     def job_names(self, job_id: str) -> list[str]:
         prefix = self._job_prefix(job_id)

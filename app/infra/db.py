@@ -135,6 +135,10 @@ class Job(Base):
     # The MLflow hand-off (worker/mlflow_handoff.py): run id, registered model version and alias,
     # or the warning saying why it failed; null when the job was not handed over.
     mlflow: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The checkpoints the job's attempts stored (core/checkpoint.py): file name -> {"attempt",
+    # "sha256", "bytes"}, each write fenced by the attempt; a later attempt resumes from them.
+    # Emptied (and the files deleted) when the job ends.
+    checkpoints: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class ApiKey(Base):

@@ -182,6 +182,17 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(
         0.5, ge=0, description="Least time between two progress writes / cancel-flag reads."
     )
+    checkpoints: bool = Field(
+        True,
+        description="Save each training's state to the artifact store (core/checkpoint.py), so "
+        "a job whose worker was lost resumes from its last checkpoint instead of from zero.",
+    )
+    checkpoint_every_s: float = Field(
+        300.0,
+        ge=0,
+        description="Least seconds between two checkpoints of a training: one is saved at the "
+        "first epoch end past this (and at each training's end). 0: every epoch.",
+    )
     device: str | None = Field(
         None,
         description="The worker's device: 'cpu', 'cuda' or 'cuda:N' (one worker per GPU on a "

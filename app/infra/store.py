@@ -402,6 +402,27 @@ class JobStore:
             mlflow=mlflow,
         )
 
+    def record_checkpoint(
+        self, job_id: str, name: str, entry: dict[str, Any], *, attempt: int
+    ) -> bool:
+        """Record checkpoint ``name`` as stored by ``attempt`` (fenced: a worker whose job was
+        handed to another records nothing). Read, merged and written under the job's row lock
+        where the database has one."""
+        with self._session() as session:
+            query = select(Job).where(Job.id == job_id, Job.attempts == attempt)
+            query = query.where(Job.state == JobState.running)
+            job = session.execute(query.with_for_update()).scalar_one_or_none()
+            if job is None:
+                return False
+            job.checkpoints = {**(job.checkpoints or {}), name: {**entry, "attempt": attempt}}
+            job.updated_at = utcnow()
+            session.commit()
+            return True
+
+    def clear_checkpoints(self, job_id: str) -> bool:
+        """Forget the job's checkpoints (their files are deleted by the caller)."""
+        return self._update(job_id, None, checkpoints=None)
+
     def record_timings(self, job_id: str, timings_s: dict[str, float]) -> bool:
         """Store the seconds each stage took (deployment wiring: the stage-duration metric)."""
         return self._update(job_id, None, timings_s=timings_s)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.checkpoint import NAME_PATTERN, SUFFIX, Checkpoints
+from core.checkpoint import SUFFIX, Checkpoints
 from core.contract.spec import HardenSpec
 from core.errors import JobCancelledError
+from core.names import CHECKPOINT_NAME
 from core.pipeline import run
 from core.report.schema import Report
 from tests.core.model_files import write_model
@@ -102,7 +103,7 @@ def test_a_run_resumed_from_its_checkpoints_ends_as_an_uninterrupted_one(
             spec, model, first / "out", checkpoint_dir=first / "checkpoints",
             checkpoint_every_s=0.0, on_checkpoint=on_checkpoint, on_progress=stop,
         )  # fmt: skip
-    assert saved and all(NAME_PATTERN.match(path.name) for path in saved)
+    assert saved and all(CHECKPOINT_NAME.match(path.name) for path in saved)
     assert saved_at, "the stage saved no checkpoint before it was stopped"
     assert not list((first / "out").glob("report.json"))
 

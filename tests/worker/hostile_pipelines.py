@@ -87,3 +87,19 @@ def link_out(spec: Any, model: Path, dataset: Path | None, out: Path, **_: Any) 
     (out / "model.onnx").unlink()
     (out / "model.onnx").symlink_to(model.parents[4] / "secret-of-another-tenant")
     return _Outputs({name: out / name for name in ARTIFACT_NAMES})
+
+
+def checkpoint_link(spec: Any, model: Path, dataset: Path | None, out: Path, **kw: Any) -> None:
+    """Announces as a checkpoint a link to another tenant's file (the worker would store it)."""
+    folder = Path(kw["checkpoint_dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "train-00-teacher.safetensors"
+    link.symlink_to(model.parents[4] / "secret-of-another-tenant")
+    kw["on_checkpoint"](link)
+    raise Observed("the worker took the link", hint="test")
+
+
+def checkpoint_escape(spec: Any, model: Path, dataset: Path | None, out: Path, **kw: Any) -> None:
+    """Announces a checkpoint name that leaves the checkpoint folder."""
+    kw["on_checkpoint"](Path("../../../secret-of-another-tenant"))
+    raise Observed("the worker took the name", hint="test")

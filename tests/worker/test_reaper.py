@@ -105,7 +105,11 @@ def test_a_worker_whose_job_was_handed_on_stops_and_writes_nothing(services):
     assert job.progress == 0 and job.stage is None and job.artifacts == {}
     stage, done, _total = pipeline.progress[-1]
     assert (stage, done) == ("student", 2)
-    assert services.artifacts.job_names(job_id) == ["inputs/model"]
+    # Only what it stored while the job was its own: the teacher's checkpoint, under its attempt
+    # (the next attempt may resume from it), and nothing of the student it went on training.
+    stored = services.artifacts.job_names(job_id)
+    assert stored == ["checkpoints/1/train-00-teacher.safetensors", "inputs/model"]
+    assert set(job.checkpoints or {}) == {"train-00-teacher.safetensors"}
 
 
 def test_a_worker_that_cannot_reach_the_store_gives_the_job_up_before_the_reaper_does():

@@ -20,6 +20,7 @@ from core.audit.schema import (
     ModelRobustness,
     StrongestAttack,
 )
+from core.report.formatting import epsilon_text, number_text
 
 PAPER_GAIN = 0.20  # drop in success rate of the paper's attacks that counts as "big"
 GRADIENT_RATIO = 0.01  # student's median softmax gradient below 1% of the uploaded model's
@@ -94,7 +95,7 @@ def paper_gain(up: dict[str, AttackSummary], st: dict[str, AttackSummary]) -> li
         if big:
             (eps, u_rate), (_, s_rate) = max(big, key=lambda pair: pair[0][1] - pair[1][1])
             # An L0 budget is a fraction of features, not an ε.
-            where = f" at ε={eps:g}" if attack.norm != "l0" else ""
+            where = f" at ε={epsilon_text(eps)}" if attack.norm != "l0" else ""
             sentences.append(
                 f"The distillation paper's attack {up[name].title}{where} fools {pct(u_rate)} of "
                 "the uploaded model's correctly classified samples but only "
@@ -113,10 +114,10 @@ def _vanishing_gradients(evaluation: Evaluation) -> MaskingSign:
         detected=detected,
         evidence=(
             f"The hardened model's median L1 norm of the softmax input-gradient is "
-            f"{'exactly 0' if st.softmax_l1_median == 0 else f'{st.softmax_l1_median:.3g}'} "
-            f"(uploaded model: {up.softmax_l1_median:.3g}, ratio {ratio:.2g}); its logit-margin "
-            "gradient is "
-            f"{st.margin_l1_median:.3g} vs {up.margin_l1_median:.3g}."
+            f"{'exactly 0' if st.softmax_l1_median == 0 else number_text(st.softmax_l1_median)} "
+            f"(uploaded model: {number_text(up.softmax_l1_median)}, ratio "
+            f"{number_text(ratio, 2)}); its logit-margin gradient is "
+            f"{number_text(st.margin_l1_median)} vs {number_text(up.margin_l1_median)}."
             + (
                 " The softmax is saturated: attacks that follow it see almost nothing."
                 if detected
@@ -147,7 +148,7 @@ def _loss_gap(
             up_gap = up_weak - up_strong if up_weak is not None and up_strong is not None else 0.0
             if gap >= LOSS_GAP and gap > up_gap + 0.10 and gap > worst[0]:
                 worst = (gap, (
-                    f"At ε={eps:g}, {st[weak].title} leaves the hardened model "
+                    f"At ε={epsilon_text(eps)}, {st[weak].title} leaves the hardened model "
                     f"{pct(point.robust_accuracy)} robust accuracy but {st[strong].title} only "
                     f"{pct(strong_ra)} (on the uploaded model the gap is "
                     f"{100 * up_gap:.0f} points): "
@@ -173,7 +174,8 @@ def _black_box_wins(st: dict[str, AttackSummary], epsilons: list[float]) -> Mask
         (w_ra, w_name), (b_ra, b_name) = min(white), min(black)
         if w_ra - b_ra >= BLACK_BOX_GAP and w_ra - b_ra > worst[0]:
             worst = (w_ra - b_ra, (
-                f"At ε={eps:g}, {st[b_name].title} (no gradient of the hardened model) leaves it "
+                f"At ε={epsilon_text(eps)}, {st[b_name].title} (no gradient of the hardened "
+                "model) leaves it "
                 f"{pct(b_ra)} robust accuracy, below the {pct(w_ra)} of the best white-box "
                 f"cross-entropy attack ({st[w_name].title})."
             ))  # fmt: skip
@@ -210,10 +212,10 @@ def _flat_in_epsilon(student: ModelRobustness, strongest: list[StrongestAttack])
                 detected=True,
                 evidence=(
                     f"Under {summary.title}, the hardened model's robust accuracy goes from "
-                    f"{pct(first.robust_accuracy)} at ε={first.epsilon:g} to "
-                    f"{pct(last.robust_accuracy)} at ε={last.epsilon:g}, while the strongest "
-                    f"attack at ε={last.epsilon:g} leaves only {pct(best)}: larger budgets do "
-                    "not help an attack that is blind."
+                    f"{pct(first.robust_accuracy)} at ε={epsilon_text(first.epsilon)} to "
+                    f"{pct(last.robust_accuracy)} at ε={epsilon_text(last.epsilon)}, while the "
+                    f"strongest attack at ε={epsilon_text(last.epsilon)} leaves only {pct(best)}: "
+                    "larger budgets do not help an attack that is blind."
                 ),
             )
     return MaskingSign(

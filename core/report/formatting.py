@@ -12,10 +12,12 @@ import math
 _LEVELS = 255  # 8-bit images: budgets are often given in steps of one grey level
 
 
-def epsilon_text(epsilon: float, width: float = 1.0) -> str:
+def epsilon_text(epsilon: float | None, width: float = 1.0) -> str:
     """A budget in input units: "8/255" when it is a whole number of 255ths of the input range
     (``width``) and no short decimal (0.2 is 51/255 but reads as 0.2), else "0.3"; "8/255 of the
-    range (8)" when the range is not [0, 1]-wide."""
+    range (8)" when the range is not [0, 1]-wide; "unbounded" for None."""
+    if epsilon is None:
+        return "unbounded"
     fraction = epsilon / width if width > 0 else epsilon
     levels = fraction * _LEVELS
     whole = round(levels)
@@ -36,7 +38,9 @@ def budget_text(norm: str, epsilon: float | None, width: float = 1.0) -> str:
 
 
 def seconds_text(seconds: float) -> str:
-    """A duration: "0.4 s", "42 s", "6 min 40 s", "2 h 5 min"."""
+    """A duration: "< 0.1 s", "0.4 s", "42 s", "6 min 40 s", "2 h 5 min"."""
+    if seconds < 0.05:
+        return "< 0.1 s"
     if seconds < 10:
         return f"{seconds:.1f} s"
     whole = round(seconds)

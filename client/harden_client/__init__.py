@@ -200,7 +200,9 @@ class HardenClient:
         poll_s: float = 1.0,
         raise_on_failure: bool = False,
     ) -> dict[str, Any]:
-        """Poll until the job ends and return it; ``on_progress(job)`` after every poll.
+        """Poll until the job ends and return it; ``on_progress(job)`` after every poll, with the
+        job's ``stage``, ``progress`` (0..1) and ``eta_s`` (seconds left at its measured pace;
+        null while queued or loading).
         TimeoutError past ``timeout_s`` (4 hours by default: a default MNIST job with its
         evaluation took 46 minutes on a busy 2-core CPU; None waits for ever). A job that
         succeeded with the evaluation on carries its ``verdict`` (label, headline, clean and

@@ -28,7 +28,7 @@ from core.audit.schema import (
 from core.audit.verdict import decide
 from core.audit.worst_case import SampleOutcomes
 from core.contract.evaluation import AttackName, EvaluationSpec
-from core.contract.evaluation_cost import audit_steps, run_steps
+from core.contract.evaluation_cost import audit_passes, run_passes
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset
 from core.device import pick_device
@@ -40,21 +40,21 @@ from core.report.comparison import PerSampleOutcomes
 @dataclass
 class _Progress:
     """Turns the attacks' per-step hooks into ``on_progress("evaluate", done, total)`` calls
-    and cancellation checks, counted in attack steps (one pass of one model on one sample:
-    core.contract.evaluation_cost.run_steps) over every run of the audit, so that the fraction
-    grows with the work done: an APGD-T run weighs its ``pgd_steps x targets`` steps on every
-    sample and an FGSM run its one. A run that stops early (every sample fooled) counts its
-    planned steps as done when it returns."""
+    and cancellation checks, counted in model passes on one sample
+    (core.contract.evaluation_cost.run_passes) over every run of the audit, so that the
+    fraction grows with the work done: an APGD-T run weighs its ``pgd_steps x targets`` steps
+    on every sample, an FGSM run its one, a Square query a third of a step. A run that stops
+    early (every sample fooled) counts its planned passes as done when it returns."""
 
     on_progress: ProgressFn
     should_cancel: CancelFn
-    total: int  # the steps of every run planned
-    done: int = 0  # the steps of the runs finished
-    run: int = 0  # the planned steps of the run under way
+    total: float  # the passes of every run planned
+    done: float = 0.0  # the passes of the runs finished
+    run: float = 0.0  # the planned passes of the run under way
     last: int = field(default=-1)
 
-    def start_run(self, steps: int) -> None:
-        self.run = steps
+    def start_run(self, passes: float) -> None:
+        self.run = passes
 
     def hook(self, step: int, total: int) -> None:
         if self.should_cancel():
@@ -63,28 +63,33 @@ class _Progress:
                 hint="submit it again to restart; nothing of this run is kept",
             )
         fraction = min(max(step, 0), total) / total if total > 0 else 0.0
-        self._report(self.done + int(self.run * fraction))
+        self._report(self.done + self.run * fraction)
 
     def finish_run(self) -> None:
         self.done += self.run
-        self.run = 0
+        self.run = 0.0
         self.hook(0, 1)
 
-    def skip(self, steps: int) -> None:
-        """Steps planned but not run here (the upload's half reused from an earlier audit)."""
-        self.done += steps
+    def skip(self, passes: float) -> None:
+        """Passes planned but not run here (the upload's half reused from an earlier audit)."""
+        self.done += passes
 
-    def _report(self, done: int) -> None:
-        done = min(done, self.total)
-        if done != self.last:
-            self.last = done
-            self.on_progress("evaluate", done, self.total)
+    def complete(self) -> None:
+        """Every run returned: the stage is at its total (the sums of floats may differ)."""
+        self._report(self.total)
+
+    def _report(self, done: float) -> None:
+        total = round(self.total)
+        passes = min(round(done), total)
+        if passes != self.last:
+            self.last = passes
+            self.on_progress("evaluate", passes, total)
 
 
-def _run_steps(attack: Attack, ev: EvaluationSpec, x: Tensor, num_classes: int) -> int:
-    """The planned steps of one run of ``attack`` on the samples ``x``."""
+def _run_passes(attack: Attack, ev: EvaluationSpec, x: Tensor, num_classes: int) -> float:
+    """The planned passes of one run of ``attack`` on the samples ``x``."""
     features = x[0].numel() if len(x) else 1
-    return len(x) * run_steps(attack.name, ev, features=features, classes=num_classes)
+    return len(x) * run_passes(attack.name, ev, features=features, classes=num_classes)
 
 
 def draw_samples(data: Dataset, count: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -204,7 +209,7 @@ def _attack_model(
                 num_classes=num_classes, on_step=progress.hook,
                 source_adversarial=source_adversarial,
             )  # fmt: skip
-            progress.start_run(_run_steps(attack, ev, xs, num_classes))
+            progress.start_run(_run_passes(attack, ev, xs, num_classes))
             start = time.perf_counter()
             result = attack.run(call)
             seconds = time.perf_counter() - start
@@ -225,24 +230,24 @@ def _attack_model(
     return summaries
 
 
-def _planned_steps(ev: EvaluationSpec, x: Tensor, num_classes: int, *, upload: bool) -> int:
-    """The attack steps an audit with the resolved settings ``ev`` plans on the samples ``x``:
+def _planned_passes(ev: EvaluationSpec, x: Tensor, num_classes: int, *, upload: bool) -> float:
+    """The model passes an audit with the resolved settings ``ev`` plans on the samples ``x``:
     the hardened model's, and the upload's too when ``upload``
-    (core.contract.evaluation_cost.audit_steps, which the job's ETA reads)."""
+    (core.contract.evaluation_cost.audit_passes, which the job's ETA reads)."""
     features = x[0].numel() if len(x) else 1
-    both = audit_steps(
+    both = audit_passes(
         ev, features=features, classes=num_classes, test_samples=len(x), device_type="cpu"
     )
     if upload:
         return both
-    return both - _upload_steps(ev, x, num_classes)
+    return both - _upload_passes(ev, x, num_classes)
 
 
-def _upload_steps(ev: EvaluationSpec, x: Tensor, num_classes: int) -> int:
-    """The upload's share of the audit's steps (every attack but a transfer, which it feeds)."""
+def _upload_passes(ev: EvaluationSpec, x: Tensor, num_classes: int) -> float:
+    """The upload's share of the audit's passes (every attack but a transfer, which it feeds)."""
     fast, slow = len(x), min(int(ev.samples_slow), len(x))
     return sum(
-        _run_steps(REGISTRY[name], ev, x[: slow if REGISTRY[name].slow else fast], num_classes)
+        _run_passes(REGISTRY[name], ev, x[: slow if REGISTRY[name].slow else fast], num_classes)
         * len(REGISTRY[name].budgets(ev))
         for name in ev.attacks
         if REGISTRY[name].transfer_from is None
@@ -309,11 +314,11 @@ def audit(
     progress = _Progress(
         on_progress or (lambda stage, done, total: None),
         should_cancel or (lambda: False),
-        0,
+        0.0,
     )
     x, y = draw_samples(data, samples, ev.seed)
     x, y = x.to(dev), y.to(dev)
-    progress.total = _planned_steps(ev, x, data.num_classes, upload=True)
+    progress.total = _planned_passes(ev, x, data.num_classes, upload=True)
     started = time.perf_counter()
     transfer_sources: TransferSources = {}
     models: dict[str, ModelRobustness] = {}
@@ -321,7 +326,7 @@ def audit(
     if kept is not None:
         models["uploaded"] = kept.robustness
         transfer_sources.update(kept.transfer_sources)
-        progress.skip(_upload_steps(ev, x, data.num_classes))
+        progress.skip(_upload_passes(ev, x, data.num_classes))
     # The uploaded model first: the transfer attack on the student needs its adversarials.
     per_sample = None
     for role, model in (("uploaded", uploaded), ("student", student)):
@@ -349,6 +354,7 @@ def audit(
         seconds=time.perf_counter() - started,
     )
     assert kept is not None and per_sample is not None  # the upload was attacked or reused
+    progress.complete()
     return Audit(evaluation, decide(evaluation), kept, per_sample)
 
 
@@ -405,10 +411,11 @@ def attack_like_student(
     progress = _Progress(
         on_progress or (lambda stage, done, total: None),
         should_cancel or (lambda: False),
-        _planned_steps(ev, x, data.num_classes, upload=False),
+        _planned_passes(ev, x, data.num_classes, upload=False),
     )
     _, per_sample = _robustness(
         "student", model, x, y.to(x.device), ev, bounds, data.num_classes, progress,
         dict(upload.transfer_sources),
     )  # fmt: skip
+    progress.complete()
     return per_sample

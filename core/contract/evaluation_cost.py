@@ -77,9 +77,8 @@ def _certification_steps(spec: HardenSpec) -> dict[str, int]:
 def run_steps(attack: str, evaluation: EvaluationSpec, *, features: int, classes: int) -> int:
     """Attack steps of one run of ``attack`` (at one of its budgets) on one sample with
     ``features`` input features and ``classes`` classes: the catalogue's price with the job's
-    own counts, not the submit-time bound's. The audit's progress counts these
-    (core.audit.evaluate), so that a stage's fraction grows with the work done: one run of
-    APGD-T costs ``pgd_steps x target classes`` steps where FGSM's costs one."""
+    own counts, not the submit-time bound's: one run of APGD-T costs ``pgd_steps x target
+    classes`` steps where FGSM's costs one."""
     info = CATALOGUE[attack]
     budgets = {"linf": 0, "l2": 0}
     if info.norm in budgets:
@@ -98,6 +97,21 @@ def run_steps(attack: str, evaluation: EvaluationSpec, *, features: int, classes
     return max(1, info.cost(inputs))
 
 
+# A forward pass without a backward one costs about a third of a pass with it: a gradient-free
+# attack's query (Square), a transfer's forward, a certification draw, a corrupted image.
+FORWARD_ONLY = 1 / 3
+
+
+def run_passes(attack: str, evaluation: EvaluationSpec, *, features: int, classes: int) -> float:
+    """The model passes of one run of ``attack`` on one sample: its :func:`run_steps`, each a
+    forward and backward pass, or a forward pass alone (:data:`FORWARD_ONLY`) for an attack
+    that reads no gradient (``black_box``). The audit's progress and the job's ETA weigh runs
+    by these, so that a stage's fraction follows its time: Square's 500 queries a budget are
+    ten times FGSM-to-PGD's 20 steps, but each is a third of one."""
+    steps = run_steps(attack, evaluation, features=features, classes=classes)
+    return steps * FORWARD_ONLY if CATALOGUE[attack].black_box else float(steps)
+
+
 def runs_per_model(evaluation: EvaluationSpec, attack: str) -> int:
     """How many runs of ``attack`` an audit makes on one model: one per budget of its norm (one
     for a minimum-norm attack, which searches the smallest perturbation instead, and for JSMA,
@@ -108,7 +122,7 @@ def runs_per_model(evaluation: EvaluationSpec, attack: str) -> int:
     return len(evaluation.budgets(info.norm, (0.0, 1.0)))
 
 
-def audit_steps(
+def audit_passes(
     evaluation: EvaluationSpec,
     *,
     features: int,
@@ -116,12 +130,12 @@ def audit_steps(
     test_samples: int,
     device_type: str = "cpu",
     hardened_models: int = 1,
-) -> int:
-    """Every attack step one audit plans (core.audit.evaluate's progress total): the upload and
-    ``hardened_models`` models, each attack at each of its budgets on its samples (the slow
-    attacks on ``samples_slow``), a transfer attack's source added where the job lacks it and
-    the transfer itself run on the hardened models only. Attacks stop early once every sample
-    is fooled, so the steps run are at most these."""
+) -> float:
+    """Every model pass one audit plans (core.audit.evaluate's progress total), each run at
+    its :func:`run_passes`: the upload and ``hardened_models`` models, each attack at each of
+    its budgets on its samples (the slow attacks on ``samples_slow``), a transfer attack's
+    source added where the job lacks it and the transfer itself run on the hardened models only.
+    Attacks stop early once every sample is fooled, so the passes run are at most these."""
     fast, slow = evaluation.sample_counts(device_type)
     fast = min(fast, test_samples)
     slow = min(slow, fast)
@@ -130,10 +144,10 @@ def audit_steps(
         source = CATALOGUE[name].transfer_from
         if source is not None and source not in names:
             names.insert(names.index(name), source)
-    total = 0
+    total = 0.0
     for name in names:
         info = CATALOGUE[name]
         models = hardened_models + (info.transfer_from is None)
-        per_run = run_steps(name, evaluation, features=features, classes=classes)
+        per_run = run_passes(name, evaluation, features=features, classes=classes)
         total += models * runs_per_model(evaluation, name) * per_run * (slow if info.slow else fast)
     return total

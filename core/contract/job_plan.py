@@ -7,21 +7,24 @@ distillation costs one, and the autoattack preset attacks 9 targets with APGD-T 
 default runs FGSM. Extrapolating that fraction (time so far x (1 - progress) / progress) is wrong
 by the ratio of the real share to the fixed one, at every stage. So the ETA is priced instead:
 
-* every stage's *expected* work in one unit, the **sample pass** (one forward and backward pass
-  of the job's model on one sample): a training step is ``batch_size`` of them (the methods'
-  own step counts: core.contract.training_cost), an attack step one (the audit's own plan:
-  core.contract.evaluation_cost.audit_steps), a forward-only pass (soft labels, certification
-  draws, corrupted images) :data:`FORWARD_ONLY` of one; load, export and report are small fixed
-  shares (:data:`FIXED_SHARES`);
-* the work done is the finished stages' work plus the current stage's fraction of its own (the
-  stage reports its progress in real units: steps planned, attack steps, images);
-* ETA = time so far x work left / work done: the job's measured throughput (sample passes a
-  second, whatever the machine, the model and the load) applied to the work left.
+* every stage that scales with the spec gets its *expected* work in one unit, the **sample
+  pass** (one forward and backward pass of the job's model on one sample): a training step is
+  ``batch_size`` of them (the methods' own step counts: core.contract.training_cost), an attack
+  step one and a forward-only pass a third (the audit's own plan:
+  core.contract.evaluation_cost.audit_passes, which its progress counts), a certification draw
+  a third, a corrupted image about one (:data:`CORRUPTED_IMAGE`); load, export and report get
+  their expected seconds (:data:`FIXED_SECONDS`);
+* the work done is the finished stages' work plus the running stage's fraction of its own (each
+  stage reports its progress in real units: training steps, attack passes, images);
+* ETA = work left x seconds per sample pass so far + the fixed stages' seconds left: the job's
+  measured throughput (whatever the machine, the model and the load) applied to what is left.
 
 The plan is an expectation, not the submit-time bound: an auto student is expected to train
 :data:`EXPECTED_AUTO_STUDENT_EPOCHS` epochs (its bound is ~20 times that), attacks to run all
 their steps (they stop early once every sample is fooled, so the evaluation of a weak model is
-overestimated; the measured pace absorbs part of it). bench/eta.py measures the error.
+overestimated; the measured pace absorbs part of it). One pace for the whole job: a stage whose
+passes cost more than the others' (small attack batches against large training ones) is learnt
+as it runs. bench/eta.py measures the error.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.contract.corruptions import COLOUR_CORRUPTIONS, GRAYSCALE_CORRUPTIONS
-from core.contract.evaluation_cost import audit_steps
+from core.contract.evaluation_cost import FORWARD_ONLY, audit_passes
 from core.contract.methods import CATALOGUE, Stage, job_stages
 from core.contract.spec import HardenSpec
 from core.contract.training_cost import (
@@ -39,16 +42,17 @@ from core.contract.training_cost import (
     steps_per_epoch,
 )
 
-# A forward pass without a backward one costs about a third of a sample pass.
-FORWARD_ONLY = 1 / 3
+# A corrupted image costs its corruption and a forward pass of both models: about a pass (the
+# affine and fog corruptions cost more than a small model's forward).
+CORRUPTED_IMAGE = 1.0
 # An auto student (student_epochs unset) trains until its loss converges, then a low-rate finish:
-# the ten students of bench/results/student_accuracy.md ran 6 to 59 epochs, median 25. Charged
-# as a set epoch count is (core.contract.training_cost.student_epochs_charged: twice plus the
-# finish where the scratch check may replace it), 12 is 29 epochs on a checked student.
-EXPECTED_AUTO_STUDENT_EPOCHS = 12
-# The stages that do a fixed amount of work whatever the spec (reading the data and the model,
-# exporting and checking the ONNX file, writing the report and its plots), as shares of a job.
-FIXED_SHARES = {"load": 0.02, "export": 0.03, "report": 0.03}
+# the ten students of bench/results/student_accuracy.md ran 6 to 59 epochs, median 25. (The
+# student's own bar corrects its estimate every epoch: core.hardening.training.StepMeter.)
+EXPECTED_AUTO_STUDENT_EPOCHS = 25
+# The stages whose time hardly depends on the spec, in seconds: reading the data and the model
+# (about 2 s for builtin:mnist), exporting and checking the ONNX file, writing the report and
+# its plots (about 2 s; measured on this 2-core CPU: bench/results/eta.md).
+FIXED_SECONDS = {"load": 2.0, "export": 1.0, "report": 2.0}
 # No ETA before this many seconds, nor while loading: reading the data and the model says
 # nothing of the pace of training or attacks.
 ETA_MIN_SECONDS = 5.0
@@ -115,29 +119,47 @@ def stage_fraction(stages: Sequence[Stage], stage: str, progress: float) -> floa
 
 @dataclass(frozen=True)
 class JobPlan:
-    """The expected work of each stage of a job, in sample passes, in the job's order."""
+    """A job's stages in its order: the expected work of those that scale with the spec, in
+    sample passes, and the expected seconds of those that do not."""
 
     work: dict[str, float]
+    fixed_s: dict[str, float]
+    order: tuple[str, ...]
+
+    def _before(self, stage: str, fraction: float) -> tuple[float, float] | None:
+        """(work, fixed seconds) done once ``stage`` is ``fraction`` done."""
+        if stage not in self.order:
+            return None
+        fraction = min(max(fraction, 0.0), 1.0)
+        earlier = self.order[: self.order.index(stage)]
+        work = sum(self.work.get(name, 0.0) for name in earlier)
+        fixed = sum(self.fixed_s.get(name, 0.0) for name in earlier)
+        return (
+            work + fraction * self.work.get(stage, 0.0),
+            fixed + fraction * self.fixed_s.get(stage, 0.0),
+        )
 
     def done(self, stage: str, fraction: float) -> float | None:
         """The work done once ``stage`` is ``fraction`` done; None for a stage not planned."""
-        if stage not in self.work:
-            return None
-        names = list(self.work)
-        before = sum(self.work[name] for name in names[: names.index(stage)])
-        return before + self.work[stage] * min(max(fraction, 0.0), 1.0)
+        before = self._before(stage, fraction)
+        return None if before is None else before[0]
 
     def remaining_s(self, stage: str, fraction: float, elapsed_s: float) -> float | None:
-        """Seconds until the job ends at its pace so far: ``elapsed_s`` (time running) x work
-        left / work done. None while there is no pace to measure yet (loading, or under
-        :data:`ETA_MIN_SECONDS`) and for a stage not planned."""
+        """Seconds until the job ends at its pace so far: the work left at the seconds per
+        sample pass measured over the work done (the time running less the fixed stages'
+        expected seconds), plus the fixed stages' seconds left. None while there is no pace to
+        measure yet (loading, under :data:`ETA_MIN_SECONDS`, no work done) and for a stage not
+        planned."""
         if stage in NO_PACE_STAGES or elapsed_s < ETA_MIN_SECONDS:
             return None
-        done = self.done(stage, fraction)
-        if done is None or done <= 0:
+        before = self._before(stage, fraction)
+        if before is None or before[0] <= 0:
             return None
-        left = max(sum(self.work.values()) - done, 0.0)
-        return elapsed_s * left / done
+        work, fixed = before
+        pace = max(elapsed_s - fixed, 0.0) / work
+        work_left = max(sum(self.work.values()) - work, 0.0)
+        fixed_left = max(sum(self.fixed_s.values()) - fixed, 0.0)
+        return work_left * pace + fixed_left
 
 
 def job_plan(spec: HardenSpec, shape: DataShape | None = None) -> JobPlan:
@@ -147,12 +169,15 @@ def job_plan(spec: HardenSpec, shape: DataShape | None = None) -> JobPlan:
     spec = spec.for_input_shape(shape.input_shape)
     method = CATALOGUE[spec.methods[0]]
     batches = steps_per_epoch(shape.train_samples, spec.batch_size)
-    expected = spec
-    if spec.distillation.student_epochs is None:
-        settings = spec.distillation.model_copy(
-            update={"student_epochs": EXPECTED_AUTO_STUDENT_EPOCHS}
-        )
-        expected = spec.model_copy(update={"distillation": settings})
+    # The student as it is expected to train, not as the bound charges it (an auto student at
+    # its bound, a checked one twice): the epochs set, or the auto student's usual count.
+    student = spec.distillation.model_copy(
+        update={
+            "student_epochs": spec.distillation.student_epochs or EXPECTED_AUTO_STUDENT_EPOCHS,
+            "student_max_drop": None,
+        }
+    )
+    expected = spec.model_copy(update={"distillation": student})
     steps = method.training_steps(expected, shape.train_samples, batches)
     variable: dict[str, float] = {
         stage.name: count * spec.batch_size
@@ -161,13 +186,11 @@ def job_plan(spec: HardenSpec, shape: DataShape | None = None) -> JobPlan:
     if "soft_labels" in variable:  # one pass of the teacher over the training set, forward only
         variable["soft_labels"] = shape.train_samples * FORWARD_ONLY
     if spec.evaluation.enabled:
-        variable["evaluate"] = float(
-            audit_steps(
-                spec.evaluation,
-                features=shape.input_shape[0] * shape.input_shape[1] * shape.input_shape[2],
-                classes=shape.classes,
-                test_samples=shape.test_samples,
-            )
+        variable["evaluate"] = audit_passes(
+            spec.evaluation,
+            features=shape.input_shape[0] * shape.input_shape[1] * shape.input_shape[2],
+            classes=shape.classes,
+            test_samples=shape.test_samples,
         )
     if spec.certifies:
         draws, images = spec.certification.counts("cpu")
@@ -176,18 +199,17 @@ def job_plan(spec: HardenSpec, shape: DataShape | None = None) -> JobPlan:
     if spec.corruptions.enabled:
         cells = len(spec.corruptions.severities) * _corruption_count(spec, shape)
         images = min(spec.corruptions.samples, shape.test_samples)
-        variable["corruptions"] = 2 * cells * images * FORWARD_ONLY
-    variable_total = sum(variable.values())
-    fixed_total = sum(FIXED_SHARES.values())
-    # A fixed share of the job: work / (1 - fixed) is the whole job's.
-    whole = variable_total / (1 - fixed_total) if variable_total > 0 else 1.0
-    work: dict[str, float] = {}
-    for stage in progress_stages(spec):
-        if stage.name in FIXED_SHARES:
-            work[stage.name] = FIXED_SHARES[stage.name] * whole
-        elif stage.name in variable:
-            work[stage.name] = variable[stage.name]
-    return JobPlan(work)
+        variable["corruptions"] = cells * images * CORRUPTED_IMAGE
+    order = tuple(
+        stage.name
+        for stage in progress_stages(spec)
+        if stage.name in variable or stage.name in FIXED_SECONDS
+    )
+    return JobPlan(
+        work={name: variable[name] for name in order if name in variable},
+        fixed_s={name: FIXED_SECONDS[name] for name in order if name in FIXED_SECONDS},
+        order=order,
+    )
 
 
 def _corruption_count(spec: HardenSpec, shape: DataShape) -> int:

@@ -73,3 +73,30 @@ def test_wait_returns_the_verdict_once_the_job_succeeded(client, store, tmp_path
     done = client.wait(job["id"], timeout_s=5)
     assert done["verdict"] == SUCCEEDED["verdict"] and done["verdict"]["label"] == "masked"
     assert client.list_jobs()["items"][0]["verdict"] == done["verdict"]
+
+
+def test_the_wait_callback_sees_a_running_jobs_eta(client, store, tmp_path: Path):
+    # A job a minute into its evaluation: the callback gets its eta_s (seconds left at its
+    # measured pace), as `harden submit --wait` shows it beside its bar.
+    from datetime import timedelta
+
+    from sqlalchemy.orm import Session
+
+    from app.infra.db import Job, utcnow
+    from core.contract.job_plan import overall_progress, progress_stages
+    from core.contract.spec import HardenSpec
+
+    (tmp_path / "m.onnx").write_bytes(onnx_model_bytes())
+    job = client.submit(tmp_path / "m.onnx", dataset="builtin:digits")
+    assert store.mark_running(job["id"])
+    stages = progress_stages(HardenSpec.model_validate(job["spec"]))
+    store.set_progress(job["id"], "evaluate", overall_progress(stages, "evaluate", 0.5) or 0.0)
+    with Session(store.engine) as session:
+        row = session.get(Job, job["id"])
+        assert row is not None
+        row.started_at = utcnow() - timedelta(seconds=60)
+        session.commit()
+    seen: list[dict] = []
+    with pytest.raises(TimeoutError):
+        client.wait(job["id"], on_progress=seen.append, timeout_s=0.05, poll_s=0.05)
+    assert seen and seen[-1]["stage"] == "evaluate" and 0 < seen[-1]["eta_s"] < 600

@@ -76,11 +76,13 @@ def _simulate(
 ) -> list[tuple[float, str, float, float]]:
     """A job of ``spec`` on a fake clock, as the worker reports it: each stage reports its
     progress in ten steps through a ProgressReporter over the job's stages, and takes its
-    planned work times ``seconds_per_pass[stage]`` (default 1 ms). Returns (time, stage,
-    stored progress, true seconds left) after every write."""
+    planned work times ``seconds_per_pass[stage]`` (default 1 ms), or its fixed seconds.
+    Returns (time, stage, stored progress, true seconds left) after every write."""
     plan = job_plan(spec)
     durations = {
-        stage: work * seconds_per_pass.get(stage, 1e-3) for stage, work in plan.work.items()
+        stage: plan.fixed_s.get(stage, 0.0)
+        + plan.work.get(stage, 0.0) * seconds_per_pass.get(stage, 1e-3)
+        for stage in plan.order
     }
     end = sum(durations.values())
     clock = [0.0]
@@ -126,7 +128,9 @@ def test_at_a_steady_pace_the_eta_is_the_time_left(shape: str, speed: float) -> 
     # A machine that does the planned work at any steady pace, fast or slow: the ETA is the
     # time the job really has left, from the first stage after loading to the end.
     spec = JOB_SHAPES[shape]
-    for elapsed, stage, progress, left in _simulate(spec, {s: speed for s in job_plan(spec).work}):
+    for elapsed, stage, progress, left in _simulate(
+        spec, dict.fromkeys(job_plan(spec).work, speed)
+    ):
         eta = _eta(spec, elapsed, stage, progress)
         if stage == "load" or elapsed < 5:
             assert eta is None

@@ -19,7 +19,7 @@ from core.audit.schema import (
     ModelRobustness,
 )
 from core.audit.verdict import decide
-from core.contract.evaluation_cost import audit_steps
+from core.contract.evaluation_cost import audit_passes
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset
 from core.errors import JobCancelledError
@@ -260,7 +260,7 @@ def test_progress_counts_attack_steps_not_attack_runs() -> None:
     )  # fmt: skip
     total = calls[-1][1]
     ev = spec.evaluation.resolved((1, 8, 8), (0.0, 1.0), "cpu")
-    assert total == audit_steps(ev, features=64, classes=10, test_samples=40)
+    assert total == round(audit_passes(ev, features=64, classes=10, test_samples=40))
     assert total == 2 * 3 * 40 * (1 + 20)  # two models, three budgets, 40 samples, 1 + 20 steps
     assert all(c[1] == total for c in calls)
     done = [c[0] for c in calls]

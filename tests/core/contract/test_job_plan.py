@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.contract.evaluation_cost import audit_steps
+from core.contract.evaluation_cost import FORWARD_ONLY, audit_passes, run_passes, run_steps
 from core.contract.job_plan import (
     BUILTIN_SHAPES,
-    FIXED_SHARES,
+    FIXED_SECONDS,
     job_plan,
     overall_progress,
     progress_stages,
@@ -27,23 +27,30 @@ def test_the_plan_prices_every_stage_the_job_runs_in_its_order(method, evaluatio
     )  # fmt: skip
     plan = job_plan(spec)
     ran = [s.name for s in progress_stages(spec) if s.name != "corruptions"]
-    assert list(plan.work) == ran and all(work > 0 for work in plan.work.values())
-    total = sum(plan.work.values())
-    for name, share in FIXED_SHARES.items():
-        assert plan.work[name] / total == pytest.approx(share)
+    assert list(plan.order) == ran
+    assert plan.fixed_s == FIXED_SECONDS and set(plan.work) == set(ran) - set(FIXED_SECONDS)
+    assert all(work > 0 for work in plan.work.values())
 
 
 def test_the_evaluation_is_the_audits_own_plan_and_grows_with_its_settings():
     spec = HardenSpec(dataset="builtin:mnist")
     shape = BUILTIN_SHAPES["builtin:mnist"]
     ev = spec.for_input_shape(shape.input_shape).evaluation
-    assert job_plan(spec).work["evaluate"] == audit_steps(
+    assert job_plan(spec).work["evaluate"] == audit_passes(
         ev, features=784, classes=10, test_samples=shape.test_samples
     )
     more = HardenSpec(dataset="builtin:mnist", evaluation={"pgd_steps": 80})
     strong = HardenSpec(dataset="builtin:mnist", evaluation={"preset": "autoattack"})
     assert job_plan(more).work["evaluate"] > job_plan(spec).work["evaluate"]
     assert job_plan(strong).work["evaluate"] > 5 * job_plan(spec).work["evaluate"]
+
+
+def test_an_attack_that_reads_no_gradient_is_priced_at_forward_passes():
+    ev = HardenSpec(dataset="builtin:mnist").evaluation
+    for name in ("square", "pgd_linf_ce", "transfer"):
+        steps = run_steps(name, ev, features=784, classes=10)
+        weight = FORWARD_ONLY if name != "pgd_linf_ce" else 1.0
+        assert run_passes(name, ev, features=784, classes=10) == pytest.approx(steps * weight)
 
 
 def test_training_is_priced_by_its_passes():
@@ -83,11 +90,14 @@ def test_the_eta_is_the_pace_so_far_applied_to_the_work_left():
     total = sum(plan.work.values())
     done = plan.done("evaluate", 0.5)
     assert done is not None and 0 < done < total
-    assert plan.remaining_s("evaluate", 0.5, 100.0) == pytest.approx(100.0 * (total - done) / done)
-    # Twice the time for the same work: twice the time left.
-    assert plan.remaining_s("evaluate", 0.5, 200.0) == pytest.approx(
-        2 * (plan.remaining_s("evaluate", 0.5, 100.0) or 0)
+    fixed_done = FIXED_SECONDS["load"] + FIXED_SECONDS["export"]
+    pace = (100.0 - fixed_done) / done
+    assert plan.remaining_s("evaluate", 0.5, 100.0) == pytest.approx(
+        (total - done) * pace + FIXED_SECONDS["report"]
     )
+    # Twice the time for the same work: twice the time for the work left.
+    slower = plan.remaining_s("evaluate", 0.5, 2 * 100.0 - fixed_done)
+    assert slower == pytest.approx(2 * (total - done) * pace + FIXED_SECONDS["report"])
     assert plan.remaining_s("report", 1.0, 100.0) == 0
     assert plan.remaining_s("load", 1.0, 100.0) is None  # loading is no pace of the work
     assert plan.remaining_s("evaluate", 0.5, 1.0) is None  # too early

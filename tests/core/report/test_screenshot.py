@@ -1,5 +1,5 @@
 """report.html of a real run, rendered by headless Chromium (Debian's /usr/bin/chromium): the
-page draws, and the summary with the verdict's colour is at the top."""
+page draws, and the summary (the verdict's colour, the next step's command) is at the top."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from core.report.schema import Report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WIDTH, HEIGHT = 1200, 3000
+# The next step's command block's background (report.html.j2's CSS: pre).
+COMMAND_BACKGROUND = (0xF4, 0xF4, 0xF4)
 # The verdict box's background per label (report.html.j2's CSS).
 VERDICT_BACKGROUND = {
     "masked": (0xFD, 0xEC, 0xEA),
@@ -48,10 +50,11 @@ def test_chromium_renders_the_report_with_its_summary_on_top(
     pixels = image.resize((WIDTH // 4, HEIGHT // 4)).getdata()
     inked = sum(1 for r, g, b in pixels if min(r, g, b) < 200)
     assert inked / len(pixels) > 0.02
-    # The verdict's box is in the first screenful, before anything else.
+    # The verdict's box and the next step's command are in the first screenful.
     assert report.verdict is not None
-    top = image.crop((0, 0, WIDTH, 700))
-    colours = {colour for _, colour in top.getcolors(maxcolors=WIDTH * 700) or []}
-    assert VERDICT_BACKGROUND[report.verdict.label] in colours
+    top = image.crop((0, 0, WIDTH, 1000))
+    pixels = {colour: count for count, colour in top.getcolors(maxcolors=WIDTH * 1000) or []}
+    assert pixels.get(VERDICT_BACKGROUND[report.verdict.label], 0) > 20_000  # a box, not a dot
+    assert pixels.get(COMMAND_BACKGROUND, 0) > 20_000
     # And the plots, well below it, are drawn (their PNGs decoded: many distinct colours).
     assert len(image.getcolors(maxcolors=1 << 20) or []) > 200

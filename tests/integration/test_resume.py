@@ -1,0 +1,71 @@
+"""A job whose worker is SIGKILLed mid-training resumes on the other worker from its checkpoint
+(issue 29), against the production shape: uvicorn, two Celery workers, the maintenance worker's
+reaper, Redis, PostgreSQL, jobs in their confined child.
+
+Prints what it measured (``-s``): the epochs taken over, the seconds from the kill to the job
+running again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Cluster, tiny_torchscript, wait_for
+from tests.integration.test_faults import (
+    SLOW,
+    _finished_once,
+    _running_again,
+    _start_two_workers_and_a_slow_job,
+    _worker_of,
+    reaper_cluster,  # noqa: F401 - a fixture
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def _report(client, job_id: str, folder: Path) -> dict:
+    path = client.download(job_id, folder / job_id, ("report.json",))["report.json"]
+    return json.loads(Path(path).read_text())
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_student_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(
+    reaper_cluster: Cluster,
+    tmp_path: Path,  # noqa: F811 - the fixture
+) -> None:
+    reaper_cluster.env |= {"HARDEN_CHECKPOINT_EVERY_S": "0"}  # a checkpoint every epoch
+    client, job_id, workers = _start_two_workers_and_a_slow_job(reaper_cluster, tmp_path)
+    # Some student epochs done (and stored) before the kill.
+    wait_for(
+        lambda: client.status(job_id)["progress"] > 0.35,
+        90,
+        "student under way",
+        lambda: reaper_cluster.log("w1") + reaper_cluster.log("w2"),
+    )
+    victim = _worker_of(reaper_cluster, job_id, tuple(workers))
+    os.killpg(workers[victim].pid, signal.SIGKILL)
+    workers[victim].wait()
+    recovery_s = _running_again(client, job_id, timeout_s=60)
+    _finished_once(reaper_cluster, client, job_id)
+    resumed = _report(client, job_id, tmp_path)
+    notes = [n for n in resumed["notes"] if n.startswith("resumed from the checkpoints")]
+    assert len(notes) == 1 and "of attempt 1" in notes[0], resumed["notes"]
+    assert "student stage" in notes[0]
+
+    # The same job, never stopped, on the surviving worker.
+    again = client.submit(tiny_torchscript(tmp_path / "model-again.pt"), config=SLOW)
+    done = client.wait(again["id"], timeout_s=150, poll_s=0.5)
+    assert done["state"] == "succeeded" and done["attempts"] == 1
+    whole = _report(client, again["id"], tmp_path)
+    assert not any(n.startswith("resumed") for n in whole["notes"])
+    for role in ("uploaded", "teacher", "student"):
+        assert resumed["models"][role]["clean_accuracy"] == whole["models"][role]["clean_accuracy"]
+    assert resumed["distillation"]["student_loss_history"] == pytest.approx(
+        whole["distillation"]["student_loss_history"], rel=1e-6
+    )
+    print(f"\nSIGKILL mid-student -> running again in {recovery_s:.1f} s; {notes[0]}")

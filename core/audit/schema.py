@@ -278,3 +278,26 @@ class Verdict(_Section):
         if self.deciding is None:
             self.deciding = deciding_row(self.label, self.strongest, self.gains)
         return self
+
+
+def fill_strongest_intervals(verdict: Verdict, evaluation: Evaluation) -> None:
+    """Give the strongest-attack rows of ``verdict`` that lack them (reports before 2.1) the 95%
+    intervals of their robust accuracies, from the samples of the attack runs they name."""
+    samples = {
+        (role, attack.attack, point.epsilon): point.samples
+        for role, model in evaluation.models.items()
+        for attack in model.attacks
+        for point in attack.points
+    }
+    rows = [*verdict.strongest, *verdict.gains, *([verdict.deciding] if verdict.deciding else [])]
+    for row in rows:
+        up = samples.get(("uploaded", row.uploaded_attack, row.epsilon))
+        st = samples.get(("student", row.student_attack, row.epsilon))
+        if row.uploaded_robust_accuracy_interval is None and up:
+            row.uploaded_robust_accuracy_interval = accuracy_interval(
+                row.uploaded_robust_accuracy, up
+            )
+        if row.student_robust_accuracy_interval is None and st:
+            row.student_robust_accuracy_interval = accuracy_interval(
+                row.student_robust_accuracy, st
+            )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from core.audit.schema import Evaluation, Verdict
+from core.audit.schema import Evaluation, Verdict, fill_strongest_intervals
 from core.contract.certification import Certification
 from core.contract.corruptions import CorruptionRobustness
 from core.contract.methods import CATALOGUE, with_sections
@@ -347,6 +347,17 @@ class Report(_Section):
         description="The other methods the spec named, each run on the same upload and audited "
         "the same way, for a side-by-side comparison (their models are not exported).",
     )
+
+    @model_validator(mode="after")
+    def _with_intervals(self) -> Report:
+        """Reports before 2.1: the verdicts' strongest-attack rows get their intervals."""
+        for verdict, evaluation in [
+            (self.verdict, self.evaluation),
+            *((other.verdict, other.evaluation) for other in self.comparison),
+        ]:
+            if verdict is not None and evaluation is not None:
+                fill_strongest_intervals(verdict, evaluation)
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -230,6 +230,8 @@ def _finish(
     else:
         said = f": verdict {verdict.label}" if verdict else ""
         typer.echo(f"job {job['id']} succeeded{said}", err=True)
+        if verdict is not None and verdict.next_step is not None:
+            typer.echo(f"next step: {verdict.next_step.action}", err=True)
         if out is not None:
             files = client.download(job["id"], out)
             artifacts = {name: str(path) for name, path in files.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 from typing import Any, get_args
 
@@ -16,6 +17,7 @@ from cli.gate import check, parse_gates
 from cli.main import app
 from cli.run_cmd import _summary
 from cli.run_options import FIXED, build_spec
+from cli.service_client import _finish
 from core.audit.verdict import decide
 from core.contract.methods import CATALOGUE
 from core.contract.spec import HardenSpec
@@ -140,6 +142,16 @@ def test_the_report_the_job_and_the_cli_carry_the_same_step(
     assert step.command is not None and step.command in closing
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.index('id="next-step"') < page.index('id="verdict"')
+
+
+def test_harden_submit_wait_says_the_step_of_the_jobs_verdict(
+    audited_run: tuple[Report, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = audited_run[0].verdict_summary()
+    assert summary is not None and summary.next_step is not None
+    job = {"id": "j1", "state": "succeeded", "verdict": summary.model_dump(mode="json")}
+    _finish(None, job, None, [], time.monotonic(), False)
+    assert f"next step: {summary.next_step.action}" in capsys.readouterr().err
 
 
 def test_a_real_gains_gate_passes_on_the_run_that_suggests_it(

@@ -18,8 +18,10 @@ evaluation, corruptions) and ``method: adversarial`` (PGD training at its defaul
 evaluation), on Papernot's MNIST CNN trained at T=1 on builtin:digits (the upload).
 
     .venv/bin/python bench/eta.py [--jobs default adversarial] [--threads 1] [--quick]
+    .venv/bin/python bench/eta.py --calibrate
 
-Writes bench/results/eta.md (``--quick``: a smoke run with tiny settings, to stdout only).
+Writes bench/results/eta.md (``--quick``: a smoke run with tiny settings, to stdout only;
+``--calibrate``: the run that priced the plan's passes, on builtin:mnist, to stdout).
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ CHECKPOINTS = (0.25, 0.5, 0.75)
 JOBS: dict[str, dict[str, Any]] = {
     "default": {"dataset": "builtin:digits"},
     "adversarial": {"dataset": "builtin:digits", "method": "adversarial"},
+}
+# The run that priced the plan's passes against each other (core.contract.job_plan: ATTACK_PASS,
+# CORRUPTED_IMAGE, SOFT_LABEL_PASS): another dataset and upload than the measured jobs', cut
+# down, so that the ETA is measured on jobs it was not fitted to.
+CALIBRATION_BASE: dict[str, Any] = {
+    "dataset": "builtin:mnist",
+    "distillation": {"teacher_epochs": 1, "student_epochs": 2},
+    "evaluation": {"samples": 30, "samples_slow": 10},
+    "corruptions": {"samples": 100},
+}
+CALIBRATION: dict[str, dict[str, Any]] = {
+    "default": CALIBRATION_BASE,
+    "adversarial": CALIBRATION_BASE | {"method": "adversarial", "robust": {"epochs": 1}},
 }
 # A smoke run of the bench itself: seconds, not minutes.
 QUICK: dict[str, Any] = {
@@ -102,30 +117,31 @@ def checks(spec: HardenSpec, writes: list[Write], duration: float) -> list[Check
     return found
 
 
-def _upload(directory: Path) -> Path:
-    """Papernot's MNIST CNN trained at T=1 on builtin:digits (5 epochs, Adam), as TorchScript."""
+def _upload(directory: Path, dataset: str = "builtin:digits", epochs: int = 5) -> Path:
+    """Papernot's MNIST CNN trained at T=1 on ``dataset`` (Adam), as TorchScript."""
     import torch
-    import torch.nn.functional as F
 
+    from bench.common import train
     from core.datasets.references import load_dataset
     from core.intake.zoo import build_zoo_model
 
-    data = load_dataset("builtin:digits")
+    data = load_dataset(dataset)
     torch.manual_seed(0)
     model = build_zoo_model("papernot_mnist", num_classes=10, input_shape=data.input_shape)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(5):
-        for index in torch.randperm(len(data.y_train), generator=generator).split(128):
-            loss = F.cross_entropy(model(data.x_train[index]), data.y_train[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
+    model = train(model, data.x_train, data.y_train, temperature=1.0, epochs=epochs, seed=0)
     path = directory / "upload.pt"
     torch.jit.save(torch.jit.trace(model, data.x_test[:2]), str(path))
     return path
+
+
+def calibrate(directory: Path) -> None:
+    """Print each :data:`CALIBRATION` job's stages against the plan (µs per planned pass)."""
+    upload = _upload(directory, "builtin:mnist", epochs=2)
+    for name, config in CALIBRATION.items():
+        spec = HardenSpec.model_validate(config)
+        writes, duration, _ = run_job(spec, upload, directory / name)
+        print(f"\n**{name}** ({duration:.0f} s):\n")
+        print("\n".join(_stage_table(spec, writes, duration)), flush=True)
 
 
 def run_job(spec: HardenSpec, upload: Path, out: Path) -> tuple[list[Write], float, Any]:
@@ -198,11 +214,18 @@ def main() -> None:
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny settings, print only")
+    parser.add_argument(
+        "--calibrate", action="store_true", help="the plan's pricing run (CALIBRATION), print only"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/eta.md"))
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.calibrate:
+        with tempfile.TemporaryDirectory() as scratch:
+            calibrate(Path(scratch))
+        return
     load_before = os.getloadavg()
     started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows: list[str] = []

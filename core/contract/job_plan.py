@@ -8,12 +8,12 @@ default runs FGSM. Extrapolating that fraction (time so far x (1 - progress) / p
 by the ratio of the real share to the fixed one, at every stage. So the ETA is priced instead:
 
 * every stage that scales with the spec gets its *expected* work in one unit, the **sample
-  pass** (one forward and backward pass of the job's model on one sample): a training step is
-  ``batch_size`` of them (the methods' own step counts: core.contract.training_cost), an attack
-  step one and a forward-only pass a third (the audit's own plan:
-  core.contract.evaluation_cost.audit_passes, which its progress counts), a certification draw
-  a third, a corrupted image about one (:data:`CORRUPTED_IMAGE`); load, export and report get
-  their expected seconds (:data:`FIXED_SECONDS`);
+  pass** (one training pass of the job's model on one sample): a training step is
+  ``batch_size`` of them (the methods' own step counts: core.contract.training_cost), the
+  audit's model passes (its own plan, which its progress counts:
+  core.contract.evaluation_cost.audit_passes) :data:`ATTACK_PASS` of one each, a certification
+  draw a third, a corrupted image :data:`CORRUPTED_IMAGE`; load, export and report get their
+  expected seconds (:data:`FIXED_SECONDS`);
 * the work done is the finished stages' work plus the running stage's fraction of its own (each
   stage reports its progress in real units: training steps, attack passes, images);
 * ETA = work left x seconds per sample pass so far + the fixed stages' seconds left: the job's
@@ -42,9 +42,15 @@ from core.contract.training_cost import (
     steps_per_epoch,
 )
 
-# A corrupted image costs its corruption and a forward pass of both models: about a pass (the
-# affine and fog corruptions cost more than a small model's forward).
-CORRUPTED_IMAGE = 1.0
+# The unit is a training pass on one sample (forward, backward through the weights, the
+# optimizer's share). Measured against it on Papernot's MNIST CNN on builtin:mnist, 1 thread of
+# the 2 shared cores (bench/results/eta.md, "calibration"): an attack pass of the audit (its
+# backward stops at the input, and runs stop early on fooled samples) 0.54-0.93 of one, a
+# corrupted image (the corruption, then both models' forward) 0.62-0.81, the soft-label stage
+# (the teacher's forward over the training set and the student's set-up) about 1 a sample.
+ATTACK_PASS = 0.7
+CORRUPTED_IMAGE = 0.7
+SOFT_LABEL_PASS = 1.0
 # An auto student (student_epochs unset) trains until its loss converges, then a low-rate finish:
 # the ten students of bench/results/student_accuracy.md ran 6 to 59 epochs, median 25. (The
 # student's own bar corrects its estimate every epoch: core.hardening.training.StepMeter.)
@@ -183,10 +189,10 @@ def job_plan(spec: HardenSpec, shape: DataShape | None = None) -> JobPlan:
         stage.name: count * spec.batch_size
         for stage, count in zip(method.stages, steps, strict=True)
     }
-    if "soft_labels" in variable:  # one pass of the teacher over the training set, forward only
-        variable["soft_labels"] = shape.train_samples * FORWARD_ONLY
+    if "soft_labels" in variable:  # one pass of the teacher over the training set
+        variable["soft_labels"] = shape.train_samples * SOFT_LABEL_PASS
     if spec.evaluation.enabled:
-        variable["evaluate"] = audit_passes(
+        variable["evaluate"] = ATTACK_PASS * audit_passes(
             spec.evaluation,
             features=shape.input_shape[0] * shape.input_shape[1] * shape.input_shape[2],
             classes=shape.classes,

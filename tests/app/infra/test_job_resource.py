@@ -161,7 +161,7 @@ def test_the_stage_shares_are_priced_not_fixed() -> None:
 def test_a_slower_stage_shows_in_the_eta_once_it_runs() -> None:
     # The evaluation runs at half the pace the training did. The pace is the job's so far (its
     # work done over its time running), so the ETA learns of it as the evaluation goes: past its
-    # middle, the ETA is the time left within 5% of the job's duration; a steady pace would have
+    # middle, the ETA is the time left within 10% of the job's duration; a steady pace would have
     # promised less.
     spec = JOB_SHAPES["default"]
     writes = _simulate(spec, {"evaluate": 2e-3})
@@ -174,7 +174,7 @@ def test_a_slower_stage_shows_in_the_eta_once_it_runs() -> None:
         strict=True,
     ):
         eta = _eta(spec, t, stage, progress)
-        assert eta is not None and abs(eta - left) <= 0.05 * duration
+        assert eta is not None and abs(eta - left) <= 0.1 * duration
         assert eta > (_eta(spec, t_steady, stage, progress) or 0)
 
 

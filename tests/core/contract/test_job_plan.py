@@ -7,6 +7,7 @@ import pytest
 
 from core.contract.evaluation_cost import FORWARD_ONLY, audit_passes, run_passes, run_steps
 from core.contract.job_plan import (
+    ATTACK_PASS,
     BUILTIN_SHAPES,
     FIXED_SECONDS,
     job_plan,
@@ -36,7 +37,7 @@ def test_the_evaluation_is_the_audits_own_plan_and_grows_with_its_settings():
     spec = HardenSpec(dataset="builtin:mnist")
     shape = BUILTIN_SHAPES["builtin:mnist"]
     ev = spec.for_input_shape(shape.input_shape).evaluation
-    assert job_plan(spec).work["evaluate"] == audit_passes(
+    assert job_plan(spec).work["evaluate"] == ATTACK_PASS * audit_passes(
         ev, features=784, classes=10, test_samples=shape.test_samples
     )
     more = HardenSpec(dataset="builtin:mnist", evaluation={"pgd_steps": 80})

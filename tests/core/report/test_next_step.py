@@ -12,6 +12,7 @@ from typing import Any, get_args
 
 import pytest
 import typer
+from markupsafe import escape
 
 from cli.gate import check, parse_gates
 from cli.main import app
@@ -142,6 +143,8 @@ def test_the_report_the_job_and_the_cli_carry_the_same_step(
     assert step.command is not None and step.command in closing
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.index('id="next-step"') < page.index('id="verdict"')
+    for part in step.command.split(" && "):  # one line each on the page
+        assert str(escape(part)) in page
 
 
 def test_harden_submit_wait_says_the_step_of_the_jobs_verdict(

@@ -99,3 +99,32 @@ def test_progress_follows_the_job_order_and_skips_evaluate_when_disabled(method)
         assert report.overall(stages[0].name, 0, 1) == 0.0 and ends[-1] == pytest.approx(1.0)
         assert ends == sorted(ends) and len(set(ends)) == len(ends)
         assert evaluation == ("evaluate" in [stage.name for stage in stages])
+
+
+def test_the_eta_reads_back_what_the_worker_stored(services):
+    # The worker writes the overall progress over the job's stages; the job resource reads the
+    # running stage's fraction back out of it with core.contract.job_plan.progress_stages: both
+    # must weigh the same stages alike, for every report the core makes.
+    from core.contract.job_plan import progress_stages, stage_fraction
+    from core.contract.spec import HardenSpec
+    from tests.worker.conftest import queue_job
+    from tests.worker.real_pipeline import TINY_EVALUATION, RecordingPipeline
+    from worker.runner import run_job
+
+    job_id = queue_job(services, {"evaluation": TINY_EVALUATION})
+    stored: list[tuple[str | None, float]] = []
+
+    def read_back(stage: str, done: int, total: int) -> None:
+        job = services.store.get(job_id)
+        stored.append((job.stage, job.progress))
+
+    pipeline = RecordingPipeline(hook=read_back)
+    assert run_job(services, job_id, pipeline=pipeline) == "succeeded"
+    stages = progress_stages(HardenSpec.model_validate(services.store.get(job_id).spec))
+    # The hook runs before each report is written: the row then holds the report before it.
+    pairs = list(zip(pipeline.progress, stored[1:], strict=False))
+    evaluated = [(report, row) for report, row in pairs if report[0] == "evaluate"]
+    assert len(evaluated) > 3
+    for (stage, done, total), (row_stage, progress) in evaluated:
+        assert row_stage == stage
+        assert stage_fraction(stages, stage, progress) == pytest.approx(done / total)

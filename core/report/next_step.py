@@ -11,6 +11,7 @@ here. Torch-free and free of the audit code: the job resource's verdict carries 
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from typing import Any, Literal
 
@@ -136,7 +137,8 @@ def next_step(
         config = {**kept, **(preset if evaluation.get("preset") != "autoattack" else {})}
         extra, keep = "", ""
         if gate is not None:
-            norm, epsilon, floor = gate
+            norm, epsilon, lowest = gate
+            floor = math.floor(100 * lowest) / 100  # rounded down: the run itself passes it
             width = spec.get("input_range") or (0.0, 1.0)
             budget = epsilon_text(epsilon) if list(width) == [0.0, 1.0] else f"{epsilon:g}"
             extra = f" --fail-on min-robust={floor:.2f}@{norm}:{budget}"

@@ -205,6 +205,51 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+class LoadSampler:
+    """The 1-minute load average every ``interval_s`` seconds while a block runs."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        import threading
+
+        self.samples: list[float] = []
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self._interval):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        values = self.samples or [os.getloadavg()[0]]
+        mean = sum(values) / len(values)
+        return f"{min(values):.1f}-{max(values):.1f} (mean {mean:.1f})"
+
+
+def _commit() -> str:
+    """The commit measured: git's, or BENCH_COMMIT's where the tree is an export without .git."""
+    import subprocess
+
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+        return found.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("BENCH_COMMIT", "unknown")
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -226,12 +271,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             calibrate(Path(scratch))
         return
-    load_before = os.getloadavg()
     started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows: list[str] = []
     details: list[str] = []
     ratios: list[float] = []
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, LoadSampler() as load:
         upload = _upload(Path(scratch))
         for name in args.jobs:
             spec = HardenSpec.model_validate(JOBS[name] | (QUICK if args.quick else {}))
@@ -254,12 +298,11 @@ def main() -> None:
                 print(rows[-1], flush=True)
             details += ["", f"**{name}** ({duration:.0f} s, verdict {label}):", ""]
             details += _stage_table(spec, writes, duration)
-    load_after = os.getloadavg()
     lines = [
         "# ETA error at 25/50/75% of a job (bench/eta.py)",
         "",
-        f"Run {started_at} on {_machine()}, {args.threads} torch thread; 1-minute load average "
-        f"{load_before[0]:.1f} before and {load_after[0]:.1f} after (the 2 cores are shared with "
+        f"Run {started_at} at commit {_commit()} on {_machine()}, {args.threads} torch thread; "
+        f"1-minute load average {load.summary()} over the run (the 2 cores are shared with "
         "other workers' tests and builds: the pace changes under the job, as it does on a busy "
         "worker). Upload: Papernot's MNIST CNN trained 5 epochs at T=1 on builtin:digits. "
         "`eta_s` is app.infra.job_resource.eta_seconds over the job row as it stood at the "

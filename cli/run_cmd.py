@@ -84,6 +84,19 @@ class _StageBars:
             self.bar = None
 
 
+def _device_type(device: str | None) -> str:
+    """The type of the device the run will use ('cpu', 'cuda'): the job's plan sizes 'auto'
+    sample counts by it, as the audit does. A device this machine lacks is the run's to refuse
+    (its message names the fix); the plan then reads the CPU's counts."""
+    from core.device import pick_device
+    from core.errors import HardenError
+
+    try:
+        return pick_device(device).type
+    except HardenError:
+        return "cpu"
+
+
 def _summary(result: RunResult) -> str:
     report = result.report
     models = report.models
@@ -197,7 +210,7 @@ def run_command(**kwargs: Any) -> None:
 
     from core.pipeline import run  # imported late: torch loads only when a run really starts
 
-    bars = _StageBars(job_plan(spec))
+    bars = _StageBars(job_plan(spec, device_type=_device_type(fixed["device"])))
     started = time.monotonic()
     try:
         result = run(

@@ -30,6 +30,7 @@ from core.audit.baseline_input import CACHE_ENTRY, Baseline
 from core.audit.certify import certification_sigma, certify_models
 from core.audit.corruptions import corruption_robustness
 from core.audit.evaluate import UploadAudit, audit
+from core.audit.shards import ShardBroker
 from core.audit.verdict import with_certificate, with_corruptions, with_untrained_upload
 from core.checkpoint import Checkpoints, Resumed, checkpointing
 from core.compute import Compute, Precision
@@ -162,6 +163,8 @@ def run(
     channels_last: bool = True,
     cudnn_benchmark: bool = True,
     baseline: Baseline | None = None,
+    audit_shards: ShardBroker | None = None,
+    shard_dir: Path | None = None,
     checkpoint_dir: Path | None = None,
     resume_from: Path | None = None,
     resumed_attempt: int | None = None,
@@ -174,6 +177,8 @@ def run(
     this machine lacks. ``precision``, ``channels_last`` and ``cudnn_benchmark`` say how a GPU
     is used (core.compute; on the CPU only ``precision='bfloat16'`` changes anything).
     ``baseline``: a model to compare the hardened one against (core.audit.baseline).
+    ``audit_shards``: which shards of the job's audit this process computes (core.audit.shards;
+    None: all of them); ``shard_dir``: where it writes their results (None: a temporary folder).
     ``checkpoint_dir``: where the trainings save checkpoints (core.checkpoint; every
     ``checkpoint_every_s`` at an epoch's end, and at each training's end), each handed to
     ``on_checkpoint``; ``resume_from``: the checkpoints of an earlier attempt
@@ -190,6 +195,7 @@ def run(
             should_cancel=should_cancel, device=device, precision=precision,
             channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, baseline=baseline,
             resumed=lambda: _resumed_note(checkpoints, resumed_attempt),
+            audit_shards=audit_shards, shard_dir=shard_dir,
         )  # fmt: skip
     return result
 
@@ -222,6 +228,8 @@ def _run(
     cudnn_benchmark: bool,
     baseline: Baseline | None,
     resumed: Callable[[], list[str]],
+    audit_shards: ShardBroker | None = None,
+    shard_dir: Path | None = None,
 ) -> RunResult:
     progress: ProgressFn = on_progress or (lambda stage, done, total: None)
     cancel: CancelFn = should_cancel or (lambda: False)
@@ -320,6 +328,8 @@ def _run(
                     on_progress=progress,
                     should_cancel=cancel,
                     method=method.title,
+                    shards=audit_shards,
+                    shard_dir=shard_dir,
                 )
                 evaluation, verdict, upload_audit = done.evaluation, done.verdict, done.upload
                 if baseline is not None:  # attacked as the student was; progress is the audit's

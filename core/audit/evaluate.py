@@ -7,14 +7,18 @@ slow attacks use a prefix of them). What each attack is and how one run of it is
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from core.audit.attacks.base import AttackResult, margin
+from core.audit.attacks.base import margin
 from core.audit.registry import REGISTRY, Attack
 from core.audit.runs import AttackCall, norm_budgets, perturbation_sizes
 from core.audit.schema import (
@@ -25,6 +29,17 @@ from core.audit.schema import (
     ModelRobustness,
     Verdict,
 )
+from core.audit.shards import (
+    LocalBroker,
+    ModelShard,
+    ShardBroker,
+    ShardResult,
+    ShardRun,
+    digest_of,
+    shard_count,
+    shard_seed,
+)
+from core.audit.shards import load as load_shard
 from core.audit.verdict import decide
 from core.audit.worst_case import SampleOutcomes
 from core.contract.evaluation import AttackName, EvaluationSpec
@@ -102,6 +117,11 @@ def draw_samples(data: Dataset, count: int, seed: int) -> tuple[Tensor, Tensor]:
 def gradient_amplitude(model: nn.Module, x: Tensor, labels: Tensor) -> GradientAmplitude:
     """Per-sample L1 norms of d softmax(z)_y / dx (the paper's adversarial gradient) and of
     d margin / dx. Samples are independent in eval mode, so one backward of the sum suffices."""
+    return _amplitude(*_gradient_l1(model, x, labels))
+
+
+def _gradient_l1(model: nn.Module, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(d softmax(z)_y / dx, d margin / dx): their per-sample L1 norms, float64 on the CPU."""
     x = x.detach().requires_grad_(True)
     logits = model(x)
     probs = logits.softmax(1).gather(1, labels[:, None]).sum()
@@ -109,6 +129,10 @@ def gradient_amplitude(model: nn.Module, x: Tensor, labels: Tensor) -> GradientA
     (g_margin,) = torch.autograd.grad(margin(logits, labels).sum(), x)
     soft = g_soft.flatten(1).abs().sum(1).double().cpu()
     marg = g_margin.flatten(1).abs().sum(1).double().cpu()
+    return soft, marg
+
+
+def _amplitude(soft: Tensor, marg: Tensor) -> GradientAmplitude:
     return GradientAmplitude(
         softmax_l1_mean=float(soft.mean()),
         softmax_l1_median=float(soft.median()),
@@ -120,14 +144,20 @@ def gradient_amplitude(model: nn.Module, x: Tensor, labels: Tensor) -> GradientA
 
 
 def _point(
-    result: AttackResult, epsilon: float | None, seconds: float, sizes: Tensor | None = None
+    correct_before: Tensor,
+    success: Tensor,
+    epsilon: float | None,
+    seconds: float,
+    sizes: Tensor | None = None,
 ) -> AttackPoint:
-    correct = int(result.correct_before.sum())
-    fooled = int(result.success.sum())
-    n = len(result.success)
+    """One attack at one budget from its per-sample outcomes (``sizes``: of every sample's
+    perturbation, where the attack measures it)."""
+    correct = int(correct_before.sum())
+    fooled = int(success.sum())
+    n = len(success)
     median = mean = None
     if sizes is not None and fooled:
-        chosen = sizes[result.success].double()
+        chosen = sizes[success].double()
         median, mean = float(chosen.median()), float(chosen.mean())
     return AttackPoint(
         epsilon=epsilon,
@@ -139,14 +169,6 @@ def _point(
         mean_perturbation=mean,
         seconds=seconds,
     )
-
-
-def _thresholded(result: AttackResult, sizes: Tensor, epsilon: float) -> AttackPoint:
-    """A minimum-norm attack (CW-L2) read at budget ``epsilon``: only successes within it count."""
-    within = AttackResult(
-        result.adversarial, result.success & (sizes <= epsilon), result.correct_before
-    )
-    return _point(within, epsilon, 0.0)
 
 
 # Adversarials of the uploaded model that a transfer attack applies to the student, by the
@@ -179,55 +201,234 @@ def _summary(attack: Attack) -> AttackSummary:
 def _attack_model(
     role: str,
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    ev: EvaluationSpec,
-    bounds: tuple[float, float],
-    num_classes: int,
+    part: _Part,
     progress: _Progress,
     transfer_sources: TransferSources,
-    outcomes: SampleOutcomes,
-) -> list[AttackSummary]:
-    fast, slow = (x, y), (x[: ev.samples_slow], y[: ev.samples_slow])
+) -> ModelShard:
+    """Every attack at every budget on one model and one shard's samples (the slow attacks on
+    the shard's share of the prefix), per sample. The upload's adversarials that a transfer
+    attack replays are added to ``transfer_sources`` (the shard's); the student's transfer run
+    reads them."""
+    started = time.perf_counter()
+    model = model.to(part.x.device).eval()
+    with torch.no_grad():
+        logits = model(part.x)
+    ev = part.ev
     source_names = {REGISTRY[name].transfer_from for name in ev.attacks}
+    runs = []
+    for name in ev.attacks:
+        attack = REGISTRY[name]
+        if attack.transfer_from is not None and role == "uploaded":
+            continue  # the uploaded model supplies the adversarials: attacking it says nothing
+        xs, ys = (part.x[: part.slow], part.y[: part.slow]) if attack.slow else (part.x, part.y)
+        for epsilon in attack.budgets(ev):
+            if not len(xs):  # a shard past the slow attacks' prefix (more shards than samples)
+                runs.append(_no_run(name, epsilon, xs, attack.measures_perturbation))
+                continue
+            source_adversarial = None
+            if attack.transfer_from is not None:
+                source_adversarial = transfer_sources.get((attack.transfer_from, epsilon))
+            call = AttackCall(
+                model=model, x=xs, labels=ys, epsilon=epsilon, settings=ev, bounds=part.bounds,
+                num_classes=part.num_classes, on_step=progress.hook,
+                source_adversarial=source_adversarial, seed=part.seed,
+            )  # fmt: skip
+            progress.start_run(_run_passes(attack, ev, xs, part.num_classes))
+            start = time.perf_counter()
+            result = attack.run(call)
+            seconds = time.perf_counter() - start
+            sizes = None
+            if attack.measures_perturbation:
+                sizes = perturbation_sizes(attack.norm, result.adversarial, xs).detach().cpu()
+            adversarial = None
+            if role == "uploaded" and name in source_names:
+                transfer_sources[(name, epsilon)] = result.adversarial
+                adversarial = result.adversarial.detach().cpu()
+            runs.append(
+                ShardRun(
+                    attack=name, epsilon=epsilon, seconds=seconds,
+                    correct_before=result.correct_before.cpu(), success=result.success.cpu(),
+                    sizes=sizes, adversarial=adversarial,
+                )
+            )  # fmt: skip
+            progress.finish_run()
+    softmax_l1, margin_l1 = _gradient_l1(model, part.x, part.y)
+    return ModelShard(
+        seconds=time.perf_counter() - started,
+        clean=(logits.argmax(1) == part.y).cpu(),
+        abs_logits=logits.abs().detach().cpu(),
+        softmax_l1=softmax_l1,
+        margin_l1=margin_l1,
+        runs=runs,
+    )
+
+
+def _no_run(attack: str, epsilon: float | None, x: Tensor, measured: bool) -> ShardRun:
+    """A run on no samples: nothing attacked, nothing fooled."""
+    none = torch.zeros(0, dtype=torch.bool)
+    return ShardRun(
+        attack=attack, epsilon=epsilon, seconds=0.0, correct_before=none, success=none,
+        sizes=torch.zeros(0) if measured else None,
+    )  # fmt: skip
+
+
+def _merge_model(
+    role: str, parts: Sequence[ModelShard], ev: EvaluationSpec, device: torch.device
+) -> tuple[ModelRobustness, PerSampleOutcomes, TransferSources]:
+    """One model's results of every shard, merged in sample order: its section of the report,
+    its per-sample outcomes and (the upload's) the adversarials a transfer attack replays.
+    Means and medians are taken over the merged per-sample values, on ``device`` as an audit of
+    all samples at once took them there; ``seconds`` are summed."""
+    runs = iter(_merged_runs(parts, device))
+    outcomes = SampleOutcomes()
+    transfer_sources: TransferSources = {}
     summaries = []
     for name in ev.attacks:
         attack = REGISTRY[name]
         summary = _summary(attack)
         summaries.append(summary)
         if attack.transfer_from is not None and role == "uploaded":
-            # The uploaded model supplies the adversarials: attacking it with them says nothing.
             summary.note = attack.source_note
             continue
-        xs, ys = slow if attack.slow else fast
         for epsilon in attack.budgets(ev):
-            source_adversarial = None
-            if attack.transfer_from is not None:
-                source_adversarial = transfer_sources.get((attack.transfer_from, epsilon))
-            call = AttackCall(
-                model=model, x=xs, labels=ys, epsilon=epsilon, settings=ev, bounds=bounds,
-                num_classes=num_classes, on_step=progress.hook,
-                source_adversarial=source_adversarial,
-            )  # fmt: skip
-            progress.start_run(_run_passes(attack, ev, xs, num_classes))
-            start = time.perf_counter()
-            result = attack.run(call)
-            seconds = time.perf_counter() - start
-            sizes = None
-            if attack.measures_perturbation:
-                sizes = perturbation_sizes(attack.norm, result.adversarial, xs)
-            summary.points.append(_point(result, epsilon, seconds, sizes))
+            run = next(runs, None)
+            if run is None or (run.attack, run.epsilon) != (name, epsilon):
+                raise ValueError(f"the audit's shards did not run {name} at {epsilon} in order")
+            correct, success, sizes = run.correct_before, run.success, run.sizes
+            summary.points.append(_point(correct, success, epsilon, run.seconds, sizes))
             if attack.minimum_norm and sizes is not None:
+                # A minimum-norm attack (CW-L2) read at each budget: only successes within it.
                 for e in norm_budgets(attack.norm, ev):
-                    summary.points.append(_thresholded(result, sizes, e))
-                    fooled = result.success & (sizes <= e)
-                    outcomes.add(name, attack.norm, e, result.correct_before & ~fooled)
+                    fooled = success & (sizes <= e)
+                    summary.points.append(_point(correct, fooled, e, 0.0))
+                    outcomes.add(name, attack.norm, e, correct & ~fooled)
             elif epsilon is not None:
-                outcomes.add(name, attack.norm, epsilon, result.correct_before & ~result.success)
-            if role == "uploaded" and name in source_names:
-                transfer_sources[(name, epsilon)] = result.adversarial
-            progress.finish_run()
-    return summaries
+                outcomes.add(name, attack.norm, epsilon, correct & ~success)
+            if run.adversarial is not None:
+                transfer_sources[(name, epsilon)] = run.adversarial
+    clean = _interleave([part.clean for part in parts]).to(device)
+    robustness = ModelRobustness(
+        clean_accuracy=float(clean.float().mean()),
+        mean_abs_logit=float(_interleave([part.abs_logits for part in parts]).to(device).mean()),
+        gradient=_amplitude(
+            _interleave([part.softmax_l1 for part in parts]),
+            _interleave([part.margin_l1 for part in parts]),
+        ),
+        attacks=summaries,
+        worst_case=outcomes.worst_case(),
+        seconds=sum(part.seconds for part in parts),
+    )
+    per_sample = PerSampleOutcomes(clean=clean.cpu().tolist(), budgets=outcomes.per_budget())
+    return robustness, per_sample, transfer_sources
+
+
+def _merged_runs(parts: Sequence[ModelShard], device: torch.device) -> list[ShardRun]:
+    """Each run's per-sample results over every shard, in sample order, on ``device``."""
+    if len({len(part.runs) for part in parts}) != 1:
+        raise ValueError("the audit's shards hold different numbers of attack runs")
+    merged = []
+    for runs in zip(*(part.runs for part in parts), strict=True):
+        if len({(run.attack, run.epsilon) for run in runs}) != 1:
+            raise ValueError("the audit's shards ran different attacks in the same place")
+
+        def joined(name: str, runs: tuple[ShardRun, ...] = runs) -> Tensor | None:
+            values = [getattr(run, name) for run in runs]
+            if any(value is None for value in values):
+                return None
+            return _interleave(values).to(device)
+
+        correct, success = joined("correct_before"), joined("success")
+        assert correct is not None and success is not None
+        merged.append(
+            ShardRun(
+                attack=runs[0].attack, epsilon=runs[0].epsilon,
+                seconds=sum(run.seconds for run in runs), correct_before=correct,
+                success=success, sizes=joined("sizes"), adversarial=joined("adversarial"),
+            )
+        )  # fmt: skip
+    return merged
+
+
+def _interleave(parts: Sequence[Tensor]) -> Tensor:
+    """Shard results back in sample order: of N shards, shard k holds samples k, k + N, ..."""
+    count = len(parts)
+    rows = sum(len(part) for part in parts)
+    merged = parts[0].new_empty((rows, *parts[0].shape[1:]))
+    for shard, part in enumerate(parts):
+        if len(range(shard, rows, count)) != len(part):
+            raise ValueError(f"shard {shard} of the audit holds the wrong number of samples")
+        merged[shard::count] = part
+    return merged
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One shard of an audit's samples: ``x`` and ``y`` its samples in sample order, the slow
+    attacks on its first ``slow``, its attacks' random draws seeded with ``seed``."""
+
+    x: Tensor
+    y: Tensor
+    slow: int
+    seed: int
+    ev: EvaluationSpec
+    bounds: tuple[float, float]
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class _Sharding:
+    """An audit's samples and settings dealt out to its shards (core.audit.shards)."""
+
+    x: Tensor
+    y: Tensor
+    ev: EvaluationSpec
+    bounds: tuple[float, float]
+    num_classes: int
+
+    @property
+    def count(self) -> int:
+        return shard_count(len(self.x), self.ev.shard_samples)
+
+    def part(self, shard: int) -> _Part:
+        chosen = slice(shard, None, self.count)
+        slow = min(int(self.ev.samples_slow), len(self.x))
+        return _Part(
+            self.x[chosen].contiguous(), self.y[chosen].contiguous(),
+            len(range(shard, slow, self.count)), shard_seed(self.ev.seed, shard), self.ev,
+            self.bounds, self.num_classes,
+        )  # fmt: skip
+
+    def compute(
+        self,
+        shard: int,
+        models: dict[str, nn.Module],
+        progress: _Progress,
+        kept_sources: TransferSources,
+        digest: str,
+    ) -> ShardResult:
+        """Shard ``shard`` of the audit of ``models`` (the upload first, when it is attacked:
+        the student's transfer run replays its adversarials; else those of ``kept_sources``)."""
+        started = time.perf_counter()
+        part = self.part(shard)
+        chosen = slice(shard, None, self.count)
+        sources = {key: adv[chosen].contiguous() for key, adv in kept_sources.items()}
+        done = {
+            role: _attack_model(role, model, part, progress, sources)
+            for role, model in models.items()
+        }
+        return ShardResult(shard, self.count, digest, time.perf_counter() - started, done)
+
+    def passes(self, shard: int, roles: Sequence[str]) -> float:
+        """The model passes shard ``shard`` plans for the models ``roles``."""
+        part = self.part(shard)
+        total = 0.0
+        for name in self.ev.attacks:
+            attack = REGISTRY[name]
+            models = sum(role != "uploaded" or attack.transfer_from is None for role in roles)
+            xs = part.x[: part.slow] if attack.slow else part.x
+            runs = len(attack.budgets(self.ev))
+            total += models * runs * _run_passes(attack, self.ev, xs, self.num_classes)
+        return total
 
 
 def _planned_passes(ev: EvaluationSpec, x: Tensor, num_classes: int, *, upload: bool) -> float:
@@ -297,12 +498,20 @@ def audit(
     should_cancel: CancelFn | None = None,
     method: str | None = None,
     upload: UploadAudit | None = None,
+    shards: ShardBroker | None = None,
+    shard_dir: Path | None = None,
 ) -> Audit:
     """Attack both deployed models (raw logits, eval mode), decide the verdict, and return both
     with the upload's half. ``method``: the title of the hardening method that made ``student``,
     named in the verdict when given (the audit is the same for every method). ``upload``: that
     half from an earlier audit of the same job; reused, not attacked again, when its settings and
-    samples are these."""
+    samples are these.
+
+    The audit is computed in shards of its samples (core.audit.shards): ``shards`` says which
+    this process computes and hands it the others' result files (None: a
+    :class:`~core.audit.shards.LocalBroker`, every shard here); each computed here is written to
+    ``shard_dir`` (None: a temporary folder) as ``audit-<k>.safetensors``. A shard file that
+    does not hold this audit's shard is refused and the shard computed here."""
     dev = device if isinstance(device, torch.device) else pick_device(device)
     bounds = (float(spec.input_range[0]), float(spec.input_range[1]))
     # 'auto' sample counts are sized by the device the attacks run on
@@ -319,26 +528,38 @@ def audit(
     x, y = draw_samples(data, samples, ev.seed)
     x, y = x.to(dev), y.to(dev)
     progress.total = _planned_passes(ev, x, data.num_classes, upload=True)
-    started = time.perf_counter()
-    transfer_sources: TransferSources = {}
-    models: dict[str, ModelRobustness] = {}
     kept = upload if upload and upload.settings == ev and torch.equal(upload.samples, x) else None
+    models = {"uploaded": uploaded, "student": student}
     if kept is not None:
-        models["uploaded"] = kept.robustness
-        transfer_sources.update(kept.transfer_sources)
+        del models["uploaded"]
         progress.skip(_upload_passes(ev, x, data.num_classes))
-    # The uploaded model first: the transfer attack on the student needs its adversarials.
-    per_sample = None
-    for role, model in (("uploaded", uploaded), ("student", student)):
-        if role in models:
-            continue
-        models[role], outcomes = _robustness(
-            role, model, x, y, ev, bounds, data.num_classes, progress, transfer_sources
+    sharding = _Sharding(x, y, ev, bounds, data.num_classes)
+    digest = digest_of(
+        settings=ev.model_dump_json(), samples=x, labels=y, models=(uploaded, student),
+        roles=models, shards=sharding.count,
+    )  # fmt: skip
+    broker = shards if shards is not None else LocalBroker(sharding.count)
+    broker.start(sharding.count)
+    kept_sources = kept.transfer_sources if kept is not None else {}
+
+    def compute(shard: int) -> ShardResult:
+        return sharding.compute(shard, models, progress, kept_sources, digest)
+
+    with _folder(shard_dir) as folder:
+        results = _collect(
+            broker, sharding.count, compute, folder, digest, progress,
+            lambda shard: sharding.passes(shard, list(models)),
+        )  # fmt: skip
+    robustness: dict[str, ModelRobustness] = {}
+    per_sample: dict[str, PerSampleOutcomes] = {}
+    transfer_sources: TransferSources = {}
+    for role in models:
+        robustness[role], per_sample[role], sources = _merge_model(
+            role, [result.models[role] for result in results], ev, dev
         )
-        if role == "uploaded":
-            kept = UploadAudit(ev, x, models[role], dict(transfer_sources))
-        else:
-            per_sample = outcomes
+        transfer_sources.update(sources)
+    if kept is None:
+        kept = UploadAudit(ev, x, robustness["uploaded"], transfer_sources)
     evaluation = Evaluation(
         samples=len(x),
         samples_slow=min(samples_slow, len(x)),
@@ -350,45 +571,61 @@ def audit(
         threat_model=ev.threat_model,
         epsilons_linf=ev.budgets("linf", bounds),
         epsilons_l2=ev.budgets("l2", bounds),
-        models=models,
-        seconds=time.perf_counter() - started,
+        models={"uploaded": kept.robustness, "student": robustness["student"]},
+        seconds=sum(result.seconds for result in results),
     )
-    assert kept is not None and per_sample is not None  # the upload was attacked or reused
     progress.complete()
-    return Audit(evaluation, decide(evaluation), kept, per_sample)
+    return Audit(evaluation, decide(evaluation), kept, per_sample["student"])
 
 
-def _robustness(
-    role: str,
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    ev: EvaluationSpec,
-    bounds: tuple[float, float],
-    num_classes: int,
+def _collect(
+    broker: ShardBroker,
+    count: int,
+    compute: Callable[[int], ShardResult],
+    folder: Path,
+    digest: str,
     progress: _Progress,
-    transfer_sources: TransferSources,
-) -> tuple[ModelRobustness, PerSampleOutcomes]:
-    """Everything the audit measures on one model, and its per-sample outcomes."""
-    model = model.to(x.device).eval()
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        logits = model(x)
-    outcomes = SampleOutcomes()
-    summaries = _attack_model(
-        role, model, x, y, ev, bounds, num_classes, progress, transfer_sources, outcomes
-    )
-    correct = logits.argmax(1) == y
-    robustness = ModelRobustness(
-        clean_accuracy=float(correct.float().mean()),
-        mean_abs_logit=float(logits.abs().mean()),
-        gradient=gradient_amplitude(model, x, y),
-        attacks=summaries,
-        worst_case=outcomes.worst_case(),
-        seconds=time.perf_counter() - t0,
-    )
-    per_sample = PerSampleOutcomes(clean=correct.cpu().tolist(), budgets=outcomes.per_budget())
-    return robustness, per_sample
+    passes: Callable[[int], float],
+) -> list[ShardResult]:
+    """Every shard's result, in shard order: those ``broker`` lets this process claim computed
+    here first, then, for each of the others, the file it hands over (refused: computed here
+    too, as one whose claimant died). Each computed here is written to ``folder`` and handed to
+    ``broker.done``; the progress skips the passes of those computed elsewhere."""
+    results: dict[int, ShardResult] = {}
+
+    def here(shard: int) -> None:
+        results[shard] = compute(shard)
+        broker.done(shard, results[shard].save(folder))
+
+    while (shard := broker.claim()) is not None:
+        if not 0 <= shard < count or shard in results:
+            raise ValueError(f"the shard broker handed out shard {shard} of {count} again")
+        here(shard)
+    for shard in range(count):
+        if shard in results:
+            continue
+        progress.hook(0, 1)  # a cancel is honoured between waits too
+        path = broker.wait(shard)
+        found = None
+        if path is not None:
+            with contextlib.suppress(ValueError):  # refused whole: computed here instead
+                found = load_shard(path, digest=digest, shard=shard)
+        if found is None:
+            here(shard)
+        else:
+            results[shard] = found
+            progress.skip(passes(shard))
+    return [results[shard] for shard in range(count)]
+
+
+@contextlib.contextmanager
+def _folder(shard_dir: Path | None) -> Iterator[Path]:
+    """``shard_dir``, or a temporary folder removed afterwards."""
+    if shard_dir is not None:
+        yield Path(shard_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="audit-shards-") as scratch:
+        yield Path(scratch)
 
 
 def attack_like_student(
@@ -401,8 +638,9 @@ def attack_like_student(
     should_cancel: CancelFn | None = None,
 ) -> PerSampleOutcomes:
     """Attack one more model exactly as an audit attacked its student: the same settings, the
-    same samples (drawn again with the same seed and checked equal), the same adversarials of
-    the upload for a transfer attack: a baseline beside the job's model (core.audit.baseline)."""
+    same samples (drawn again with the same seed and checked equal) in the same shards with the
+    same random draws, the same adversarials of the upload for a transfer attack: a baseline
+    beside the job's model (core.audit.baseline)."""
     ev, x = upload.settings, upload.samples
     drawn, y = draw_samples(data, len(x), ev.seed)
     if not torch.equal(drawn.to(x.device), x):
@@ -413,9 +651,13 @@ def attack_like_student(
         should_cancel or (lambda: False),
         _planned_passes(ev, x, data.num_classes, upload=False),
     )
-    _, per_sample = _robustness(
-        "student", model, x, y.to(x.device), ev, bounds, data.num_classes, progress,
-        dict(upload.transfer_sources),
-    )  # fmt: skip
+    sharding = _Sharding(x, y.to(x.device), ev, bounds, data.num_classes)
+    parts = [
+        sharding.compute(shard, {"student": model}, progress, upload.transfer_sources, "")
+        for shard in range(sharding.count)
+    ]
+    _, per_sample, _ = _merge_model(
+        "student", [part.models["student"] for part in parts], ev, x.device
+    )
     progress.complete()
     return per_sample

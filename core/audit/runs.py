@@ -38,6 +38,9 @@ class AttackCall:
     on_step: StepHook = no_hook
     # Adversarials crafted on another model from the same x; only a transfer attack reads them.
     source_adversarial: Tensor | None = None
+    # The seed of the attack's random draws; None: the settings' (an audit's shard k draws with
+    # its own, core.audit.shards.shard_seed).
+    seed: int | None = None
 
     @property
     def budget(self) -> float:
@@ -45,6 +48,11 @@ class AttackCall:
         if self.epsilon is None:
             raise ValueError("this attack needs a budget, but the run was given none")
         return self.epsilon
+
+    @property
+    def draw_seed(self) -> int:
+        """The seed of the run's random draws."""
+        return self.settings.seed if self.seed is None else self.seed
 
 
 AttackRunner = Callable[[AttackCall], AttackResult]
@@ -84,7 +92,7 @@ def pgd_runner(norm: Literal["linf", "l2"], loss: str) -> AttackRunner:
     def run(call: AttackCall) -> AttackResult:
         return pgd(
             call.model, call.x, call.labels, epsilon=call.budget, norm=norm, loss=loss,
-            steps=call.settings.pgd_steps, bounds=call.bounds, seed=call.settings.seed,
+            steps=call.settings.pgd_steps, bounds=call.bounds, seed=call.draw_seed,
             on_step=call.on_step,
         )  # fmt: skip
 
@@ -97,7 +105,7 @@ def apgd_runner(loss: str) -> AttackRunner:
     def run(call: AttackCall) -> AttackResult:
         return apgd(
             call.model, call.x, call.labels, epsilon=call.budget, loss=loss,
-            steps=call.settings.pgd_steps, bounds=call.bounds, seed=call.settings.seed,
+            steps=call.settings.pgd_steps, bounds=call.bounds, seed=call.draw_seed,
             on_step=call.on_step,
         )  # fmt: skip
 
@@ -109,7 +117,7 @@ def run_apgd_targeted(call: AttackCall) -> AttackResult:
     return apgd_targeted(
         call.model, call.x, call.labels, epsilon=call.budget, steps=call.settings.pgd_steps,
         target_classes=call.settings.target_classes, bounds=call.bounds,
-        seed=call.settings.seed, on_step=call.on_step,
+        seed=call.draw_seed, on_step=call.on_step,
     )  # fmt: skip
 
 
@@ -127,7 +135,7 @@ def jsma_runner(outputs: Literal["softmax", "logits"]) -> AttackRunner:
     def run(call: AttackCall) -> AttackResult:
         return jsma(
             call.model, call.x, call.labels, num_classes=call.num_classes, outputs=outputs,
-            max_fraction=call.budget, bounds=call.bounds, seed=call.settings.seed,
+            max_fraction=call.budget, bounds=call.bounds, seed=call.draw_seed,
             on_step=call.on_step,
         )  # fmt: skip
 
@@ -152,7 +160,7 @@ def run_square(call: AttackCall) -> AttackResult:
     return square_linf(
         call.model, call.x, call.labels, epsilon=call.budget,
         queries=call.settings.square_queries, p_init=SQUARE_P_INIT[call.settings.preset],
-        bounds=call.bounds, seed=call.settings.seed, on_step=call.on_step,
+        bounds=call.bounds, seed=call.draw_seed, on_step=call.on_step,
     )  # fmt: skip
 
 

@@ -136,6 +136,20 @@ class EvaluationSpec(StrictModel):
     )
     square_queries: int = Field(500, ge=1, le=100_000, description="Square attack query budget.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the attack sampling.")
+    shard_samples: int = Field(
+        250,
+        ge=1,
+        le=10_000,
+        description=(
+            "Samples per shard of the audit: the drawn samples are dealt out to "
+            "ceil(samples / shard_samples) shards, sample i to shard i mod that count, each "
+            "attacked with every attack by whichever worker takes it, with random draws seeded "
+            "from seed and the shard (shard 0 with seed itself) and merged in sample order, so "
+            "the result is the same on one worker or many. It changes the attacks' random "
+            "draws, not the work: one shard (shard_samples >= samples) attacks all samples at "
+            "once."
+        ),
+    )
 
     @field_validator("epsilons_linf", "epsilons_l2")
     @classmethod

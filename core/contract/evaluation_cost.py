@@ -9,6 +9,9 @@ the bound keeps a single request from asking for days of attacks (e.g. ``samples
 pgd_steps=1000`` and 16 budgets: 160 million steps per PGD attack). The service refuses a spec
 past its limit at submit (``HARDEN_MAX_EVALUATION_STEPS``); a local ``harden run`` is the user's
 own time and has none.
+
+However the audit is split into shards (EvaluationSpec.shard_samples: core.audit.shards), every
+sample is attacked once by every attack, so neither the bound nor an audit's plan depends on it.
 """
 
 from __future__ import annotations

@@ -169,9 +169,12 @@ class JobPlan:
         return work_left * pace + fixed_left
 
 
-def job_plan(spec: HardenSpec, shape: DataShape | None = None) -> JobPlan:
+def job_plan(
+    spec: HardenSpec, shape: DataShape | None = None, *, device_type: str = "cpu"
+) -> JobPlan:
     """The expected work of ``spec``'s stages on a dataset of ``shape`` (default: what
-    :func:`data_shape` knows of the spec's)."""
+    :func:`data_shape` knows of the spec's), run on a device of ``device_type``: 'auto' sample
+    and image counts are the device's (a CUDA worker attacks ten times the CPU's samples)."""
     shape = shape or data_shape(spec)
     spec = spec.for_input_shape(shape.input_shape)
     method = CATALOGUE[spec.methods[0]]
@@ -198,9 +201,10 @@ def job_plan(spec: HardenSpec, shape: DataShape | None = None) -> JobPlan:
             features=shape.input_shape[0] * shape.input_shape[1] * shape.input_shape[2],
             classes=shape.classes,
             test_samples=shape.test_samples,
+            device_type=device_type,
         )
     if spec.certifies:
-        draws, images = spec.certification.counts("cpu")
+        draws, images = spec.certification.counts(device_type)
         per_model = min(images, shape.test_samples) * (spec.certification.n0 + draws)
         variable["certify"] = 2 * per_model * FORWARD_ONLY
     if spec.corruptions.enabled:

@@ -113,3 +113,13 @@ def test_builtin_shapes_are_the_loaded_datasets(reference):
     shape = BUILTIN_SHAPES[reference]
     assert (len(data.y_train), len(data.y_test)) == (shape.train_samples, shape.test_samples)
     assert (tuple(data.input_shape), data.num_classes) == (shape.input_shape, shape.classes)
+
+
+def test_auto_counts_are_the_devices():
+    # 'auto' evaluation samples and certified images are sized by the device (a CUDA worker
+    # attacks ten times the CPU's samples): so is the plan's evaluation.
+    spec = HardenSpec(dataset="builtin:mnist", certification={"enabled": True})
+    cpu, cuda = job_plan(spec), job_plan(spec, device_type="cuda")
+    assert cuda.work["evaluate"] > 5 * cpu.work["evaluate"]
+    assert cuda.work["certify"] > cpu.work["certify"]
+    assert cuda.work["student"] == cpu.work["student"]

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.infra.db import Job, JobState  # noqa: E402
 from app.infra.job_resource import eta_seconds  # noqa: E402
-from core.contract.job_plan import job_plan, progress_stages  # noqa: E402
+from core.contract.job_plan import job_plan, progress_stages, stage_fraction  # noqa: E402
 from core.contract.spec import HardenSpec  # noqa: E402
 from worker.progress import ProgressReporter  # noqa: E402
 
@@ -96,12 +96,16 @@ class Check:
     eta_s: int | None
     before_s: float | None  # the ETA before this change, from the same progress
     actual_s: float
+    # harden run's: the running stage's rest at its own pace (its start is known there)
+    local_s: float | None = None
 
 
 def checks(spec: HardenSpec, writes: list[Write], duration: float) -> list[Check]:
     """The job's ETA at each of :data:`CHECKPOINTS` of ``duration``, from the last write made
-    by then, as the job resource computes it."""
+    by then, as the job resource computes it (and as ``harden run`` does, which also knows when
+    the running stage began: its first write)."""
     started = datetime(2026, 1, 1, tzinfo=UTC)
+    stages, plan = progress_stages(spec), job_plan(spec)
     found = []
     for fraction in CHECKPOINTS:
         at = fraction * duration
@@ -113,7 +117,14 @@ def checks(spec: HardenSpec, writes: list[Write], duration: float) -> list[Check
         )  # fmt: skip
         eta = eta_seconds(row, started + timedelta(seconds=at))
         before = at * (1 - last.progress) / last.progress if last.progress > 0 else None
-        found.append(Check(fraction, at, last.stage, last.progress, eta, before, duration - at))
+        stage_start = next(w.seconds for w in writes if w.stage == last.stage)
+        done = stage_fraction(stages, last.stage, last.progress)
+        local = None
+        if done is not None:
+            local = plan.remaining_s(last.stage, done, at, stage_elapsed_s=at - stage_start)
+        found.append(
+            Check(fraction, at, last.stage, last.progress, eta, before, duration - at, local)
+        )
     return found
 
 
@@ -254,6 +265,10 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
@@ -288,12 +303,12 @@ def main() -> None:
                 before_ratio = None if check.before_s is None else check.before_s / check.actual_s
                 if ratio is not None:
                     ratios.append(ratio)
+                local_ratio = None if check.local_s is None else check.local_s / check.actual_s
                 rows.append(
                     f"| {name} | {duration:.0f} | {check.fraction:.0%} | {check.stage} "
                     f"({check.progress:.3f}) | {_fmt(check.actual_s)} | {_fmt(check.eta_s)} | "
-                    f"{'-' if ratio is None else f'{ratio:.2f}'} | {_fmt(error)} | "
-                    f"{_fmt(check.before_s)} | "
-                    f"{'-' if before_ratio is None else f'{before_ratio:.2f}'} |"
+                    f"{_ratio(ratio)} | {_fmt(error)} | {_fmt(check.before_s)} | "
+                    f"{_ratio(before_ratio)} | {_fmt(check.local_s)} | {_ratio(local_ratio)} |"
                 )
                 print(rows[-1], flush=True)
             details += ["", f"**{name}** ({duration:.0f} s, verdict {label}):", ""]
@@ -307,12 +322,14 @@ def main() -> None:
         "worker). Upload: Papernot's MNIST CNN trained 5 epochs at T=1 on builtin:digits. "
         "`eta_s` is app.infra.job_resource.eta_seconds over the job row as it stood at the "
         "checkpoint; *before* is the previous formula (time running x (1 - progress) / "
-        "progress over the stages' fixed shares) from the same progress. Ratio: ETA / the time "
-        "the job really had left; error: ETA - that time, in seconds.",
+        "progress over the stages' fixed shares) from the same progress; *harden run* is the "
+        "plan with the running stage's rest at its own pace, which `harden run` can read (it "
+        "knows when the stage began; the job row does not). Ratio: ETA / the time the job "
+        "really had left; error: eta_s - that time, in seconds.",
         "",
         "| job | duration s | at | stage (progress) | actual left s | eta_s | ratio | error s | "
-        "before s | before ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "before s | before ratio | harden run s | harden run ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Each stage against its plan (core.contract.job_plan): the stages that scale with the "

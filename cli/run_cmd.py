@@ -50,13 +50,21 @@ class _StageBars:
         self.plan = plan
         self._clock = clock
         self._started = clock()
+        self._stage_of_start: str | None = None
+        self._stage_started = self._started
 
     def eta_s(self, stage: str, done: int, total: int) -> float | None:
-        """Seconds until the job ends at its pace so far; None without a plan or a pace yet."""
+        """Seconds until the job ends at its pace so far (the running stage's own pace once it
+        is under way: this process knows when it began); None without a plan or a pace yet."""
         if self.plan is None:
             return None
+        now = self._clock()
+        if stage != self._stage_of_start:
+            self._stage_of_start, self._stage_started = stage, now
         fraction = done / total if total > 0 else 0.0
-        return self.plan.remaining_s(stage, fraction, self._clock() - self._started)
+        return self.plan.remaining_s(
+            stage, fraction, now - self._started, stage_elapsed_s=now - self._stage_started
+        )
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm

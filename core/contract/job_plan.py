@@ -63,6 +63,8 @@ FIXED_SECONDS = {"load": 2.0, "export": 1.0, "report": 2.0}
 # nothing of the pace of training or attacks.
 ETA_MIN_SECONDS = 5.0
 NO_PACE_STAGES = frozenset({"load"})
+# A stage's own pace is read once this much of it is done (where its start is known).
+STAGE_PACE_FROM = 0.1
 
 
 @dataclass(frozen=True)
@@ -151,12 +153,23 @@ class JobPlan:
         before = self._before(stage, fraction)
         return None if before is None else before[0]
 
-    def remaining_s(self, stage: str, fraction: float, elapsed_s: float) -> float | None:
+    def remaining_s(
+        self,
+        stage: str,
+        fraction: float,
+        elapsed_s: float,
+        *,
+        stage_elapsed_s: float | None = None,
+    ) -> float | None:
         """Seconds until the job ends at its pace so far: the work left at the seconds per
         sample pass measured over the work done (the time running less the fixed stages'
-        expected seconds), plus the fixed stages' seconds left. None while there is no pace to
-        measure yet (loading, under :data:`ETA_MIN_SECONDS`, no work done) and for a stage not
-        planned."""
+        expected seconds), plus the fixed stages' seconds left. With ``stage_elapsed_s`` (the
+        running stage's own time, where the caller knows when it began: ``harden run``) the
+        stage's rest goes at its own pace once :data:`STAGE_PACE_FROM` of it is done: a stage
+        whose passes cost more or less than the job's so far (attacks on a small batch after
+        training on large ones, a machine that got busier) is read at once. None while there is
+        no pace to measure yet (loading, under :data:`ETA_MIN_SECONDS`, no work done) and for a
+        stage not planned."""
         if stage in NO_PACE_STAGES or elapsed_s < ETA_MIN_SECONDS:
             return None
         before = self._before(stage, fraction)
@@ -166,6 +179,16 @@ class JobPlan:
         pace = max(elapsed_s - fixed, 0.0) / work
         work_left = max(sum(self.work.values()) - work, 0.0)
         fixed_left = max(sum(self.fixed_s.values()) - fixed, 0.0)
+        stage_work = self.work.get(stage, 0.0)
+        if (
+            stage_elapsed_s is not None
+            and stage_work > 0
+            and fraction >= STAGE_PACE_FROM
+            and stage_elapsed_s >= ETA_MIN_SECONDS
+        ):
+            rest = stage_work * (1 - min(fraction, 1.0))
+            stage_left = stage_elapsed_s * (1 - min(fraction, 1.0)) / fraction
+            return stage_left + max(work_left - rest, 0.0) * pace + fixed_left
         return work_left * pace + fixed_left
 
 

@@ -47,5 +47,13 @@ def test_harden_runs_bars_count_real_units_and_show_the_jobs_eta() -> None:
         assert "job ETA" in str(bars.bar.postfix)
         bars("evaluate", 30, 3000)
         assert bars.bar.unit == "attack step" and "job ETA" in str(bars.bar.postfix)
+        # A fifth of the evaluation in 60 s: its rest goes at that pace (harden run knows when
+        # the stage began), whatever the training's pace was.
+        clock.now = 80.0
+        eta = bars.eta_s("evaluate", 600, 3000)
+        assert eta == pytest.approx(
+            plan.remaining_s("evaluate", 0.2, 80.0, stage_elapsed_s=60.0) or -1
+        )
+        assert eta is not None and eta >= 60.0 * 4
     finally:
         bars.close()

@@ -123,3 +123,33 @@ def test_auto_counts_are_the_devices():
     assert cuda.work["evaluate"] > 5 * cpu.work["evaluate"]
     assert cuda.work["certify"] > cpu.work["certify"]
     assert cuda.work["student"] == cpu.work["student"]
+
+
+def test_a_stages_own_pace_reads_a_slower_stage_at_once():
+    # Training went at 1 ms a pass, the evaluation at 3 ms: a fifth into the evaluation, the
+    # job's pace alone still expects 1 ms for its rest; the stage's own pace (where its start is
+    # known) expects the 3 ms it runs at. At a steady pace both say the same.
+    plan = job_plan(HardenSpec(dataset="builtin:digits"))
+    before = plan.done("evaluate", 0.0)
+    assert before is not None
+    started = FIXED_SECONDS["load"] + FIXED_SECONDS["export"] + 1e-3 * before
+    for per_pass, steady in ((3e-3, False), (1e-3, True)):
+        in_stage = per_pass * 0.2 * plan.work["evaluate"]
+        elapsed = started + in_stage
+        truth = (
+            per_pass * 0.8 * plan.work["evaluate"]
+            + 1e-3 * plan.work["corruptions"]
+            + FIXED_SECONDS["report"]
+        )
+        job_pace = plan.remaining_s("evaluate", 0.2, elapsed)
+        own_pace = plan.remaining_s("evaluate", 0.2, elapsed, stage_elapsed_s=in_stage)
+        assert job_pace is not None and own_pace is not None
+        assert own_pace == pytest.approx(truth, rel=0.1)
+        if steady:
+            assert job_pace == pytest.approx(own_pace, rel=1e-6)
+        else:
+            assert abs(own_pace - truth) < abs(job_pace - truth) / 3
+    # Too little of the stage done to tell: the job's pace.
+    assert plan.remaining_s("evaluate", 0.05, 100.0, stage_elapsed_s=30.0) == plan.remaining_s(
+        "evaluate", 0.05, 100.0
+    )

@@ -20,10 +20,11 @@ if TYPE_CHECKING:
     from core.pipeline import RunResult  # torch: imported only for type checking here
 
 
-# What each stage counts, where it is not training steps (core.audit: attack steps, one pass of
-# one model on one sample; certified images; corruption and severity pairs).
+# What each stage counts, where it is not training steps: the audit's model passes on one sample
+# (a gradient-free query a third: core.contract.evaluation_cost.run_passes), certified images,
+# corruption and severity pairs.
 STAGE_UNITS = {
-    "load": "part", "export": "part", "report": "part", "evaluate": "attack step",
+    "load": "part", "export": "part", "report": "part", "evaluate": "pass",
     "certify": "image", "corruptions": "cell",
 }  # fmt: skip
 
@@ -37,10 +38,10 @@ def bar_interval_s() -> float:
 class _StageBars:
     """One tqdm bar per pipeline stage, on stderr; the pipeline's ``on_progress`` callback.
 
-    A bar counts its stage's real units (training steps, attack steps, images) and takes a total
-    that changes: a training that stops at convergence corrects its estimate every epoch. With
-    the job's ``plan`` each bar also shows the whole job's ETA at the pace measured so far (the
-    service's eta_s, from the same core.contract.job_plan)."""
+    A bar counts its stage's real units (training steps, attack passes, images) and takes a
+    total that changes: a training that stops at convergence corrects its estimate every epoch.
+    With the job's ``plan`` each bar also shows the whole job's ETA at the pace measured so far:
+    the service's eta_s (the same core.contract.job_plan), the running stage at its own pace."""
 
     def __init__(
         self, plan: JobPlan | None = None, *, clock: Callable[[], float] = time.monotonic

@@ -46,7 +46,7 @@ def test_harden_runs_bars_count_real_units_and_show_the_jobs_eta() -> None:
         assert eta is not None and eta == pytest.approx(plan.remaining_s("student", 1.0, 20.0))
         assert "job ETA" in str(bars.bar.postfix)
         bars("evaluate", 30, 3000)
-        assert bars.bar.unit == "attack step" and "job ETA" in str(bars.bar.postfix)
+        assert bars.bar.unit == "pass" and "job ETA" in str(bars.bar.postfix)
         # A fifth of the evaluation in 60 s: its rest goes at that pace (harden run knows when
         # the stage began), whatever the training's pace was.
         clock.now = 80.0

@@ -1,7 +1,10 @@
 """The robustness audit: every attack against the uploaded model and the student, side by side.
 
 Samples are drawn once from the test split with the spec's seed and shared by both models (the
-slow attacks use a prefix of them). What each attack is and how one run of it is called live in
+slow attacks use a prefix of them). The audit is computed in shards of those samples, by this
+process or others (:mod:`core.audit.shards`: sample i in shard i mod N, each shard's random
+draws seeded from the seed and its number), and the shards merged in sample order
+(:mod:`core.audit.merge`). What each attack is and how one run of it is called live in
 :mod:`core.audit.registry`; the verdict is decided in :mod:`core.audit.verdict`.
 """
 
@@ -19,11 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from core.audit.attacks.base import margin
+from core.audit.merge import TransferSources, amplitude, merge_model
 from core.audit.registry import REGISTRY, Attack
-from core.audit.runs import AttackCall, norm_budgets, perturbation_sizes
+from core.audit.runs import AttackCall, perturbation_sizes
 from core.audit.schema import (
-    AttackPoint,
-    AttackSummary,
     Evaluation,
     GradientAmplitude,
     ModelRobustness,
@@ -41,8 +43,7 @@ from core.audit.shards import (
 )
 from core.audit.shards import load as load_shard
 from core.audit.verdict import decide
-from core.audit.worst_case import SampleOutcomes
-from core.contract.evaluation import AttackName, EvaluationSpec
+from core.contract.evaluation import EvaluationSpec
 from core.contract.evaluation_cost import audit_passes, run_passes
 from core.contract.spec import HardenSpec
 from core.datasets.dataset import Dataset
@@ -117,7 +118,7 @@ def draw_samples(data: Dataset, count: int, seed: int) -> tuple[Tensor, Tensor]:
 def gradient_amplitude(model: nn.Module, x: Tensor, labels: Tensor) -> GradientAmplitude:
     """Per-sample L1 norms of d softmax(z)_y / dx (the paper's adversarial gradient) and of
     d margin / dx. Samples are independent in eval mode, so one backward of the sum suffices."""
-    return _amplitude(*_gradient_l1(model, x, labels))
+    return amplitude(*_gradient_l1(model, x, labels))
 
 
 def _gradient_l1(model: nn.Module, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -132,50 +133,6 @@ def _gradient_l1(model: nn.Module, x: Tensor, labels: Tensor) -> tuple[Tensor, T
     return soft, marg
 
 
-def _amplitude(soft: Tensor, marg: Tensor) -> GradientAmplitude:
-    return GradientAmplitude(
-        softmax_l1_mean=float(soft.mean()),
-        softmax_l1_median=float(soft.median()),
-        margin_l1_mean=float(marg.mean()),
-        margin_l1_median=float(marg.median()),
-        softmax_l1=[float(v) for v in soft],
-        margin_l1=[float(v) for v in marg],
-    )
-
-
-def _point(
-    correct_before: Tensor,
-    success: Tensor,
-    epsilon: float | None,
-    seconds: float,
-    sizes: Tensor | None = None,
-) -> AttackPoint:
-    """One attack at one budget from its per-sample outcomes (``sizes``: of every sample's
-    perturbation, where the attack measures it)."""
-    correct = int(correct_before.sum())
-    fooled = int(success.sum())
-    n = len(success)
-    median = mean = None
-    if sizes is not None and fooled:
-        chosen = sizes[success].double()
-        median, mean = float(chosen.median()), float(chosen.mean())
-    return AttackPoint(
-        epsilon=epsilon,
-        samples=n,
-        correct_before=correct,
-        success_rate=fooled / correct if correct else 0.0,
-        robust_accuracy=(correct - fooled) / n,
-        median_perturbation=median,
-        mean_perturbation=mean,
-        seconds=seconds,
-    )
-
-
-# Adversarials of the uploaded model that a transfer attack applies to the student, by the
-# attack that crafted them and its budget.
-TransferSources = dict[tuple[AttackName, float | None], Tensor]
-
-
 @dataclass
 class UploadAudit:
     """The uploaded model's half of one audit: a job that runs several methods
@@ -187,15 +144,6 @@ class UploadAudit:
     samples: Tensor
     robustness: ModelRobustness
     transfer_sources: TransferSources
-
-
-def _summary(attack: Attack) -> AttackSummary:
-    return AttackSummary(
-        attack=attack.name, title=attack.title, norm=attack.norm, loss=attack.loss,
-        targeted=attack.targeted, paper=attack.paper_attack,
-        sees_through_masking=attack.sees_through_masking,
-        perturbation_unit=attack.perturbation_unit, note=attack.note,
-    )  # fmt: skip
 
 
 def _attack_model(
@@ -223,7 +171,7 @@ def _attack_model(
         xs, ys = (part.x[: part.slow], part.y[: part.slow]) if attack.slow else (part.x, part.y)
         for epsilon in attack.budgets(ev):
             if not len(xs):  # a shard past the slow attacks' prefix (more shards than samples)
-                runs.append(_no_run(name, epsilon, xs, attack.measures_perturbation))
+                runs.append(_no_run(name, epsilon, attack.measures_perturbation))
                 continue
             source_adversarial = None
             if attack.transfer_from is not None:
@@ -263,102 +211,13 @@ def _attack_model(
     )
 
 
-def _no_run(attack: str, epsilon: float | None, x: Tensor, measured: bool) -> ShardRun:
+def _no_run(attack: str, epsilon: float | None, measured: bool) -> ShardRun:
     """A run on no samples: nothing attacked, nothing fooled."""
     none = torch.zeros(0, dtype=torch.bool)
     return ShardRun(
         attack=attack, epsilon=epsilon, seconds=0.0, correct_before=none, success=none,
         sizes=torch.zeros(0) if measured else None,
     )  # fmt: skip
-
-
-def _merge_model(
-    role: str, parts: Sequence[ModelShard], ev: EvaluationSpec, device: torch.device
-) -> tuple[ModelRobustness, PerSampleOutcomes, TransferSources]:
-    """One model's results of every shard, merged in sample order: its section of the report,
-    its per-sample outcomes and (the upload's) the adversarials a transfer attack replays.
-    Means and medians are taken over the merged per-sample values, on ``device`` as an audit of
-    all samples at once took them there; ``seconds`` are summed."""
-    runs = iter(_merged_runs(parts, device))
-    outcomes = SampleOutcomes()
-    transfer_sources: TransferSources = {}
-    summaries = []
-    for name in ev.attacks:
-        attack = REGISTRY[name]
-        summary = _summary(attack)
-        summaries.append(summary)
-        if attack.transfer_from is not None and role == "uploaded":
-            summary.note = attack.source_note
-            continue
-        for epsilon in attack.budgets(ev):
-            run = next(runs, None)
-            if run is None or (run.attack, run.epsilon) != (name, epsilon):
-                raise ValueError(f"the audit's shards did not run {name} at {epsilon} in order")
-            correct, success, sizes = run.correct_before, run.success, run.sizes
-            summary.points.append(_point(correct, success, epsilon, run.seconds, sizes))
-            if attack.minimum_norm and sizes is not None:
-                # A minimum-norm attack (CW-L2) read at each budget: only successes within it.
-                for e in norm_budgets(attack.norm, ev):
-                    fooled = success & (sizes <= e)
-                    summary.points.append(_point(correct, fooled, e, 0.0))
-                    outcomes.add(name, attack.norm, e, correct & ~fooled)
-            elif epsilon is not None:
-                outcomes.add(name, attack.norm, epsilon, correct & ~success)
-            if run.adversarial is not None:
-                transfer_sources[(name, epsilon)] = run.adversarial
-    clean = _interleave([part.clean for part in parts]).to(device)
-    robustness = ModelRobustness(
-        clean_accuracy=float(clean.float().mean()),
-        mean_abs_logit=float(_interleave([part.abs_logits for part in parts]).to(device).mean()),
-        gradient=_amplitude(
-            _interleave([part.softmax_l1 for part in parts]),
-            _interleave([part.margin_l1 for part in parts]),
-        ),
-        attacks=summaries,
-        worst_case=outcomes.worst_case(),
-        seconds=sum(part.seconds for part in parts),
-    )
-    per_sample = PerSampleOutcomes(clean=clean.cpu().tolist(), budgets=outcomes.per_budget())
-    return robustness, per_sample, transfer_sources
-
-
-def _merged_runs(parts: Sequence[ModelShard], device: torch.device) -> list[ShardRun]:
-    """Each run's per-sample results over every shard, in sample order, on ``device``."""
-    if len({len(part.runs) for part in parts}) != 1:
-        raise ValueError("the audit's shards hold different numbers of attack runs")
-    merged = []
-    for runs in zip(*(part.runs for part in parts), strict=True):
-        if len({(run.attack, run.epsilon) for run in runs}) != 1:
-            raise ValueError("the audit's shards ran different attacks in the same place")
-
-        def joined(name: str, runs: tuple[ShardRun, ...] = runs) -> Tensor | None:
-            values = [getattr(run, name) for run in runs]
-            if any(value is None for value in values):
-                return None
-            return _interleave(values).to(device)
-
-        correct, success = joined("correct_before"), joined("success")
-        assert correct is not None and success is not None
-        merged.append(
-            ShardRun(
-                attack=runs[0].attack, epsilon=runs[0].epsilon,
-                seconds=sum(run.seconds for run in runs), correct_before=correct,
-                success=success, sizes=joined("sizes"), adversarial=joined("adversarial"),
-            )
-        )  # fmt: skip
-    return merged
-
-
-def _interleave(parts: Sequence[Tensor]) -> Tensor:
-    """Shard results back in sample order: of N shards, shard k holds samples k, k + N, ..."""
-    count = len(parts)
-    rows = sum(len(part) for part in parts)
-    merged = parts[0].new_empty((rows, *parts[0].shape[1:]))
-    for shard, part in enumerate(parts):
-        if len(range(shard, rows, count)) != len(part):
-            raise ValueError(f"shard {shard} of the audit holds the wrong number of samples")
-        merged[shard::count] = part
-    return merged
 
 
 @dataclass(frozen=True)
@@ -554,7 +413,7 @@ def audit(
     per_sample: dict[str, PerSampleOutcomes] = {}
     transfer_sources: TransferSources = {}
     for role in models:
-        robustness[role], per_sample[role], sources = _merge_model(
+        robustness[role], per_sample[role], sources = merge_model(
             role, [result.models[role] for result in results], ev, dev
         )
         transfer_sources.update(sources)
@@ -656,7 +515,7 @@ def attack_like_student(
         sharding.compute(shard, {"student": model}, progress, upload.transfer_sources, "")
         for shard in range(sharding.count)
     ]
-    _, per_sample, _ = _merge_model(
+    _, per_sample, _ = merge_model(
         "student", [part.models["student"] for part in parts], ev, x.device
     )
     progress.complete()

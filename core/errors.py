@@ -75,3 +75,9 @@ class DeviceError(HardenError):
 
     code = "device_unavailable"
     status = 503
+
+
+class AuditHandedOff(Exception):  # noqa: N818 - a signal, not an error of the job
+    """Raised out of an audit by a shard broker that computes shards for another process's audit
+    (a helper: worker/shards.py): the shards it could claim are done and the merge is not its
+    own. Never a failure of the job."""

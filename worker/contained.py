@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import resource
 import signal
 import stat
@@ -35,9 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
-from core.errors import HardenError, JobCancelledError
+from core.errors import AuditHandedOff, HardenError, JobCancelledError
 from core.names import CHECKPOINT_NAME, REPORT_JSON, CancelFn, ProgressFn
 from core.report.schema import Report
 from core.stages import StageTime
@@ -90,6 +91,7 @@ class _Request:
     memory_limit_bytes: int
     cpu_only: bool
     checkpoints: bool = False  # the child announces each checkpoint it saved
+    shards: Any = None  # the child's end of the shard channel (a Connection), when sharing
 
 
 _context: Any = None
@@ -138,12 +140,18 @@ def run_contained(
     should_cancel: CancelFn,
     limits: Limits,
     on_checkpoint: Callable[[Path], None] | None = None,
-) -> ContainedResult:
+    shards: ShardHost | None = None,
+) -> ContainedResult | None:
     """``pipeline(*args, on_progress=..., should_cancel=..., **options)`` in a confined child.
 
     ``on_checkpoint(path)``: each checkpoint the child saved (options' ``checkpoint_dir``, a
     folder of ``work``), as a plain file of that folder with a checkpoint's name and at most
     ``checkpoint_bytes``; the child's word for anything else ends the job.
+
+    ``shards``: the worker's side of the audit's shards (worker/shards.py): the child's
+    pipeline gets ``audit_shards``, a broker whose claims, waits and results go through the
+    worker, over a second pipe (JSON both ways). Returns None when the pipeline handed its
+    audit off (a helper computing shards of another job's audit: no report).
 
     Raises what the pipeline raised (as a HardenError), JobCancelledError when
     ``should_cancel()`` turned true (the child killed), ModelTimeoutError, ModelMemoryError or
@@ -151,6 +159,7 @@ def run_contained(
     """
     context = _forkserver()
     receive, send = context.Pipe(duplex=False)
+    replies, reply_to = context.Pipe(duplex=False) if shards is not None else (None, None)
     device = options.get("device")
     request = _Request(
         pipeline,
@@ -161,19 +170,27 @@ def run_contained(
         limits.memory_limit_bytes,
         cpu_only=device is None or str(device).startswith("cpu"),
         checkpoints=on_checkpoint is not None and options.get("checkpoint_dir") is not None,
+        shards=replies,
     )
     checkpoints = _CheckpointRelay(options.get("checkpoint_dir"), on_checkpoint, limits)
     child = context.Process(target=_child_main, args=(send, request), daemon=True)
     _start(child)
     send.close()
+    relay = _ShardRelay(shards, reply_to, work) if shards is not None and reply_to else None
+    if replies is not None:
+        replies.close()
     try:
-        outcome = _supervise(child, receive, on_progress, should_cancel, limits, checkpoints)
+        outcome = _supervise(child, receive, on_progress, should_cancel, limits, checkpoints, relay)
+        if outcome.get("kind") == "handed_off":
+            return None
         return _result(outcome, limits, out_dir=Path(args[3]))
     finally:
         if child.is_alive():
             _kill(child)
         child.join(5)
         receive.close()
+        if reply_to is not None:
+            reply_to.close()
 
 
 def _start(child: Any) -> None:
@@ -224,6 +241,101 @@ class _CheckpointRelay:
         self.on_saved(path)
 
 
+class ShardHost(Protocol):
+    """The worker's side of an audit's shards (worker/shards.py implements it)."""
+
+    def claim(self, count: int) -> int | None:
+        """The next of ``count`` shards the child should compute, or None."""
+        ...
+
+    def wait(self, shard: int, inbox: Path) -> str:
+        """'ready' (its result is now ``inbox/audit-<shard>.safetensors``), 'pending',
+        'compute' (its claimant died: the child computes it) or 'elsewhere' (a helper: the
+        merge is another process's)."""
+        ...
+
+    def done(self, shard: int, path: Path) -> None:
+        """The child finished ``shard``: its result file is ``path`` (a checked plain file)."""
+        ...
+
+
+SHARD_RESULT = re.compile(r"^audit-([0-9]{1,5})\.safetensors$")
+SHARD_INBOX = "shards-in"  # where the worker puts shards finished elsewhere
+SHARD_OUTBOX = "shards"  # where the child writes the shards it computed
+
+
+@dataclass(frozen=True)
+class _ShardRelay:
+    """Answers the child's shard requests through ``host``; what the child says is checked as
+    everything it says is: a shard number, a result file of its shard folder."""
+
+    host: ShardHost
+    reply_to: Connection
+    work: Path
+
+    def __call__(self, child: Any, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        try:
+            if op == "claim":
+                count = int(message["count"])
+                if not 0 < count <= 100_000:
+                    raise ValueError(count)
+                reply: dict[str, Any] = {"shard": self.host.claim(count)}
+            elif op == "wait":
+                inbox = self.work / SHARD_INBOX
+                reply = {"state": self.host.wait(int(message["shard"]), inbox)}
+            elif op == "done":
+                shard, name = int(message["shard"]), str(message["name"])
+                path = self.work / SHARD_OUTBOX / name
+                found = SHARD_RESULT.match(name)
+                if found is None or int(found.group(1)) != shard or not _plain_file(path):
+                    raise ValueError(name)
+                self.host.done(shard, path)
+                reply = {}
+            else:
+                raise ValueError(op)
+        except (KeyError, TypeError, ValueError):
+            _kill(child)
+            raise _unreadable() from None
+        self.reply_to.send_bytes(json.dumps(reply).encode())
+
+
+class ChildShards:
+    """The child's broker (core.audit.shards.ShardBroker) over the shard channel."""
+
+    def __init__(self, send: Connection, replies: Connection, work: Path) -> None:
+        self._send, self._replies, self._work = send, replies, work
+        self.count = 0
+        self.poll_s = 0.5
+
+    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        _send(self._send, {"kind": "shard", **message})
+        answer = json.loads(self._replies.recv_bytes(_MAX_MESSAGE_BYTES))
+        assert isinstance(answer, dict)
+        return answer
+
+    def start(self, count: int) -> None:
+        self.count = count
+
+    def claim(self) -> int | None:
+        shard = self._ask({"op": "claim", "count": self.count})["shard"]
+        return None if shard is None else int(shard)
+
+    def wait(self, shard: int) -> Path | None:
+        while True:
+            state = self._ask({"op": "wait", "shard": shard})["state"]
+            if state == "ready":
+                return self._work / SHARD_INBOX / f"audit-{shard}.safetensors"
+            if state == "compute":
+                return None
+            if state == "elsewhere":  # a helper: the job's own process merges
+                raise AuditHandedOff("the shards this process could claim are done")
+            time.sleep(self.poll_s)  # each ask is a sign of life: no stall while waiting
+
+    def done(self, shard: int, path: Path) -> None:
+        self._ask({"op": "done", "shard": shard, "name": Path(path).name})
+
+
 def _supervise(
     child: Any,
     receive: Connection,
@@ -231,6 +343,7 @@ def _supervise(
     should_cancel: CancelFn,
     limits: Limits,
     checkpoints: _CheckpointRelay | None = None,
+    shards: _ShardRelay | None = None,
 ) -> dict[str, Any]:
     """The child's last message (its result or its error), after relaying its progress."""
     last_sign = time.monotonic()
@@ -259,6 +372,11 @@ def _supervise(
             elif message.get("kind") == "checkpoint":
                 if checkpoints is not None:
                     checkpoints(child, message)
+            elif message.get("kind") == "shard":
+                if shards is None:
+                    _kill(child)
+                    raise _unreadable()
+                shards(child, message)
             else:
                 outcome = message
                 break
@@ -426,10 +544,15 @@ def _run_in_child(send: Connection, request: _Request) -> dict[str, Any]:
             _send(send, {"kind": "checkpoint", "name": Path(path).name})
 
         options["on_checkpoint"] = on_checkpoint
+    if request.shards is not None:
+        options["audit_shards"] = ChildShards(send, request.shards, request.work)
+        options["shard_dir"] = request.work / SHARD_OUTBOX
     try:
         result = request.pipeline(
             *request.args, on_progress=progress, should_cancel=lambda: False, **options
         )
+    except AuditHandedOff:  # a helper's shards are done; the job's own process merges
+        return {"kind": "handed_off"}
     except HardenError as exc:
         fields = {k: v for k, v in exc.fields.items() if _jsonable(v)}
         return {"kind": "error", "code": exc.code, "message": exc.message, "hint": exc.hint,

@@ -21,20 +21,22 @@ from celery.exceptions import SoftTimeLimitExceeded
 from app.infra.artifacts import ArtifactStore
 from app.infra.db import Job, JobState, utcnow
 from app.infra.settings import Settings
+from app.infra.shard_store import ShardStore
 from app.infra.store import JobError, JobStore, is_terminal
 from app.infra.tracing import record_stages
 from core.audit.baseline_input import CACHE_ENTRY as BASELINE_CACHE_ENTRY
 from core.audit.baseline_input import store_cache_entry
 from core.contract.methods import job_stages
 from core.contract.spec import HardenSpec
-from core.errors import HardenError, JobCancelledError
-from core.names import ARTIFACT_NAMES
+from core.errors import AuditHandedOff, HardenError, JobCancelledError
+from core.names import ARTIFACT_NAMES, ProgressFn
 from worker.baseline_fetch import resolve_baseline
 from worker.contained import Limits, run_contained
 from worker.dataset_fetch import fetch_job_dataset
 from worker.heartbeat import Heartbeat
 from worker.mlflow_handoff import job_handoff
 from worker.progress import CancelCheck, ProgressReporter
+from worker.shards import InProcessShards, ShardHost, claimant_name, forget_shards
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ class WorkerServices:
     settings: Settings
     store: JobStore
     artifacts: ArtifactStore
+    # Sends the helper tasks of a job's audit (worker/shards.py): ``help_audit(job_id, count)``
+    # queues ``count`` of them (worker/tasks.py wires Celery); None sends none.
+    help_audit: Callable[[str, int], None] | None = None
 
 
 def _artifacts_complete(services: WorkerServices, job: Job) -> bool:
@@ -142,6 +147,7 @@ def _delete_checkpoints(services: WorkerServices, job_id: str) -> None:
         log.warning("could not delete the checkpoints of job %s", job_id, exc_info=True)
     if job.checkpoints:
         services.store.clear_checkpoints(job_id)
+    forget_shards(ShardStore(services.store.engine), services.artifacts, job_id)
 
 
 @dataclass
@@ -241,21 +247,7 @@ def _execute(
         deadline_s=settings.job_soft_time_limit_s,
     )
     try:
-        model_path = services.artifacts.fetch(job_id, "inputs/model", work / "inputs" / "model")
-        dataset_path = None
-        if job.dataset_name:
-            dataset_path = services.artifacts.fetch(
-                job_id, f"inputs/{job.dataset_name}", work / "inputs" / job.dataset_name
-            )
-        else:  # a registered dataset, or an s3:// or https:// file (None for builtin ones)
-            dataset_path = fetch_job_dataset(
-                job,
-                spec,
-                settings=settings,
-                artifacts=services.artifacts,
-                engine=store.engine,
-                work=work,
-            )
+        model_path, dataset_path = _fetch_inputs(services, job, spec, work)
         baseline = resolve_baseline(
             job, spec, settings=settings, store=store, artifacts=services.artifacts, work=work
         )
@@ -271,6 +263,11 @@ def _execute(
             options["baseline"] = baseline
         checkpointing = _Checkpointing(services, job_id, attempt, heartbeat, work)
         options.update(checkpointing.options(job))
+        shard_host = _job_shards(services, job, spec, attempt, work)
+        if shard_host is not None and not settings.contain_models:
+            options.update(
+                audit_shards=InProcessShards(shard_host, work), shard_dir=work / "shards"
+            )
         result: Any
         if settings.contain_models:
             # The upload is code: it runs in a supervised, confined child (worker/contained.py).
@@ -291,6 +288,7 @@ def _execute(
                     memory_limit_bytes=settings.model_memory_limit_mb * 2**20,
                 ),
                 on_checkpoint=checkpointing,
+                shards=shard_host,
             )
         else:
             if "checkpoint_dir" in options:
@@ -357,6 +355,134 @@ def _execute(
             ),
         )
         return JobState.failed
+
+
+def _fetch_inputs(
+    services: WorkerServices, job: Job, spec: HardenSpec, work: Path
+) -> tuple[Path, Path | None]:
+    """The job's model file and its dataset file (None for a builtin dataset), in ``work``."""
+    model_path = services.artifacts.fetch(job.id, "inputs/model", work / "inputs" / "model")
+    if job.dataset_name:
+        dataset = services.artifacts.fetch(
+            job.id, f"inputs/{job.dataset_name}", work / "inputs" / job.dataset_name
+        )
+        return model_path, dataset
+    # A registered dataset, or an s3:// or https:// file (None for builtin ones).
+    dataset_path = fetch_job_dataset(
+        job,
+        spec,
+        settings=services.settings,
+        artifacts=services.artifacts,
+        engine=services.store.engine,
+        work=work,
+    )
+    return model_path, dataset_path
+
+
+def _job_shards(
+    services: WorkerServices, job: Job, spec: HardenSpec, attempt: int, work: Path
+) -> ShardHost | None:
+    """The job's side of its audit's shards: it claims from the first up, and at its first
+    claim sends helpers for the others (worker/shards.py)."""
+    settings = services.settings
+    if not spec.evaluation.enabled:
+        return None
+
+    def send_helpers(count: int) -> None:
+        helpers = min(count - 1, settings.audit_helpers)
+        if helpers > 0 and services.help_audit is not None and job.checkpoints is not None:
+            services.help_audit(job.id, helpers)
+        elif helpers > 0 and services.help_audit is not None:
+            # Checkpoints are what a helper replays the training from: read them afresh (they
+            # were stored while the training ran, after this attempt read the job).
+            fresh = services.store.get(job.id)
+            if fresh is not None and fresh.checkpoints:
+                services.help_audit(job.id, helpers)
+
+    return ShardHost(
+        ShardStore(services.store.engine),
+        services.artifacts,
+        job.id,
+        claimant_name(f"job-{attempt}"),
+        stale_after_s=settings.heartbeat_timeout_s,
+        scratch=work.parent / "outgoing",
+        on_first_claim=send_helpers,
+    )
+
+
+def help_audit(services: WorkerServices, job_id: str, *, pipeline: Pipeline | None = None) -> int:
+    """Compute shards of running job ``job_id``'s audit for it (a helper, worker/shards.py):
+    replay its training from its checkpoints, claim shards from the last down, store each.
+    Returns the number of shards computed here (0: nothing was left, or the job ended)."""
+    store, settings = services.store, services.settings
+    job = store.get(job_id)
+    if job is None or job.state != JobState.running or not job.checkpoints:
+        return 0
+    spec = HardenSpec.model_validate(job.spec)
+    if not spec.evaluation.enabled:
+        return 0
+    claimant = claimant_name("helper")
+    work = Path(settings.work_dir) / f"helper-{claimant.rsplit(':', 1)[-1]}" / "work"
+    shards = ShardStore(store.engine)
+    host = ShardHost(
+        shards, services.artifacts, job_id, claimant, stale_after_s=settings.heartbeat_timeout_s,
+        scratch=work.parent / "outgoing", descending=True, helper=True,
+    )  # fmt: skip
+
+    def alive() -> bool:
+        host.beat()
+        current = store.get(job_id)
+        return current is not None and current.state == JobState.running
+
+    heartbeat = Heartbeat(
+        alive, interval_s=settings.heartbeat_interval_s, timeout_s=settings.heartbeat_timeout_s
+    )
+    cancel = CancelCheck(
+        lambda: heartbeat.lost, interval_s=settings.progress_interval_s,
+        deadline_s=settings.job_soft_time_limit_s,
+    )  # fmt: skip
+    try:
+        with heartbeat:
+            model_path, dataset_path = _fetch_inputs(services, job, spec, work)
+            options: dict[str, Any] = {
+                "device": settings.device,
+                "precision": settings.training_precision,
+                "channels_last": settings.channels_last,
+                "cudnn_benchmark": settings.cudnn_benchmark,
+                "checkpoint_dir": work / "checkpoints",
+            }
+            fetched = work / "resume"
+            for name, entry in job.checkpoints.items():
+                key = f"checkpoints/{int(entry['attempt'])}/{name}"
+                services.artifacts.fetch(job_id, key, fetched / name)
+            options["resume_from"] = fetched
+            run = pipeline or _core_pipeline()
+            args = (spec, model_path, dataset_path, work / "out")
+            quiet: ProgressFn = lambda stage, done, total: None  # noqa: E731 - the job's bar is its own
+            if settings.contain_models:
+                readable = (
+                    [dataset_path] if dataset_path and work not in dataset_path.parents else []
+                )
+                run_contained(
+                    run, args, options, work=work, readable=readable, on_progress=quiet,
+                    should_cancel=cancel,
+                    limits=Limits(
+                        stall_timeout_s=settings.model_stall_timeout_s,
+                        memory_limit_bytes=settings.model_memory_limit_mb * 2**20,
+                    ),
+                    shards=host,
+                )  # fmt: skip
+            else:
+                options.update(audit_shards=InProcessShards(host, work), shard_dir=work / "shards")
+                with contextlib.suppress(AuditHandedOff):
+                    run(*args, on_progress=quiet, should_cancel=cancel, **options)
+    except JobCancelledError:
+        log.info("helper of job %s stopped: the job ended or this worker lost it", job_id)
+    except (AuditHandedOff, HardenError):
+        log.info("helper of job %s stopped", job_id, exc_info=True)
+    finally:
+        shutil.rmtree(work.parent, ignore_errors=True)
+    return host.claimed
 
 
 def _core_pipeline() -> Pipeline:

@@ -17,18 +17,29 @@ from app.infra.queue import RUN_JOB_TASK, WEBHOOK_TASK
 from app.infra.settings import get_settings
 from app.infra.store import JobStore
 from worker.celery_app import celery_app
-from worker.runner import WorkerServices, run_job
+from worker.runner import WorkerServices, help_audit, run_job
 from worker.webhook import WebhookDeliveryError, deliver_webhook
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
+AUDIT_SHARD_TASK = "harden.audit_shard"
 
 
 @lru_cache(maxsize=1)
 def services() -> WorkerServices:
     """This process's store connections, made on first use (after a prefork fork)."""
     settings = get_settings()
-    return WorkerServices(settings, JobStore.from_url(settings.database_url), make_store(settings))
+
+    def send_helpers(job_id: str, count: int) -> None:
+        for _ in range(count):
+            celery_app.send_task(AUDIT_SHARD_TASK, args=[job_id], queue=settings.queue)
+
+    return WorkerServices(
+        settings,
+        JobStore.from_url(settings.database_url),
+        make_store(settings),
+        help_audit=send_helpers,
+    )
 
 
 @worker_init.connect
@@ -95,6 +106,24 @@ def harden_job(job_id: str) -> str:
     if job is not None and job.spec.get("webhook_url") and state != "gone":
         celery_app.send_task(WEBHOOK_TASK, args=[job_id], queue=current.settings.queue)
     return state
+
+
+@celery_app.task(
+    name=AUDIT_SHARD_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,  # a helper lost with its worker is redelivered
+    soft_time_limit=_settings.job_soft_time_limit_s,
+    time_limit=_settings.job_time_limit_s,
+    autoretry_for=DATABASE_UNREACHABLE,
+    retry_backoff=5,
+    retry_backoff_max=60,
+    max_retries=5,
+)
+def audit_shard(job_id: str) -> int:
+    """Help running job ``job_id``'s audit: compute the shards still unclaimed
+    (worker/shards.py). Returns how many were computed here."""
+    with job_context(job_id), tracing.job_context(job_id):
+        return help_audit(services(), job_id)
 
 
 @celery_app.task(

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from app.infra.settings import Settings
 
-# A job's files: its outputs, its inputs, and the checkpoints each attempt stored.
-_NAME = re.compile(r"^(inputs/|checkpoints/[0-9]{1,6}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A job's files: its outputs, its inputs, its audit's shard results, and the checkpoints each
+# attempt stored.
+_NAME = re.compile(r"^(inputs/|audit/|checkpoints/[0-9]{1,6}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 CHUNK = 1024 * 1024
 

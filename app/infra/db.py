@@ -141,6 +141,22 @@ class Job(Base):
     checkpoints: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
+class AuditShard(Base):
+    """One shard of a job's audit (core/audit/shards.py) claimed by a worker process: the job's
+    own, or one helping it (worker/shards.py). A claim whose heartbeat is older than the
+    heartbeat timeout is taken over; a shard done has its result in the artifact store."""
+
+    __tablename__ = "audit_shards"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # claimed | done
+    claimant: Mapped[str] = mapped_column(String(128))
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claims: Mapped[int] = mapped_column(Integer, default=1)  # how often it was (re)claimed
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
 class ApiKey(Base):
     """An API key, stored as the sha256 of the key (the key itself is shown once)."""
 

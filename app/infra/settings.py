@@ -187,6 +187,13 @@ class Settings(BaseSettings):
         description="Save each training's state to the artifact store (core/checkpoint.py), so "
         "a job whose worker was lost resumes from its last checkpoint instead of from zero.",
     )
+    audit_helpers: int = Field(
+        3,
+        ge=0,
+        description="The most helper tasks one job's audit sends to other workers (each idle "
+        "worker that takes one computes shards of it: worker/shards.py); 0: a job audits alone. "
+        "Bounds what one job holds of a shared pool.",
+    )
     checkpoint_every_s: float = Field(
         300.0,
         ge=0,

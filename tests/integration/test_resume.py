@@ -11,19 +11,22 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.integration.conftest import Cluster, tiny_torchscript, wait_for
+from tests.integration.conftest import REDIS_DB, Cluster, tiny_torchscript, wait_for
 from tests.integration.test_faults import (
+    FAST_REAPER,
     SLOW,
     _finished_once,
     _running_again,
     _start_two_workers_and_a_slow_job,
     _worker_of,
-    reaper_cluster,  # noqa: F401 - a fixture
 )
+from worker.retention import MAINTENANCE_QUEUE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -33,25 +36,33 @@ def _report(client, job_id: str, folder: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+@pytest.fixture
+def resume_cluster(redis_cluster: Cluster) -> Iterator[Cluster]:
+    """The reaper's fast settings, and a checkpoint at every epoch."""
+    redis_cluster.env |= FAST_REAPER | {"HARDEN_CHECKPOINT_EVERY_S": "0"}
+    yield redis_cluster
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    for key in client.scan_iter(match=f"*{MAINTENANCE_QUEUE}*"):
+        client.delete(key)
+
+
 @pytest.mark.slow
 def test_a_job_killed_mid_student_resumes_from_its_checkpoint_and_ends_as_if_never_stopped(
-    reaper_cluster: Cluster,
-    tmp_path: Path,  # noqa: F811 - the fixture
+    resume_cluster: Cluster, tmp_path: Path
 ) -> None:
-    reaper_cluster.env |= {"HARDEN_CHECKPOINT_EVERY_S": "0"}  # a checkpoint every epoch
-    client, job_id, workers = _start_two_workers_and_a_slow_job(reaper_cluster, tmp_path)
+    client, job_id, workers = _start_two_workers_and_a_slow_job(resume_cluster, tmp_path)
     # Some student epochs done (and stored) before the kill.
     wait_for(
         lambda: client.status(job_id)["progress"] > 0.35,
         90,
         "student under way",
-        lambda: reaper_cluster.log("w1") + reaper_cluster.log("w2"),
+        lambda: resume_cluster.log("w1") + resume_cluster.log("w2"),
     )
-    victim = _worker_of(reaper_cluster, job_id, tuple(workers))
+    victim = _worker_of(resume_cluster, job_id, tuple(workers))
     os.killpg(workers[victim].pid, signal.SIGKILL)
     workers[victim].wait()
     recovery_s = _running_again(client, job_id, timeout_s=60)
-    _finished_once(reaper_cluster, client, job_id)
+    _finished_once(resume_cluster, client, job_id)
     resumed = _report(client, job_id, tmp_path)
     notes = [n for n in resumed["notes"] if n.startswith("resumed from the checkpoints")]
     assert len(notes) == 1 and "of attempt 1" in notes[0], resumed["notes"]

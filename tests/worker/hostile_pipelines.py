@@ -103,3 +103,28 @@ def checkpoint_escape(spec: Any, model: Path, dataset: Path | None, out: Path, *
     """Announces a checkpoint name that leaves the checkpoint folder."""
     kw["on_checkpoint"](Path("../../../secret-of-another-tenant"))
     raise Observed("the worker took the name", hint="test")
+
+
+def shard_link(spec: Any, model: Path, dataset: Path | None, out: Path, **kw: Any) -> None:
+    """Claims a shard of its audit and hands in a link to another tenant's file as its result."""
+    broker = kw["audit_shards"]
+    broker.start(2)
+    shard = broker.claim()
+    folder = Path(kw["shard_dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / f"audit-{shard}.safetensors"
+    link.symlink_to(model.parents[4] / "secret-of-another-tenant")
+    broker.done(shard, link)
+    raise Observed("the worker took the link", hint="test")
+
+
+def shard_other_number(spec: Any, model: Path, dataset: Path | None, out: Path, **kw: Any) -> None:
+    """Hands in the result of a shard it did not claim, under that shard's name."""
+    broker = kw["audit_shards"]
+    broker.start(2)
+    broker.claim()
+    folder = Path(kw["shard_dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "audit-1.safetensors").write_bytes(b"not an audit")
+    broker.done(0, folder / "audit-1.safetensors")
+    raise Observed("the worker took the file", hint="test")

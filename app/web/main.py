@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
-from starlette.routing import Match
 
 from app.infra import tracing
 from app.infra.api_keys import ApiKeyStore
@@ -26,6 +24,7 @@ from app.web.routes.harden import router as harden_router
 from app.web.routes.health import router as health_router
 from app.web.routes.jobs import router as jobs_router
 from app.web.routes.outputs import router as outputs_router
+from app.web.routes.pages import install_pages
 
 DESCRIPTION = """Hardens image classifiers with defensive distillation (Papernot et al., 2016) and
 audits how robust the result really is (attacks that see through gradient masking included).
@@ -34,7 +33,7 @@ Submit with `POST /harden`, follow `GET /jobs/{id}` or `/jobs/{id}/events`, down
 `/jobs/{id}/model.onnx`, `/report.json`, `/report.html`. Errors are `application/problem+json`
 with a `code` and a `hint` saying how to fix the request; each operation lists its codes. Any
 URL may also answer 405 `method_not_allowed` (with an `Allow` header) and, on a bug, 500
-`internal` (logged on the server)."""
+`internal` (logged on the server). In a browser, `/` lists your jobs and submits new ones."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,18 +70,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if provider is not None:
         tracing.instrument_app(app, provider)
     install_openapi(app, routers, open_auth=settings.auth == "open")
-    redirect_root_to_docs(app)
+    install_pages(app)  # GET /: the front door in the browser, linking /docs
     return app
-
-
-def redirect_root_to_docs(app: FastAPI) -> None:
-    """``GET /`` answers 307 to the API docs (a JSON 404 told a first visitor nothing), unless a
-    route of the app owns ``/`` already."""
-    scope = {"type": "http", "path": "/", "method": "GET", "root_path": "", "path_params": {}}
-    if any(route.matches(scope)[0] != Match.NONE for route in app.router.routes):
-        return
-
-    async def root(request: Request) -> RedirectResponse:
-        return RedirectResponse(request.scope.get("root_path", "") + "/docs", status_code=307)
-
-    app.add_api_route("/", root, methods=["GET"], include_in_schema=False)

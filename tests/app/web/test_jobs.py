@@ -263,23 +263,6 @@ def test_readiness_is_503_when_the_broker_is_down(tmp_path):
         assert body["checks"] == {"database": True, "broker": False}
 
 
-def test_the_root_redirects_to_the_api_docs(api):
-    # GET / answered a JSON 404: the first page a user opens said nothing.
-    response = api.get("/", follow_redirects=False)
-    assert response.status_code == 307 and response.headers["location"] == "/docs"
-    assert api.get("/").status_code == 200 and "swagger" in api.get("/").text.lower()
-    assert "/" not in api.get("/openapi.json").json()["paths"]
-    # A route that owns / keeps it.
-    from fastapi import FastAPI
-
-    from app.web.main import redirect_root_to_docs
-
-    owned = FastAPI()
-    owned.add_api_route("/", lambda: {"mine": True}, methods=["GET"])
-    redirect_root_to_docs(owned)
-    assert TestClient(owned).get("/", follow_redirects=False).json() == {"mine": True}
-
-
 def test_unknown_route_is_problem_json(api):
     body = assert_problem(api.get("/nope"), 404, "not_found")
     assert body["detail"] == "nothing at /nope" and body["hint"]

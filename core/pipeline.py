@@ -11,6 +11,7 @@ staged under temporary names in ``out_dir`` and renamed only when every stage su
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from core.datasets.dataset import Dataset
 from core.datasets.references import load_dataset
 from core.deploy.onnx_export import check_export, write_onnx
 from core.device import pick_device, supports_bfloat16, use_device
+from core.hardening.distributed import training_group
 from core.hardening.method import HardeningMethod
 from core.hardening.normalization import normalized_inputs, with_normalization
 from core.hardening.registry import METHODS
@@ -170,6 +172,7 @@ def run(
     resumed_attempt: int | None = None,
     checkpoint_every_s: float = 300.0,
     on_checkpoint: Callable[[Path], None] | None = None,
+    training_processes: int = 1,
 ) -> RunResult:
     """Harden ``model_file`` with the spec's method(s) (defensive distillation by default) and
     write the first method's model.onnx, report.json and report.html to ``out_dir``.
@@ -182,16 +185,22 @@ def run(
     ``checkpoint_dir``: where the trainings save checkpoints (core.checkpoint; every
     ``checkpoint_every_s`` at an epoch's end, and at each training's end), each handed to
     ``on_checkpoint``; ``resume_from``: the checkpoints of an earlier attempt
-    (``resumed_attempt``) to resume from."""
+    (``resumed_attempt``) to resume from. ``training_processes``: train over that many
+    processes (GPUs), DDP (core.hardening.distributed)."""
     checkpoints = None
     if checkpoint_dir is not None:
         checkpoints = Checkpoints(
             Path(checkpoint_dir), resume_from=resume_from, every_s=checkpoint_every_s,
             on_saved=on_checkpoint,
         )  # fmt: skip
-    with checkpointing(checkpoints):
+    rerun = functools.partial(
+        run, spec, model_file, dataset, precision=precision, channels_last=channels_last,
+        cudnn_benchmark=cudnn_benchmark,
+    )  # fmt: skip
+    group = training_group(training_processes, rerun, device=device)
+    with checkpointing(checkpoints), group as watched:
         result = _run(
-            spec, model_file, dataset, out_dir, on_progress=on_progress,
+            spec, model_file, dataset, out_dir, on_progress=watched(on_progress),
             should_cancel=should_cancel, device=device, precision=precision,
             channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, baseline=baseline,
             resumed=lambda: _resumed_note(checkpoints, resumed_attempt),

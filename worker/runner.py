@@ -259,6 +259,8 @@ def _execute(
             "channels_last": settings.channels_last,
             "cudnn_benchmark": settings.cudnn_benchmark,
         }
+        if settings.training_processes > 1:  # DDP (core.hardening.distributed); uncontained
+            options["training_processes"] = settings.training_processes
         if baseline is not None:
             options["baseline"] = baseline
         checkpointing = _Checkpointing(services, job_id, attempt, heartbeat, work)

@@ -206,6 +206,15 @@ class Settings(BaseSettings):
         "machine with several); unset: the first GPU if any, else the CPU. A GPU this machine "
         "lacks stops the worker at start (docs/deploy.md).",
     )
+    training_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes one job's training runs over (core/hardening/distributed.py: "
+        "DistributedDataParallel, NCCL on CUDA with GPUs HARDEN_DEVICE..+N-1, gloo on the CPU). "
+        "The ranks talk over TCP, which a contained job may not: above 1 it needs "
+        "HARDEN_CONTAIN_MODELS=false (docs/deploy.md).",
+    )
     training_precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="Training precision (core/compute.py): 'auto' trains in bfloat16 autocast on "
@@ -322,6 +331,18 @@ class Settings(BaseSettings):
                 f"({hard} s): past the soft limit a job fails cleanly with code 'timeout', past "
                 "the hard one its worker process is killed. Lower the soft limit (a few minutes "
                 "below the hard one is enough)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _training_processes_can_reach_each_other(self) -> Settings:
+        if self.training_processes > 1 and self.contain_models:
+            raise ValueError(
+                f"HARDEN_TRAINING_PROCESSES={self.training_processes} needs TCP between the "
+                "training's processes, and a contained job has no network (Landlock refuses "
+                "TCP; its network namespace has no interface up): set "
+                "HARDEN_TRAINING_PROCESSES=1, or HARDEN_CONTAIN_MODELS=false on a worker that "
+                "runs trusted models only"
             )
         return self
 

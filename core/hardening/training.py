@@ -21,6 +21,7 @@ from core.checkpoint import Resumable
 from core.compute import Compute
 from core.contract.spec import HardenSpec
 from core.contract.training_cost import steps_per_epoch
+from core.hardening import distributed
 from core.modules import set_training_mode
 from core.names import CancelFn, ProgressFn
 from core.plan import RunPlan
@@ -218,15 +219,24 @@ def train_epochs(
         return min(epochs - done, stops_at.epochs_left(losses) + settle)
 
     losses: list[float] = []
-    step = 0
     stop_after = epochs
-    first_epoch, ended = 0, False
+    ended = False
     unit = _Unit.begin(stage, model, optimizer, generator, resumable)
     if unit is not None and unit.saved is not None:
         losses, stop_after, ended = unit.restore()
-        first_epoch = len(losses)
-        step = first_epoch * per_epoch
-        meter.done += step
+    # Over several processes (core.hardening.distributed), every rank goes on from rank 0's state
+    # and trains on its share of each batch; trained is the model under DDP.
+    ranks, trained = distributed.current(), model
+    if ranks is not None:
+        shape = (count, batch_size, epochs)
+        progress = (losses, stop_after, ended)
+        losses, stop_after, ended = ranks.start(
+            model, optimizer, generator, resumable, progress, shape
+        )
+        trained = ranks.wrap(model)
+    first_epoch = len(losses)
+    step = first_epoch * per_epoch
+    meter.done += step
     meter.expect(0 if ended else epochs_ahead(first_epoch, losses) * per_epoch)
     for epoch in range(epochs if ended else first_epoch, epochs):
         # The permutation is drawn on the CPU generator so a seed gives the same batches on any
@@ -235,7 +245,7 @@ def train_epochs(
         if rows is not None:
             order = rows[order]
         order = order.to(inputs.device)
-        set_training_mode(model, True)  # again each epoch: an after_epoch check may evaluate
+        set_training_mode(trained, True)  # again each epoch: an after_epoch check may evaluate
         loss_sum = torch.zeros((), device=inputs.device)
         for start in range(0, count, batch_size):
             if should_cancel():
@@ -243,19 +253,32 @@ def train_epochs(
                     f"cancelled during {stage} training at step {step} of at most {total}", stage
                 )
             index = order[start : start + batch_size]
+            share = None if ranks is None else ranks.share(index)
+            if share is not None:
+                index = share.rows
             batch = inputs[index]
             if compute.channels_last and batch.dim() == 4:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             with training_autocast(compute, inputs.device):
-                loss = batch_loss(model, batch, targets[index])
+                loss = batch_loss(trained, batch, targets[index])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if share is None:
+                loss.backward()
+            else:
+                (loss * share.scale).backward()
             optimizer.step()
-            loss_sum += loss.detach() * len(index)
+            loss_sum += loss.detach() * (len(index) if share is None else share.samples)
             step += 1
             meter.step()
+        if ranks is not None:  # the epoch's loss over every rank's share; rank 0's buffers
+            ranks.total(loss_sum)
+            ranks.same_model(model)
         losses.append(float(loss_sum) / count)
-        if after_epoch is not None and after_epoch(epoch, losses):
+        stop = after_epoch is not None and after_epoch(epoch, losses)
+        if ranks is not None:  # what rank 0's check decided, and its weights if it restored any
+            stop = ranks.rank_zero_says(stop)
+            ranks.same_model(model)
+        if stop:
             stop_after = epoch + 1
         if epoch + 1 >= stop_after:
             break
@@ -268,6 +291,8 @@ def train_epochs(
         meter.expect(epochs_ahead(epoch + 1, losses) * per_epoch)
     if unit is not None and not ended:
         unit.save(losses, stop_after, ended=True)
+    if ranks is not None:  # what follows (soft labels, a check) computes alike on every rank
+        ranks.same_model(model)
     meter.expect(0)
     set_training_mode(model, False)
     if compute.channels_last:

@@ -1,0 +1,128 @@
+"""One training over two processes (core.hardening.distributed): real gloo process groups on the
+CPU, against one process with the same seed and global batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.hardening import distributed
+from core.hardening.training import train_epochs
+from core.names import ProgressFn
+from core.pipeline import run
+from core.plan import RunPlan
+from tests.core.model_files import digits, write_model
+from tests.core.test_checkpoint import _spec
+
+EPOCHS = 4
+# One process and two add a batch's gradients in a different order (and with 2 threads vs 1):
+# float noise, which Adam's steps carry on. Measured on digits: losses within 2e-7 relative,
+# weights within 2e-7; the bounds leave room for other CPUs' kernels.
+LOSS_RTOL = 1e-4
+WEIGHT_ATOL = 1e-4
+
+
+def _mlp(batchnorm: bool) -> nn.Module:
+    torch.manual_seed(0)
+    middle: list[nn.Module] = [nn.BatchNorm1d(64)] if batchnorm else []
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), *middle, nn.ReLU(), nn.Linear(64, 10))
+
+
+def _accuracy(model: nn.Module) -> float:
+    data = digits()
+    model.eval()
+    with torch.no_grad():
+        return float((model(data.x_test).argmax(1) == data.y_test).float().mean())
+
+
+def train_digits(
+    out_dir: Path, *, on_progress: ProgressFn | None = None, device: str = "cpu"
+) -> dict[str, tuple[dict[str, torch.Tensor], list[float], float]]:
+    """What a job's hardening does, in small: trainings in a row (without and with BatchNorm),
+    then the first stage after the hardening. Every rank runs it (the group's ``rerun``)."""
+    data = digits()
+    progress = on_progress or (lambda stage, done, total: None)
+    plan = RunPlan.resolve(_spec(), dataset="builtin:digits", train_samples=len(data.y_train))
+    trained = {}
+    for name, batchnorm in (("plain", False), ("batchnorm", True)):
+        model = _mlp(batchnorm)
+        losses = train_epochs(
+            model, data.x_train, data.y_train, F.cross_entropy, epochs=EPOCHS, plan=plan,
+            stage="training", generator=torch.Generator().manual_seed(0), on_progress=progress,
+            should_cancel=lambda: False,
+        )  # fmt: skip
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        trained[name] = (state, losses, _accuracy(model))
+    progress("export", 0, 1)  # the hardening ended: ranks other than 0 stop here
+    # A training after the group ended runs in this process alone (DDP's hooks are gone).
+    assert distributed.current() is None
+    after = _mlp(False)
+    train_epochs(
+        after, data.x_train, data.y_train, F.cross_entropy, epochs=1, plan=plan,
+        stage="after", generator=torch.Generator().manual_seed(0), on_progress=progress,
+        should_cancel=lambda: False,
+    )  # fmt: skip
+    return trained
+
+
+def test_two_processes_train_as_one_with_the_same_seed_and_batch(tmp_path: Path) -> None:
+    alone = train_digits(tmp_path / "alone")
+    seen: list[str] = []
+    with distributed.training_group(2, train_digits, device="cpu") as watched:
+        group = distributed.current()
+        assert group is not None and (group.rank, group.world) == (0, 2)
+        shared = train_digits(
+            tmp_path / "shared", on_progress=watched(lambda s, *_: seen.append(s))
+        )
+    assert distributed.current() is None
+    assert "export" in seen and "after" in seen  # progress still reaches the job's callback
+
+    # No BatchNorm: the same training, up to float summation order.
+    weights, losses, accuracy = shared["plain"]
+    one_weights, one_losses, one_accuracy = alone["plain"]
+    assert len(losses) == len(one_losses) == EPOCHS
+    assert losses == pytest.approx(one_losses, rel=LOSS_RTOL)
+    for name, tensor in one_weights.items():
+        assert torch.allclose(weights[name], tensor, atol=WEIGHT_ATOL), name
+    assert accuracy == pytest.approx(one_accuracy, abs=0.01)
+
+    # BatchNorm normalises each process's half batch by its own statistics: not the same
+    # training, the same result to within a point of test accuracy.
+    _, bn_losses, bn_accuracy = shared["batchnorm"]
+    _, one_bn_losses, one_bn_accuracy = alone["batchnorm"]
+    assert bn_accuracy == pytest.approx(one_bn_accuracy, abs=0.01)
+    assert bn_losses[-1] < bn_losses[0]
+
+
+def test_a_job_trains_over_two_processes_as_over_one(tmp_path: Path) -> None:
+    # No student check: a student that falls short is replaced by one warm-started from the
+    # teacher, whose gradient starts at zero, so Adam's first steps follow float noise alone
+    # (measured: its losses 6e-5 relative apart after one epoch, the scratch student's 1e-7).
+    spec = _spec(teacher_epochs=1, student_epochs=2, distillation={"student_max_drop": None})
+    model = write_model("torchscript", tmp_path)
+    one = run(spec, model, None, tmp_path / "one", device="cpu").report
+    two = run(spec, model, None, tmp_path / "two", device="cpu", training_processes=2).report
+    assert one.distillation is not None and two.distillation is not None
+    for history in ("teacher_loss_history", "student_loss_history"):
+        mine, theirs = getattr(two.distillation, history), getattr(one.distillation, history)
+        assert len(mine) == len(theirs) > 0
+        assert mine == pytest.approx(theirs, rel=LOSS_RTOL), history
+    assert two.models["student"].clean_accuracy == pytest.approx(
+        one.models["student"].clean_accuracy, abs=0.01
+    )
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )
+
+
+def test_one_process_is_no_group_at_all() -> None:
+    def progress(stage: str, done: int, total: int) -> None:
+        pass
+
+    with distributed.training_group(1, train_digits, device="cpu") as watched:
+        assert watched(progress) is progress
+        assert distributed.current() is None

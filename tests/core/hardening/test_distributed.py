@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import JobCancelledError
 from core.hardening import distributed
 from core.hardening.training import train_epochs
 from core.names import ProgressFn
 from core.pipeline import run
 from core.plan import RunPlan
 from tests.core.model_files import digits, write_model
-from tests.core.test_checkpoint import _spec
+from tests.core.test_checkpoint import _spec, _stop_at
 
 EPOCHS = 4
 # One process and two add a batch's gradients in a different order (and with 2 threads vs 1):
@@ -98,25 +99,41 @@ def test_two_processes_train_as_one_with_the_same_seed_and_batch(tmp_path: Path)
     assert bn_losses[-1] < bn_losses[0]
 
 
-def test_a_job_trains_over_two_processes_as_over_one(tmp_path: Path) -> None:
+def test_a_job_resumed_over_two_processes_ends_as_in_one(tmp_path: Path) -> None:
+    """The pipeline's option end to end, from a checkpoint: a first attempt in one process
+    stopped in the teacher's second epoch; the second attempt over two processes takes the
+    teacher's first epoch and its optimizer state from rank 0's checkpoint, trains the rest and
+    the student over both, and ends as the job run whole in one process."""
     # No student check: a student that falls short is replaced by one warm-started from the
     # teacher, whose gradient starts at zero, so Adam's first steps follow float noise alone
     # (measured: its losses 6e-5 relative apart after one epoch, the scratch student's 1e-7).
-    spec = _spec(teacher_epochs=1, student_epochs=2, distillation={"student_max_drop": None})
+    spec = _spec(teacher_epochs=2, student_epochs=2, distillation={"student_max_drop": None})
     model = write_model("torchscript", tmp_path)
-    one = run(spec, model, None, tmp_path / "one", device="cpu").report
-    two = run(spec, model, None, tmp_path / "two", device="cpu", training_processes=2).report
-    assert one.distillation is not None and two.distillation is not None
+    whole = run(spec, model, None, tmp_path / "whole", device="cpu").report
+    first = tmp_path / "attempt-1"
+    _, stop = _stop_at("teacher", 30)  # 23 steps an epoch
+    with pytest.raises(JobCancelledError):
+        run(
+            spec, model, None, first / "out", device="cpu", checkpoint_dir=first / "checkpoints",
+            checkpoint_every_s=0.0, on_progress=stop,  # type: ignore[arg-type]
+        )  # fmt: skip
+    second = tmp_path / "attempt-2"
+    resumed = run(
+        spec, model, None, second / "out", device="cpu", training_processes=2,
+        checkpoint_dir=second / "checkpoints", resume_from=first / "checkpoints",
+        resumed_attempt=1, checkpoint_every_s=0.0,
+    ).report  # fmt: skip
+    assert any("after epoch 1" in note for note in resumed.notes), resumed.notes
+    assert whole.distillation is not None and resumed.distillation is not None
     for history in ("teacher_loss_history", "student_loss_history"):
-        mine, theirs = getattr(two.distillation, history), getattr(one.distillation, history)
-        assert len(mine) == len(theirs) > 0
+        mine, theirs = getattr(resumed.distillation, history), getattr(whole.distillation, history)
+        assert len(mine) == len(theirs) == 2
         assert mine == pytest.approx(theirs, rel=LOSS_RTOL), history
-    assert two.models["student"].clean_accuracy == pytest.approx(
-        one.models["student"].clean_accuracy, abs=0.01
+    assert resumed.models["student"].clean_accuracy == pytest.approx(
+        whole.models["student"].clean_accuracy, abs=0.01
     )
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
-        p.name for p in (tmp_path / "one").iterdir()
-    )
+    artifacts = sorted(p.name for p in (second / "out").iterdir())
+    assert artifacts == sorted(p.name for p in (tmp_path / "whole").iterdir())
 
 
 def test_one_process_is_no_group_at_all() -> None:

@@ -107,6 +107,9 @@
       throw new Error("the event stream closed early");
     } catch (problem) {
       if (problem && problem.status) {
+        const state = document.getElementById("state");
+        state.textContent = problem.status === 404 ? "not found" : "not shown";
+        state.className = "state state-failed";
         showProblem(document.getElementById("error"), problem);
         setLive("");
         return;

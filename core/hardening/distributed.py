@@ -9,8 +9,9 @@ top, the way a torchrun script runs on every rank; each of its trainings
 - every rank starts from rank 0's state (weights, optimizer, random generators, the epoch an
   earlier attempt's checkpoint left it at), so each draws the same per-epoch permutation;
 - each takes its share of every batch (the global batch is still the plan's batch size), its
-  loss scaled by its share, so DDP's all-reduced mean of the gradients is the one-process
-  gradient of the whole batch, up to the order of the float sums;
+  loss (a mean over the share's samples, as every method's is) scaled by its share, so DDP's
+  all-reduced mean of the gradients is the one-process gradient of the whole batch, up to the
+  order of the float sums;
 - the per-epoch loss is summed over the ranks, so convergence and ``after_epoch`` checks see the
   same losses on every rank, and rank 0's word (and weights) decides each epoch's end.
 
@@ -141,7 +142,10 @@ class TrainingGroup:
         would otherwise wait on each other until the timeout."""
         tensors, values = checkpoint.optimizer_tensors(optimizer)
         sent = {f"optimizer.{k}": v for k, v in tensors.items()}
-        sent.update({f"random.{k}": v for k, v in checkpoint.random_states(generator).items()})
+        # The batches' generator and torch's CPU one; not the CUDA ones, whose restore would
+        # open a context on every GPU in every rank (each rank replayed the same seed anyway).
+        randoms = checkpoint.random_states(generator)
+        sent.update({f"random.{k}": v for k, v in randoms.items() if not k.startswith("cuda")})
         extra: Any = None
         if resumable is not None:
             extra_tensors, extra = resumable.checkpoint_state()

@@ -153,7 +153,11 @@
     const problemBox = document.getElementById("submit-problem");
     problemBox.hidden = true;
     const model = document.getElementById("model").files[0];
-    const local = (detail, hint) => showProblem(problemBox, { detail, hint, errors: [] });
+    const refuse = (problem) => {
+      showProblem(problemBox, problem);
+      problemBox.scrollIntoView({ block: "nearest" }); // below the button: bring it into view
+    };
+    const local = (detail, hint) => refuse({ detail, hint, errors: [] });
     if (!model) return local("choose a model file", "a TorchScript (.pt), torch.export (.pt2), ONNX or safetensors file");
     const form = new FormData();
     form.append("model", model);
@@ -168,7 +172,7 @@
     try {
       const response = await call("/harden", { method: "POST", body: form });
       if (!response.ok) {
-        showProblem(problemBox, await problemOf(response));
+        refuse(await problemOf(response));
         return;
       }
       const job = await response.json();

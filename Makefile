@@ -26,8 +26,8 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
-	$(BIN)/ruff check core app worker cli client tests bench docs
-	$(BIN)/ruff format --check core app worker cli client tests bench docs
+	$(BIN)/ruff check core app worker cli client tests bench docs/screenshots.py
+	$(BIN)/ruff format --check core app worker cli client tests bench docs/screenshots.py
 	$(BIN)/mypy core app worker cli client/harden_client
 
 # Debian's browser and its driver (tests/integration/browser.py drives them; no browser download).

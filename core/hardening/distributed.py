@@ -45,6 +45,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -311,7 +312,7 @@ def training_group(
             _start(helper)
             group.helpers.append(helper)
         torch.set_num_threads(share)
-        _join(0, processes, store, backend)
+        _join(0, processes, _meet(store, group.helpers), backend)
         token = _current.set(group)
         yield group.watch
     except BaseException:
@@ -375,14 +376,29 @@ def _loopback_refused() -> str | None:
     return None
 
 
-def _join(rank: int, processes: int, store: str, backend: str) -> None:
-    dist.init_process_group(
-        backend,
-        store=dist.FileStore(store, processes),
-        rank=rank,
-        world_size=processes,
-        timeout=TIMEOUT,
-    )
+def _meet(path: str, helpers: list[Any]) -> dist.FileStore:
+    """The rendezvous once every other rank is in it. A rank that died before (its process
+    failed to start or to import the job) is an error at once, not after ``TIMEOUT``."""
+    store = dist.FileStore(path, len(helpers) + 1)
+    keys = [f"rank-{rank}" for rank in range(1, len(helpers) + 1)]
+    deadline = time.monotonic() + TIMEOUT.total_seconds()
+    while True:
+        try:
+            store.wait(keys, dt.timedelta(seconds=1))
+            return store
+        except RuntimeError:  # not all there yet
+            ended = [helper for helper in helpers if not helper.is_alive()]
+            if ended:
+                raise RuntimeError(
+                    f"training {ended[0].name} ended (exit code {ended[0].exitcode}) before it "
+                    "joined the group (its traceback is on this process's standard error)"
+                ) from None
+            if time.monotonic() > deadline:
+                raise
+
+
+def _join(rank: int, processes: int, store: dist.Store, backend: str) -> None:
+    dist.init_process_group(backend, store=store, rank=rank, world_size=processes, timeout=TIMEOUT)
 
 
 def _rank_main(
@@ -400,7 +416,9 @@ def _rank_main(
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     torch.set_num_threads(threads)
-    _join(rank, processes, store, backend)
+    rendezvous = dist.FileStore(store, processes)
+    rendezvous.set(f"rank-{rank}", "up")
+    _join(rank, processes, rendezvous, backend)
     group = TrainingGroup(rank, processes, torch.device(device))
     _current.set(group)
     try:

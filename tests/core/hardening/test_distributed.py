@@ -154,6 +154,28 @@ def test_adversarial_training_attacks_each_share_under_ddp(tmp_path: Path) -> No
     )
 
 
+def _fails_to_load() -> None:
+    raise ImportError("the job cannot be loaded here")
+
+
+class _Unloadable:
+    """A job whose replay cannot even be unpickled in the other rank's process."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_fails_to_load, ())
+
+    def __call__(self, out_dir: Path, *, on_progress: ProgressFn, device: str) -> None:
+        pass
+
+
+def test_a_rank_that_cannot_start_fails_the_training_at_once() -> None:
+    # At once: the rendezvous notices the ended process, rank 0 does not wait out the timeout.
+    joined = distributed.training_group(2, _Unloadable(), device="cpu")
+    with pytest.raises(RuntimeError, match="rank-1 ended .exit code 1. before it joined"), joined:
+        pass
+    assert distributed.current() is None
+
+
 def test_one_process_is_no_group_at_all() -> None:
     def progress(stage: str, done: int, total: int) -> None:
         pass

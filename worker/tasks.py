@@ -59,6 +59,20 @@ def _import_the_pipeline(sender: Any = None, **_: Any) -> None:
         import core.pipeline  # noqa: F401
     except ImportError:
         log.exception("core.pipeline cannot be imported; jobs will fail")
+    if sender is not None and _solo(sender) and get_settings().contain_models:
+        # The solo pool runs tasks in this process and sends no worker_process_init: its fork
+        # server starts here, and the worker says it is ready once the server has imported
+        # torch, or the first job (or the first helper of another job's audit, which has
+        # seconds to join it) waits for that import (about 4 s on a busy 2-core machine).
+        from worker.contained import warm_up
+
+        warm_up(wait=True)
+
+
+def _solo(worker: Any) -> bool:
+    pool = getattr(worker, "pool_cls", None)
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    return "solo" in str(name)
 
 
 def _consumes(worker: Any, queue: str) -> bool:

@@ -66,7 +66,7 @@ from core.report.build import (
 from core.report.html import render_html
 from core.report.model_card import model_card
 from core.report.sarif import sarif_log
-from core.report.schema import MethodComparison, Report
+from core.report.schema import MethodComparison, Report, ResumedFrom
 from core.report.summary import near_chance
 from core.stages import StageTime, record_stages_into, stop_recording, timed_stage
 
@@ -203,23 +203,33 @@ def run(
             spec, model_file, dataset, out_dir, on_progress=watched(on_progress),
             should_cancel=should_cancel, device=device, precision=precision,
             channels_last=channels_last, cudnn_benchmark=cudnn_benchmark, baseline=baseline,
-            resumed=lambda: _resumed_note(checkpoints, resumed_attempt),
+            resumed=lambda: _resumed_from(checkpoints, resumed_attempt),
             audit_shards=audit_shards, shard_dir=shard_dir,
         )  # fmt: skip
     return result
 
 
-def _resumed_note(checkpoints: Checkpoints | None, attempt: int | None) -> list[str]:
-    """A note saying what an earlier attempt's checkpoints saved this one (none: nothing)."""
+def _resumed_from(checkpoints: Checkpoints | None, attempt: int | None) -> ResumedFrom | None:
+    """What an earlier attempt's checkpoints saved this run (None: nothing)."""
     if checkpoints is None or not checkpoints.resumed:
-        return []
+        return None
     last: Resumed = checkpoints.resumed[-1]
-    reused = sum(unit.epochs for unit in checkpoints.resumed)
-    where = "after its end" if last.ended else f"after epoch {last.epochs}"
-    of = f" of attempt {attempt}" if attempt is not None else ""
+    return ResumedFrom(
+        attempt=attempt, stage=last.stage, epoch=last.epochs, ended=last.ended,
+        trainings=len(checkpoints.resumed),
+        epochs_not_retrained=sum(unit.epochs for unit in checkpoints.resumed),
+    )  # fmt: skip
+
+
+def _resumed_note(resumed: ResumedFrom | None) -> list[str]:
+    if resumed is None:
+        return []
+    where = "after its end" if resumed.ended else f"after epoch {resumed.epoch}"
+    of = f" of attempt {resumed.attempt}" if resumed.attempt is not None else ""
     return [
-        f"resumed from the checkpoints{of}: {len(checkpoints.resumed)} training(s) taken over, "
-        f"the last the {last.stage} stage's {where} ({reused} epochs not retrained)"
+        f"resumed from the checkpoints{of}: {resumed.trainings} training(s) taken over, the "
+        f"last the {resumed.stage} stage's {where} ({resumed.epochs_not_retrained} epochs not "
+        "retrained)"
     ]
 
 
@@ -236,7 +246,7 @@ def _run(
     channels_last: bool,
     cudnn_benchmark: bool,
     baseline: Baseline | None,
-    resumed: Callable[[], list[str]],
+    resumed: Callable[[], ResumedFrom | None],
     audit_shards: ShardBroker | None = None,
     shard_dir: Path | None = None,
 ) -> RunResult:
@@ -292,7 +302,8 @@ def _run(
 
         result = method.harden(uploaded, data, plan, on_progress=progress, should_cancel=cancel)
         timings.update(result.timings)
-        notes.extend(resumed())
+        resumed_from = resumed()
+        notes.extend(_resumed_note(resumed_from))
 
         with timed_stage("export", cancel, timings):
             progress("export", 0, 1)
@@ -446,6 +457,7 @@ def _run(
                 "timings_s": dict(timings),
                 "notes": list(notes),
                 "comparison_to_baseline": versus_baseline,
+                "resumed_from": resumed_from,
             }
         )
         # Every file from the final report: report.html's timings and notes are report.json's

@@ -61,7 +61,9 @@ from core.report.summary import (
 #      written on every dump), verdict.deciding, a 95% Wilson interval beside every accuracy
 #      (models.*.clean_accuracy_interval, evaluation's points, worst cases and strongest rows),
 #      models.*.per_class. A 2.0 report reads as 2.1 with them filled in.
-REPORT_VERSION = "2.1"
+# 2.2: additive: resumed_from (a job that took over an earlier attempt's checkpoints: which
+#      attempt, the stage and epoch it went on from, what was not retrained).
+REPORT_VERSION = "2.2"
 
 
 class _Section(BaseModel):
@@ -287,6 +289,25 @@ if not TYPE_CHECKING:  # the type checker sees the class above; templates read t
     MethodComparison = _with_method_records(MethodComparison)
 
 
+class ResumedFrom(_Section):
+    """Where a job resumed from: the checkpoints of an earlier attempt (core/checkpoint.py)."""
+
+    attempt: int | None = Field(
+        description="The attempt whose checkpoints were taken over (null outside the service)."
+    )
+    stage: str = Field(description="The stage of the last training taken over.")
+    epoch: int = Field(
+        description="Its epochs done when saved: this run went on after this epoch (1-based)."
+    )
+    ended: bool = Field(
+        description="Whether that training had ended (then nothing of it was retrained)."
+    )
+    trainings: int = Field(description="How many trainings were taken over.")
+    epochs_not_retrained: int = Field(
+        description="Epochs over every training taken over that this run did not train again."
+    )
+
+
 class Report(_Section):
     """Everything a hardening job produced, in one document."""
 
@@ -341,6 +362,12 @@ class Report(_Section):
         None,
         description="The hardened model against the job's baseline (spec.baseline) on the same "
         "attacks, budgets and samples, with paired 95% intervals (core/report/comparison.py).",
+    )
+    resumed_from: ResumedFrom | None = Field(
+        None,
+        description="Set when the job resumed from an earlier attempt's checkpoints (its worker "
+        "was lost): what was taken over. With the same seed the results are those of a run "
+        "never stopped.",
     )
     comparison: list[MethodComparison] = Field(
         default_factory=list,

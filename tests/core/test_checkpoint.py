@@ -118,6 +118,10 @@ def test_a_run_resumed_from_its_checkpoints_ends_as_an_uninterrupted_one(
     )  # fmt: skip
     _same_outcome(resumed, uninterrupted)
     assert any("resumed from the checkpoints of attempt 1" in note for note in resumed.notes)
+    assert uninterrupted.resumed_from is None
+    taken = resumed.resumed_from
+    assert taken is not None and taken.attempt == 1 and taken.stage == stage
+    assert not taken.ended and taken.epoch >= 1 and taken.epochs_not_retrained >= taken.epoch
     # Not retrained from zero: the stopped stage went on from its last checkpoint, so what was
     # trained again is what came after it (less than an epoch: every epoch saved).
     started = next(done for name, done, _ in progress if name == stage)

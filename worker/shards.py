@@ -67,6 +67,7 @@ class ShardHost:
     on_first_claim: Callable[[int], None] | None = None
     claimed: int = 0
     _started: bool = False
+    _reported: bool = False
 
     def beat(self) -> None:
         self.shards.beat(self.job_id, self.claimant)
@@ -77,6 +78,14 @@ class ShardHost:
             if self.on_first_claim is not None:
                 self.on_first_claim(count)
         states = self.shards.states(self.job_id)
+        if self.on_first_claim is not None and not self.claimed:
+            done = sum(1 for state in states.values() if state.state == DONE)
+            if done and not self._reported:
+                log.info(
+                    "job %s: %d of %d audit shards already done (an earlier attempt's or a "
+                    "helper's), reused", self.job_id, done, count,
+                )  # fmt: skip
+        self._reported = True
         order = range(count - 1, -1, -1) if self.descending else range(count)
         stale_before = utcnow() - timedelta(seconds=self.stale_after_s)
         for shard in order:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from harden_client import HardenClient
 
+from app.infra.shard_store import ShardStore
+from app.infra.store import JobStore
 from tests.integration.conftest import REDIS_DB, Cluster, tiny_torchscript, wait_for
 from tests.integration.test_faults import (
     FAST_REAPER,
@@ -25,7 +29,10 @@ from tests.integration.test_faults import (
     _running_again,
     _start_two_workers_and_a_slow_job,
     _worker_of,
+    start_maintenance,
 )
+from tests.integration.test_redis_postgres import create_key
+from tests.integration.test_shards import SHARDED, _without_seconds
 from worker.retention import MAINTENANCE_QUEUE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -80,3 +87,40 @@ def test_a_job_killed_mid_student_resumes_from_its_checkpoint_and_ends_as_if_nev
         whole["distillation"]["student_loss_history"], rel=1e-6
     )
     print(f"\nSIGKILL mid-student -> running again in {recovery_s:.1f} s; {notes[0]}")
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_audit_reuses_its_finished_shards_and_ends_as_if_never_stopped(
+    resume_cluster: Cluster, tmp_path: Path
+) -> None:
+    resume_cluster.env |= {"HARDEN_AUDIT_HELPERS": "0"}  # the job's worker alone audits
+    resume_cluster.start_api()
+    workers = {name: resume_cluster.start_worker(name) for name in ("w1", "w2")}
+    start_maintenance(resume_cluster)
+    client = HardenClient(resume_cluster.url, create_key(resume_cluster, "ci"))
+    model = tiny_torchscript(tmp_path / "model.pt")
+    job_id = client.submit(model, config=SHARDED)["id"]
+    shards = ShardStore(JobStore.from_url(resume_cluster.env["HARDEN_DATABASE_URL"]).engine)
+    wait_for(
+        lambda: sum(s.state == "done" for s in shards.states(job_id).values()) >= 3,
+        120, "three shards done",
+        lambda: resume_cluster.log("w1") + resume_cluster.log("w2"),
+    )  # fmt: skip
+    victim = _worker_of(resume_cluster, job_id, tuple(workers))
+    os.killpg(workers[victim].pid, signal.SIGKILL)
+    workers[victim].wait()
+    _running_again(client, job_id, timeout_s=60)
+    _finished_once(resume_cluster, client, job_id)
+    survivor = next(name for name in workers if name != victim)
+    reused = re.findall(
+        rf"job {job_id}: ([0-9]+) of 24 audit shards already done", resume_cluster.log(survivor)
+    )
+    assert reused and int(reused[0]) >= 3, resume_cluster.log(survivor)
+    resumed = _report(client, job_id, tmp_path)
+    assert resumed["resumed_from"]["ended"] is True  # every training was taken over whole
+
+    again = client.submit(model, config=SHARDED)
+    assert client.wait(again["id"], timeout_s=150, poll_s=0.5)["state"] == "succeeded"
+    whole = _report(client, again["id"], tmp_path)
+    assert _without_seconds(resumed["evaluation"]) == _without_seconds(whole["evaluation"])
+    print(f"\nSIGKILL mid-audit -> {reused[0]} of 24 shards reused by attempt 2")

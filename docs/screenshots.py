@@ -48,6 +48,7 @@ FINISHED_JOB = {
 }
 # A job still running when the list is shot, with an ETA of some seconds at least.
 LONG_JOB = {"teacher-epochs": "500", "student-epochs": "500", "samples": "200"}
+SMALL_BATCHES = {"batch_size": 16}  # many steps of a small model: minutes on any machine
 ETA_SHOWN = re.compile(r"about (\d+ min|\d{2,} s) left")
 
 
@@ -107,7 +108,12 @@ def main(out: Path) -> None:
                 save(driver, out / "job.png")
 
                 long_id = submit(
-                    driver, service.url, model, builtin_dataset="builtin:digits", fields=LONG_JOB
+                    driver,
+                    service.url,
+                    model,
+                    builtin_dataset="builtin:digits",
+                    fields=LONG_JOB,
+                    config=SMALL_BATCHES,
                 )
                 wait_until(
                     driver,

@@ -33,8 +33,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 # A job of a few seconds on builtin:digits that still ends in a verdict.
 QUICK_FIELDS = {"teacher-epochs": "1", "student-epochs": "3", "samples": "20"}
-# A job that runs long enough to show an ETA (it is cancelled).
+# A job that runs long enough to show an ETA on any machine: many steps of small batches (it is
+# cancelled).
 LONG_FIELDS = {"teacher-epochs": "500", "student-epochs": "300", "evaluation": "off"}
+SMALL_BATCHES = {"batch_size": 16}
 
 
 @pytest.fixture(scope="module")
@@ -223,12 +225,14 @@ def test_a_running_job_shows_its_eta_and_stops_when_cancelled(
     open_service: Cluster, browser: WebDriver, model: Path
 ):
     open_front_door(browser, open_service.url)
-    fill_submit_form(browser, model, builtin_dataset="builtin:digits", fields=LONG_FIELDS)
+    fill_submit_form(
+        browser, model, builtin_dataset="builtin:digits", fields=LONG_FIELDS, config=SMALL_BATCHES
+    )
     job_id = click_submit(browser)
     eta = wait_until(
         browser,
         lambda d: re.search(
-            r"about (\d+ min )?\d+ s left", d.find_element(By.ID, "progress-text").text
+            r"about \d+ (h|min|s)\b.* left", d.find_element(By.ID, "progress-text").text
         ),
         90,
         "an ETA",

@@ -9,7 +9,7 @@ running), and saves:
 * docs/screenshots/job.png: the finished job's page (verdict, downloads, the report's top);
 * docs/screenshots/report.png: that job's report.html, the whole page.
 
-About two minutes on a 2-core machine. Run from the repository root:
+About a minute on a 2-core machine. Run from the repository root:
 `PYTHONPATH=. .venv/bin/python docs/screenshots.py [OUT_FOLDER]`.
 """
 

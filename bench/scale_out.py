@@ -36,6 +36,7 @@ from harden_client import HardenClient  # noqa: E402
 
 from tests.integration.conftest import PG_ADMIN, Cluster, base_env  # noqa: E402
 from tests.integration.test_redis_postgres import create_key  # noqa: E402
+from tests.worker.real_pipeline import without_seconds  # noqa: E402
 
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "12"))
 SHARDS = 20
@@ -65,14 +66,6 @@ def mlp(path: Path) -> Path:
     )
     torch.jit.save(torch.jit.script(model), str(path))
     return path
-
-
-def without_seconds(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: without_seconds(v) for k, v in value.items() if "seconds" not in k}
-    if isinstance(value, list):
-        return [without_seconds(v) for v in value]
-    return value
 
 
 def run_once(workers: int, workdir: Path) -> dict:

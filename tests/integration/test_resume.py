@@ -32,7 +32,8 @@ from tests.integration.test_faults import (
     start_maintenance,
 )
 from tests.integration.test_redis_postgres import create_key
-from tests.integration.test_shards import SHARDED, _without_seconds
+from tests.integration.test_shards import SHARDED
+from tests.worker.real_pipeline import without_seconds
 from worker.retention import MAINTENANCE_QUEUE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -122,5 +123,5 @@ def test_a_job_killed_mid_audit_reuses_its_finished_shards_and_ends_as_if_never_
     again = client.submit(model, config=SHARDED)
     assert client.wait(again["id"], timeout_s=150, poll_s=0.5)["state"] == "succeeded"
     whole = _report(client, again["id"], tmp_path)
-    assert _without_seconds(resumed["evaluation"]) == _without_seconds(whole["evaluation"])
+    assert without_seconds(resumed["evaluation"]) == without_seconds(whole["evaluation"])
     print(f"\nSIGKILL mid-audit -> {reused[0]} of 24 shards reused by attempt 2")

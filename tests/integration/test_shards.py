@@ -21,6 +21,7 @@ from app.infra.shard_store import ShardStore
 from app.infra.store import JobStore
 from tests.integration.conftest import Cluster, tiny_torchscript, wait_for
 from tests.integration.test_redis_postgres import create_key
+from tests.worker.real_pipeline import without_seconds
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -44,17 +45,9 @@ SHARDED = {
 }
 
 
-def _without_seconds(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _without_seconds(v) for k, v in value.items() if "seconds" not in k}
-    if isinstance(value, list):
-        return [_without_seconds(v) for v in value]
-    return value
-
-
 def _evaluation(client: HardenClient, job_id: str, folder: Path) -> dict:
     path = client.download(job_id, folder / job_id, ("report.json",))["report.json"]
-    return _without_seconds(json.loads(Path(path).read_text())["evaluation"])  # type: ignore[return-value]
+    return without_seconds(json.loads(Path(path).read_text())["evaluation"])  # type: ignore[return-value]
 
 
 def _helped(cluster: Cluster, name: str) -> list[int]:

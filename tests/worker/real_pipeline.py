@@ -106,3 +106,12 @@ class RecordingPipeline:
         )
         self.results.append(result)
         return result
+
+
+def without_seconds(value: object) -> object:
+    """A report section with every timing left out: what two runs of one job must share."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [without_seconds(v) for v in value]
+    return value

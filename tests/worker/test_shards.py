@@ -19,7 +19,7 @@ from core.pipeline import run
 from core.report.schema import Report
 from tests.worker import hostile_pipelines
 from tests.worker.conftest import queue_job
-from tests.worker.real_pipeline import TINY_EVALUATION
+from tests.worker.real_pipeline import TINY_EVALUATION, without_seconds
 from worker.runner import WorkerServices, help_audit, run_job
 from worker.shards import ShardHost, forget_shards, result_name
 
@@ -117,19 +117,11 @@ def test_the_jobs_end_forgets_its_claims_and_results(
     assert not any(n.startswith("audit/") for n in services.artifacts.job_names(job_id))
 
 
-def _without_seconds(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _without_seconds(v) for k, v in value.items() if "seconds" not in k}
-    if isinstance(value, list):
-        return [_without_seconds(v) for v in value]
-    return value
-
-
 def _evaluation(services: WorkerServices, job_id: str) -> dict:
     path = Path(services.settings.artifact_dir) / job_id / "report.json"
     report = Report.model_validate_json(path.read_text())
     assert report.evaluation is not None
-    return _without_seconds(report.evaluation.model_dump(mode="json"))  # type: ignore[return-value]
+    return without_seconds(report.evaluation.model_dump(mode="json"))  # type: ignore[return-value]
 
 
 # Eight shards of five samples: a helper started at the job's first claim gets some of them.

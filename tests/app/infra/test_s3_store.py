@@ -155,6 +155,24 @@ def test_job_names_and_delete_job_cover_one_job_only(store, tmp_path: Path) -> N
     assert read_all(store, other, "inputs/model") == b"other"
 
 
+def test_checkpoints_and_shard_results_are_stored_and_deleted_one_by_one(
+    store, tmp_path: Path
+) -> None:
+    """What resuming and spreading an audit keep per job (worker/runner.py, worker/shards.py):
+    checkpoints under their attempt, shard results under audit/; each deleted alone."""
+    job_id = new_job()
+    names = ["checkpoints/2/train-00-teacher.safetensors", "audit/audit-3.safetensors"]
+    for name in names:
+        store.put(job_id, name, write(tmp_path / name.replace("/", "-"), name.encode()))
+        assert read_all(store, job_id, name) == name.encode()
+    store.put(job_id, "model.onnx", write(tmp_path / "m", b"m"))
+    store.delete(job_id, names[0])
+    store.delete(job_id, names[0])  # gone already: no error
+    assert store.job_names(job_id) == [names[1], "model.onnx"]
+    store.delete(job_id, names[1])
+    assert store.job_names(job_id) == ["model.onnx"]
+
+
 def test_a_job_whose_id_prefixes_another_keeps_its_files(store, tmp_path: Path) -> None:
     # Keys are <prefix><job id>/<name>: listing one job must not reach into another's.
     job_id = new_job()
@@ -170,6 +188,9 @@ def test_a_job_whose_id_prefixes_another_keeps_its_files(store, tmp_path: Path) 
         (uuid.uuid4().hex, "../secrets"),
         (uuid.uuid4().hex, "inputs/../../x"),
         (uuid.uuid4().hex, "/etc/passwd"),
+        (uuid.uuid4().hex, "checkpoints/../../x"),
+        (uuid.uuid4().hex, "checkpoints/x/train-00-teacher.safetensors"),
+        (uuid.uuid4().hex, "audit/../report.json"),
     ],
 )
 def test_keys_outside_a_job_are_impossible(store, tmp_path: Path, job_id: str, name: str) -> None:

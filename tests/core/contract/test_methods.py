@@ -133,7 +133,9 @@ def test_a_description_with_its_own_sections_extends_the_spec_and_the_report(
     assert "toy" in report_type.model_json_schema()["properties"]
     [table] = report_html.method_records(report)
     assert table["title"] == "the toy method's record"
-    assert ("noise_draws", 1000) in table["fields"] and ("sigmas", "[0.25, 0.5]") in table["fields"]
+    # Read by people: field names in words, numbers grouped, lists as lists (core/report/formatting)
+    assert ("noise draws", "1,000") in table["fields"]
+    assert ("sigmas", "0.25, 0.5") in table["fields"]
 
 
 def test_a_class_that_implements_another_description_is_refused() -> None:

@@ -116,14 +116,23 @@ def run_job(
     job_dir = Path(settings.work_dir) / job_id
     shutil.rmtree(job_dir, ignore_errors=True)
     work = job_dir / f"attempt-{attempt}"
+    also_beat: list[Callable[[], object]] = []  # the claims on its audit's shards
+
+    def beat() -> bool:
+        alive = store.heartbeat(job_id, attempt)
+        for extra in also_beat:
+            try:
+                extra()
+            except Exception:  # a claim not renewed once is taken over only after the timeout
+                log.warning("job %s: a heartbeat of its shard claims failed", job_id, exc_info=True)
+        return alive
+
     heartbeat = Heartbeat(
-        lambda: store.heartbeat(job_id, attempt),
-        interval_s=settings.heartbeat_interval_s,
-        timeout_s=settings.heartbeat_timeout_s,
+        beat, interval_s=settings.heartbeat_interval_s, timeout_s=settings.heartbeat_timeout_s
     )
     try:
         with heartbeat:
-            state = _execute(services, job, attempt, heartbeat, work, pipeline)
+            state = _execute(services, job, attempt, heartbeat, work, pipeline, also_beat)
         if is_terminal(state):  # this attempt recorded the end: its checkpoints have served
             _delete_checkpoints(services, job_id)
         return state
@@ -228,9 +237,11 @@ def _execute(
     heartbeat: Heartbeat,
     work: Path,
     pipeline: Pipeline | None,
+    also_beat: list[Callable[[], object]],
 ) -> str:
     """Run attempt ``attempt`` of ``job``; every write is fenced by the attempt, so a worker
-    whose job was handed to another changes nothing."""
+    whose job was handed to another changes nothing. ``also_beat``: what the job's heartbeat
+    keeps alive besides the job (its shard claims, added here)."""
     store, settings = services.store, services.settings
     job_id = job.id
     spec = HardenSpec.model_validate(job.spec)
@@ -266,6 +277,8 @@ def _execute(
         checkpointing = _Checkpointing(services, job_id, attempt, heartbeat, work)
         options.update(checkpointing.options(job))
         shard_host = _job_shards(services, job, spec, attempt, work)
+        if shard_host is not None:  # a shard taking longer than the timeout stays the job's
+            also_beat.append(shard_host.beat)
         if shard_host is not None and not settings.contain_models:
             options.update(
                 audit_shards=InProcessShards(shard_host, work), shard_dir=work / "shards"

@@ -220,3 +220,28 @@ def test_the_job_process_cannot_hand_in_another_file_as_a_shard(
     assert not any(
         b"other tenant" in path.read_bytes() for path in stored.rglob("*") if path.is_file()
     )
+
+
+def test_the_jobs_heartbeat_keeps_its_shard_claims_through_a_long_shard(
+    services: WorkerServices,
+) -> None:
+    """A shard that takes longer than the heartbeat timeout stays the job's: its heartbeat
+    renews its claims, so no helper takes over a shard the job is computing."""
+    update = {"heartbeat_interval_s": 0.05, "heartbeat_timeout_s": 0.6}
+    services = replace(services, settings=services.settings.model_copy(update=update))
+    taken: list[bool] = []
+    job_id = queue_job(services, _SHARDED)
+
+    def pipeline(*args: Any, on_progress: Any, **options: Any) -> Any:
+        def progress(stage: str, done: int, total: int) -> None:
+            on_progress(stage, done, total)
+            if stage == "evaluate" and not taken:  # the job holds shard 0 now
+                time.sleep(1.5)  # past the timeout
+                stale_before = utcnow() - timedelta(seconds=0.6)
+                shards = ShardStore(services.store.engine)
+                taken.append(shards.claim(job_id, 0, "thief", stale_before=stale_before))
+
+        return run(*args, on_progress=progress, **options)
+
+    assert run_job(services, job_id, pipeline=pipeline) == "succeeded"
+    assert taken == [False]

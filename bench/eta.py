@@ -261,6 +261,12 @@ def _commit() -> str:
         return os.environ.get("BENCH_COMMIT", "unknown")
 
 
+def _described(name: str, args: argparse.Namespace) -> str:
+    if name == "adversarial" and args.robust_epochs is not None:
+        return f"{name} ({args.robust_epochs} epochs)"
+    return f"{name} (its defaults)"
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -273,6 +279,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--dataset", default="builtin:digits", help="builtin:digits (seconds) or builtin:mnist"
+    )
+    parser.add_argument(
+        "--robust-epochs", type=int, default=None, help="the adversarial job's (default: its own)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny settings, print only")
     parser.add_argument(
         "--calibrate", action="store_true", help="the plan's pricing run (CALIBRATION), print only"
@@ -291,9 +303,12 @@ def main() -> None:
     details: list[str] = []
     ratios: list[float] = []
     with tempfile.TemporaryDirectory() as scratch, LoadSampler() as load:
-        upload = _upload(Path(scratch))
+        upload = _upload(Path(scratch), args.dataset)
         for name in args.jobs:
-            spec = HardenSpec.model_validate(JOBS[name] | (QUICK if args.quick else {}))
+            config = JOBS[name] | {"dataset": args.dataset} | (QUICK if args.quick else {})
+            if name == "adversarial" and args.robust_epochs is not None and not args.quick:
+                config = config | {"robust": {"epochs": args.robust_epochs}}
+            spec = HardenSpec.model_validate(config)
             writes, duration, result = run_job(spec, upload, Path(scratch) / name)
             label = result.report.verdict.label if result.report.verdict else "not audited"
             print(f"{name}: {duration:.0f} s, verdict {label}", flush=True)
@@ -319,7 +334,8 @@ def main() -> None:
         f"Run {started_at} at commit {_commit()} on {_machine()}, {args.threads} torch thread; "
         f"1-minute load average {load.summary()} over the run (the 2 cores are shared with "
         "other workers' tests and builds: the pace changes under the job, as it does on a busy "
-        "worker). Upload: Papernot's MNIST CNN trained 5 epochs at T=1 on builtin:digits. "
+        f"worker). Upload: Papernot's MNIST CNN trained 5 epochs at T=1 on {args.dataset}; "
+        f"jobs: {'; '.join(_described(name, args) for name in args.jobs)}. "
         "`eta_s` is app.infra.job_resource.eta_seconds over the job row as it stood at the "
         "checkpoint; *before* is the previous formula (time running x (1 - progress) / "
         "progress over the stages' fixed shares) from the same progress; *harden run* is the "

@@ -121,21 +121,12 @@ def _forkserver() -> Any:
     return _context
 
 
-def warm_up(*, wait: bool = False) -> None:
-    """Start the fork server now (it imports torch), not inside the first job; ``wait``: until
-    it has (a child forked from it and ended), so the caller is ready when this returns."""
+def warm_up() -> None:
+    """Start the fork server now (it imports torch), not inside the first job."""
     from multiprocessing import forkserver
 
-    context = _forkserver()
+    _forkserver()
     forkserver.ensure_running()
-    if wait:
-        child = context.Process(target=_ready, daemon=True)
-        _start(child)
-        child.join(300)
-
-
-def _ready() -> None:
-    """A fork server's first child: ends at once (warm_up's proof the server is up)."""
 
 
 def run_contained(

@@ -61,12 +61,12 @@ def _import_the_pipeline(sender: Any = None, **_: Any) -> None:
         log.exception("core.pipeline cannot be imported; jobs will fail")
     if sender is not None and _solo(sender) and get_settings().contain_models:
         # The solo pool runs tasks in this process and sends no worker_process_init: its fork
-        # server starts here, and the worker says it is ready once the server has imported
-        # torch, or the first job (or the first helper of another job's audit, which has
-        # seconds to join it) waits for that import (about 4 s on a busy 2-core machine).
+        # server starts here, importing torch while the worker starts, or the first job (or
+        # the first helper of another job's audit) waits for that import (about 4 s on a busy
+        # 2-core machine). Not waited for: a worker that is ready at once costs nothing more.
         from worker.contained import warm_up
 
-        warm_up(wait=True)
+        warm_up()
 
 
 def _solo(worker: Any) -> bool:

@@ -31,7 +31,7 @@ from harden_client import HardenClient
 from app.infra.shard_store import ShardStore
 from app.infra.store import JobStore
 from tests.integration.conftest import REDIS_DB, Cluster, tiny_torchscript, wait_for
-from tests.integration.test_faults import FAST_REAPER, start_maintenance
+from tests.integration.test_faults import FAST_REAPER, _running_again, start_maintenance
 from tests.integration.test_redis_postgres import create_key
 from tests.worker.real_pipeline import without_seconds
 from worker.retention import MAINTENANCE_QUEUE
@@ -197,14 +197,20 @@ def test_jobs_whose_workers_are_lost_mid_shard_mid_student_and_mid_audit_end_as_
     assert "finished after its claim was taken" not in logs  # every helper result was merged
     lab.add_worker("w3")
 
-    # 2. The job's worker lost mid-student, after a student checkpoint was stored.
+    # 2. The job's worker lost mid-student, after a student checkpoint was stored: the reaper
+    # queues the job again within seconds, and it runs once more, on the other worker.
     student = lab.submit()
     lab.wait(
         "a student checkpoint stored",
         lambda: "train-01-student.safetensors" in ((lab.jobs.get(student).checkpoints) or {}),
     )
-    lab.kill(lab.worker_of_job(student))
+    victim = lab.worker_of_job(student)
+    lab.kill(victim)
+    recovery_s = _running_again(lab.client, student, timeout_s=60)
     second = lab.finished(student)
+    assert lab.client.status(student)["attempts"] == 2  # the dead attempt and the one that ended
+    assert f"requeued job {student}" in cluster.log("maintenance")
+    assert student in "".join(cluster.log(name) for name in lab.workers)  # a survivor ran it
     assert second["resumed_from"]["stage"] == "student" and second["resumed_from"]["attempt"] == 1
     assert not second["resumed_from"]["ended"] and second["resumed_from"]["epoch"] >= 1
     lab.add_worker("w4")
@@ -230,6 +236,7 @@ def test_jobs_whose_workers_are_lost_mid_shard_mid_student_and_mid_audit_end_as_
         _same_job(report, uninterrupted)
     print(
         f"\nhelper lost mid-shard: shard {taken_over[0]} computed again; job lost mid-student: "
-        f"resumed after student epoch {second['resumed_from']['epoch']}; job lost mid-audit: "
-        f"{reused[0]} of {SHARDS} shards reused"
+        f"running again {recovery_s:.1f} s after the SIGKILL (heartbeat timeout 3 s, reaper "
+        f"every 1 s), resumed after student epoch {second['resumed_from']['epoch']}; job lost "
+        f"mid-audit: {reused[0]} of {SHARDS} shards reused"
     )

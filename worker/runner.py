@@ -26,7 +26,7 @@ from app.infra.store import JobError, JobStore, is_terminal
 from app.infra.tracing import record_stages
 from core.audit.baseline_input import CACHE_ENTRY as BASELINE_CACHE_ENTRY
 from core.audit.baseline_input import store_cache_entry
-from core.contract.methods import job_stages
+from core.contract.job_plan import progress_stages
 from core.contract.spec import HardenSpec
 from core.errors import AuditHandedOff, HardenError, JobCancelledError
 from core.names import ARTIFACT_NAMES, ProgressFn
@@ -247,9 +247,8 @@ def _execute(
     spec = HardenSpec.model_validate(job.spec)
     reporter = ProgressReporter(
         lambda stage, progress: store.set_progress(job_id, stage, progress, attempt=attempt),
-        job_stages(
-            spec.methods[0], evaluation=spec.evaluation.enabled, certification=spec.certifies
-        ),
+        # The stages the job's ETA reads its progress back over (core/contract/job_plan.py).
+        progress_stages(spec),
         interval_s=settings.progress_interval_s,
     )
     cancel = CancelCheck(

@@ -94,8 +94,8 @@ def data_shape(spec: HardenSpec) -> DataShape:
 
 def progress_stages(spec: HardenSpec) -> tuple[Stage, ...]:
     """The stages, with their fixed shares, that a job's overall progress is reported over
-    (worker/progress.py's ProgressReporter, which worker/runner.py builds over job_stages with
-    these arguments): the ETA reads the stage's own fraction back out of that progress with
+    (worker/progress.py's ProgressReporter, which worker/runner.py builds over them): the ETA
+    reads the stage's own fraction back out of that progress with
     them (:func:`stage_fraction`; tests/worker/test_progress.py checks both agree)."""
     return job_stages(
         spec.methods[0], evaluation=spec.evaluation.enabled, certification=spec.certifies

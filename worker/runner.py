@@ -404,14 +404,14 @@ def _job_shards(
 
     def send_helpers(count: int) -> None:
         helpers = min(count - 1, settings.audit_helpers)
-        if helpers > 0 and services.help_audit is not None and job.checkpoints is not None:
+        if helpers <= 0 or services.help_audit is None:
+            return
+        # A helper replays the training from the job's checkpoints (stored while it ran, after
+        # this attempt read the job): read afresh; without any, helpers would have nothing to
+        # replay from and the job audits alone (HARDEN_CHECKPOINTS=false).
+        fresh = services.store.get(job.id)
+        if fresh is not None and fresh.checkpoints:
             services.help_audit(job.id, helpers)
-        elif helpers > 0 and services.help_audit is not None:
-            # Checkpoints are what a helper replays the training from: read them afresh (they
-            # were stored while the training ran, after this attempt read the job).
-            fresh = services.store.get(job.id)
-            if fresh is not None and fresh.checkpoints:
-                services.help_audit(job.id, helpers)
 
     return ShardHost(
         ShardStore(services.store.engine),

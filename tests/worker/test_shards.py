@@ -245,3 +245,16 @@ def test_the_jobs_heartbeat_keeps_its_shard_claims_through_a_long_shard(
 
     assert run_job(services, job_id, pipeline=pipeline) == "succeeded"
     assert taken == [False]
+
+
+@pytest.mark.parametrize(("checkpoints", "sent"), [(True, 1), (False, 0)])
+def test_helpers_are_sent_only_when_they_have_checkpoints_to_replay(
+    services: WorkerServices, checkpoints: bool, sent: int
+) -> None:
+    update = {"audit_helpers": 1, "checkpoints": checkpoints}
+    services = replace(services, settings=services.settings.model_copy(update=update))
+    calls: list[tuple[str, int]] = []
+    job_id = queue_job(services, _SHARDED)
+    helped = replace(services, help_audit=lambda job, count: calls.append((job, count)))
+    assert run_job(helped, job_id) == "succeeded"
+    assert calls == [(job_id, 1)] * sent

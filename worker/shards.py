@@ -104,7 +104,16 @@ class ShardHost:
         known = self.shards.states(self.job_id).get(shard)
         if known is not None and known.state == DONE:
             name = result_name(shard)
-            self.artifacts.fetch(self.job_id, name, inbox / Path(name).name)
+            try:
+                self.artifacts.fetch(self.job_id, name, inbox / Path(name).name)
+            except Exception:  # computed here instead: the same result, by construction
+                log.warning(
+                    "shard %d of job %s not fetched; computed here",
+                    shard,
+                    self.job_id,
+                    exc_info=True,
+                )
+                return "compute"
             return "ready"
         stale_before = utcnow() - timedelta(seconds=self.stale_after_s)
         if self.shards.claim(self.job_id, shard, self.claimant, stale_before=stale_before):
@@ -119,6 +128,9 @@ class ShardHost:
             outgoing.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, outgoing)
             sha = self.artifacts.put(self.job_id, result_name(shard), outgoing, move=True)
+        except Exception:  # not stored: its claim goes stale and the job computes it again
+            log.warning("shard %d of job %s not stored", shard, self.job_id, exc_info=True)
+            return
         finally:
             outgoing.unlink(missing_ok=True)
             with contextlib.suppress(OSError):

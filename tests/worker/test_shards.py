@@ -258,3 +258,28 @@ def test_helpers_are_sent_only_when_they_have_checkpoints_to_replay(
     helped = replace(services, help_audit=lambda job, count: calls.append((job, count)))
     assert run_job(helped, job_id) == "succeeded"
     assert calls == [(job_id, 1)] * sent
+
+
+class _Unreachable:
+    """An artifact store whose reads and writes fail (S3 away)."""
+
+    def fetch(self, *args: object, **kwargs: object) -> Path:
+        raise OSError("the store is unreachable")
+
+    def put(self, *args: object, **kwargs: object) -> str:
+        raise OSError("the store is unreachable")
+
+
+def test_a_store_that_fails_costs_a_shard_computed_again_not_the_job(
+    services: WorkerServices, tmp_path: Path
+) -> None:
+    job_id = queue_job(services)
+    helper = _host(services, job_id, "helper", tmp_path, descending=True, helper=True)
+    assert helper.claim(2) == 1
+    helper.done(1, _result(tmp_path, 1, b"one"))  # stored and marked done
+    job = _host(services, job_id, "job", tmp_path)
+    job.artifacts = _Unreachable()  # type: ignore[assignment]
+    assert job.claim(2) == 0
+    assert job.wait(1, tmp_path / "inbox") == "compute"  # not fetched: computed here
+    job.done(0, _result(tmp_path, 0, b"zero"))  # not stored: no error, the claim stays open
+    assert ShardStore(services.store.engine).states(job_id)[0].state == "claimed"

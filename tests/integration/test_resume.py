@@ -138,6 +138,31 @@ class _Lab:
         assert len(running) == 1, running
         return running[0]
 
+    def helper_holding_a_shard(self, job_id: str) -> str:
+        """The worker of a helper that has finished a shard of ``job_id`` and holds one now,
+        frozen (SIGSTOP, its job process included) while it does, so that it dies holding it."""
+        for _ in range(600):
+            self.wait(
+                "the helper's first shard done and its next claimed",
+                lambda: self.claimant(job_id, "helper", "done") and self.claimant(job_id, "helper"),
+            )
+            helper = self.claimant(job_id, "helper")
+            if helper is None:  # between two shards: look again
+                continue
+            name = self.worker_of_pid(int(helper.split(":")[1]))
+            pids = [self.workers[name].pid, *_descendants(self.workers[name].pid)]
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            held = [
+                s for s in self.shards.states(job_id).values()
+                if s.claimant == helper and s.state == "claimed"
+            ]  # fmt: skip
+            if len(held) == 1:
+                return name
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        raise AssertionError(f"no helper of job {job_id} held a shard")
+
     def kill(self, name: str) -> None:
         process = self.workers.pop(name)
         os.killpg(process.pid, signal.SIGKILL)
@@ -180,13 +205,7 @@ def test_jobs_whose_workers_are_lost_mid_shard_mid_student_and_mid_audit_end_as_
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)
     try:
-        lab.wait(
-            "the helper's first shard done and its next claimed",
-            lambda: lab.claimant(shared, "helper", "done") and lab.claimant(shared, "helper"),
-        )
-        helper = lab.claimant(shared, "helper")
-        assert helper is not None
-        lab.kill(lab.worker_of_pid(int(helper.split(":")[1])))
+        lab.kill(lab.helper_holding_a_shard(shared))
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)

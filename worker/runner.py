@@ -178,15 +178,8 @@ class _Checkpointing:
             "checkpoint_dir": self.work / "checkpoints",
             "checkpoint_every_s": settings.checkpoint_every_s,
         }
-        fetched, attempts = self.work / "resume", []
-        for name, entry in (job.checkpoints or {}).items():
-            try:
-                saved_by = int(entry["attempt"])
-                key = f"checkpoints/{saved_by}/{name}"
-                self.services.artifacts.fetch(self.job_id, key, fetched / name)
-                attempts.append(saved_by)
-            except Exception:  # resuming is an optimisation: without it the job starts over
-                log.warning("checkpoint %s of job %s not fetched", name, self.job_id, exc_info=True)
+        fetched = self.work / "resume"
+        attempts = _fetch_checkpoints(self.services, job, fetched, strict=False)
         if attempts:
             options.update(resume_from=fetched, resumed_attempt=max(attempts))
         return options
@@ -263,12 +256,7 @@ def _execute(
         )
         run = pipeline or _core_pipeline()
         args = (spec, model_path, dataset_path, work / "out")
-        options: dict[str, Any] = {
-            "device": settings.device,
-            "precision": settings.training_precision,
-            "channels_last": settings.channels_last,
-            "cudnn_benchmark": settings.cudnn_benchmark,
-        }
+        options = _device_options(settings)
         if settings.training_processes > 1:  # DDP (core.hardening.distributed); uncontained
             options["training_processes"] = settings.training_processes
         if baseline is not None:
@@ -285,7 +273,7 @@ def _execute(
         result: Any
         if settings.contain_models:
             # The upload is code: it runs in a supervised, confined child (worker/contained.py).
-            readable = [dataset_path] if dataset_path and work not in dataset_path.parents else []
+            readable = _readable(dataset_path, work)
             if baseline is not None and baseline.cache_dir is not None:
                 baseline.cache_dir.mkdir(parents=True, exist_ok=True)
                 readable.append(baseline.cache_dir)  # read only: entries come back as outputs
@@ -297,10 +285,7 @@ def _execute(
                 readable=readable,
                 on_progress=reporter,
                 should_cancel=cancel,
-                limits=Limits(
-                    stall_timeout_s=settings.model_stall_timeout_s,
-                    memory_limit_bytes=settings.model_memory_limit_mb * 2**20,
-                ),
+                limits=_limits(settings),
                 on_checkpoint=checkpointing,
                 shards=shard_host,
             )
@@ -369,6 +354,48 @@ def _execute(
             ),
         )
         return JobState.failed
+
+
+def _device_options(settings: Settings) -> dict[str, Any]:
+    """How the pipeline uses the worker's device (core.pipeline.run's options)."""
+    return {
+        "device": settings.device,
+        "precision": settings.training_precision,
+        "channels_last": settings.channels_last,
+        "cudnn_benchmark": settings.cudnn_benchmark,
+    }
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        stall_timeout_s=settings.model_stall_timeout_s,
+        memory_limit_bytes=settings.model_memory_limit_mb * 2**20,
+    )
+
+
+def _readable(dataset_path: Path | None, work: Path) -> list[Path]:
+    """What the confined child may read besides its folder: a dataset kept outside it."""
+    return [dataset_path] if dataset_path and work not in dataset_path.parents else []
+
+
+def _fetch_checkpoints(
+    services: WorkerServices, job: Job, folder: Path, *, strict: bool
+) -> list[int]:
+    """The job's recorded checkpoints into ``folder``; the attempts that stored them. Not
+    ``strict``: one that cannot be fetched is skipped (resuming is an optimisation: without it
+    the training starts over)."""
+    attempts = []
+    for name, entry in (job.checkpoints or {}).items():
+        saved_by = int(entry["attempt"])
+        try:
+            services.artifacts.fetch(job.id, f"checkpoints/{saved_by}/{name}", folder / name)
+        except Exception:
+            if strict:
+                raise
+            log.warning("checkpoint %s of job %s not fetched", name, job.id, exc_info=True)
+            continue
+        attempts.append(saved_by)
+    return attempts
 
 
 def _fetch_inputs(
@@ -458,33 +485,16 @@ def help_audit(services: WorkerServices, job_id: str, *, pipeline: Pipeline | No
     try:
         with heartbeat:
             model_path, dataset_path = _fetch_inputs(services, job, spec, work)
-            options: dict[str, Any] = {
-                "device": settings.device,
-                "precision": settings.training_precision,
-                "channels_last": settings.channels_last,
-                "cudnn_benchmark": settings.cudnn_benchmark,
-                "checkpoint_dir": work / "checkpoints",
-            }
-            fetched = work / "resume"
-            for name, entry in job.checkpoints.items():
-                key = f"checkpoints/{int(entry['attempt'])}/{name}"
-                services.artifacts.fetch(job_id, key, fetched / name)
-            options["resume_from"] = fetched
+            options = _device_options(settings) | {"checkpoint_dir": work / "checkpoints"}
+            options["resume_from"] = work / "resume"
+            _fetch_checkpoints(services, job, options["resume_from"], strict=True)
             run = pipeline or _core_pipeline()
             args = (spec, model_path, dataset_path, work / "out")
             quiet: ProgressFn = lambda stage, done, total: None  # noqa: E731 - the job's bar is its own
             if settings.contain_models:
-                readable = (
-                    [dataset_path] if dataset_path and work not in dataset_path.parents else []
-                )
                 run_contained(
-                    run, args, options, work=work, readable=readable, on_progress=quiet,
-                    should_cancel=cancel,
-                    limits=Limits(
-                        stall_timeout_s=settings.model_stall_timeout_s,
-                        memory_limit_bytes=settings.model_memory_limit_mb * 2**20,
-                    ),
-                    shards=host,
+                    run, args, options, work=work, readable=_readable(dataset_path, work),
+                    on_progress=quiet, should_cancel=cancel, limits=_limits(settings), shards=host,
                 )  # fmt: skip
             else:
                 options.update(audit_shards=InProcessShards(host, work), shard_dir=work / "shards")
